@@ -1,0 +1,22 @@
+/** The verb table. A verb lands with the issue that makes it real; until then it says which. */
+export interface VerbModule {
+  run(argv: string[]): Promise<number>;
+}
+
+export interface Verb {
+  name: string;
+  summary: string;
+  available: boolean;
+  /** Why it is not available yet. */
+  pending?: string;
+  load?: () => Promise<VerbModule>;
+}
+
+export const VERBS: Verb[] = [
+  { name: 'run', summary: 'run a scenario file and check its expectations', available: false, pending: 'arrives with the scenario language' },
+  { name: 'replay', summary: 'parse a real kvm/kvmmmu trace capture and rebuild the MMU state', available: false, pending: 'arrives with trace replay' },
+  { name: 'decode', summary: 'decode an SPTE, a role word, a page-fault error code or a stage-2 descriptor', available: false, pending: 'arrives with the x86 engine core' },
+  { name: 'walk', summary: 'walk guest page tables as KVM does and explain the result', available: false, pending: 'arrives with the x86 engine core' },
+  { name: 'dap', summary: 'serve the Debug Adapter Protocol on stdio (for nvim-dap, Emacs dap-mode, ...)', available: false, pending: 'arrives with the debug adapter' },
+  { name: 'bench', summary: 'measure the performance targets against same-run baselines', available: false, pending: 'arrives with the benchmarks' },
+];

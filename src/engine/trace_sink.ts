@@ -1,0 +1,49 @@
+/**
+ * Where the engine's tracepoint events go. Like probes, emitting is guarded by a flag so that a model
+ * run with no consumer pays one property read per tracepoint.
+ *
+ * Event text is exactly what the 6.18 kernel's `print fmt` produces (see src/engine/tracepoints/), so a
+ * model trace and a real capture compare line by line.
+ */
+
+export interface TraceEvent {
+  /** Monotonic index of the event in this run (0-based). */
+  index: number;
+  /** TRACE_SYSTEM: `kvmmmu` or `kvm`. */
+  system: 'kvmmmu' | 'kvm';
+  /** Event name, e.g. `kvm_mmu_set_spte`. */
+  name: string;
+  /** vCPU index, or -1 when the event is not tied to a vCPU (ioctls, notifiers, workers). */
+  vcpu: number;
+  /** Payload text as the kernel prints it (no prefix). */
+  text: string;
+  /** Structured fields, named as in the format file. Numbers above 2^53 are hex strings. */
+  fields: Record<string, number | string | boolean>;
+}
+
+class TraceSink {
+  enabled = false;
+  private next = 0;
+  private consumers: Array<(e: TraceEvent) => void> = [];
+
+  subscribe(fn: (e: TraceEvent) => void): () => void {
+    this.consumers.push(fn);
+    this.enabled = true;
+    return () => {
+      this.consumers = this.consumers.filter((c) => c !== fn);
+      this.enabled = this.consumers.length > 0;
+    };
+  }
+
+  /** Call only behind `if (trace.enabled)`. */
+  emit(system: TraceEvent['system'], name: string, vcpu: number, text: string, fields: TraceEvent['fields']): void {
+    const e: TraceEvent = { index: this.next++, system, name, vcpu, text, fields };
+    for (const c of this.consumers) c(e);
+  }
+
+  reset(): void {
+    this.next = 0;
+  }
+}
+
+export const trace = new TraceSink();
