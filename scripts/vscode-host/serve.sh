@@ -4,7 +4,7 @@
 set -u
 source "$(dirname "$0")/common.sh"
 bash "$ROOT/scripts/vscode-host/setup.sh" || exit 1
-cd "$ROOT" && npm run --silent package >/dev/null || { echo "packaging the extension failed" >&2; exit 1; }
+cd "$ROOT" && npm run --silent package >/tmp/kvm-mmu-package.log 2>&1 || { cat /tmp/kvm-mmu-package.log; false; } || { echo "packaging the extension failed" >&2; exit 1; }
 RUN=${KVM_MMU_SERVE_DIR:-$(mktemp -d /tmp/kvm-mmu-serve.XXXXXX)}
 PORT=${PORT:-$(free_port)}
 mkdir -p "$RUN/exts"
