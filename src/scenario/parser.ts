@@ -535,6 +535,7 @@ function staticChecks(ctx: Ctx, stmt: Statement): void {
         a.space === 'pa' ? '' : ctx.vmSeen ? 'raise maxphyaddr/ipa_bits on the vm line, or use a lower address' : 'add a vm line with maxphyaddr= (or ipa_bits=)');
     }
   }
+  if (ctx.diags.some((d) => d.line === ctx.line && d.code === 'address-out-of-range')) return;
   // Sizes paired with a start address.
   const start = num(stmt, 'gpa') ?? num(stmt, 'address');
   const size = num(stmt, 'size');

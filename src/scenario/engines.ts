@@ -1,0 +1,25 @@
+/**
+ * Which engine runs a scenario. Each architecture's binding adapts the engine facade to
+ * `ScenarioEngine`; until a facade has landed the factory says so, and every statement that needs it
+ * reports "not supported yet by the engine" at its line.
+ */
+import type { ScenarioEngine, VmConfig } from './engine_api';
+
+export type EngineFactory = (cfg: VmConfig) => ScenarioEngine | string;
+
+const bindings: Partial<Record<VmConfig['arch'], EngineFactory>> = {};
+
+/** Engine bindings register themselves here (see ./bind/). */
+export function registerEngine(arch: VmConfig['arch'], factory: EngineFactory): void {
+  bindings[arch] = factory;
+}
+
+export const createEngine: EngineFactory = (cfg) => {
+  const f = bindings[cfg.arch];
+  if (!f) {
+    return cfg.arch === 'x86'
+      ? 'the x86 engine facade (src/engine/x86/index.ts) has not landed'
+      : 'the arm64 stage-2/pKVM engine (src/engine/arm64/) has not landed';
+  }
+  return f(cfg);
+};
