@@ -13,10 +13,10 @@ export interface Verb {
 }
 
 export const VERBS: Verb[] = [
-  { name: 'run', summary: 'run a scenario file and check its expectations', available: false, pending: 'arrives with the scenario language' },
-  { name: 'replay', summary: 'parse a real kvm/kvmmmu trace capture and rebuild the MMU state', available: false, pending: 'arrives with trace replay' },
-  { name: 'decode', summary: 'decode an SPTE, a role word, a page-fault error code or a stage-2 descriptor', available: false, pending: 'arrives with the x86 engine core' },
-  { name: 'walk', summary: 'walk guest page tables as KVM does and explain the result', available: false, pending: 'arrives with the x86 engine core' },
+  { name: 'run', summary: 'run a scenario file and check its expectations', available: true, load: () => import('./run') },
+  { name: 'replay', summary: 'parse a real kvm/kvmmmu trace capture and rebuild the MMU state', available: true, load: () => import('./replay') },
+  { name: 'decode', summary: 'decode an SPTE, a role word, a page-fault error code or a stage-2 descriptor', available: true, load: () => import('./decode') },
+  { name: 'walk', summary: 'walk guest page tables as KVM does and explain the result', available: true, load: () => import('./walk') },
   { name: 'dap', summary: 'serve the Debug Adapter Protocol on stdio (for nvim-dap, Emacs dap-mode, ...)', available: false, pending: 'arrives with the debug adapter' },
   { name: 'bench', summary: 'measure the performance targets against same-run baselines', available: false, pending: 'arrives with the benchmarks' },
 ];
