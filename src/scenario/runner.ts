@@ -100,7 +100,7 @@ export function configOf(statements: readonly Statement[], overrides: Record<str
 export function parseOverrides(sets: readonly string[]): Record<string, string> | string {
   const out: Record<string, string> = {};
   for (const s of sets) {
-    const m = /^([A-Za-z_][A-Za-z0-9_]*)=(.+)$/.exec(s);
+    const m = /^([A-Za-z_][A-Za-z0-9_.]*)=(.+)$/.exec(s);
     if (!m) return `--set '${s}': expected NAME=VALUE`;
     const [, rawName, value] = m as unknown as [string, string, string];
     const name = rawName.replace(/^(kvm|kvm_intel|kvm_amd)\./, '');
@@ -139,6 +139,8 @@ export class ScenarioRunner {
   private readonly opts: RunnerOptions;
   private engineError: string | undefined;
   private stmtEvents: TraceEvent[] = [];
+  private stmtCounts = new Map<string, number>();
+  private stmtTotal = 0;
   private stmtEventsDropped = 0;
   private allEvents: TraceEvent[] = [];
   private allEventsDropped = 0;
@@ -158,6 +160,8 @@ export class ScenarioRunner {
     this.unsubscribe = trace.subscribe((e) => {
       this.eventTotal++;
       this.eventCounts.set(e.name, (this.eventCounts.get(e.name) ?? 0) + 1);
+      this.stmtTotal++;
+      this.stmtCounts.set(e.name, (this.stmtCounts.get(e.name) ?? 0) + 1);
       if (this.stmtEvents.length < keep) this.stmtEvents.push(e);
       else this.stmtEventsDropped++;
       if (this.allEvents.length < keep) this.allEvents.push(e);
@@ -201,6 +205,8 @@ export class ScenarioRunner {
     if (!isExpect) {
       this.stmtEvents = [];
       this.stmtEventsDropped = 0;
+      this.stmtCounts = new Map();
+      this.stmtTotal = 0;
       this.lastExits = [];
       this.lastRet = undefined;
     }
@@ -597,8 +603,12 @@ export class ScenarioRunner {
     const name = st.args['event'] ? this.word(st, 'event', '') : undefined;
     const pattern = st.args['text'] ? this.word(st, 'text', '') : undefined;
     let n = 0;
-    for (const e of events) if ((!name || e.name === name) && (!pattern || globMatch(pattern, e.text))) n++;
-    if (dropped && (pattern || name)) {
+    if (pattern === undefined) {
+      // Counting by name needs no kept events.
+      const counts = all ? this.eventCounts : this.stmtCounts;
+      n = name ? counts.get(name) ?? 0 : all ? this.eventTotal : this.stmtTotal;
+    } else for (const e of events) if ((!name || e.name === name) && globMatch(pattern, e.text)) n++;
+    if (dropped && pattern !== undefined) {
       this.fail(st, `${dropped} events were not kept in memory; narrow the statement`);
       return;
     }
