@@ -34,6 +34,8 @@ export const VMX_EPT_RWX_MASK = 0x7;
 /** W|X without R: the value KVM uses to make EPT MMIO SPTEs raise EPT misconfigurations. */
 export const VMX_EPT_MISCONFIG_WX_VALUE = 0x6;
 export const VMX_EPT_MT_EPTE_SHIFT = 3;
+/** Memtype bits 5:3 of a leaf EPT entry. */
+export const VMX_EPT_MT_MASK = 7 << VMX_EPT_MT_EPTE_SHIFT;
 export const VMX_EPT_IPAT_BIT = 1 << 6;
 export const VMX_EPT_ACCESS_BIT = 1 << 8;
 export const VMX_EPT_DIRTY_BIT = 1 << 9;
@@ -245,6 +247,15 @@ export function kvm_mmu_set_mmio_spte_mask(
   set64(m.shadow_mmio_value, vlo, vhi);
   set64(m.shadow_mmio_mask, mlo, mhi);
   m.shadow_mmio_access_mask = access_mask >>> 0;
+}
+
+/**
+ * kvm_mmu_set_mmio_spte_value: TDX gives a VM its own MMIO value; the result is that VM's
+ * `kvm->arch.shadow_mmio_value`, which callers pass to is_mmio_spte / make_mmio_spte.
+ */
+export function kvm_mmu_set_mmio_spte_value(kvm_arch: { shadow_mmio_value: U64 }, mmio_value: Readonly<U64>): void {
+  kvm_arch.shadow_mmio_value.lo = mmio_value.lo >>> 0;
+  kvm_arch.shadow_mmio_value.hi = mmio_value.hi >>> 0;
 }
 
 /** kvm_mmu_set_me_spte_mask: the memory-encryption bit for SPTEs (SVM passes sme_me_mask twice). */
@@ -550,6 +561,23 @@ export function kvm_mmu_set_spte_flags(m: SpteMasks, lo: number, hi: number): st
   let u = '';
   if ((um.lo | um.hi) !== 0) u = (lo & um.lo) !== 0 || (hi & um.hi) !== 0 ? 'u' : '-';
   return r + w + x + u;
+}
+
+/** The r/x/u fields kvm_mmu_set_spte records (u is -1 when the format has no user mask). */
+export interface SetSpteTraceFields {
+  r: boolean;
+  x: boolean;
+  u: -1 | 0 | 1;
+}
+
+/** Fill the kvm_mmu_set_spte record fields for an SPTE (call only when tracing is enabled). */
+export function kvm_mmu_set_spte_trace_fields(m: SpteMasks, lo: number, hi: number): SetSpteTraceFields {
+  const um = m.shadow_user_mask;
+  return {
+    r: (m.shadow_present_mask.lo | m.shadow_present_mask.hi) !== 0 || (lo & PT_PRESENT_MASK) !== 0,
+    x: is_executable_pte(m, lo, hi),
+    u: (um.lo | um.hi) === 0 ? -1 : (lo & um.lo) !== 0 || (hi & um.hi) !== 0 ? 1 : 0,
+  };
 }
 
 // ---------------------------------------------------------------------------------------------------

@@ -2,31 +2,9 @@
  * `kvm-mmu decode spte VALUE [--format ept|npt] [--level N] [--maxphyaddr N] [--no-ad] [--exec-only]
  * [--cbit N] [--json]`: what KVM would make of a 64-bit SPTE under a stated mask configuration.
  */
-import { decodeFields, type BitField } from '../../../engine/bits/fields';
 import type { U64 } from '../../../engine/bits/u64';
-import {
-  PT_PAGE_SIZE_MASK,
-  classifySpte,
-  eptMasks,
-  get_mmio_spte_access,
-  get_mmio_spte_generation,
-  get_mmio_spte_gfn,
-  is_access_track_spte,
-  is_accessed_spte,
-  is_executable_pte,
-  is_host_writable_spte,
-  is_mmu_writable_spte,
-  is_shadow_present_pte,
-  is_writable_pte,
-  isLegacyRemovedSpte,
-  kvm_mmu_set_spte_flags,
-  nptMasks,
-  spte_ad_type,
-  spte_to_pfn,
-  type SpteKind,
-  type SpteMasks,
-} from '../../../engine/x86/spte';
-import { EPT_MMIO_SPTE_FIELDS, EPT_SPTE_FIELDS, NPT_MMIO_SPTE_FIELDS, NPT_SPTE_FIELDS } from '../../../engine/x86/spte_fields';
+import { eptMasks, nptMasks } from '../../../engine/x86/spte';
+import { describeMasks, describeSpte, guessSpteLevel, type SpteDescription } from '../../../engine/x86/spte_decode';
 import { formatTable, hexOf, intOption, parseDecodeArgs, parseValue, runDecode, UsageError, write } from './common';
 
 const USAGE = `usage: kvm-mmu decode spte VALUE [--format ept|npt] [--level N] [--maxphyaddr N] [--no-ad] [--exec-only] [--cbit N] [--json]
@@ -50,43 +28,13 @@ const OPTIONS = {
   json: { type: 'boolean' },
 } as const;
 
-interface LevelChoice {
-  level: number;
-  source: 'option' | 'inferred';
-  reason: string;
-}
-
-/** Guess the table level from bits only leaves carry (make_nonleaf_spte never sets them). */
-function inferLevel(m: SpteMasks, v: U64, ept: boolean): LevelChoice {
-  const { lo, hi } = v;
-  if (!is_shadow_present_pte(lo, hi)) return { level: 1, source: 'inferred', reason: 'not shadow-present (bit 11 clear): the level does not change the reading' };
-  if ((lo & PT_PAGE_SIZE_MASK) !== 0) return { level: 2, source: 'inferred', reason: 'PS set: huge leaf, assumed 2M (pass --level 3 for 1G)' };
-  const hints: string[] = [];
-  if ((lo & m.shadow_dirty_mask.lo) !== 0) hints.push('D set');
-  if (is_host_writable_spte(m, lo, hi) || is_mmu_writable_spte(m, lo, hi)) hints.push('host/MMU-writable bits');
-  if (ept && (lo & 0x78) !== 0) hints.push('memtype/IPAT bits');
-  if (ept && (hi & ((1 << 22) | (1 << 24))) !== 0) hints.push('access-track saved bits');
-  if (hints.length > 0) return { level: 1, source: 'inferred', reason: `4K leaf (${hints.join(', ')}; non-leaf SPTEs never carry them)` };
-  return { level: 2, source: 'inferred', reason: 'no leaf-only bits: non-leaf, table level unknown (assumed 2)' };
-}
-
-const AD_TYPE_NAMES = ['SPTE_TDP_AD_ENABLED', 'SPTE_TDP_AD_DISABLED', 'SPTE_TDP_AD_WRPROT_ONLY', 'invalid'] as const;
-
-export interface SpteDecodeResult {
+export interface SpteDecodeResult extends SpteDescription {
   value: string;
   format: 'ept' | 'npt';
   level: number;
   levelSource: 'option' | 'inferred';
   levelReason: string;
   assumptions: Record<string, string | number | boolean | null>;
-  kind: SpteKind;
-  large: boolean;
-  writable: boolean;
-  executable: boolean;
-  pfn: string;
-  traceFlags: string;
-  [extra: string]: unknown;
-  fields: Array<{ name: string; bits: string; msb: number; lsb: number; value: number; hex: string; meaning: string }>;
 }
 
 export function decodeSpte(
@@ -95,64 +43,30 @@ export function decodeSpte(
 ): SpteDecodeResult {
   const ept = opts.format === 'ept';
   const maxphyaddr = opts.maxphyaddr ?? (ept ? 52 : 48);
-  const ad = opts.ad ?? true;
   const execOnly = opts.execOnly ?? false;
   const m = ept
-    ? eptMasks({ maxphyaddr }, ad, execOnly)
+    ? eptMasks({ maxphyaddr }, opts.ad ?? true, execOnly)
     : nptMasks(
         opts.cbit === undefined ? { maxphyaddr } : { maxphyaddr, mem_encrypt: { c_bit: opts.cbit, phys_bits_reduction: 5, sme_active: true } },
       );
-  const lv: LevelChoice = opts.level !== undefined ? { level: opts.level, source: 'option', reason: 'given with --level' } : inferLevel(m, v, ept);
-  const { lo, hi } = v;
-  const kind = classifySpte(m, lo, hi, lv.level);
-  const present = kind === 'leaf' || kind === 'nonleaf';
-  let table: readonly BitField[] = ept ? EPT_SPTE_FIELDS : NPT_SPTE_FIELDS;
-  if (kind === 'mmio') table = ept ? EPT_MMIO_SPTE_FIELDS : NPT_MMIO_SPTE_FIELDS;
-
-  const r: SpteDecodeResult = {
+  const guess = opts.level === undefined ? guessSpteLevel(m, v.lo, v.hi) : undefined;
+  const level = opts.level ?? guess!.level;
+  const d = describeSpte(m, v.lo, v.hi, level);
+  return {
     value: hexOf(v),
     format: opts.format,
-    level: lv.level,
-    levelSource: lv.source,
-    levelReason: lv.reason,
+    level,
+    levelSource: guess ? 'inferred' : 'option',
+    levelReason: guess ? guess.reason : 'given with --level',
     assumptions: {
       format: ept ? 'EPT (kvm_mmu_set_ept_masks)' : 'NPT/legacy (kvm_mmu_reset_all_pte_masks + SVM setup)',
-      adBits: m.kvm_ad_enabled,
       execOnly: ept ? execOnly : null,
-      maxphyaddr,
       smeCbit: ept ? null : (opts.cbit ?? null),
-      presentMask: hexOf(m.shadow_present_mask),
-      mmioCaching: m.enable_mmio_caching,
-      mmioValue: hexOf(m.shadow_mmio_value),
-      mmioMask: hexOf(m.shadow_mmio_mask),
-      baseAddrMask: hexOf(m.spte_base_addr_mask),
+      ...describeMasks(m),
       frozen: 'FROZEN_SPTE 0x80000000000005a0, and pre-6.11 REMOVED_SPTE 0x5a0',
     },
-    kind,
-    large: present && lv.level > 1 && (lo & PT_PAGE_SIZE_MASK) !== 0,
-    writable: present && is_writable_pte(lo, hi),
-    executable: present && is_executable_pte(m, lo, hi),
-    pfn: '0x' + spte_to_pfn(m, lo, hi).toString(16),
-    traceFlags: kvm_mmu_set_spte_flags(m, lo, hi),
-    fields: decodeFields(lo, hi, table),
+    ...d,
   };
-  if (present) {
-    r.hostWritable = is_host_writable_spte(m, lo, hi);
-    r.mmuWritable = is_mmu_writable_spte(m, lo, hi);
-    r.accessed = is_accessed_spte(m, lo, hi);
-    r.dirty = (lo & m.shadow_dirty_mask.lo) !== 0;
-    r.adType = AD_TYPE_NAMES[spte_ad_type(lo, hi)];
-    r.accessTracked = is_access_track_spte(m, lo, hi);
-  }
-  if (kind === 'mmio') {
-    r.mmio = {
-      gfn: '0x' + get_mmio_spte_gfn(m, lo, hi).toString(16),
-      generation: '0x' + get_mmio_spte_generation(lo, hi).toString(16),
-      access: get_mmio_spte_access(m, lo, hi),
-    };
-  }
-  if (kind === 'frozen') r.frozenAs = isLegacyRemovedSpte(lo, hi) ? 'REMOVED_SPTE (pre-6.11)' : 'FROZEN_SPTE';
-  return r;
 }
 
 function yesNo(b: boolean): string {
@@ -163,7 +77,7 @@ function text(r: SpteDecodeResult): string {
   const a = r.assumptions;
   const head = formatTable([
     ['SPTE', `${r.value}  (${r.format.toUpperCase()}, level ${r.level} ${r.levelSource === 'option' ? 'given' : 'inferred: ' + r.levelReason})`],
-    ['kind', r.kind + (r.frozenAs ? ` (${String(r.frozenAs)})` : '')],
+    ['kind', r.kind + (r.frozenAs ? ` (${r.frozenAs})` : '')],
     ['large', yesNo(r.large)],
     ['writable', yesNo(r.writable)],
     ['executable', yesNo(r.executable)],
@@ -172,11 +86,11 @@ function text(r: SpteDecodeResult): string {
     ...(r.kind === 'leaf' || r.kind === 'nonleaf'
       ? [
           ['A/D type', String(r.adType)],
-          ['host/MMU-writable', `${yesNo(r.hostWritable as boolean)}/${yesNo(r.mmuWritable as boolean)}`],
-          ['access-tracked', yesNo(r.accessTracked as boolean)],
+          ['host/MMU-writable', `${yesNo(r.hostWritable === true)}/${yesNo(r.mmuWritable === true)}`],
+          ['access-tracked', yesNo(r.accessTracked === true)],
         ]
       : []),
-    ...(r.mmio ? [['mmio', `gfn ${(r.mmio as { gfn: string }).gfn} gen ${(r.mmio as { generation: string }).generation} access ${(r.mmio as { access: number }).access}`]] : []),
+    ...(r.mmio ? [['mmio', `gfn ${r.mmio.gfn} gen ${r.mmio.generation} access ${r.mmio.access}`]] : []),
     [
       'assumptions',
       `${r.format === 'ept' ? `EPT ${a.adBits ? 'with' : 'without'} A/D, ${a.execOnly ? '' : 'no '}exec-only` : `NPT${a.smeCbit !== null ? `, SME C-bit ${String(a.smeCbit)}` : ', no SME'}`}, ` +
