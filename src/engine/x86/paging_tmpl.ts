@@ -697,6 +697,11 @@ export class ListGuestPageTables implements GuestPageTableAccess {
   /** Entry position consumed at each level (-1: none). */
   private readonly posAtLevel = new Int8Array(6);
   readOnlyLevels = 0;
+  /** Top-level table address (CR3/EPTP) reported to the walker; only the A/D trace gpa depends on it. */
+  cr3Lo = 0;
+  cr3Hi = 0;
+  /** When the list runs out, report "no memslot" (fault without P) instead of throwing. */
+  missingIsBadGpa = false;
 
   constructor(values: ReadonlyArray<{ lo: number; hi: number }>) {
     this.count = values.length;
@@ -719,8 +724,8 @@ export class ListGuestPageTables implements GuestPageTableAccess {
     // A new attempt (first walk or retry) starts again from the top of the list.
     this.used = 0;
     this.posAtLevel.fill(-1);
-    out[0] = 0;
-    out[1] = 0;
+    out[0] = this.cr3Lo;
+    out[1] = this.cr3Hi;
   }
 
   get_pdptr(_index: number, out: Uint32Array): void {
@@ -728,6 +733,7 @@ export class ListGuestPageTables implements GuestPageTableAccess {
   }
 
   read_gpte(_gpa: number, _size: 4 | 8, level: number, out: Uint32Array): boolean {
+    if (this.missingIsBadGpa && this.used >= this.count) return false;
     this.take(level, out);
     return true;
   }
