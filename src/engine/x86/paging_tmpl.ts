@@ -39,6 +39,7 @@ import {
   type PermissionMmu,
   type PermissionVcpu,
 } from './permission';
+import { PFERR_FETCH_MASK, PFERR_PK_MASK, PFERR_PRESENT_MASK, PFERR_RSVD_MASK, PFERR_USER_MASK, PFERR_WRITE_MASK } from './pferr';
 import {
   emit_kvm_mmu_pagetable_walk,
   emit_kvm_mmu_paging_element,
@@ -46,14 +47,6 @@ import {
   emit_kvm_mmu_set_dirty_bit,
   emit_kvm_mmu_walker_error,
 } from './paging_trace';
-
-// Architectural #PF error-code bits (P=0, W=1, U=2, RSVD=3, F=4, PK=5).
-const PFERR_PRESENT_MASK = 1 << 0;
-const PFERR_WRITE_MASK = 1 << 1;
-const PFERR_USER_MASK = 1 << 2;
-const PFERR_RSVD_MASK = 1 << 3;
-const PFERR_FETCH_MASK = 1 << 4;
-const PFERR_PK_MASK = 1 << 5;
 
 export const PF_VECTOR = 14;
 

@@ -9,15 +9,15 @@
  */
 import { defineProbe, probes } from '../probes';
 
-// Architectural #PF error-code bits (P=0, W=1, U=2, RSVD=3, F=4, PK=5) and KVM's synthetic
-// PFERR_IMPLICIT_ACCESS (bit 48, i.e. bit 16 of the high half). Kept local so this file stands alone.
-const PFERR_PRESENT_MASK = 1 << 0;
-const PFERR_WRITE_MASK = 1 << 1;
-const PFERR_USER_MASK = 1 << 2;
-const PFERR_RSVD_MASK = 1 << 3;
-const PFERR_FETCH_MASK = 1 << 4;
-const PFERR_PK_MASK = 1 << 5;
-const PFERR_IMPLICIT_ACCESS_HI = 1 << 16;
+import {
+  PFERR_FETCH_MASK,
+  PFERR_IMPLICIT_ACCESS_HI,
+  PFERR_PK_MASK,
+  PFERR_PRESENT_MASK,
+  PFERR_RSVD_MASK,
+  PFERR_USER_MASK,
+  PFERR_WRITE_MASK,
+} from './pferr';
 
 /** ACC_* access bits of a walk result (the P slot is reused for "executable"). */
 export const ACC_EXEC_MASK = 1;
