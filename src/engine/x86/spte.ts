@@ -144,6 +144,8 @@ export interface HostCpu {
    * `sme_me_mask` = BIT(c_bit) and `physical_mask` loses the C-bit.
    */
   mem_encrypt?: { c_bit: number; phys_bits_reduction: number; sme_active: boolean };
+  /** Intel MKTME/TDX: PA bits below MAXPHYADDR the CPU uses as KeyID bits (reduce x86_phys_bits). */
+  keyid_bits?: number;
   /** Present when the CPU has X86_BUG_L1TF: `boot_cpu_data.x86_cache_bits`. */
   l1tf_cache_bits?: number;
   /** Module parameter `mmio_caching` (default true). */
@@ -279,7 +281,7 @@ export function kvm_mmu_set_me_spte_mask(m: SpteMasks, me_value: Readonly<U64>, 
 export function kvm_mmu_reset_all_pte_masks(m: SpteMasks, host: HostCpu): void {
   const enc = host.mem_encrypt;
   m.maxphyaddr = host.maxphyaddr;
-  m.x86_phys_bits = host.maxphyaddr - (enc ? enc.phys_bits_reduction : 0);
+  m.x86_phys_bits = host.maxphyaddr - (enc ? enc.phys_bits_reduction : 0) - (host.keyid_bits ?? 0);
   m.allow_mmio_caching = host.mmio_caching ?? true;
   m.is_ept = false;
   if (enc && enc.sme_active) set64(m.sme_me_mask, enc.c_bit < 32 ? 1 << enc.c_bit : 0, enc.c_bit >= 32 ? 1 << (enc.c_bit - 32) : 0);
@@ -361,10 +363,21 @@ export function svm_adjust_mmio_mask(m: SpteMasks, host: HostCpu): void {
   kvm_mmu_set_mmio_spte_mask(m, mask, mask, PT_WRITABLE_MASK | PT_USER_MASK);
 }
 
-/** VMX setup: reset, then kvm_mmu_set_ept_masks. */
+/**
+ * vmx_setup_me_spte_mask: KeyID bits (between x86_phys_bits and MAXPHYADDR) go in shadow_me_mask so
+ * they are never taken for address bits; KVM itself never sets a KeyID, so shadow_me_value stays 0.
+ */
+export function vmx_setup_me_spte_mask(m: SpteMasks): void {
+  const me_mask = z();
+  if (m.x86_phys_bits !== m.maxphyaddr) genmask(me_mask, m.maxphyaddr - 1, m.x86_phys_bits);
+  kvm_mmu_set_me_spte_mask(m, z(), me_mask);
+}
+
+/** VMX setup: reset, then kvm_mmu_set_ept_masks and vmx_setup_me_spte_mask. */
 export function eptMasks(host: HostCpu, has_ad_bits = true, has_exec_only = false): SpteMasks {
   const m = newSpteMasks(host);
   kvm_mmu_set_ept_masks(m, has_ad_bits, has_exec_only);
+  vmx_setup_me_spte_mask(m);
   return m;
 }
 
@@ -443,8 +456,8 @@ export function is_accessed_spte(m: SpteMasks, lo: number, hi: number): boolean 
 }
 
 /**
- * Dirty as KVM judged it before 6.13 removed the helper: the D bit when the SPTE uses A/D bits,
- * otherwise the W bit (write-protection stands in for dirty tracking).
+ * Dirty as older kernels' is_dirty_spte judged it (the helper is gone by 6.18): the D bit when the
+ * SPTE uses A/D bits, otherwise the W bit (write-protection stands in for dirty tracking).
  */
 export function is_dirty_spte(m: SpteMasks, lo: number, hi: number): boolean {
   if (spte_ad_enabled(lo, hi) && (m.shadow_dirty_mask.lo | m.shadow_dirty_mask.hi) !== 0) {

@@ -7,6 +7,7 @@ import {
   ACC_EXEC_MASK,
   ACC_USER_MASK,
   ACC_WRITE_MASK,
+  check_spte_writable_invariants,
   classifySpte,
   eptMasks,
   get_mmio_spte_access,
@@ -15,6 +16,8 @@ import {
   is_access_allowed,
   is_access_track_spte,
   is_accessed_spte,
+  is_dirty_spte,
+  is_ept_ve_possible,
   is_executable_pte,
   is_frozen_spte,
   is_large_pte,
@@ -25,6 +28,7 @@ import {
   is_writable_pte,
   isLegacyRemovedSpte,
   kvm_mmu_set_spte_flags,
+  leaf_spte_change_needs_tlb_flush,
   make_huge_spte,
   make_mmio_spte,
   make_nonleaf_spte,
@@ -146,6 +150,14 @@ test('L1TF: nonpresent_or_rsvd mask covers the top 5 cache-address bits', () => 
   const m = eptMasks({ maxphyaddr: 46, l1tf_cache_bits: 46 }, true, false);
   assert.equal(B(m.shadow_nonpresent_or_rsvd_mask), genmask(45, 41));
   assert.equal(B(m.shadow_nonpresent_or_rsvd_lower_gfn_mask), genmask(40, 12));
+});
+
+test('EPT masks on an MKTME/TDX host: KeyID bits go in shadow_me_mask, value stays 0', () => {
+  const m = eptMasks({ maxphyaddr: 52, keyid_bits: 6 }, true, false);
+  assert.equal(m.x86_phys_bits, 46);
+  assert.equal(B(m.shadow_me_mask), genmask(51, 46));
+  assert.equal(B(m.shadow_me_value), 0n);
+  assert.equal(B(m.shadow_nonpresent_or_rsvd_lower_gfn_mask), genmask(45, 12));
 });
 
 // ------------------------------------------------------------------ make_spte
@@ -507,4 +519,31 @@ test('property: MMIO SPTE round trip (gfn, generation, access)', () => {
       },
     ),
   );
+});
+
+test('writable invariants (ref 3.3 H/M/W table) and TLB-flush rule', () => {
+  const m = eptMasks({ maxphyaddr: 46 });
+  const ok = (v: bigint) => check_spte_writable_invariants(m, ...halves(v));
+  const P = bit(11) | 1n;
+  assert.equal(ok(P | bit(57) | bit(58) | 2n), true, 'H M W');
+  assert.equal(ok(P | bit(57) | bit(58)), true, 'H M -');
+  assert.equal(ok(P | bit(57)), true, 'H - -');
+  assert.equal(ok(P), true, '- - -');
+  assert.equal(ok(P | bit(58)), false, 'M without H');
+  assert.equal(ok(P | bit(57) | 2n), false, 'W without M');
+  const flush = (o: bigint, n: bigint) => leaf_spte_change_needs_tlb_flush(m, ...halves(o), ...halves(n));
+  assert.equal(flush(P | bit(57) | bit(58), P | bit(57)), true, 'clearing MMU-writable flushes');
+  assert.equal(flush(P | bit(57) | bit(58) | 2n, P | bit(57) | bit(58)), false, 'clearing W alone (dirty logging) does not');
+});
+
+test('is_dirty_spte: D with A/D, W without; is_ept_ve_possible', () => {
+  const m = eptMasks({ maxphyaddr: 46 });
+  assert.equal(is_dirty_spte(m, ...halves(bit(11) | bit(9))), true);
+  assert.equal(is_dirty_spte(m, ...halves(bit(11) | 2n)), false);
+  assert.equal(is_dirty_spte(m, ...halves(bit(11) | bit(52) | 2n)), true, 'A/D disabled: W stands for dirty');
+  // SVE is in the present mask; #VE needs SVE clear and RWX other than the misconfig value.
+  assert.equal(is_ept_ve_possible(m, 0, 0), true);
+  assert.equal(is_ept_ve_possible(m, 0, 0x8000_0000), false);
+  assert.equal(is_ept_ve_possible(m, 6, 0), false);
+  assert.equal(is_ept_ve_possible(nptMasks({ maxphyaddr: 48 }), 0, 0), false);
 });
