@@ -8,7 +8,6 @@
  * holds 2 bits per even pfec, with the RSVD slot reused for the PTE's U bit.
  */
 import { defineProbe, probes } from '../probes';
-
 import {
   PFERR_FETCH_MASK,
   PFERR_IMPLICIT_ACCESS_HI,
@@ -19,11 +18,10 @@ import {
   PFERR_WRITE_MASK,
 } from './pferr';
 
-/** ACC_* access bits of a walk result (the P slot is reused for "executable"). */
-export const ACC_EXEC_MASK = 1;
-export const ACC_WRITE_MASK = 2;
-export const ACC_USER_MASK = 4;
-export const ACC_ALL = ACC_EXEC_MASK | ACC_WRITE_MASK | ACC_USER_MASK;
+import { ACC_EXEC_MASK, ACC_USER_MASK, ACC_WRITE_MASK } from './spte';
+
+// ACC_* bits of a walk result (the P slot is reused for "executable"), shared with the SPTE code.
+export { ACC_ALL, ACC_EXEC_MASK, ACC_USER_MASK, ACC_WRITE_MASK } from './spte';
 
 export const X86_EFLAGS_AC = 1 << 18;
 
