@@ -25,7 +25,7 @@ export function parseValue(positionals: string[], what: string): U64 {
   if (positionals.length === 0) throw new UsageError(`missing ${what} VALUE`);
   if (positionals.length > 1) throw new UsageError(`expected one ${what} VALUE, got ${positionals.length}`);
   const text = positionals[0]!;
-  if (!/^(0x)?[0-9a-fA-F_]+$/.test(text.trim())) throw new UsageError(`not a hex value: '${text}'`);
+  if (!/^(0x)?[0-9a-f_]+$/i.test(text.trim())) throw new UsageError(`not a hex value: '${text}'`);
   const v = parseU64(text, 16);
   if (!v) throw new UsageError(`not a 64-bit hex value: '${text}'`);
   return v;

@@ -207,3 +207,37 @@ test('property: encodeRole(decodeRole(w)) == w for words with the unused bits 23
 test('property: extended role round trip', () => {
   fc.assert(fc.property(fc.integer({ min: 0, max: 255 }), (w) => assert.equal(encodeExtRole(decodeExtRole(w)), w)));
 });
+
+test('property: kvm_calc_cpu_role follows the ref 1.3 rules for any CR0/CR4/EFER', () => {
+  fc.assert(
+    fc.property(
+      fc.record({ pg: fc.boolean(), wp: fc.boolean(), pae: fc.boolean(), pse: fc.boolean(), smep: fc.boolean(), smap: fc.boolean(), pke: fc.boolean(), la57: fc.boolean(), lma: fc.boolean(), nx: fc.boolean(), smm: fc.boolean(), gm: fc.boolean() }),
+      (s) => {
+        const cr0 = ((s.pg ? X86_CR0_PG : 0) | (s.wp ? X86_CR0_WP : 0)) >>> 0;
+        const cr4 = (s.pae ? X86_CR4_PAE : 0) | (s.pse ? X86_CR4_PSE : 0) | (s.smep ? X86_CR4_SMEP : 0) | (s.smap ? X86_CR4_SMAP : 0) | (s.pke ? X86_CR4_PKE : 0) | (s.la57 ? X86_CR4_LA57 : 0);
+        const efer = (s.lma ? EFER_LMA : 0) | (s.nx ? EFER_NX : 0);
+        const r = kvm_calc_cpu_role({ cr0, cr4, efer, smm: s.smm, guest_mode: s.gm });
+        const b = decodeRole(r.lo);
+        const e = decodeExtRole(r.hi);
+        assert.equal(b.access, 7);
+        assert.equal(b.smm, s.smm ? 1 : 0);
+        assert.equal(b.guest_mode, s.gm);
+        assert.equal(e.valid, true);
+        assert.equal(b.invalid || b.ad_disabled || b.passthrough || b.is_mirror || b.quadrant !== 0, false);
+        if (!s.pg) {
+          assert.deepEqual({ ...b, smm: 0, guest_mode: false }, decodeRole(0x780));
+          assert.equal(r.hi, 1);
+          return;
+        }
+        assert.equal(b.direct, false);
+        assert.equal(b.efer_nx, s.nx);
+        assert.equal(b.cr0_wp, s.wp);
+        assert.equal(b.smep_andnot_wp, s.smep && !s.wp);
+        assert.equal(b.smap_andnot_wp, s.smap && !s.wp);
+        assert.equal(b.has_4_byte_gpte, !s.pae);
+        assert.equal(b.level, s.lma ? (s.la57 ? 5 : 4) : s.pae ? 3 : 2);
+        assert.deepEqual({ ...e }, { valid: true, execonly: false, cr4_pse: s.pse, cr4_pke: s.lma && s.pke, cr4_smap: s.smap, cr4_smep: s.smep, cr4_la57: s.lma && s.la57, efer_lma: s.lma });
+      },
+    ),
+  );
+});
