@@ -91,13 +91,18 @@ export const PARAMS: Readonly<Record<string, readonly string[]>> = {
   flush_on_reuse: ['Y', 'N'],
 };
 
-/** Design variants argued on kvm@ (see shared/seeds): `upstream` is what Linux merged. */
+/**
+ * Design variants argued on kvm@ (see shared/seeds): `upstream` is what Linux has now, `proposed` the
+ * alternative from the thread; engine-specific names are accepted as synonyms.
+ */
 export const VARIANTS: Readonly<Record<string, readonly string[]>> = {
-  tdx_stolen_bits: ['upstream', 'proposed'],
+  // upstream = role.is_mirror + mirror roots; proposed = sp->gfn_stolen_bits (2021 RFC)
+  tdx_stolen_bits: ['upstream', 'proposed', 'mirror_role', 'sp_field'],
   split_access: ['upstream', 'proposed'],
   pae_root: ['upstream', 'proposed'],
   gmem_prepare: ['upstream', 'proposed'],
-  owner_encoding: ['upstream', 'proposed'],
+  // upstream = today's typed annotations (2026); proposed = the 2021 set_owner layout (bits 9:2)
+  owner_encoding: ['upstream', 'proposed', 'annotate_2026', 'set_owner_2021'],
 };
 
 /** Statistics (`/sys/kernel/debug/kvm/...`, KVM_GET_STATS_FD) the model counts. */
