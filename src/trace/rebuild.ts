@@ -196,7 +196,7 @@ export class Rebuilder {
   private readonly detached = new Map<number, Map<number, number>>();
   private detachedSize = 0;
 
-  private readonly sps = new Map<number, Map<number, SpState>>(); // role -> gfn -> sp
+  private readonly sps = new Map<number, Map<number, SpState[]>>(); // role -> gfn -> pages
   private spCount = { created: 0, reused: 0, zapped: 0 };
   private pendingRootSps: SpState[] = [];
 
@@ -509,20 +509,33 @@ export class Rebuilder {
   }
 
   // ---- shadow pages ------------------------------------------------------------------------------
-  private spFromEvent(ev: ParsedEvent): { role: number; gfn: number; map: Map<number, SpState> } {
-    const role = ev.lo[G['role']!]!;
-    const gfn = ev.hi[G['gfn']!]! * TWO32 + ev.lo[G['gfn']!]!;
+  // Keyed like the kernel's hash (gfn + role word), but a key can hold several pages: TDP roots and their
+  // children repeat (gfn, role) across roots, and an invalidated page keeps its identity until zapped.
+  private spList(role: number, gfn: number, create: boolean): SpState[] | undefined {
     let map = this.sps.get(role);
-    if (!map) this.sps.set(role, (map = new Map()));
-    return { role, gfn, map };
+    if (!map) {
+      if (!create) return undefined;
+      this.sps.set(role, (map = new Map()));
+    }
+    let list = map.get(gfn);
+    if (!list && create) map.set(gfn, (list = []));
+    return list;
   }
 
   private onGetPage(ev: ParsedEvent): void {
-    const { role, gfn, map } = this.spFromEvent(ev);
+    const role = ev.lo[G['role']!]!;
+    const gfn = ev.hi[G['gfn']!]! * TWO32 + ev.lo[G['gfn']!]!;
+    const gen = ev.lo[G['mmu_valid_gen']!]!;
     const created = ev.has & (1 << G['created']!) ? ev.lo[G['created']!] === 1 : true;
-    let sp = map.get(gfn);
-    if (!sp || created) {
+    const list = this.spList(role, gfn, true)!;
+    let sp: SpState | undefined;
+    if (!created) {
+      for (let i = list.length - 1; i >= 0; i--) if (list[i]!.gen === gen) sp = list[i];
+      sp ??= list[list.length - 1];
+    }
+    if (!sp) {
       if (created) this.spCount.created++;
+      else this.spCount.reused++;
       sp = {
         gfn,
         gfnLo: ev.lo[G['gfn']!]!,
@@ -531,12 +544,12 @@ export class Rebuilder {
         roleMask: ev.roleMask,
         rootCount: ev.lo[G['root_count']!]!,
         unsync: ev.lo[G['unsync']!] === 1,
-        gen: ev.lo[G['mmu_valid_gen']!]!,
+        gen,
         line: ev.line,
         rootLike: false,
         bound: false,
       };
-      map.set(gfn, sp);
+      list.push(sp);
     } else {
       this.spCount.reused++;
       sp.rootCount = ev.lo[G['root_count']!]!;
@@ -550,15 +563,25 @@ export class Rebuilder {
     }
   }
 
+  /** Remove and return the page an event names: same gen first, then the oldest; the role as printed or without `invalid`. */
+  private takeSp(ev: ParsedEvent): SpState | undefined {
+    const role = ev.lo[G['role']!]!;
+    const gfn = ev.hi[G['gfn']!]! * TWO32 + ev.lo[G['gfn']!]!;
+    const gen = ev.has & (1 << G['mmu_valid_gen']!) ? ev.lo[G['mmu_valid_gen']!]! : -1;
+    for (const r of role & 0x800 ? [role, role & ~0x800] : [role]) {
+      const list = this.spList(r >>> 0, gfn, false);
+      if (!list || list.length === 0) continue;
+      let i = list.findIndex((sp) => sp.gen === gen);
+      if (i < 0) i = 0;
+      const [sp] = list.splice(i, 1);
+      if (list.length === 0) this.sps.get(r >>> 0)!.delete(gfn);
+      return sp;
+    }
+    return undefined;
+  }
+
   private onZapPage(ev: ParsedEvent): void {
-    const { gfn, map } = this.spFromEvent(ev);
-    let sp = map.get(gfn);
-    if (!sp) {
-      // the text of a page being zapped may show `invalid` though its get_page did not: look it up without
-      const role = ev.lo[G['role']!]! & ~0x800;
-      sp = this.sps.get(role)?.get(gfn);
-      if (sp) this.sps.get(role)!.delete(gfn);
-    } else map.delete(gfn);
+    const sp = this.takeSp(ev);
     this.spCount.zapped++;
     if (sp?.bound) {
       for (const r of this.roots) if (r.sp === sp) r.invalid = true;
@@ -566,9 +589,10 @@ export class Rebuilder {
   }
 
   private onSyncPage(ev: ParsedEvent, unsync: boolean): void {
-    const { gfn, map } = this.spFromEvent(ev);
-    const sp = map.get(gfn);
-    if (sp) sp.unsync = unsync;
+    const role = ev.lo[G['role']!]!;
+    const gfn = ev.hi[G['gfn']!]! * TWO32 + ev.lo[G['gfn']!]!;
+    const list = this.spList(role, gfn, false);
+    if (list && list.length) list[list.length - 1]!.unsync = unsync;
   }
 
   // ---- faults and detectors -----------------------------------------------------------------------
@@ -736,7 +760,7 @@ export class Rebuilder {
     const shadowPages: ShadowPageInfo[] = [];
     let live = 0;
     for (const map of this.sps.values()) {
-      for (const sp of map.values()) {
+      for (const sp of [...map.values()].flat()) {
         live++;
         if (shadowPages.length >= maxShadowPages) continue;
         shadowPages.push({
