@@ -67,7 +67,9 @@ export class ParsedEvent {
     const lo = this.lo[i]!;
     const hi = this.hi[i]!;
     if (spec.bool) return lo !== 0;
-    if (spec.signed && spec.bits <= 32) return lo | 0;
+    if (spec.signed && spec.bits === 8) return (lo << 24) >> 24;
+    if (spec.signed && spec.bits === 16) return (lo << 16) >> 16;
+    if (spec.signed && spec.bits === 32) return lo | 0;
     return halvesToValue(lo, hi);
   }
 

@@ -281,6 +281,13 @@ function parseExitReason(s: string, pos: number, end: number, ev: ParsedEvent): 
     return -1;
   }
   const idx = ev.schema.index;
+  // SVM names may hold a space (`DF excp`) and carry no flag part: try the whole text first
+  const svm = SVM_BY_NAME.get(s.slice(pos, stop));
+  if (svm !== undefined) {
+    ev.set(idx['exit_reason']!, svm, 0);
+    ev.set(idx['isa']!, 2, 0);
+    return stop;
+  }
   let te = tokenEnd(s, pos, stop);
   let reason = 0;
   let isa = 0;

@@ -189,6 +189,8 @@ function formatConv(spec: FieldSpec, conv: string, v: TraceFields[string] | unde
       return decHalves(lo, hi);
     case 'd':
       if (spec.bits === 64) return hi >>> 31 ? '-' + decHalves((~lo + 1) >>> 0, (~hi + (lo === 0 ? 1 : 0)) >>> 0) : decHalves(lo, hi);
+      // a narrower unsigned field is promoted to a non-negative int; a 32-bit one is reinterpreted
+      if (spec.bits < 32 && !spec.signed) return String(lo);
       return String(signedScratch(spec.bits));
     case 'x08':
       return hexHalves(lo, hi, 8);

@@ -103,6 +103,13 @@ test('spte_requested / tdp_mmu_spte_changed / split_huge_page', () => {
     'as id 0 gfn 1a2 level 1 old_spte 80000000000005a0 new_spte 3f00a2b77',
   );
   assert.equal(formatTracepoint('kvm_mmu_split_huge_page', { gfn: 0x200, spte: 0x40000be7, level: 2, errno: -12 }), 'gfn 200 spte 40000be7 level 2 errno -12');
+  // %d of a u8 field: C promotes the unsigned char to a non-negative int
+  assert.equal(formatTracepoint('kvm_mmu_spte_requested', { gfn: 1, pfn: 2, level: 200 }), 'gfn 1 pfn 2 level 200');
+  // SVM names with a space
+  assert.match(
+    formatTracepoint('kvm_exit', { exit_reason: 0x48, isa: 2, guest_rip: 0, info1: 0, info2: 0, intr_info: 0, error_code: 0, vcpu_id: 0, requests: 0 }),
+    /^vcpu 0 reason DF excp rip 0x0 /,
+  );
 });
 
 test('kvm events', () => {
