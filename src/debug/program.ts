@@ -1,0 +1,38 @@
+/**
+ * What the debugger executes: a scenario (statements) or a replayed trace (events). Both are a sequence
+ * of steps that can be re-executed deterministically from the start, which is what reverse execution
+ * relies on: going back is resetting and running forward to an earlier position.
+ */
+
+export interface SourceLocation {
+  file: string;
+  /** 1-based. */
+  line: number;
+  column?: number;
+}
+
+export interface StepResult {
+  /** Lines for the debug console (expect results, exits, diagnostics). */
+  output?: Array<{ category: 'stdout' | 'stderr' | 'console'; text: string; location?: SourceLocation }>;
+  /** An `expect` failed or the statement raised an exit/diagnostic the user should stop at. */
+  failure?: { kind: string; message: string };
+}
+
+export interface DebugProgram {
+  readonly kind: 'scenario' | 'trace';
+  /** Main file (scenario or capture). */
+  readonly file: string;
+  /** Number of steps (statements or events). */
+  length(): number;
+  locationOf(step: number): SourceLocation;
+  /** Short text of the step for the bottom stack frame. */
+  labelOf(step: number): string;
+  /** Execute step i; steps run in order 0..length-1 after `reset()`. May throw; the error becomes output. */
+  execute(step: number): StepResult | void;
+  /** Back to the state before step 0, deterministically. */
+  reset(): void;
+  /** Named roots of inspectable state (vCPU, VM, ...) for the Variables view and custom requests. */
+  state(): Record<string, unknown>;
+  /** Final summary (expects, exits) printed when the program ends. */
+  summary(): string[];
+}

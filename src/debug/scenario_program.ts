@@ -1,0 +1,83 @@
+/** A scenario as a debug program: one step per statement, includes expanded. */
+import { formatDiagnostic, loadScenario, nodeReader, ScenarioRunner, type Program as Loaded } from '../scenario';
+import type { DebugProgram, SourceLocation, StepResult } from './program';
+
+export class ScenarioLoadError extends Error {
+  constructor(readonly diagnostics: string[]) {
+    super(diagnostics.join('\n'));
+  }
+}
+
+export class ScenarioProgram implements DebugProgram {
+  readonly kind = 'scenario' as const;
+  private readonly loaded: Loaded;
+  private runner: ScenarioRunner;
+
+  constructor(
+    readonly file: string,
+    private readonly overrides: Record<string, string>,
+  ) {
+    this.loaded = loadScenario(file, nodeReader);
+    const errors = this.loaded.diagnostics.filter((d) => d.severity === 'error');
+    if (errors.length) throw new ScenarioLoadError(errors.map(formatDiagnostic));
+    this.runner = new ScenarioRunner(this.loaded, { overrides });
+  }
+
+  length(): number {
+    return this.loaded.statements.length;
+  }
+
+  locationOf(step: number): SourceLocation {
+    const st = this.loaded.statements[step];
+    return st ? { file: st.file, line: st.line, column: st.col } : { file: this.file, line: 1 };
+  }
+
+  labelOf(step: number): string {
+    const st = this.loaded.statements[step];
+    return st ? st.text : '<end>';
+  }
+
+  execute(step: number): StepResult {
+    if (this.runner.pc !== step) throw new Error(`internal: scenario at statement ${this.runner.pc}, asked for ${step}`);
+    const r = this.runner.step();
+    const output: NonNullable<StepResult['output']> = [];
+    for (const d of r.diagnostics) {
+      output.push({ category: d.severity === 'error' ? 'stderr' : 'console', text: formatDiagnostic(d), location: { file: d.file, line: d.line, column: d.col } });
+    }
+    if (r.outcome.exit) {
+      const e = r.outcome.exit;
+      output.push({ category: 'console', text: `vcpu ${e.vcpu}: ${e.reason} ${Object.entries(e.fields).map(([k, v]) => `${k}=${typeof v === 'number' ? '0x' + v.toString(16) : String(v)}`).join(' ')}` });
+    }
+    const failed = r.diagnostics.find((d) => d.severity === 'error');
+    return {
+      output,
+      failure: failed ? { kind: failed.code.startsWith('expect') || r.statement.spec.group === 'expect' ? 'expect' : 'error', message: failed.message } : undefined,
+    };
+  }
+
+  reset(): void {
+    this.runner.dispose();
+    this.runner = new ScenarioRunner(this.loaded, { overrides: this.overrides });
+  }
+
+  state(): Record<string, unknown> {
+    const r = this.runner;
+    return {
+      VM: r.engine ?? { config: r.config },
+      Statistics: r.stats(),
+      Exits: r.exits,
+      Expectations: { passed: r.expects.filter((e) => e.ok).length, failed: r.expects.filter((e) => !e.ok).length, results: r.expects },
+    };
+  }
+
+  summary(): string[] {
+    const r = this.runner;
+    const passed = r.expects.filter((e) => e.ok).length;
+    const failed = r.expects.length - passed;
+    return [`scenario ${this.file}: ${passed} expectation(s) passed, ${failed} failed, ${r.exits.length} exit(s), ${r.eventTotal} tracepoint event(s)`];
+  }
+
+  dispose(): void {
+    this.runner.dispose();
+  }
+}

@@ -1,0 +1,786 @@
+/**
+ * Execution control inside the engine worker: runs the program step by step, stops at line
+ * breakpoints, at probes (function, data and exception breakpoints, stepping into the MMU), and goes
+ * backwards by deterministic re-execution.
+ *
+ * A stop inside an engine function happens *inside* the probe call: the controller serves the session's
+ * requests from there, so the whole engine state (and the JavaScript stack of KVM functions) is live.
+ *
+ * Positions: (step, hit) where `hit` counts probe hits since step `step` began (hit 0 is the line stop
+ * before the step runs). A step that can stop inside is always armed from its start, so hit numbers
+ * are exact and re-execution reaches the same place.
+ */
+import type { DebugProtocol } from '@vscode/debugprotocol';
+import { kvmStack, probes, type KvmFrame, type ProbeArgs } from '../../engine/probes';
+import { ConditionError, conditionHolds, parseCondition, parseHitCondition, type Resolver } from '../condition';
+import { VariableStore, findDecoder } from '../inspect';
+import type { DebugProgram } from '../program';
+import type { WorkerRequest } from '../protocol';
+import type { WorkerChannel, Incoming } from './channel';
+import { EXCEPTION_FILTERS, exceptionFilterFor } from '../exception_filters';
+import { evaluateCommand, completeCommand } from '../console_commands';
+import { findKernelFunction } from '../kernel_source';
+
+export interface Position {
+  step: number;
+  hit: number;
+}
+
+type Mode = 'run' | 'stepOver' | 'stepIn' | 'stepOut';
+
+interface LineBp {
+  id: number;
+  line: number;
+  cond?: ReturnType<typeof parseCondition>;
+  hitCond?: (n: number) => boolean;
+  logMessage?: string;
+  hits: number;
+}
+
+interface FnBp {
+  id: number;
+  name: string;
+  cond?: ReturnType<typeof parseCondition>;
+  hitCond?: (n: number) => boolean;
+  hits: number;
+}
+
+/** A data breakpoint: a watched value identified by the probe arguments that change it. */
+export interface DataBp {
+  id: number;
+  dataId: string;
+  /** Matches probe args of a value change (old/new) against the watched location. */
+  match: (args: ProbeArgs) => boolean;
+  hits: number;
+  hitCond?: (n: number) => boolean;
+}
+
+interface StopInfo {
+  pos: Position;
+  reason: string;
+  description?: string;
+  probe?: { name: string; args: ProbeArgs; frames: KvmFrame[] };
+}
+
+/** Thrown out of a paused probe to unwind the engine when the user goes backwards or restarts. */
+class Rewind extends Error {
+  constructor(readonly target: Position | 'reverseContinue' | 'restart') {
+    super('rewind');
+  }
+}
+
+let nextBpId = 1;
+
+export class Controller {
+  private pos: Position = { step: 0, hit: 0 };
+  private mode: Mode = 'run';
+  /** Depth (KVM frames) of the stop a step-over/out started from; 0 at a line. */
+  private modeDepth = 0;
+  private modeFromStep = -1;
+  private armedThisStep = false;
+  private lineBps = new Map<string, LineBp[]>();
+  private fnBps: FnBp[] = [];
+  private dataBps: DataBp[] = [];
+  private exceptionFilters = new Set<string>();
+  private stop: StopInfo | undefined;
+  private readonly vars = new VariableStore();
+  private hexDisplay = false;
+  /** Re-execution target: stop when this position is reached (no other stops on the way). */
+  private target: Position | undefined;
+  /** While scanning history for reverseContinue: collect would-be stops instead of stopping. */
+  private scanning: Position[] | undefined;
+  private scanLimit: Position | undefined;
+  private terminated = false;
+  private configured = false;
+  private frameIds: Array<{ kind: 'kvm'; frame: KvmFrame } | { kind: 'program' }> = [];
+
+  constructor(
+    private readonly program: DebugProgram,
+    private readonly chan: WorkerChannel,
+    private readonly opts: { stopOnEntry: boolean; kernelSource?: string },
+  ) {}
+
+  // ---------------------------------------------------------------- main loop
+
+  /** Runs the whole session: configuration, execution, rewinds, end. Returns when disconnected. */
+  serve(): void {
+    // Configuration phase: breakpoints arrive before configurationDone.
+    while (!this.configured) {
+      const m = this.chan.receive();
+      if (this.handle(m) === 'disconnect') return;
+    }
+    let start: Position | undefined;
+    if (this.opts.stopOnEntry) start = { step: 0, hit: 0 };
+    for (;;) {
+      try {
+        this.execute(start);
+        start = undefined;
+        // Reached the end.
+        if (this.mode !== 'run') {
+          this.pos = { step: this.program.length(), hit: 0 };
+          this.pauseAt({ pos: this.pos, reason: 'step', description: 'End of program' });
+          // Continuing from the end terminates.
+        }
+        this.finish();
+        if (this.waitAfterEnd() === 'disconnect') return;
+      } catch (e) {
+        if (e instanceof Rewind) {
+          this.pendingRewind = undefined;
+          start = this.resolveRewind(e.target);
+          continue;
+        }
+        if (e instanceof Disconnect) return;
+        throw e;
+      }
+    }
+  }
+
+  /** Run from the start (after a reset) or continue from the current position. */
+  private execute(stopAt?: Position): void {
+    if (stopAt) {
+      this.program.reset();
+      probes.reset();
+      this.pos = { step: 0, hit: 0 };
+      this.target = stopAt;
+    }
+    const n = this.program.length();
+    while (this.pos.step < n) {
+      const step = this.pos.step;
+      this.pos.hit = 0;
+      this.lineStop(step);
+      this.armedThisStep = this.needProbes(step);
+      if (this.armedThisStep) probes.listen(this.onProbe);
+      else probes.listen(undefined);
+      let result;
+      try {
+        result = this.program.execute(step);
+      } catch (e) {
+        if (e instanceof Rewind || e instanceof Disconnect) throw e;
+        this.chan.event({ event: 'output', category: 'stderr', output: `${(e as Error).message ?? e}\n` });
+        result = { failure: { kind: 'error', message: String((e as Error).message ?? e) } };
+      } finally {
+        probes.listen(undefined);
+      }
+      if (this.pendingRewind) {
+        const r = this.pendingRewind;
+        this.pendingRewind = undefined;
+        throw r;
+      }
+      if (result && !this.target && !this.scanning) {
+        for (const o of result.output ?? []) {
+          this.chan.event({ event: 'output', category: o.category, output: o.text.endsWith('\n') ? o.text : o.text + '\n', file: o.location?.file, line: o.location?.line });
+        }
+        if (result.failure && this.exceptionFilters.has(exceptionFilterFor(result.failure.kind))) {
+          this.pos = { step: step + 1, hit: 0 };
+          this.pauseAt({ pos: { ...this.pos }, reason: 'exception', description: result.failure.message });
+          continue;
+        }
+      } else if (result?.failure && this.scanning && this.exceptionFilters.has(exceptionFilterFor(result.failure.kind))) {
+        this.scanning.push({ step: step + 1, hit: 0 });
+      }
+      this.pos = { step: step + 1, hit: 0 };
+    }
+  }
+
+  private pendingRewind: Rewind | undefined;
+
+  /** Would the step need probe hits: breakpoints inside the engine, stepping in, or a target inside it. */
+  private needProbes(step: number): boolean {
+    if (this.target) return this.target.step === step && this.target.hit > 0;
+    if (this.scanning) return true;
+    if (this.fnBps.length || this.dataBps.length) return true;
+    for (const f of this.exceptionFilters) if (EXCEPTION_FILTERS.find((x) => x.filter === f)?.probeGroups?.length) return true;
+    if (this.mode === 'stepIn') return true;
+    if ((this.mode === 'stepOver' || this.mode === 'stepOut') && this.modeDepth > 0 && this.modeFromStep === step) return true;
+    return false;
+  }
+
+  /** The stop before a step runs: entry, line breakpoints, line stepping, pause. */
+  private lineStop(step: number): void {
+    const pos = { step, hit: 0 };
+    if (this.target) {
+      if (this.target.step === step && this.target.hit === 0) {
+        this.target = undefined;
+        this.pauseAt({ pos, reason: step === 0 ? 'entry' : 'goto' });
+      }
+      return;
+    }
+    if (this.scanning) {
+      if (this.scanLimit && !before(pos, this.scanLimit)) throw new ScanDone();
+      if (this.lineBreakpointAt(step, false)) this.scanning.push(pos);
+      return;
+    }
+    if (this.chan.pauseRequested()) {
+      this.chan.clearPause();
+      this.pauseAt({ pos, reason: 'pause' });
+      return;
+    }
+    const bp = this.lineBreakpointAt(step, true);
+    if (bp) {
+      this.pauseAt({ pos, reason: 'breakpoint', description: `Breakpoint at line ${this.program.locationOf(step).line}` }, [bp.id]);
+      return;
+    }
+    if (this.mode !== 'run') {
+      this.pauseAt({ pos, reason: 'step' });
+    }
+  }
+
+  private lineBreakpointAt(step: number, count: boolean): LineBp | undefined {
+    const loc = this.program.locationOf(step);
+    const bps = this.lineBps.get(loc.file);
+    if (!bps) return undefined;
+    for (const bp of bps) {
+      if (bp.line !== loc.line) continue;
+      if (bp.cond && !this.safeCondition(bp.cond, this.stateResolver())) continue;
+      if (count) bp.hits++;
+      if (count && bp.hitCond && !bp.hitCond(bp.hits)) continue;
+      if (bp.logMessage !== undefined) {
+        if (count) this.chan.event({ event: 'output', category: 'console', output: this.interpolate(bp.logMessage, this.stateResolver()) + '\n', file: loc.file, line: loc.line });
+        continue;
+      }
+      return bp;
+    }
+    return undefined;
+  }
+
+  /** The probe listener; `this`-bound so it can be handed to the hub. */
+  private readonly onProbe = (name: string, args: ProbeArgs): void => {
+    if (this.pendingRewind) return;
+    const pos = { step: this.pos.step, hit: ++this.pos.hit };
+    if (this.target) {
+      if (this.target.step === pos.step && this.target.hit === pos.hit) {
+        this.target = undefined;
+        this.pauseAt({ pos, reason: 'goto', probe: { name, args, frames: kvmStack() } });
+      }
+      return;
+    }
+    if (this.scanning) {
+      if (this.scanLimit && !before(pos, this.scanLimit)) throw new ScanDone();
+      if (this.probeBreakpoint(name, args, false)) this.scanning.push(pos);
+      return;
+    }
+    const bp = this.probeBreakpoint(name, args, true);
+    if (bp) {
+      this.pauseAt({ pos, reason: bp.reason, description: bp.description, probe: { name, args, frames: kvmStack() } }, bp.ids);
+      return;
+    }
+    if (this.chan.pauseRequested()) {
+      this.chan.clearPause();
+      this.pauseAt({ pos, reason: 'pause', probe: { name, args, frames: kvmStack() } });
+      return;
+    }
+    if (this.mode === 'stepIn') {
+      this.pauseAt({ pos, reason: 'step', probe: { name, args, frames: kvmStack() } });
+      return;
+    }
+    if ((this.mode === 'stepOver' || this.mode === 'stepOut') && this.modeDepth > 0 && this.modeFromStep === pos.step) {
+      const frames = kvmStack();
+      const depth = frames.length;
+      if (this.mode === 'stepOver' ? depth <= this.modeDepth : depth < this.modeDepth) {
+        this.pauseAt({ pos, reason: 'step', probe: { name, args, frames } });
+      }
+    }
+  };
+
+  private probeBreakpoint(name: string, args: ProbeArgs, count: boolean): { reason: string; description?: string; ids?: number[] } | undefined {
+    const resolver = argsResolver(args);
+    for (const bp of this.fnBps) {
+      if (bp.name !== name) continue;
+      if (bp.cond && !this.safeCondition(bp.cond, resolver)) continue;
+      if (count) bp.hits++;
+      if (count && bp.hitCond && !bp.hitCond(bp.hits)) continue;
+      return { reason: 'function breakpoint', description: `Paused on ${name}`, ids: [bp.id] };
+    }
+    for (const bp of this.dataBps) {
+      if (!bp.match(args)) continue;
+      if (count) bp.hits++;
+      if (count && bp.hitCond && !bp.hitCond(bp.hits)) continue;
+      return { reason: 'data breakpoint', description: `${bp.dataId} changed in ${name}`, ids: [bp.id] };
+    }
+    const info = probes.info(name);
+    for (const f of this.exceptionFilters) {
+      const def = EXCEPTION_FILTERS.find((x) => x.filter === f);
+      if (def?.matches && def.matches(name, info?.group ?? '', args)) {
+        return { reason: 'exception', description: `${def.label}: ${name}` };
+      }
+    }
+    return undefined;
+  }
+
+  private safeCondition(cond: ReturnType<typeof parseCondition>, resolver: Resolver): boolean {
+    try {
+      return conditionHolds(cond, resolver);
+    } catch (e) {
+      if (e instanceof ConditionError) {
+        // A condition naming an argument this probe lacks is false here, not an error for the session.
+        return false;
+      }
+      throw e;
+    }
+  }
+
+  private stateResolver(): Resolver {
+    const state = this.program.state();
+    return (path) => lookupPath(state, path);
+  }
+
+  private interpolate(msg: string, resolver: Resolver): string {
+    return msg.replace(/\{([^}]+)\}/g, (_m, expr: string) => {
+      try {
+        const v = resolver(expr.trim().split('.'));
+        return formatValue(v);
+      } catch {
+        return `{${expr}}`;
+      }
+    });
+  }
+
+  // ---------------------------------------------------------------- pausing
+
+  /** Stop here and serve requests until the user resumes (or goes backwards, which unwinds). */
+  private pauseAt(stop: StopInfo, hitBreakpointIds?: number[]): void {
+    this.stop = stop;
+    this.pos = { ...stop.pos };
+    this.vars.reset();
+    this.frameIds = [];
+    this.chan.event({ event: 'stopped', reason: stop.reason, description: stop.description, hitBreakpointIds });
+    for (;;) {
+      const m = this.chan.receive();
+      const r = this.handle(m);
+      if (r === 'resume') break;
+      if (r === 'disconnect') throw new Disconnect();
+      if (r instanceof Rewind) {
+        // Unwind the engine's stack; the main loop re-executes to the target.
+        this.pendingRewind = r;
+        probes.listen(undefined);
+        throw r;
+      }
+    }
+    this.stop = undefined;
+    this.chan.event({ event: 'continued' });
+  }
+
+  private finish(): void {
+    if (this.terminated) return;
+    for (const line of this.program.summary()) this.chan.event({ event: 'output', category: 'console', output: line + '\n' });
+    this.terminated = true;
+    this.chan.event({ event: 'terminated', exitCode: 0 });
+  }
+
+  /** After the end the session may still go backwards (reverse continue / step back) or restart. */
+  private waitAfterEnd(): 'disconnect' {
+    for (;;) {
+      const m = this.chan.receive();
+      const r = this.handle(m);
+      if (r === 'disconnect') return 'disconnect';
+      if (r instanceof Rewind) {
+        this.terminated = false;
+        throw r;
+      }
+    }
+  }
+
+  private resolveRewind(t: Position | 'reverseContinue' | 'restart'): Position {
+    this.mode = 'run';
+    if (t === 'restart') return { step: 0, hit: 0 };
+    if (t !== 'reverseContinue') return t;
+    // Scan history up to (not including) the current position for stops, then go to the last one.
+    const limit = { ...this.pos };
+    const found: Position[] = [];
+    this.program.reset();
+    probes.reset();
+    this.pos = { step: 0, hit: 0 };
+    this.scanning = found;
+    this.scanLimit = limit;
+    try {
+      this.execute();
+    } catch (e) {
+      if (!(e instanceof ScanDone)) {
+        this.scanning = undefined;
+        throw e;
+      }
+    } finally {
+      this.scanning = undefined;
+      this.scanLimit = undefined;
+      this.pendingRewind = undefined;
+      probes.listen(undefined);
+    }
+    return found.length ? found[found.length - 1] : { step: 0, hit: 0 };
+  }
+
+  // ---------------------------------------------------------------- requests
+
+  private handle(m: Incoming): 'resume' | 'disconnect' | Rewind | undefined {
+    try {
+      const r = this.dispatch(m.req);
+      if (r && typeof r === 'object' && 'control' in r) {
+        this.chan.respond(m.seq, true, {});
+        return (r as { control: 'resume' | 'disconnect' | Rewind }).control;
+      }
+      this.chan.respond(m.seq, true, r);
+      return undefined;
+    } catch (e) {
+      if (e instanceof Rewind) throw e;
+      this.chan.respond(m.seq, false, undefined, e instanceof Error ? e.message : String(e));
+      return undefined;
+    }
+  }
+
+  private dispatch(req: WorkerRequest): unknown {
+    switch (req.cmd) {
+      case 'configurationDone':
+        this.configured = true;
+        return {};
+      case 'setBreakpoints':
+        return this.setLineBreakpoints(req.file, req.lines);
+      case 'setFunctionBreakpoints':
+        return this.setFunctionBreakpoints(req.breakpoints);
+      case 'setExceptionBreakpoints':
+        this.exceptionFilters = new Set(req.filters.filter((f) => EXCEPTION_FILTERS.some((x) => x.filter === f)));
+        return {};
+      case 'dataBreakpointInfo':
+        return this.dataBreakpointInfo(req.name, req.variablesReference);
+      case 'setDataBreakpoints':
+        return this.setDataBreakpoints(req.breakpoints);
+      case 'continue':
+        return this.resume('run');
+      case 'next':
+        return this.resume('stepOver');
+      case 'stepIn':
+        return this.resume('stepIn');
+      case 'stepOut':
+        return this.resume('stepOut');
+      case 'stepBack': {
+        const p = this.stop?.pos ?? this.pos;
+        const target = p.hit > 0 ? { step: p.step, hit: p.hit - 1 } : { step: Math.max(0, p.step - 1), hit: 0 };
+        return { control: new Rewind(target) };
+      }
+      case 'reverseContinue':
+        return { control: new Rewind('reverseContinue') };
+      case 'restart':
+        return { control: new Rewind('restart') };
+      case 'goto':
+        return { control: new Rewind(decodePosition(req.position)) };
+      case 'disconnect':
+        return { control: 'disconnect' as const };
+      case 'stackTrace':
+        return this.stackTrace();
+      case 'scopes':
+        return this.scopes(req.frameId);
+      case 'variables':
+        return { variables: this.vars.children(req.variablesReference, req.hex ?? this.hexDisplay, req.start ?? 0, req.count ?? 0) };
+      case 'evaluate':
+        return this.evaluate(req.expression, req.context, req.hex);
+      case 'completions':
+        return { targets: completeCommand(req.text, req.column, this.program) };
+      case 'readMemory':
+        return this.readMemory(req.memoryReference, req.offset ?? 0, req.count);
+      case 'writeMemory':
+        throw new Error('page-table pages are written by the MMU model only; writeMemory is not supported on them');
+      case 'custom':
+        return this.custom(req.name, req.args);
+    }
+  }
+
+  private resume(mode: Mode): { control: 'resume' } {
+    this.mode = mode;
+    this.modeDepth = this.stop?.probe ? this.stop.probe.frames.length : 0;
+    this.modeFromStep = this.stop?.pos.step ?? this.pos.step;
+    if (this.stop && !this.stop.probe && mode !== 'run') {
+      // From a line: step over runs the statement; step in enters it at its first probe.
+      this.modeDepth = 0;
+    }
+    if (this.terminated && mode !== 'run') this.mode = 'run';
+    return { control: 'resume' };
+  }
+
+  private setLineBreakpoints(file: string, lines: Array<{ line: number; condition?: string; hitCondition?: string; logMessage?: string }>): { breakpoints: DebugProtocol.Breakpoint[] } {
+    const out: DebugProtocol.Breakpoint[] = [];
+    const bps: LineBp[] = [];
+    const valid = this.validLines(file);
+    for (const l of lines) {
+      const id = nextBpId++;
+      try {
+        const line = valid ? snapLine(valid, l.line) : l.line;
+        bps.push({ id, line, hits: 0, cond: l.condition ? parseCondition(l.condition) : undefined, hitCond: l.hitCondition ? parseHitCondition(l.hitCondition) : undefined, logMessage: l.logMessage });
+        out.push({ id, verified: line > 0, line: line > 0 ? line : l.line, message: line > 0 ? undefined : 'no statement on or after this line' });
+      } catch (e) {
+        out.push({ id, verified: false, line: l.line, message: (e as Error).message });
+      }
+    }
+    this.lineBps.set(file, bps.filter((b) => b.line > 0));
+    return { breakpoints: out };
+  }
+
+  private validLines(file: string): number[] | undefined {
+    const lines: number[] = [];
+    for (let i = 0; i < this.program.length(); i++) {
+      const loc = this.program.locationOf(i);
+      if (loc.file === file) lines.push(loc.line);
+    }
+    return lines.length ? [...new Set(lines)].sort((a, b) => a - b) : undefined;
+  }
+
+  private setFunctionBreakpoints(bps: Array<{ name: string; condition?: string; hitCondition?: string }>): { breakpoints: DebugProtocol.Breakpoint[] } {
+    this.fnBps = [];
+    const out: DebugProtocol.Breakpoint[] = [];
+    for (const b of bps) {
+      const id = nextBpId++;
+      const known = probes.info(b.name);
+      if (!known) {
+        out.push({ id, verified: false, message: `no probe named '${b.name}' (try 'probes' in the debug console)` });
+        continue;
+      }
+      try {
+        this.fnBps.push({ id, name: b.name, hits: 0, cond: b.condition ? parseCondition(b.condition) : undefined, hitCond: b.hitCondition ? parseHitCondition(b.hitCondition) : undefined });
+        out.push({ id, verified: true, message: known.doc });
+      } catch (e) {
+        out.push({ id, verified: false, message: (e as Error).message });
+      }
+    }
+    return { breakpoints: out };
+  }
+
+  private dataBreakpointInfo(name: string, ref?: number): DebugProtocol.DataBreakpointInfoResponse['body'] {
+    const id = dataIdFor(name, ref, this.stop?.probe?.args);
+    if (!id) return { dataId: null, description: `${name} is not an SPTE, RMP entry or stage-2 descriptor location` };
+    return { dataId: id, description: `${id} changes`, accessTypes: ['write'], canPersist: true };
+  }
+
+  private setDataBreakpoints(bps: Array<{ dataId: string; hitCondition?: string }>): { breakpoints: DebugProtocol.Breakpoint[] } {
+    this.dataBps = [];
+    const out: DebugProtocol.Breakpoint[] = [];
+    for (const b of bps) {
+      const id = nextBpId++;
+      const match = dataMatcher(b.dataId);
+      if (!match) {
+        out.push({ id, verified: false, message: `cannot watch '${b.dataId}'` });
+        continue;
+      }
+      this.dataBps.push({ id, dataId: b.dataId, match, hits: 0, hitCond: b.hitCondition ? parseHitCondition(b.hitCondition) : undefined });
+      out.push({ id, verified: true, message: `stops where ${b.dataId} changes` });
+    }
+    return { breakpoints: out };
+  }
+
+  // ---------------------------------------------------------------- inspection
+
+  private stackTrace(): DebugProtocol.StackTraceResponse['body'] {
+    const frames: DebugProtocol.StackFrame[] = [];
+    this.frameIds = [];
+    const kvm = this.stop?.probe?.frames ?? [];
+    for (const f of kvm) {
+      this.frameIds.push({ kind: 'kvm', frame: f });
+      const id = this.frameIds.length;
+      const kernel = this.opts.kernelSource ? findKernelFunction(this.opts.kernelSource, f.name) : undefined;
+      const engine = f.file ? { name: shortName(f.file), path: f.file.replace(/^file:\/\//, '') } : undefined;
+      frames.push({
+        id,
+        name: f.name,
+        source: kernel ? { name: kernel.file.split('/').pop(), path: kernel.path, origin: 'Linux source' } : engine,
+        line: kernel ? kernel.line : f.line,
+        column: kernel ? 1 : f.column,
+        moduleId: engine ? `${engine.path}:${f.line}` : undefined,
+        presentationHint: 'normal',
+      });
+    }
+    this.frameIds.push({ kind: 'program' });
+    const step = Math.min(this.pos.step, this.program.length() - 1);
+    const loc = step >= 0 ? this.program.locationOf(step) : { file: this.program.file, line: 1 };
+    const atEnd = this.pos.step >= this.program.length();
+    frames.push({
+      id: this.frameIds.length,
+      name: atEnd ? '<end>' : this.program.labelOf(step),
+      source: { name: shortName(loc.file), path: loc.file },
+      line: atEnd ? loc.line + 1 : loc.line,
+      column: loc.column ?? 1,
+      presentationHint: kvm.length ? 'subtle' : 'normal',
+    });
+    return { stackFrames: frames, totalFrames: frames.length };
+  }
+
+  private scopes(frameId: number): DebugProtocol.ScopesResponse['body'] {
+    const scopes: DebugProtocol.Scope[] = [];
+    const frame = this.frameIds[frameId - 1];
+    const probe = this.stop?.probe;
+    if (probe && frame?.kind === 'kvm' && frame.frame === probe.frames[0]) {
+      scopes.push({ name: `Arguments of ${probe.name}`, variablesReference: this.vars.addObject(probe.args), expensive: false, presentationHint: 'arguments' });
+    } else if (probe && frame?.kind === 'kvm') {
+      scopes.push({ name: `Probe ${probe.name} (innermost)`, variablesReference: this.vars.addObject(probe.args), expensive: false, presentationHint: 'arguments' });
+    }
+    const state = this.program.state();
+    for (const [name, value] of Object.entries(state)) {
+      if (value === undefined) continue;
+      scopes.push({ name, variablesReference: typeof value === 'object' && value !== null ? this.vars.addObject(value) : 0, expensive: false });
+    }
+    return { scopes };
+  }
+
+  private evaluate(expression: string, context: string | undefined, hexOn?: boolean): DebugProtocol.EvaluateResponse['body'] {
+    const expr = expression.trim();
+    const args = this.stop?.probe?.args;
+    // Hover and watch: a name or dotted path over the probe's arguments, then the program state.
+    if (context !== 'repl' || /^[A-Za-z_][\w.[\]]*$/.test(expr)) {
+      const path = expr.replace(/\[(\d+)\]/g, '.$1').split('.');
+      const v = (args && lookupPath(args, path)) ?? lookupPath(this.program.state(), path);
+      if (v !== undefined) {
+        const r = this.vars.render(path[path.length - 1], v, hexOn ?? false, expr);
+        return { result: r.value, variablesReference: r.variablesReference, indexedVariables: r.indexedVariables, memoryReference: r.memoryReference };
+      }
+      if (context !== 'repl') throw new Error(`'${expr}' is not available here`);
+    }
+    const out = evaluateCommand(expr, { args, state: this.program.state(), conditionResolver: args ? argsResolver(args) : this.stateResolver() });
+    return { result: out, variablesReference: 0 };
+  }
+
+  private readMemory(ref: string, offset: number, count: number): DebugProtocol.ReadMemoryResponse['body'] {
+    const table = this.vars.memoryRefs.get(ref);
+    if (!table) return { address: '0x0', unreadableBytes: count };
+    const bytes = new Uint8Array(table.buffer, table.byteOffset, table.byteLength);
+    const start = Math.max(0, offset);
+    const end = Math.min(bytes.length, start + count);
+    const data = Buffer.from(bytes.subarray(start, end)).toString('base64');
+    return { address: '0x' + start.toString(16), data, unreadableBytes: count - (end - start) };
+  }
+
+  private custom(name: string, args: Record<string, unknown>): unknown {
+    switch (name) {
+      case 'kvmMmu/state':
+        return { position: encodePosition(this.pos), stopped: !!this.stop, probe: this.stop?.probe?.name, step: this.pos.step, length: this.program.length() };
+      case 'kvmMmu/probes':
+        return { probes: probes.all() };
+      case 'kvmMmu/setHex':
+        this.hexDisplay = !!args.hex;
+        return {};
+      default:
+        throw new Error(`unknown request ${name}`);
+    }
+  }
+}
+
+class Disconnect extends Error {}
+class ScanDone extends Error {}
+
+function before(a: Position, b: Position): boolean {
+  return a.step < b.step || (a.step === b.step && a.hit < b.hit);
+}
+
+/** Positions travel as one number: step * 2^24 + hit (enough for 2^24 hits in one statement). */
+export function encodePosition(p: Position): number {
+  return p.step * 0x100_0000 + p.hit;
+}
+
+export function decodePosition(n: number): Position {
+  return { step: Math.floor(n / 0x100_0000), hit: n % 0x100_0000 };
+}
+
+function snapLine(valid: number[], line: number): number {
+  for (const v of valid) if (v >= line) return v;
+  return -1;
+}
+
+function shortName(file: string): string {
+  return file.replace(/^file:\/\//, '').split('/').pop() ?? file;
+}
+
+export function lookupPath(root: unknown, path: string[]): unknown {
+  let v: unknown = root;
+  for (const p of path) {
+    if (v === null || v === undefined) return undefined;
+    if (v instanceof Map) v = v.get(p) ?? v.get(Number(p));
+    else if (typeof v === 'object') v = (v as Record<string, unknown>)[p];
+    else return undefined;
+  }
+  return v;
+}
+
+function argsResolver(args: ProbeArgs): Resolver {
+  return (path) => {
+    const direct = lookupPath(args, path);
+    if (direct !== undefined) return direct;
+    // `gfn` also finds `fault.gfn`: conditions name fields the way the kernel's struct does.
+    for (const v of Object.values(args)) {
+      if (v && typeof v === 'object') {
+        const nested = lookupPath(v, path);
+        if (nested !== undefined) return nested;
+      }
+    }
+    return derived(args, path);
+  };
+}
+
+/** Derived names usable in conditions: `spte.writable`, `role.direct` (through the registered decoders). */
+function derived(args: ProbeArgs, path: string[]): unknown {
+  if (path.length !== 2) return undefined;
+  const base = lookupPath(args, [path[0]]);
+  if (base === undefined) return undefined;
+  return decodedProperty(path[0], base, path[1]);
+}
+
+function decodedProperty(key: string, value: unknown, prop: string): unknown {
+  const d = findDecoder(key, value);
+  if (!d) return undefined;
+  const f = d.fields(key, value).find((x) => x.name === prop || x.name.toLowerCase() === prop.toLowerCase());
+  if (f) return f.value;
+  const props = (d as { properties?: (k: string, v: unknown) => Record<string, unknown> }).properties?.(key, value);
+  return props?.[prop];
+}
+
+function formatValue(v: unknown): string {
+  if (typeof v === 'number') return '0x' + v.toString(16);
+  if (v && typeof v === 'object' && 'lo' in v && 'hi' in v) {
+    const u = v as { lo: number; hi: number };
+    return '0x' + ((BigInt(u.hi >>> 0) << 32n) | BigInt(u.lo >>> 0)).toString(16);
+  }
+  return String(v);
+}
+
+/**
+ * Data breakpoint ids: `spte:AS:GFN:LEVEL` (an SPTE by address space, gfn and level), `sptep:TABLEPFN:INDEX`,
+ * `rmp:PFN`, `s2:IPA:LEVEL`. They match value-change probes by those arguments.
+ */
+export function dataMatcher(dataId: string): ((args: ProbeArgs) => boolean) | undefined {
+  const parts = dataId.split(':');
+  const num = (s: string) => Number.parseInt(s, 16);
+  const changed = (a: ProbeArgs) => {
+    const o = a.old_spte ?? a.old ?? a.old_entry ?? a.old_desc;
+    const n = a.new_spte ?? a.new ?? a.new_entry ?? a.new_desc;
+    if (o === undefined || n === undefined) return false;
+    return formatValue(o) !== formatValue(n);
+  };
+  switch (parts[0]) {
+    case 'spte': {
+      if (parts.length !== 4) return undefined;
+      const as = +parts[1], gfn = num(parts[2]), level = +parts[3];
+      return (a) => changed(a) && Number(a.gfn) === gfn && Number(a.level) === level && (a.as_id === undefined || Number(a.as_id) === as);
+    }
+    case 'sptep': {
+      if (parts.length !== 2) return undefined;
+      return (a) => changed(a) && typeof a.sptep === 'string' && a.sptep === parts[1];
+    }
+    case 'rmp': {
+      if (parts.length !== 2) return undefined;
+      const pfn = num(parts[1]);
+      return (a) => changed(a) && Number(a.pfn) === pfn;
+    }
+    case 's2': {
+      if (parts.length !== 3) return undefined;
+      const ipa = num(parts[1]), level = +parts[2];
+      return (a) => changed(a) && Number(a.addr ?? a.ipa) === ipa && Number(a.level) === level;
+    }
+  }
+  return undefined;
+}
+
+/** The data id for a variable the user picked at a stop ("Break on Value Change"). */
+function dataIdFor(name: string, _ref: number | undefined, args: ProbeArgs | undefined): string | undefined {
+  if (/^(spte|sptep|old_spte|new_spte)$/.test(name) && args && args.gfn !== undefined && args.level !== undefined) {
+    return `spte:${Number(args.as_id ?? 0)}:${Number(args.gfn).toString(16)}:${Number(args.level)}`;
+  }
+  if (/^(rmp|old_entry|new_entry)$/.test(name) && args && args.pfn !== undefined) return `rmp:${Number(args.pfn).toString(16)}`;
+  if (/^(old_desc|new_desc|desc|ptep)$/.test(name) && args && (args.addr ?? args.ipa) !== undefined && args.level !== undefined) {
+    return `s2:${Number(args.addr ?? args.ipa).toString(16)}:${Number(args.level)}`;
+  }
+  if (/^(spte|rmp|s2):/.test(name) && dataMatcher(name)) return name;
+  return undefined;
+}
