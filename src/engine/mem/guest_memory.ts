@@ -90,6 +90,26 @@ export class GuestMemory {
     out[off + 1] = p[w + 1]!;
   }
 
+  /**
+   * Read a naturally aligned 4- or 8-byte page-table entry into out[0] (lo) and out[1] (hi, 0 for 4
+   * bytes). False when the address is outside guest memory (the walker's "no memslot"). One bounds check,
+   * no allocation: this is the walker's hot path.
+   */
+  readEntry(gpa: number, size: 4 | 8, out: Uint32Array): boolean {
+    const gfn = Math.floor(gpa / PAGE_SIZE);
+    if (!(gpa >= 0) || gfn >= this.nrPages) return false;
+    const p = this.pages.get(gfn);
+    if (p === undefined) {
+      out[0] = 0;
+      out[1] = 0;
+      return true;
+    }
+    const w = (gpa - gfn * PAGE_SIZE) >>> 2;
+    out[0] = p[w]!;
+    out[1] = size === 8 ? p[w + 1]! : 0;
+    return true;
+  }
+
   write32(gpa: number, value: number): void {
     this.check(gpa, 4);
     const gfn = Math.floor(gpa / PAGE_SIZE);

@@ -14,32 +14,17 @@
 import { defineProbe, probes } from '../probes';
 import { trace } from '../trace_sink';
 import type { GuestMemory } from '../mem/guest_memory';
+import * as gp from './guest_pte';
+import { __reset_rsvds_bits_mask, __reset_rsvds_bits_mask_ept, reserved_gpa_bits, RsvdBitsValidate } from './guest_pte';
+import * as perm from './permission';
 import {
-  __is_bad_mt_xwr,
-  __is_rsvd_bits_set,
-  __reset_rsvds_bits_mask,
-  __reset_rsvds_bits_mask_ept,
-  PG_LEVEL_1G,
-  PT32_DIR_PSE36_MASK,
-  PT32_DIR_PSE36_SHIFT,
-  PT32_ROOT_LEVEL,
-  PT32E_ROOT_LEVEL,
-  PT64_ROOT_4LEVEL,
-  PT64_ROOT_5LEVEL,
-  reserved_gpa_bits,
-  RsvdBitsValidate,
-} from './guest_pte';
-import {
-  ACC_EXEC_MASK,
-  ACC_USER_MASK,
-  ACC_WRITE_MASK,
   permission_fault,
   update_permission_bitmask,
   update_pkru_bitmask,
   type PermissionMmu,
   type PermissionVcpu,
 } from './permission';
-import { PFERR_FETCH_MASK, PFERR_PK_MASK, PFERR_PRESENT_MASK, PFERR_RSVD_MASK, PFERR_USER_MASK, PFERR_WRITE_MASK } from './pferr';
+import * as pferr from './pferr';
 import {
   emit_kvm_mmu_pagetable_walk,
   emit_kvm_mmu_paging_element,
@@ -47,6 +32,28 @@ import {
   emit_kvm_mmu_set_dirty_bit,
   emit_kvm_mmu_walker_error,
 } from './paging_trace';
+
+// Module-local copies: under a CommonJS loader (tsx in tests) every imported binding is a getter call,
+// which the walk would otherwise pay several times per level.
+const PFERR_PRESENT_MASK = pferr.PFERR_PRESENT_MASK | 0;
+const PFERR_WRITE_MASK = pferr.PFERR_WRITE_MASK | 0;
+const PFERR_USER_MASK = pferr.PFERR_USER_MASK | 0;
+const PFERR_RSVD_MASK = pferr.PFERR_RSVD_MASK | 0;
+const PFERR_FETCH_MASK = pferr.PFERR_FETCH_MASK | 0;
+const PFERR_PK_MASK = pferr.PFERR_PK_MASK | 0;
+const is_rsvd_bits_set_raw = gp.__is_rsvd_bits_set;
+const is_bad_mt_xwr_raw = gp.__is_bad_mt_xwr;
+const PT32_DIR_PSE36_MASK = gp.PT32_DIR_PSE36_MASK | 0;
+const PT32_DIR_PSE36_SHIFT = gp.PT32_DIR_PSE36_SHIFT | 0;
+const PT32_ROOT_LEVEL = gp.PT32_ROOT_LEVEL | 0;
+const PT32E_ROOT_LEVEL = gp.PT32E_ROOT_LEVEL | 0;
+const PT64_ROOT_4LEVEL = gp.PT64_ROOT_4LEVEL | 0;
+const PT64_ROOT_5LEVEL = gp.PT64_ROOT_5LEVEL | 0;
+const PG_LEVEL_1G = gp.PG_LEVEL_1G | 0;
+const ACC_EXEC_MASK = perm.ACC_EXEC_MASK | 0;
+const ACC_WRITE_MASK = perm.ACC_WRITE_MASK | 0;
+const ACC_USER_MASK = perm.ACC_USER_MASK | 0;
+const check_permission = permission_fault;
 
 export const PF_VECTOR = 14;
 
@@ -355,8 +362,8 @@ function is_present_gpte(pttype: PtType, lo: number): boolean {
 }
 
 function is_rsvd_bits_set(mmu: GuestMmu, lo: number, hi: number, level: number): WalkStep | 0 {
-  if (__is_rsvd_bits_set(mmu.guest_rsvd_check, lo, hi, level)) return WalkStep.RSVD;
-  if (mmu.pttype === PTTYPE_EPT && __is_bad_mt_xwr(mmu.guest_rsvd_check, lo)) return WalkStep.BAD_MT_XWR;
+  if (is_rsvd_bits_set_raw(mmu.guest_rsvd_check, lo, hi, level)) return WalkStep.RSVD;
+  if (mmu.pttype === PTTYPE_EPT && is_bad_mt_xwr_raw(mmu.guest_rsvd_check, lo)) return WalkStep.BAD_MT_XWR;
   return 0;
 }
 
@@ -528,7 +535,7 @@ export function walk_addr_generic(
       walker.pte_pkey = pttype === PTTYPE_64 ? (pteHi >>> 27) & 15 : 0;
       let accessed_dirty = have_ad ? pteAccLo & aMask : 0;
       walker.pte_access = gpte_access(pttype, pteAccLo, (pteAccHi ^ nxHi) >>> 0);
-      errcode = permission_fault(vcpu, mmu, walker.pte_access, walker.pte_pkey, accessLo, accessHi);
+      errcode = check_permission(vcpu, mmu, walker.pte_access, walker.pte_pkey, accessLo, accessHi);
       if (errcode !== 0) {
         result = errcode & PFERR_PK_MASK ? WalkResult.PKEY : WalkResult.PERMISSION;
         break fail;
@@ -647,13 +654,7 @@ export class MemoryGuestPageTables implements GuestPageTableAccess {
   }
 
   read_gpte(gpa: number, size: 4 | 8, _level: number, out: Uint32Array): boolean {
-    if (!this.mem.contains(gpa, size)) return false;
-    if (size === 8) this.mem.read64(gpa, out, 0);
-    else {
-      out[0] = this.mem.read32(gpa);
-      out[1] = 0;
-    }
-    return true;
+    return this.mem.readEntry(gpa, size, out);
   }
 
   gpte_writable(gpa: number, _level: number): boolean {

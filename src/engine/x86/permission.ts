@@ -8,17 +8,21 @@
  * holds 2 bits per even pfec, with the RSVD slot reused for the PTE's U bit.
  */
 import { defineProbe, probes } from '../probes';
-import {
-  PFERR_FETCH_MASK,
-  PFERR_IMPLICIT_ACCESS_HI,
-  PFERR_PK_MASK,
-  PFERR_PRESENT_MASK,
-  PFERR_RSVD_MASK,
-  PFERR_USER_MASK,
-  PFERR_WRITE_MASK,
-} from './pferr';
+import * as pferr from './pferr';
+import * as spte from './spte';
 
-import { ACC_EXEC_MASK, ACC_USER_MASK, ACC_WRITE_MASK } from './spte';
+// Module-local copies: under a CommonJS loader (tsx in tests) an imported binding is a getter call, and
+// permission_fault runs on every walk.
+const PFERR_PRESENT_MASK = pferr.PFERR_PRESENT_MASK | 0;
+const PFERR_WRITE_MASK = pferr.PFERR_WRITE_MASK | 0;
+const PFERR_USER_MASK = pferr.PFERR_USER_MASK | 0;
+const PFERR_RSVD_MASK = pferr.PFERR_RSVD_MASK | 0;
+const PFERR_FETCH_MASK = pferr.PFERR_FETCH_MASK | 0;
+const PFERR_PK_MASK = pferr.PFERR_PK_MASK | 0;
+const PFERR_IMPLICIT_ACCESS_HI = pferr.PFERR_IMPLICIT_ACCESS_HI | 0;
+const ACC_EXEC_MASK = spte.ACC_EXEC_MASK | 0;
+const ACC_WRITE_MASK = spte.ACC_WRITE_MASK | 0;
+const ACC_USER_MASK = spte.ACC_USER_MASK | 0;
 
 // ACC_* bits of a walk result (the P slot is reused for "executable"), shared with the SPTE code.
 export { ACC_ALL, ACC_EXEC_MASK, ACC_USER_MASK, ACC_WRITE_MASK } from './spte';
