@@ -19,6 +19,9 @@ export interface VmConfig {
   gpaw: number;
   ipaBits: number;
   vcpus: number;
+  /** arm64: host PA size and DRAM range (pKVM host stage-2). */
+  paBits: number;
+  hostMemory: { start: number; end: number };
   /** Module parameters as written (`Y`, `off`, `60`), after `--set` overrides. */
   params: Record<string, string>;
   /** Design variants: `upstream` or `proposed`. */
@@ -116,6 +119,9 @@ export interface ScenarioEngine {
   stats?(): Record<string, number>;
   dispose?(): void;
 }
+
+/** An engine binding throws this for an operation (or a variant of one) its engine cannot do yet. */
+export class NotSupportedYet extends Error {}
 
 /** Named constants a scenario may use where a number is expected (flags, attributes). */
 export const CONSTANTS: Readonly<Record<string, number>> = {

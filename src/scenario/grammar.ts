@@ -161,6 +161,8 @@ export const STATEMENTS: readonly StmtSpec[] = [
       { name: 'gpaw', type: 'int', min: 48, max: 52, doc: 'TDX guest physical address width (shared bit = 47 or 51)' },
       { name: 'ipa_bits', type: 'int', min: 32, max: 52, doc: 'arm64 IPA size (VTCR_EL2.T0SZ = 64 - ipa_bits); default 40' },
       { name: 'vcpus', type: 'int', min: 1, max: 1024, doc: 'number of vCPUs (default 1)' },
+      { name: 'pa_bits', type: 'int', min: 32, max: 52, doc: 'arm64 host physical address size (host stage-2 IPA size); default 40' },
+      { name: 'host_memory', type: 'range', doc: 'arm64 host DRAM (memblock) range; default 0x80000000+2G', space: 'pa' },
     ],
     example: 'vm arch=x86 vendor=intel tdp=on tdp_levels=4 maxphyaddr=46 type=default vcpus=1',
   },

@@ -7,6 +7,7 @@ import type { CheckNode, Statement, Value } from './ast';
 import { type Diagnostic, diag } from './diagnostics';
 import {
   CONSTANTS,
+  NotSupportedYet,
   type AccessOp,
   type Exit,
   type Fields,
@@ -65,6 +66,7 @@ const PAGE = 4096;
 export function configOf(statements: readonly Statement[], overrides: Record<string, string> = {}): VmConfig {
   const cfg: VmConfig = {
     arch: 'x86', vendor: 'intel', tdp: true, tdpLevels: 4, maxphyaddr: 46, type: 'default', gpaw: 48, ipaBits: 40, vcpus: 1,
+    paBits: 40, hostMemory: { start: 0x8000_0000, end: 0x8000_0000 + 2 * 2 ** 30 },
     params: {}, variants: {},
   };
   for (const st of statements) {
@@ -81,6 +83,9 @@ export function configOf(statements: readonly Statement[], overrides: Record<str
       cfg.gpaw = i('gpaw') ?? cfg.gpaw;
       cfg.ipaBits = i('ipa_bits') ?? cfg.ipaBits;
       cfg.vcpus = i('vcpus') ?? cfg.vcpus;
+      cfg.paBits = i('pa_bits') ?? cfg.paBits;
+      const hm = st.args['host_memory']?.value;
+      if (hm?.kind === 'range') cfg.hostMemory = { start: Number(hm.start), end: Number(hm.single ? hm.start + 4096n : hm.end) };
       if (cfg.arch === 'arm64' && !st.args['type']) cfg.type = 'default';
     } else if (st.keyword === 'param' || st.keyword === 'variant') {
       const into = st.keyword === 'param' ? cfg.params : cfg.variants;
@@ -215,7 +220,8 @@ export class ScenarioRunner {
       if (isExpect) this.runExpect(st);
       else if (!SETUP.has(st.keyword)) outcome = this.exec(st);
     } catch (e) {
-      if (e instanceof Unsupported) this.problem(st, 'unsupported', e.message, 'this statement needs an engine part that has not landed; the run continues');
+      if (e instanceof NotSupportedYet) this.problem(st, 'unsupported', `not supported yet by the engine: ${st.keyword} (${e.message})`, 'this statement needs an engine part that has not landed; the run continues');
+      else if (e instanceof Unsupported) this.problem(st, 'unsupported', e.message, 'this statement needs an engine part that has not landed; the run continues');
       else this.problem(st, 'engine-error', `the engine failed: ${e instanceof Error ? e.message : String(e)}`, 'this is a bug in the model; please report it with the scenario');
     }
     events = this.eventTotal - evBefore;
