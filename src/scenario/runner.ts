@@ -19,6 +19,7 @@ import {
 import { describeFailures, failedChecks, globMatch, showActual, valueAsBigInt } from './expect';
 import { ERRNO_VALUES, KVM_MEM_MAX_NR_PAGES, PARAMS, VARIANTS } from './grammar';
 import type { Program } from './load';
+import { createEngine } from './engines';
 import { trace, type TraceEvent } from '../engine/trace_sink';
 
 export interface ExpectResult {
@@ -51,7 +52,7 @@ export interface StepResult {
 export interface RunnerOptions {
   /** `--set NAME=VALUE` overrides of `param` / `variant` lines (already validated). */
   overrides?: Record<string, string>;
-  /** Builds the engine for a configuration; a string means "cannot" and says why. */
+  /** Builds the engine for a configuration; a string means "cannot" and says why. Default: createEngine. */
   engineFactory?: (cfg: VmConfig) => ScenarioEngine | string;
   /** Every tracepoint event as it is emitted (for --trace-out). */
   onEvent?: (e: TraceEvent) => void;
@@ -270,8 +271,7 @@ export class ScenarioRunner {
   private vm(st: Statement): ScenarioEngine {
     if (this.engine) return this.engine;
     if (this.engineError) throw new Unsupported(`not supported yet by the engine: ${st.keyword} (${this.engineError})`);
-    const factory = this.opts.engineFactory;
-    const made = factory ? factory(this.config) : 'no engine is bound to the scenario runner';
+    const made = (this.opts.engineFactory ?? createEngine)(this.config);
     if (typeof made === 'string') {
       this.engineError = made;
       throw new Unsupported(`not supported yet by the engine: ${st.keyword} (${made})`);
