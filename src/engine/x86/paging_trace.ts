@@ -58,8 +58,9 @@ export function kvm_mmu_set_ad_bit_text(gpa: number): string {
   return `gpa ${gpa.toString(16)}`;
 }
 
+/** A 64-bit record field: a number below 2^53, else lower-case hex without 0x (tracepoints/values.ts). */
 function u64Field(lo: number, hi: number): number | string {
-  return hi >>> 0 < 0x20_0000 ? (hi >>> 0) * 0x1_0000_0000 + (lo >>> 0) : '0x' + hex(lo, hi);
+  return hi >>> 0 < 0x20_0000 ? (hi >>> 0) * 0x1_0000_0000 + (lo >>> 0) : hex(lo, hi);
 }
 
 // Emitters: call only behind `if (trace.enabled)`.

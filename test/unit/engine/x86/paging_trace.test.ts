@@ -37,3 +37,25 @@ test('event payloads', () => {
   assert.equal(kvm_mmu_set_ad_bit_text(0x42b0), 'gpa 42b0');
   assert.equal(kvm_mmu_set_ad_bit_text(0), 'gpa 0');
 });
+
+test('the emitted events carry format-file field names and agree with the shared tracepoint formatter', async () => {
+  const { trace } = await import('../../../../src/engine/trace_sink');
+  const { formatTracepoint } = await import('../../../../src/engine/tracepoints');
+  const m = await import('../../../../src/engine/x86/paging_trace');
+  const got: Array<{ name: string; text: string; fields: Record<string, number | string | boolean> }> = [];
+  const off = trace.subscribe((e) => got.push({ name: e.name, text: e.text, fields: e.fields }));
+  try {
+    m.emit_kvm_mmu_pagetable_walk(0, 0x00000000, 0xffff9234, 0x10);
+    m.emit_kvm_mmu_pagetable_walk(0, 0x23456123, 0x7fff, 0x0);
+    m.emit_kvm_mmu_paging_element(0, 0x5007, 0x80000000, 1);
+    m.emit_kvm_mmu_paging_element(0, 0x2007, 0, 4);
+    m.emit_kvm_mmu_walker_error(0, 0x2d);
+    m.emit_kvm_mmu_set_accessed_bit(0, 0x42b0);
+    m.emit_kvm_mmu_set_dirty_bit(0, 0x42b0);
+  } finally {
+    off();
+  }
+  assert.deepEqual(got[0]!.fields, { addr: 'ffff923400000000', pferr: 0x10 });
+  assert.deepEqual(got[2]!.fields, { pte: '8000000000005007', level: 1 });
+  for (const e of got) assert.equal(formatTracepoint(e.name, e.fields), e.text, e.name);
+});
