@@ -205,6 +205,8 @@ export interface GuestPageTableAccess {
    * nested fault is then the caller's to report). Absent: identity.
    */
   translate_gpa?(gpa: number, accessLo: number, accessHi: number): number;
+  /** `kvm_vcpu_mark_page_dirty` of a page-table gfn after an A/D update (dirty logging). */
+  mark_page_dirty?(table_gfn: number): void;
 }
 
 /** vCPU state the walker reads. */
@@ -401,6 +403,7 @@ function update_accessed_dirty_bits(
     if (!walker.pte_writable[level - 1]) continue;
     const ret = src.cmpxchg_gpte(walker.pte_real_gpa[level - 1]!, size, level, oLo, oHi, nLo >>> 0, oHi);
     if (ret !== 0) return ret;
+    if (src.mark_page_dirty !== undefined) src.mark_page_dirty(walker.table_gfn[level - 1]!);
     walker.ptes[2 * (level - 1)] = nLo >>> 0;
     walker.ad_set[level - 1] = set;
   }
@@ -618,6 +621,28 @@ export function nonpaging_gva_to_gpa(addrLo: number, addrHi: number): number {
   return (addrHi >>> 0) * 0x1_0000_0000 + (addrLo >>> 0);
 }
 
+/** `INVALID_GPA` as returned by the gva_to_gpa helpers. */
+export const INVALID_GPA = -1;
+
+/**
+ * `mmu->gva_to_gpa` (FNAME(gva_to_gpa) or nonpaging_gva_to_gpa by mode): the GPA of `addr`, or
+ * INVALID_GPA with the exception left in `walker`.
+ */
+export function gva_to_gpa(
+  walker: GuestWalker,
+  vcpu: WalkVcpu,
+  mmu: GuestMmu,
+  src: GuestPageTableAccess,
+  addrLo: number,
+  addrHi: number,
+  accessLo: number,
+  accessHi = 0,
+): number {
+  if (mmu.direct) return nonpaging_gva_to_gpa(addrLo, addrHi);
+  if (!walk_addr_generic(walker, vcpu, mmu, src, addrLo, addrHi, accessLo, accessHi)) return INVALID_GPA;
+  return walker.gpa(addrLo);
+}
+
 // ---------------------------------------------------------------------------------------------------
 // Page-table sources.
 
@@ -629,6 +654,10 @@ export class MemoryGuestPageTables implements GuestPageTableAccess {
   readonly pdptrs = new Uint32Array(8);
   /** Optional read-only predicate (a read-only memslot: A/D bits are then left alone). */
   readOnly: ((gpa: number) => boolean) | undefined;
+  /** Optional nested translation (see GuestPageTableAccess.translate_gpa). */
+  translate_gpa?: (gpa: number, accessLo: number, accessHi: number) => number;
+  /** Optional dirty-log hook. */
+  mark_page_dirty?: (table_gfn: number) => void;
 
   constructor(readonly mem: GuestMemory) {}
 

@@ -73,3 +73,17 @@ test('nested: table and final GPAs go through translate_gpa; a failed translatio
   assert.equal(w.result, WalkResult.NESTED_FAULT);
   assert.deepEqual(lines, ['kvm_mmu_pagetable_walk', 'kvm_mmu_paging_element', 'kvm_mmu_paging_element']);
 });
+
+test('A/D updates mark the page-table gfns dirty, top level first; gva_to_gpa returns INVALID_GPA on a fault', async () => {
+  const { gva_to_gpa, INVALID_GPA } = await import('../../../../src/engine/x86/paging_tmpl');
+  const src = tables();
+  const dirty: number[] = [];
+  src.mark_page_dirty = (gfn) => dirty.push(gfn);
+  const w = new GuestWalker();
+  assert.equal(gva_to_gpa(w, { vcpu_id: 0, rflags: 0, pkru: 0 }, mmu(), src, 0x123, 0, 6), 0x5123);
+  assert.deepEqual(dirty, [1, 2, 3, 4]);
+  // A supervisor fetch of a user page with NX set at the leaf faults.
+  src.mem.write64(0x4000, 0x5067, 0x8000_0000);
+  assert.equal(gva_to_gpa(w, { vcpu_id: 0, rflags: 0, pkru: 0 }, mmu(), src, 0x123, 0, 0x10), INVALID_GPA);
+  assert.equal(w.error_code, 0x11);
+});
