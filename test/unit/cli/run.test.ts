@@ -136,3 +136,26 @@ describe('kvm-mmu run', () => {
     assert.match(r.err, /hint: did you mean 'guest read'\?/);
   });
 });
+
+describe('kvm-mmu run with the arm64 pKVM engine', () => {
+  it('the example passes, and an edited expectation fails at its line with expected vs. actual', async () => {
+    const src = readFileSync(new URL('../../../examples/pkvm-stage2-ownership.kvmmmu', import.meta.url), 'utf8');
+    const d = mkdtempSync(join(tmpdir(), 'kvm-mmu-run-'));
+    try {
+      const good = join(d, 'good.kvmmmu');
+      writeFileSync(good, src);
+      const ok = await capture([good]);
+      assert.equal(ok.code, 0, ok.out);
+      const lines = src.split('\n');
+      const i = lines.findIndex((l) => l.startsWith('expect page_state pfn=0x80010 host=SHARED_OWNED hyp=SHARED_BORROWED'));
+      lines[i] = 'expect page_state pfn=0x80010 host=OWNED hyp=SHARED_BORROWED';
+      const bad = join(d, 'bad.kvmmmu');
+      writeFileSync(bad, lines.join('\n'));
+      const r = await capture([bad]);
+      assert.equal(r.code, 1);
+      assert.ok(r.out.includes(`${bad}:${i + 1}:31: error: expectation failed: host: expected OWNED, got SHARED_OWNED`), r.out);
+    } finally {
+      rmSync(d, { recursive: true, force: true });
+    }
+  });
+});
