@@ -5,6 +5,8 @@
 import * as vscode from 'vscode';
 import { KvmMmuConfigurationProvider } from './debug_config';
 import { registerSessionView } from './session_view';
+import { KvmMmuAdapterFactory } from './debug_adapter';
+import { registerScenarioDiagnostics } from './scenario_diagnostics';
 
 export interface KvmMmuApi {
   /** Exposed for the integration tests and for other extensions that want to drive sessions. */
@@ -15,6 +17,7 @@ export function activate(context: vscode.ExtensionContext): KvmMmuApi {
   const configurationProvider = new KvmMmuConfigurationProvider();
   context.subscriptions.push(
     vscode.debug.registerDebugConfigurationProvider('kvm-mmu', configurationProvider),
+    vscode.debug.registerDebugAdapterDescriptorFactory('kvm-mmu', new KvmMmuAdapterFactory(context.asAbsolutePath('dist/engineWorker.js'))),
     vscode.commands.registerCommand('kvmMmu.debugScenario', async (uri?: vscode.Uri) => {
       const target = uri ?? vscode.window.activeTextEditor?.document.uri;
       if (!target) {
@@ -31,6 +34,7 @@ export function activate(context: vscode.ExtensionContext): KvmMmuApi {
     }),
   );
   registerSessionView(context);
+  registerScenarioDiagnostics(context);
   return { configurationProvider };
 }
 
