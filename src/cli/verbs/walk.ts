@@ -53,11 +53,14 @@ const HELP = `usage: kvm-mmu walk --mode none|32|pae|long4|long5|ept4|ept5 --add
                      [--user] [--implicit] [--cr0-wp 0|1] [--efer-nx 0|1] [--smep 0|1] [--smap 0|1] [--ac 0|1]
                      [--pke 0|1 --pkru HEX] [--gbpages 0|1] [--pse 0|1] [--pse36 0|1] [--amd 0|1]
                      [--maxphyaddr N] [--execonly 0|1] [--ept-ad 0|1] [--cr3 HEX] --ptes HEX,HEX,... [--json]
+       kvm-mmu walk --mode ... --addr HEX --pferr HEX [flags as above] --ptes ...
        kvm-mmu walk --from-trace FILE [--mode ...] [flags as above] [--json]
 
 Walks guest page tables as KVM's walk_addr_generic does (arch/x86/kvm/mmu/paging_tmpl.h).
 --ptes      the entries the walk meets, top level first (PAE: the PDPTE first), hex; their address
             fields are not followed
+--pferr     the access as a raw error code (e.g. from kvm_page_fault; RSVD is dropped as
+            FNAME(page_fault) does), instead of --access/--user
 --cr3       only used for the A/D tracepoints' gpa of the top-level entry (CR3 or EPTP; default 0)
 --access    read|write|fetch; --user makes it a user-mode access, --implicit an implicit supervisor
             access (descriptor tables: EFLAGS.AC cannot override SMAP). For ept4/ept5 the walk is of
@@ -105,6 +108,8 @@ interface WalkConfig {
   execonly: boolean;
   eptAd: boolean;
   cr3: U64;
+  /** Raw access error code (--pferr, or the capture's pferr), used instead of --access/--user. */
+  pferr?: U64;
 }
 
 function buildMmu(c: WalkConfig): GuestMmu | undefined {
@@ -130,6 +135,7 @@ function buildMmu(c: WalkConfig): GuestMmu | undefined {
 }
 
 function accessCode(c: WalkConfig): { lo: number; hi: number } {
+  if (c.pferr) return { lo: c.pferr.lo, hi: c.pferr.hi | (c.implicit ? 1 << 16 : 0) };
   const ept = c.mode === 'ept4' || c.mode === 'ept5';
   let lo = 0;
   if (c.access === 'write') lo |= PFERR_W;
@@ -543,7 +549,7 @@ function explainTraceWalk(w: TraceWalk, base: WalkConfig, hint: Mode | undefined
   }
   const access = w.pferr & PFERR_F ? 'fetch' : w.pferr & PFERR_W ? 'write' : 'read';
   const ept = mode === 'ept4' || mode === 'ept5';
-  const c: WalkConfig = { ...base, mode, addr: w.addr, access, user: !ept && (w.pferr & PFERR_U) !== 0 };
+  const c: WalkConfig = { ...base, mode, addr: w.addr, access, user: !ept && (w.pferr & PFERR_U) !== 0, pferr: { lo: w.pferr, hi: 0 } };
   // Fewer elements than the walk needs means the real walk could not read the next table (no
   // memslot there), which the model reproduces as a fault without P.
   const explanation = runWalk(c, ptes.map((p) => p.v), true);
@@ -606,6 +612,7 @@ const OPTIONS = {
   'ept-ad': { type: 'string' },
   ptes: { type: 'string' },
   cr3: { type: 'string' },
+  pferr: { type: 'string' },
   'from-trace': { type: 'string' },
   json: { type: 'boolean' },
   help: { type: 'boolean', short: 'h' },
@@ -625,8 +632,15 @@ function config(v: Record<string, string | boolean | undefined>, needWalk: boole
     if (a === undefined) throw new UsageError('--addr is required');
     addr = hexArg('addr', a);
   }
-  const accessText = s('access') ?? (needWalk ? undefined : 'read');
-  if (accessText === undefined) throw new UsageError('--access is required');
+  let pferr: U64 | undefined;
+  if (s('pferr') !== undefined) {
+    if (s('access') !== undefined || v.user === true) throw new UsageError('--pferr gives the access itself; drop --access/--user');
+    pferr = hexArg('pferr', s('pferr')!);
+    // As FNAME(page_fault) does before walking: RSVD describes the SPTE, not the guest access.
+    pferr = { lo: pferr.lo & ~PFERR_RSVD, hi: pferr.hi };
+  }
+  const accessText = s('access') ?? (needWalk && !pferr ? undefined : pferr ? (pferr.lo & PFERR_F ? 'fetch' : pferr.lo & PFERR_W ? 'write' : 'read') : 'read');
+  if (accessText === undefined) throw new UsageError('--access is required (or --pferr)');
   if (accessText !== 'read' && accessText !== 'write' && accessText !== 'fetch') {
     throw new UsageError(`--access must be read, write or fetch, not '${accessText}'`);
   }
@@ -642,7 +656,7 @@ function config(v: Record<string, string | boolean | undefined>, needWalk: boole
     if (p.hi !== 0) throw new UsageError('--pkru is a 32-bit register');
     pkru = p.lo;
   }
-  const user = v.user === true;
+  const user = v.user === true || (pferr !== undefined && (pferr.lo & PFERR_U) !== 0 && !(modeText ?? '').startsWith('ept'));
   const implicit = v.implicit === true;
   if (user && implicit) throw new UsageError('--implicit accesses are supervisor accesses; drop --user');
   return {
@@ -667,6 +681,7 @@ function config(v: Record<string, string | boolean | undefined>, needWalk: boole
     execonly: bool01('execonly', s('execonly'), true),
     eptAd: bool01('ept-ad', s('ept-ad'), true),
     cr3: s('cr3') !== undefined ? hexArg('cr3', s('cr3')!) : { lo: 0, hi: 0 },
+    ...(pferr ? { pferr } : {}),
   };
 }
 

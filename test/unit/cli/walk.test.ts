@@ -218,3 +218,29 @@ test('--from-trace: a walk that ends without a table to read is explained as a m
   assert.equal(j.walks[0].modelAgrees, true);
   assert.equal(j.walks[0].explanation.steps[1].reason, 'bad-gpa');
 });
+
+test('--pferr gives the raw access: P is kept in the walk event, RSVD dropped as FNAME(page_fault) does', async () => {
+  const j = JSON.parse((await cli(['--mode', 'long4', '--addr', '7fff23456123', '--pferr', 'f', '--ptes', '2007,3007,4007,5005', '--json'])).out);
+  assert.equal(j.trace[0], 'kvm_mmu_pagetable_walk: addr 7fff23456123 pferr 7 P|W|U');
+  assert.equal(j.errorCode, '0x7');
+  const bad = await cli(['--mode', 'long4', '--addr', '0', '--pferr', '2', '--access', 'read', '--ptes', '1']);
+  assert.equal(bad.code, 2);
+  assert.match(bad.err, /--pferr gives the access itself/);
+});
+
+test('--from-trace replays the walk with the captured pferr, so the model trace matches the capture', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'walk-'));
+  const f = join(dir, 'cap.txt');
+  const capture = [
+    'kvm_mmu_pagetable_walk: addr 7fff23456123 pferr 7 P|W|U',
+    'kvm_mmu_paging_element: pte 2027 level 4',
+    'kvm_mmu_paging_element: pte 3027 level 3',
+    'kvm_mmu_paging_element: pte 4027 level 2',
+    'kvm_mmu_paging_element: pte 5025 level 1',
+    'kvm_mmu_walker_error: pferr 7 P|W|U',
+  ];
+  writeFileSync(f, capture.join('\n') + '\n');
+  const j = JSON.parse((await cli(['--from-trace', f, '--json'])).out);
+  assert.deepEqual(j.walks[0].explanation.trace, capture);
+  assert.equal(j.walks[0].modelAgrees, true);
+});
