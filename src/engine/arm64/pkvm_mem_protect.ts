@@ -735,3 +735,40 @@ export class PkvmHyp {
     return this.guest_get_page_state(leaf.lo, leaf.hi);
   }
 }
+
+/** One page where two hypervisors (one per owner encoding) record the same ownership differently. */
+export interface EncodingDifference {
+  pa: number;
+  a: { encoding: OwnerEncoding; pte: string; owner: number; hostState: number };
+  b: { encoding: OwnerEncoding; pte: string; owner: number; hostState: number };
+  /** Owner component and host state agree (the point of the variant: same semantics, other bits). */
+  ownershipAgrees: boolean;
+}
+
+function pteText(h: PkvmHyp, pa: number): string {
+  const l = kvm_pgtable_get_leaf(h.host_pgt, pa);
+  return '0x' + (l.hi >>> 0).toString(16).padStart(8, '0') + (l.lo >>> 0).toString(16).padStart(8, '0') + `@L${l.level}`;
+}
+
+/**
+ * Compare the host stage-2 of two hypervisors driven through the same operations, page by page over
+ * [start, start+size): report every page whose descriptor differs, and whether ownership still agrees.
+ */
+export function compareOwnerEncodings(a: PkvmHyp, b: PkvmHyp, start: number, size: number): EncodingDifference[] {
+  const out: EncodingDifference[] = [];
+  const ps = a.pageSize;
+  for (let pa = start - (start % ps); pa < start + size; pa += ps) {
+    const ta = pteText(a, pa);
+    const tb = pteText(b, pa);
+    if (ta === tb) continue;
+    const oa = a.ownerOf(pa);
+    const ob = b.ownerOf(pa);
+    out.push({
+      pa,
+      a: { encoding: a.encoding, pte: ta, owner: oa.owner, hostState: oa.hostState },
+      b: { encoding: b.encoding, pte: tb, owner: ob.owner, hostState: ob.hostState },
+      ownershipAgrees: oa.owner === ob.owner && oa.hostState === ob.hostState && oa.hypState === ob.hypState,
+    });
+  }
+  return out;
+}

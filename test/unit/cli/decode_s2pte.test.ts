@@ -84,7 +84,7 @@ test('decode s2pte: owner annotations differ by variant', async () => {
 test('decode s2pte: readable table without --json', async () => {
   const r = await call(['0x402007fd', '--level', '2']);
   assert.equal(r.code, 0);
-  assert.match(r.out, /^stage-2 descriptor 0x402007fd {2}level 2 {2}4k {2}annotate_2026\nkind: block {2}output address 0x40200000/);
+  assert.match(r.out, /^stage-2 descriptor 0x402007fd {2}level 2 {2}4k {2}annotate_2026\nkind: block {2}output address 0x40200000 {2}maps 2M\n/);
   assert.match(r.out, /\nKVM_PTE_LEAF_ATTR_LO_S2_AF +\[10\] +0x1 +young/);
 });
 

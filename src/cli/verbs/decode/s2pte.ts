@@ -26,6 +26,16 @@ const OPTIONS = {
   json: { type: 'boolean' },
 } as const;
 
+function sizeText(n: number): string {
+  const units = ['', 'K', 'M', 'G', 'T', 'P'];
+  let u = 0;
+  while (n >= 1024 && n % 1024 === 0 && u < units.length - 1) {
+    n /= 1024;
+    u++;
+  }
+  return `${n}${units[u]}${u === 0 ? ' bytes' : ''}`;
+}
+
 export async function run(argv: string[]): Promise<number> {
   return runDecode('s2pte', USAGE, argv, (args) => {
     const { values, positionals } = parseDecodeArgs(args, OPTIONS);
@@ -61,7 +71,7 @@ export async function run(argv: string[]): Promise<number> {
     }
     let head = `stage-2 descriptor ${out['value']}  level ${level}  ${granule}  ${encoding}\nkind: ${d.kind}`;
     if (d.outputAddress) head += `  output address ${d.outputAddress}`;
-    if (d.mapSize) head += `  maps ${d.mapSize.toString(16)}h bytes`;
+    if (d.mapSize) head += `  maps ${sizeText(d.mapSize)}`;
     if (d.owner) {
       head += `\nowner: ${d.owner.name} (id ${d.owner.id})`;
       if (d.owner.handle !== undefined) head += `  handle 0x${d.owner.handle.toString(16)}`;

@@ -196,3 +196,21 @@ describe('owner_encoding: both variants agree on ownership, differ in descriptor
     assert.notEqual(hostPte(a, PHYS + 2 * 4096), hostPte(b, PHYS + 2 * 4096));
   });
 });
+
+describe('compareOwnerEncodings', () => {
+  it('lists the pages whose host descriptors differ, with ownership agreeing', async () => {
+    const { compareOwnerEncodings } = await import('../../../../src/engine/arm64/pkvm_mem_protect');
+    const a = hyp('set_owner_2021');
+    const b = hyp('annotate_2026');
+    for (const h of [a, b]) {
+      h.__pkvm_host_donate_hyp(PFN, 1);
+      h.__pkvm_host_donate_hyp(PFN + 1, 1);
+      h.__pkvm_hyp_donate_host(PFN + 1, 1);
+    }
+    const d = compareOwnerEncodings(a, b, PHYS, 4 * 4096);
+    // page 0: 0x4 vs DONATION annotation; page 1: zero PTE (2021) vs RWX idmap (2026); pages 2, 3: both zero
+    assert.deepEqual(d.map((x) => x.pa), [PHYS, PHYS + 4096]);
+    assert.ok(d.every((x) => x.ownershipAgrees));
+    assert.deepEqual(d.map((x) => x.a.owner), [1, 0]);
+  });
+});
