@@ -666,10 +666,26 @@ export class MemoryGuestPageTables implements GuestPageTableAccess {
     this.cr3Hi = hi >>> 0;
   }
 
-  /** Load the 4 PDPTRs from memory at CR3 bits 31:5, as MOV to CR3 in PAE mode does. */
-  load_pdptrs(): void {
+  /**
+   * x86.c `load_pdptrs`: read the 4 PDPTEs at CR3 bits 31:5, as MOV to CR3 (or CR0/CR4) in PAE mode does.
+   * A present PDPTE with a reserved bit (above MAXPHYADDR, 8:5 or 2:1) fails the load (the guest gets
+   * #GP) and leaves the cached PDPTRs as they were. These are the only checks PDPTEs get: the walk takes
+   * them from the cache without re-checking.
+   */
+  load_pdptrs(maxphyaddr: number): boolean {
     const base = (this.cr3Lo & ~0x1f) >>> 0;
-    for (let i = 0; i < 4; i++) this.mem.read64(base + 8 * i, this.pdptrs, 2 * i);
+    const tmp = new Uint32Array(8);
+    const gpaRsvd = reserved_gpa_bits(maxphyaddr);
+    // Bits 8:5 and 2:1 of the low half.
+    const rsvdLo = (gpaRsvd.lo | 0x1e0 | 0x6) >>> 0;
+    for (let i = 0; i < 4; i++) {
+      if (!this.mem.readEntry(base + 8 * i, 8, scratch)) return false;
+      tmp[2 * i] = scratch[0]!;
+      tmp[2 * i + 1] = scratch[1]!;
+      if (scratch[0]! & 1 && ((scratch[0]! & rsvdLo) | (scratch[1]! & gpaRsvd.hi)) !== 0) return false;
+    }
+    this.pdptrs.set(tmp);
+    return true;
   }
 
   get_guest_pgd(out: Uint32Array): void {

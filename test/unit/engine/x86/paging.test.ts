@@ -448,3 +448,21 @@ test('protection keys on a long-mode leaf: AD denies reads (pferr 25 P|U|PK), ke
   assert.equal(r.lines.at(-1), 'kvm_mmu_walker_error: pferr 25 P|U|PK');
   assert.equal(walk(mmu, src, ADDR, U, 0, 0b110000).ok, true); // AD2|WD2 only
 });
+
+test('load_pdptrs: MOV CR3 checks present PDPTEs for reserved bits (8:5, 2:1, above MAXPHYADDR) and caches them', () => {
+  const mem = new GuestMemory(2 ** 36);
+  const src = new MemoryGuestPageTables(mem);
+  src.setCr3(0x1fe0); // PDPT at bits 31:5
+  mem.write64(0x1fe0, 0x3001, 0);
+  mem.write64(0x1fe8, 0x0006, 0); // not present: its other bits do not matter
+  mem.write64(0x1ff0, 0x4001, 0);
+  assert.equal(src.load_pdptrs(36), true);
+  assert.deepEqual([...src.pdptrs], [0x3001, 0, 0x6, 0, 0x4001, 0, 0, 0]);
+  mem.write64(0x1ff8, 0x5003, 0); // W in a present PDPTE: reserved
+  assert.equal(src.load_pdptrs(36), false);
+  assert.equal(src.pdptrs[6], 0, 'a failed load leaves the cache alone');
+  mem.write64(0x1ff8, 0x5001, 0x10); // bit 36 with MAXPHYADDR 36
+  assert.equal(src.load_pdptrs(36), false);
+  assert.equal(src.load_pdptrs(40), true);
+  assert.equal(src.pdptrs[7], 0x10);
+});
