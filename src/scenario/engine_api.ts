@@ -14,8 +14,10 @@ export interface VmConfig {
   tdp: boolean;
   tdpLevels: number;
   maxphyaddr: number;
-  /** default | sw_protected | snp | tdx | pkvm */
+  /** default | sw_protected | snp | tdx | protected (arm64) */
   type: string;
+  /** arm64 kvm-arm.mode: vhe | nvhe | protected. */
+  mode: string;
   gpaw: number;
   ipaBits: number;
   vcpus: number;

@@ -115,7 +115,7 @@ export const STATS: readonly string[] = [
   'pf_taken', 'pf_fixed', 'pf_emulate', 'pf_spurious', 'pf_fast', 'pf_mmio_spte_created', 'pf_guest',
   'tlb_flush', 'invlpg', 'exits', 'mmio_exits', 'hypercalls',
   // arm64
-  'mmio_exit_user', 'mmio_exit_kernel', 'exits_stage2_fault',
+  'mmio_exit_user', 'mmio_exit_kernel',
 ];
 
 export const SPTE_FIELDS: readonly string[] = [
@@ -157,7 +157,8 @@ export const STATEMENTS: readonly StmtSpec[] = [
       { name: 'tdp', type: 'bool', doc: 'two-dimensional paging (EPT/NPT); off = shadow paging (default on)' },
       { name: 'tdp_levels', type: 'int', min: 4, max: 5, doc: 'host TDP levels (max_tdp_level), 4 or 5 (default 4)' },
       { name: 'maxphyaddr', type: 'int', min: 32, max: 52, doc: 'guest MAXPHYADDR (CPUID 0x80000008 EAX[7:0]); default 46' },
-      { name: 'type', type: 'enum', values: ['default', 'sw_protected', 'snp', 'tdx', 'pkvm'], doc: 'VM type: KVM_X86_DEFAULT_VM, KVM_X86_SW_PROTECTED_VM, KVM_X86_SNP_VM, KVM_X86_TDX_VM, or an arm64 protected VM' },
+      { name: 'type', type: 'enum', values: ['default', 'sw_protected', 'snp', 'tdx', 'protected'], doc: 'VM type: KVM_X86_DEFAULT_VM, KVM_X86_SW_PROTECTED_VM, KVM_X86_SNP_VM, KVM_X86_TDX_VM; arm64 KVM_VM_TYPE_ARM_PROTECTED (needs mode=protected)' },
+      { name: 'mode', type: 'enum', values: ['vhe', 'nvhe', 'protected'], doc: 'arm64 kvm-arm.mode: protected runs pKVM (guest stage-2 at EL2, host stage-2 ownership); default vhe' },
       { name: 'gpaw', type: 'int', min: 48, max: 52, doc: 'TDX guest physical address width (shared bit = 47 or 51)' },
       { name: 'ipa_bits', type: 'int', min: 32, max: 52, doc: 'arm64 IPA size (VTCR_EL2.T0SZ = 64 - ipa_bits); default 40' },
       { name: 'vcpus', type: 'int', min: 1, max: 1024, doc: 'number of vCPUs (default 1)' },

@@ -604,6 +604,16 @@ export function parseScenario(text: string, file: string, opts: ParseOptions = {
       const isArm = arch?.kind === 'word' && arch.v === 'arm64';
       const bits = isArm ? num(st, 'ipa_bits') ?? 40n : num(st, 'maxphyaddr') ?? 46n;
       ctx.physBits = Number(bits);
+      const t = st.args['type']?.value;
+      const tv = t?.kind === 'word' ? t.v : 'default';
+      const mode = st.args['mode']?.value;
+      if (isArm && tv !== 'default' && tv !== 'protected') err(ctx, st.args['type']!.valueCol, st.args['type']!.endCol, 'wrong-arch', `type=${tv} is an x86 VM type; arm64 has default and protected`);
+      else if (!isArm && (tv === 'protected' || mode)) {
+        const bad = tv === 'protected' ? st.args['type']! : st.args['mode']!;
+        err(ctx, bad.col, bad.endCol, 'wrong-arch', `'${bad.value.text}' is an arm64 setting; add arch=arm64`);
+      } else if (isArm && tv === 'protected' && !(mode?.kind === 'word' && mode.v === 'protected')) {
+        err(ctx, st.args['type']!.col, st.args['type']!.endCol, 'needs-pkvm', 'a protected VM needs protected KVM', 'add mode=protected (kvm-arm.mode=protected)');
+      }
       if (isArm && (st.args['vendor'] || st.args['tdp_levels'] || st.args['maxphyaddr'] || st.args['gpaw'])) {
         const bad = st.args['vendor'] ?? st.args['tdp_levels'] ?? st.args['maxphyaddr'] ?? st.args['gpaw'];
         err(ctx, bad!.col, bad!.endCol, 'wrong-arch', `'${bad!.name}' is an x86 setting; this VM is arm64`, bad!.name === 'maxphyaddr' ? 'use ipa_bits=' : '');

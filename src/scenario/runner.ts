@@ -66,7 +66,7 @@ const PAGE = 4096;
 /** Build the VM configuration from the set-up lines and overrides. */
 export function configOf(statements: readonly Statement[], overrides: Record<string, string> = {}): VmConfig {
   const cfg: VmConfig = {
-    arch: 'x86', vendor: 'intel', tdp: true, tdpLevels: 4, maxphyaddr: 46, type: 'default', gpaw: 48, ipaBits: 40, vcpus: 1,
+    arch: 'x86', vendor: 'intel', tdp: true, tdpLevels: 4, maxphyaddr: 46, type: 'default', mode: 'vhe', gpaw: 48, ipaBits: 40, vcpus: 1,
     paBits: 40, hostMemory: { start: 0x8000_0000, end: 0x8000_0000 + 2 * 2 ** 30 },
     params: {}, variants: {},
   };
@@ -81,6 +81,7 @@ export function configOf(statements: readonly Statement[], overrides: Record<str
       cfg.tdpLevels = i('tdp_levels') ?? cfg.tdpLevels;
       cfg.maxphyaddr = i('maxphyaddr') ?? cfg.maxphyaddr;
       cfg.type = w('type') ?? cfg.type;
+      cfg.mode = w('mode') ?? cfg.mode;
       cfg.gpaw = i('gpaw') ?? cfg.gpaw;
       cfg.ipaBits = i('ipa_bits') ?? cfg.ipaBits;
       cfg.vcpus = i('vcpus') ?? cfg.vcpus;

@@ -25,6 +25,12 @@ describe('examples run against the engine', () => {
     assert.ok(r.expects.length >= 30);
   });
 
+  it('arm64-stage2-faults: every expect holds', () => {
+    const r = runExample('arm64-stage2-faults.kvmmmu');
+    assert.deepEqual(r.problems.map(formatDiagnostic), []);
+    assert.ok(r.expects.length >= 10);
+  });
+
   it('pkvm-stage2-ownership with the 2021 owner encoding: force-reclaim is refused', () => {
     const r = runExample('pkvm-stage2-ownership.kvmmmu', { owner_encoding: 'proposed' });
     const failed = r.expects.filter((e) => !e.ok);
