@@ -32,7 +32,7 @@ const EC_RSVD = 8;
 const EC_F = 0x10;
 const EC_PK = 0x20;
 
-type Mode = 'long4' | 'pae' | '32';
+type Mode = 'long4' | 'long5' | 'pae' | '32';
 type Access = 'read' | 'write' | 'fetch';
 
 interface Case {
@@ -61,7 +61,7 @@ interface Expect {
 
 /** The rules, level by level then on the combined rights. */
 function sdmExpect(c: Case): Expect {
-  const longMode = c.mode === 'long4';
+  const longMode = c.mode === 'long4' || c.mode === 'long5';
   const hasNxBit = c.mode !== '32'; // 4-byte entries have no bit 63
   const accessBits = (c.access === 'write' ? EC_W : 0) | (c.user ? EC_U : 0);
   // I/D is reported only when EFER.NXE or CR4.SMEP is on. (The SDM asks for PAE paging as well as NXE;
@@ -105,7 +105,7 @@ function entry(flags: number, key: number, frame: number, mode: Mode): { lo: num
   const lo = ((frame << 12) | (flags & 1 ? P : 0) | (flags & 2 ? W : 0) | (flags & 4 ? U : 0)) >>> 0;
   if (mode === '32') return { lo, hi: 0 };
   // Protection keys exist only in long mode; in PAE bits 62:52 are reserved.
-  return { lo, hi: ((flags & 8 ? NX_HI : 0) | (mode === 'long4' ? key << 27 : 0)) >>> 0 };
+  return { lo, hi: ((flags & 8 ? NX_HI : 0) | (mode === 'long4' || mode === 'long5' ? key << 27 : 0)) >>> 0 };
 }
 
 const walker = new GuestWalker();
@@ -119,14 +119,15 @@ function runCase(c: Case): { fault: boolean; errorCode: number; entries: Uint32A
     cr4_smep: c.smep,
     cr4_smap: c.smap,
     cr4_pke: c.pke,
-    cr4_la57: false,
-    efer_lma: c.mode === 'long4',
+    cr4_la57: c.mode === 'long5',
+    efer_lma: c.mode === 'long4' || c.mode === 'long5',
     efer_nx: c.nx,
   };
   const mmu = createGuestMmu(regs, { maxphyaddr: 46, gbpages: true, pse36: true, amd: false });
   const upper = { lo: 0x0000_2000 | P | W | U, hi: 0 };
   const list: Array<{ lo: number; hi: number }> = [];
-  if (c.mode === 'long4') list.push(upper, upper);
+  if (c.mode === 'long5') list.push(upper);
+  if (c.mode === 'long4' || c.mode === 'long5') list.push(upper, upper);
   if (c.mode === 'pae') list.push({ lo: 0x0000_3000 | P, hi: 0 }); // PDPTE: P only (W/U are reserved there)
   list.push(entry(c.pde, 2, 0x4, c.mode), entry(c.pte, 1, 0x5, c.mode));
   const src = new ListGuestPageTables(list);
@@ -145,7 +146,7 @@ function* cases(mode: Mode): Generator<Case> {
         for (const smep of [false, true])
           for (const smap of [false, true])
             for (const nx of [false, true])
-              for (const pke of mode === 'long4' ? [false, true] : [false])
+              for (const pke of mode === 'long4' || mode === 'long5' ? [false, true] : [false])
                 for (const [ad1, wd1] of pke ? [[false, false], [true, false], [false, true], [true, true]] : [[false, false]])
                   for (const user of [false, true])
                     for (const access of ['read', 'write', 'fetch'] as const)
@@ -158,7 +159,7 @@ function describe(c: Case): string {
   return JSON.stringify(c);
 }
 
-for (const mode of ['long4', 'pae', '32'] as const) {
+for (const mode of ['long4', 'long5', 'pae', '32'] as const) {
   test(`access matrix (${mode}): fault and exact error code match the SDM rules; A/D only when permitted`, () => {
     let n = 0;
     let faults = 0;
