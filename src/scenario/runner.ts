@@ -153,6 +153,8 @@ export class ScenarioRunner {
   private allEventsDropped = 0;
   private lastExits: RecordedExit[] = [];
   private lastRet: { st: Statement; ret: number } | undefined;
+  /** The last non-expect statement, when it could not run. */
+  private lastDidNotRun: Statement | undefined;
   private pendingRet: { st: Statement; ret: number } | undefined;
   private readonly slots = new Map<number, MemoryRegionOp>();
   private readonly dirty = new Map<number, Uint8Array>();
@@ -216,6 +218,7 @@ export class ScenarioRunner {
       this.stmtTotal = 0;
       this.lastExits = [];
       this.lastRet = undefined;
+      this.lastDidNotRun = undefined;
     }
     const evBefore = this.eventTotal;
     try {
@@ -227,6 +230,7 @@ export class ScenarioRunner {
       else this.problem(st, 'engine-error', `the engine failed: ${e instanceof Error ? e.message : String(e)}`, 'this is a bug in the model; please report it with the scenario');
     }
     events = this.eventTotal - evBefore;
+    if (!isExpect && this.problems.slice(before).some((p) => p.code === 'unsupported' || p.code === 'engine-error')) this.lastDidNotRun = st;
     if (!isExpect && outcome.ret !== undefined) {
       this.lastRet = { st, ret: outcome.ret };
       if (outcome.ret < 0) this.pendingRet = { st, ret: outcome.ret };
@@ -541,6 +545,11 @@ export class ScenarioRunner {
   }
 
   private runExpect(st: Statement): void {
+    const aboutLast = st.keyword === 'expect ret' || st.keyword === 'expect exit' || (st.keyword === 'expect trace' && this.word(st, 'scope', 'last') === 'last');
+    if (aboutLast && this.lastDidNotRun) {
+      this.fail(st, `line ${this.lastDidNotRun.line} (${this.lastDidNotRun.keyword}) did not run, so there is nothing to check`);
+      return;
+    }
     switch (st.keyword) {
       case 'expect ret': {
         const want = Number(big(st.args['value']!.value));

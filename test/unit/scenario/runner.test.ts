@@ -215,3 +215,13 @@ describe('includes', () => {
     assert.deepEqual(prog.diagnostics.map((d) => [d.file, d.line, d.code]), [['b', 1, 'setup-too-late']]);
   });
 });
+
+describe('expectations about a statement that did not run', () => {
+  it('fail instead of passing vacuously', () => {
+    const { r } = runner(`${SLOT}\nKVM_CREATE_GUEST_MEMFD fd=g size=2M\nexpect ret 0\nexpect trace count=0\nexpect exit none\nguest read gpa=0\nexpect exit none`);
+    r.run();
+    r.dispose();
+    assert.deepEqual(r.expects.map((e) => [e.line, e.ok]), [[3, false], [4, false], [5, false], [7, true]]);
+    assert.match(r.expects[0]!.message, /line 2 \(KVM_CREATE_GUEST_MEMFD\) did not run/);
+  });
+});
