@@ -192,3 +192,45 @@ for (const mode of ['long4', 'long5', 'pae', '32'] as const) {
     assert.ok(n > 1000 && faults > 0 && faults < n, `n=${n} faults=${faults}`);
   });
 }
+
+test('EPT matrix: XWR of the PDE and PTE x read/write/fetch x exec-only capability (nested EPT walk)', async () => {
+  const { createGuestEptMmu } = await import('../../../../src/engine/x86/paging_tmpl');
+  let n = 0;
+  for (const execonly of [false, true]) {
+    const mmu = createGuestEptMmu({ level: 4, execonly, huge_page_level: 3, accessed_dirty: true, maxphyaddr: 46 });
+    for (let pde = 0; pde < 8; pde++)
+      for (let pte = 0; pte < 8; pte++)
+        for (const access of ['read', 'write', 'fetch'] as const) {
+          n++;
+          // Expected, from the SDM's EPT rules as KVM applies them to L1's tables.
+          const accBits = access === 'write' ? 2 : access === 'read' ? 4 : 0; // KVM encodes an EPT read as PFERR_USER
+          const qualAcc = access === 'read' ? 1 : access === 'write' ? 2 : 4;
+          const misconfig = (x: number) => x === 2 || x === 6 || (x === 4 && !execonly);
+          let exp: { fault: boolean; ec: number; qual: number };
+          if (pde === 0) exp = { fault: true, ec: accBits, qual: qualAcc };
+          else if (misconfig(pde)) exp = { fault: true, ec: 1 | 8 | accBits, qual: 0 };
+          else if (pte === 0) exp = { fault: true, ec: accBits, qual: qualAcc };
+          else if (misconfig(pte)) exp = { fault: true, ec: 1 | 8 | accBits, qual: 0 };
+          else {
+            const eff = 7 & pde & pte; // the upper two levels are RWX
+            const need = access === 'read' ? 1 : access === 'write' ? 2 : 4;
+            exp = eff & need ? { fault: false, ec: 0, qual: 0 } : { fault: true, ec: 1 | accBits, qual: qualAcc | (eff << 3) };
+          }
+          const src = new ListGuestPageTables([
+            { lo: 0x2007, hi: 0 },
+            { lo: 0x3007, hi: 0 },
+            { lo: 0x4000 | pde, hi: 0 },
+            { lo: 0x5030 | pte, hi: 0 }, // WB
+          ]);
+          const w = new GuestWalker();
+          const r = walk_addr_generic(w, { vcpu_id: 0, rflags: 0, pkru: 0 }, mmu, src, 0x23456000, 1, access === 'write' ? 2 : access === 'read' ? 4 : 0x10);
+          const what = `execonly=${execonly} pde=${pde} pte=${pte} ${access}`;
+          assert.equal(r === 0, exp.fault, what);
+          if (exp.fault) {
+            assert.equal(w.error_code, exp.ec, `${what}: error code`);
+            assert.equal(w.exit_qualification, exp.qual, `${what}: exit qualification`);
+          }
+        }
+  }
+  assert.equal(n, 2 * 8 * 8 * 3);
+});
