@@ -35,4 +35,18 @@ export interface DebugProgram {
   state(): Record<string, unknown>;
   /** Final summary (expects, exits) printed when the program ends. */
   summary(): string[];
+  /** MMU state by subject (spte, sp, roots, root, rmp, stage2, memslot, ...), as `expect` sees it. */
+  query?(subject: string, selector: Record<string, string | number | boolean>): Array<Record<string, unknown>> | undefined;
+  /** Tracepoint events emitted so far, oldest first (a bounded window of the most recent ones). */
+  events?(start: number, count: number, filter?: string): { total: number; first: number; events: ProgramEvent[] };
+}
+
+export interface ProgramEvent {
+  /** Index of the event in the whole run (stable across re-execution). */
+  index: number;
+  name: string;
+  vcpu: number;
+  text: string;
+  /** Step (statement) that emitted it. */
+  step: number;
 }

@@ -27,6 +27,7 @@ export type WorkerRequest =
   | { cmd: 'stepBack' }
   | { cmd: 'reverseContinue' }
   | { cmd: 'goto'; position: number }
+  | { cmd: 'gotoEvent'; index: number }
   | { cmd: 'restart' }
   | { cmd: 'stackTrace'; startFrame?: number; levels?: number }
   | { cmd: 'scopes'; frameId: number }

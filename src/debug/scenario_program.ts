@@ -1,6 +1,10 @@
 /** A scenario as a debug program: one step per statement, includes expanded. */
 import { formatDiagnostic, loadScenario, nodeReader, ScenarioRunner, type Program as Loaded } from '../scenario';
-import type { DebugProgram, SourceLocation, StepResult } from './program';
+import type { DebugProgram, ProgramEvent, SourceLocation, StepResult } from './program';
+import { trace, type TraceEvent } from '../engine/trace_sink';
+
+/** Events kept for the Events view: the most recent ones (older ones are reached by re-execution). */
+const EVENT_WINDOW = 100_000;
 
 export class ScenarioLoadError extends Error {
   constructor(readonly diagnostics: string[]) {
@@ -12,6 +16,10 @@ export class ScenarioProgram implements DebugProgram {
   readonly kind = 'scenario' as const;
   private readonly loaded: Loaded;
   private runner: ScenarioRunner;
+  private ring: ProgramEvent[] = [];
+  private total = 0;
+  private currentStep = 0;
+  private readonly unsubscribe: () => void;
 
   constructor(
     readonly file: string,
@@ -21,6 +29,27 @@ export class ScenarioProgram implements DebugProgram {
     const errors = this.loaded.diagnostics.filter((d) => d.severity === 'error');
     if (errors.length) throw new ScenarioLoadError(errors.map(formatDiagnostic));
     this.runner = new ScenarioRunner(this.loaded, { overrides });
+    this.unsubscribe = trace.subscribe((e) => this.record(e));
+  }
+
+  private record(e: TraceEvent): void {
+    this.total++;
+    const ev: ProgramEvent = { index: e.index, name: e.name, vcpu: e.vcpu, text: e.text, step: this.currentStep };
+    if (this.ring.length < EVENT_WINDOW) this.ring.push(ev);
+    else this.ring[e.index % EVENT_WINDOW] = ev;
+  }
+
+  events(start: number, count: number, filter?: string): { total: number; first: number; events: ProgramEvent[] } {
+    const ordered = this.ring.length < EVENT_WINDOW ? this.ring : [...this.ring.slice(this.total % EVENT_WINDOW), ...this.ring.slice(0, this.total % EVENT_WINDOW)];
+    const matching = filter ? ordered.filter((e) => e.name.includes(filter) || e.text.includes(filter)) : ordered;
+    return { total: matching.length, first: ordered[0]?.index ?? 0, events: matching.slice(start, start + count) };
+  }
+
+  query(subject: string, selector: Record<string, string | number | boolean>): Array<Record<string, unknown>> | undefined {
+    const rows = this.runner.engine?.query?.(subject, selector);
+    if (!rows) return rows;
+    // BigInt values (64-bit SPTEs) travel as hex strings.
+    return rows.map((r) => Object.fromEntries(Object.entries(r).map(([k, v]) => [k, typeof v === 'bigint' ? '0x' + v.toString(16) : v])));
   }
 
   length(): number {
@@ -39,6 +68,7 @@ export class ScenarioProgram implements DebugProgram {
 
   execute(step: number): StepResult {
     if (this.runner.pc !== step) throw new Error(`internal: scenario at statement ${this.runner.pc}, asked for ${step}`);
+    this.currentStep = step;
     const r = this.runner.step();
     const output: NonNullable<StepResult['output']> = [];
     for (const d of r.diagnostics) {
@@ -57,6 +87,9 @@ export class ScenarioProgram implements DebugProgram {
 
   reset(): void {
     this.runner.dispose();
+    this.ring = [];
+    this.total = 0;
+    this.currentStep = 0;
     this.runner = new ScenarioRunner(this.loaded, { overrides: this.overrides });
   }
 
@@ -78,6 +111,7 @@ export class ScenarioProgram implements DebugProgram {
   }
 
   dispose(): void {
+    this.unsubscribe();
     this.runner.dispose();
   }
 }

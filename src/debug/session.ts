@@ -272,6 +272,10 @@ export class KvmMmuDebugSession extends LoggingDebugSession {
 
   protected override customRequest(command: string, response: DebugProtocol.Response, args: Record<string, unknown>): void {
     if (command === 'kvmMmu/setHex') this.hexFormat = !!args?.hex;
+    if (command === 'kvmMmu/gotoEvent') {
+      void this.forward(response, { cmd: 'gotoEvent', index: Number(args?.index) }, () => undefined);
+      return;
+    }
     if (command === 'kvmMmu/goto') {
       void this.forward(response, { cmd: 'goto', position: Number(args?.position ?? 0) }, () => undefined);
       return;

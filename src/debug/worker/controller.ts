@@ -12,6 +12,7 @@
  */
 import type { DebugProtocol } from '@vscode/debugprotocol';
 import { kvmStack, probes, type KvmFrame, type ProbeArgs } from '../../engine/probes';
+import { trace, type TraceEvent } from '../../engine/trace_sink';
 import { ConditionError, conditionHolds, parseCondition, parseHitCondition, type Resolver } from '../condition';
 import { VariableStore, findDecoder } from '../inspect';
 import type { DebugProgram } from '../program';
@@ -20,6 +21,7 @@ import type { WorkerChannel, Incoming } from './channel';
 import { EXCEPTION_FILTERS, exceptionFilterFor } from '../exception_filters';
 import { evaluateCommand, completeCommand } from '../console_commands';
 import { findKernelFunction } from '../kernel_source';
+import { handleQuery } from './queries';
 
 export interface Position {
   step: number;
@@ -64,7 +66,7 @@ interface StopInfo {
 
 /** Thrown out of a paused probe to unwind the engine when the user goes backwards or restarts. */
 class Rewind extends Error {
-  constructor(readonly target: Position | 'reverseContinue' | 'restart') {
+  constructor(readonly target: Position | 'reverseContinue' | 'restart' | { event: number }) {
     super('rewind');
   }
 }
@@ -111,25 +113,37 @@ export class Controller {
     }
     let start: Position | undefined;
     if (this.opts.stopOnEntry) start = { step: 0, hit: 0 };
+    const unsubscribe = trace.subscribe(this.onTraceEvent);
     for (;;) {
       try {
         this.execute(start);
         start = undefined;
         // Reached the end.
-        if (this.mode !== 'run') {
+        if (this.targetEvent !== undefined) {
+          const missing = this.targetEvent;
+          this.targetEvent = undefined;
+          this.pos = { step: this.program.length(), hit: 0 };
+          this.pauseAt({ pos: this.pos, reason: 'goto', description: `event #${missing} is never emitted; stopped at the end` });
+        } else if (this.mode !== 'run') {
           this.pos = { step: this.program.length(), hit: 0 };
           this.pauseAt({ pos: this.pos, reason: 'step', description: 'End of program' });
           // Continuing from the end terminates.
         }
         this.finish();
-        if (this.waitAfterEnd() === 'disconnect') return;
+        if (this.waitAfterEnd() === 'disconnect') {
+          unsubscribe();
+          return;
+        }
       } catch (e) {
         if (e instanceof Rewind) {
           this.pendingRewind = undefined;
           start = this.resolveRewind(e.target);
           continue;
         }
-        if (e instanceof Disconnect) return;
+        if (e instanceof Disconnect) {
+          unsubscribe();
+          return;
+        }
         throw e;
       }
     }
@@ -183,6 +197,16 @@ export class Controller {
   }
 
   private pendingRewind: Rewind | undefined;
+  /** Going to an event by its index in the run (Events view, timeline). */
+  private targetEvent: number | undefined;
+
+  /** Trace consumer: stops inside the engine function that emits the awaited event. */
+  private readonly onTraceEvent = (e: TraceEvent): void => {
+    if (this.targetEvent === undefined || e.index !== this.targetEvent || this.pendingRewind) return;
+    this.targetEvent = undefined;
+    const frames = kvmStack();
+    this.pauseAt({ pos: { ...this.pos }, reason: 'goto', description: `event #${e.index}: ${e.name}`, probe: { name: frames[0]?.name ?? e.name, args: { event: e.name, text: e.text, ...e.fields }, frames } });
+  };
 
   /** Would the step need probe hits: breakpoints inside the engine, stepping in, or a target inside it. */
   private needProbes(step: number): boolean {
@@ -198,6 +222,7 @@ export class Controller {
   /** The stop before a step runs: entry, line breakpoints, line stepping, pause. */
   private lineStop(step: number): void {
     const pos = { step, hit: 0 };
+    if (this.targetEvent !== undefined) return;
     if (this.target) {
       if (this.target.step === step && this.target.hit === 0) {
         this.target = undefined;
@@ -247,6 +272,7 @@ export class Controller {
   private readonly onProbe = (name: string, args: ProbeArgs): void => {
     if (this.pendingRewind) return;
     const pos = { step: this.pos.step, hit: ++this.pos.hit };
+    if (this.targetEvent !== undefined) return;
     if (this.target) {
       if (this.target.step === pos.step && this.target.hit === pos.hit) {
         this.target = undefined;
@@ -380,9 +406,17 @@ export class Controller {
     }
   }
 
-  private resolveRewind(t: Position | 'reverseContinue' | 'restart'): Position {
+  private resolveRewind(t: Position | 'reverseContinue' | 'restart' | { event: number }): Position | undefined {
     this.mode = 'run';
     if (t === 'restart') return { step: 0, hit: 0 };
+    if (typeof t === 'object' && 'event' in t) {
+      // Re-execute from the start until the event is emitted; the stop happens inside its emitter.
+      this.targetEvent = t.event;
+      this.program.reset();
+      probes.reset();
+      this.pos = { step: 0, hit: 0 };
+      return undefined;
+    }
     if (t !== 'reverseContinue') return t;
     // Scan history up to (not including) the current position for stops, then go to the last one.
     const limit = { ...this.pos };
@@ -461,6 +495,9 @@ export class Controller {
         return { control: new Rewind('restart') };
       case 'goto':
         return { control: new Rewind(decodePosition(req.position)) };
+      case 'gotoEvent':
+        if (!Number.isInteger(req.index) || req.index < 0) throw new Error('event index must be a non-negative integer');
+        return { control: new Rewind({ event: req.index }) };
       case 'disconnect':
         return { control: 'disconnect' as const };
       case 'stackTrace':
@@ -653,7 +690,7 @@ export class Controller {
         this.hexDisplay = !!args.hex;
         return {};
       default:
-        throw new Error(`unknown request ${name}`);
+        return handleQuery(name, args, { program: this.program });
     }
   }
 }
