@@ -116,6 +116,21 @@ export interface AccessResult {
   ret: number;
 }
 
+export const PKVM_CALLS = [
+  '__pkvm_host_share_hyp',
+  '__pkvm_host_unshare_hyp',
+  '__pkvm_host_donate_hyp',
+  '__pkvm_hyp_donate_host',
+  '__pkvm_host_share_guest',
+  '__pkvm_host_unshare_guest',
+  '__pkvm_host_donate_guest',
+  '__pkvm_guest_share_host',
+  '__pkvm_guest_unshare_host',
+  '__pkvm_host_reclaim_page_guest',
+  '__pkvm_host_force_reclaim_page_guest',
+] as const;
+export type PkvmCallName = (typeof PKVM_CALLS)[number];
+
 export interface Arm64VmStats {
   faults: number;
   faultsByFsc: Record<Fsc, number>;
@@ -126,6 +141,8 @@ export interface Arm64VmStats {
   tlbi: { ipa: number; ipa_nsh: number; range: number; vmid: number };
   cmo: { dcache: number; icache: number };
   memcacheObjs: number;
+  /** Page-table pages: live now (incl. PGD and memcache), allocated and freed so far. */
+  ptPages: { live: number; allocated: number; freed: number; peak: number };
 }
 
 /** kvm_vcpu_trap_get_fault_type and friends, reduced to what the fault path reads. */
@@ -387,6 +404,47 @@ export class Arm64Vm {
     return h.__pkvm_host_share_guest(phys / ps, ipa / ps, size / ps, vm.handle, prot & ~KVM_PGTABLE_PROT_DEVICE);
   }
 
+  /**
+   * A pKVM hypercall by its kernel name, e.g. `pkvmCall('__pkvm_host_share_hyp', [pfn])`. Guest-side calls take
+   * this VM's handle implicitly. Throws RangeError for an unknown name or when pKVM is off.
+   */
+  pkvmCall(name: PkvmCallName, args: readonly number[]): number {
+    const h = this.pkvm;
+    if (!h) throw new RangeError('pKVM is off for this VM');
+    const vm = this.hypVm!.handle;
+    const a = (i: number): number => {
+      const v = args[i];
+      if (v === undefined) throw new RangeError(`${name}: missing argument ${i + 1}`);
+      return v;
+    };
+    switch (name) {
+      case '__pkvm_host_share_hyp':
+        return h.__pkvm_host_share_hyp(a(0));
+      case '__pkvm_host_unshare_hyp':
+        return h.__pkvm_host_unshare_hyp(a(0));
+      case '__pkvm_host_donate_hyp':
+        return h.__pkvm_host_donate_hyp(a(0), args[1] ?? 1);
+      case '__pkvm_hyp_donate_host':
+        return h.__pkvm_hyp_donate_host(a(0), args[1] ?? 1);
+      case '__pkvm_host_share_guest':
+        return h.__pkvm_host_share_guest(a(0), a(1), args[2] ?? 1, vm, args[3] ?? KVM_PGTABLE_PROT_R | KVM_PGTABLE_PROT_W | KVM_PGTABLE_PROT_X);
+      case '__pkvm_host_unshare_guest':
+        return h.__pkvm_host_unshare_guest(a(0), args[1] ?? 1, vm);
+      case '__pkvm_host_donate_guest':
+        return h.__pkvm_host_donate_guest(a(0), a(1), vm);
+      case '__pkvm_guest_share_host':
+        return h.__pkvm_guest_share_host(vm, a(0));
+      case '__pkvm_guest_unshare_host':
+        return h.__pkvm_guest_unshare_host(vm, a(0));
+      case '__pkvm_host_reclaim_page_guest':
+        return h.__pkvm_host_reclaim_page_guest(vm, a(0));
+      case '__pkvm_host_force_reclaim_page_guest':
+        return h.__pkvm_host_force_reclaim_page_guest(a(0));
+      default:
+        throw new RangeError(`unknown pKVM call '${String(name)}'`);
+    }
+  }
+
   // -------------------------------------------------------------------------------------------------------
   // Queries.
 
@@ -425,6 +483,7 @@ export class Arm64Vm {
       tlbi: { ipa: m.tlbi_ipa, ipa_nsh: m.tlbi_ipa_nsh, range: m.tlbi_range, vmid: m.tlbi_vmid },
       cmo: { dcache: m.dcache_clean, icache: m.icache_inval },
       memcacheObjs: this.memcache.nobjs,
+      ptPages: { ...this.pgt.mm_ops.alloc.stats },
     };
   }
 }

@@ -49,7 +49,6 @@ import {
   MT_S2_FWB_NORMAL_NC,
   MT_S2_NORMAL,
   MT_S2_NORMAL_NC,
-  kvm_granule_shift,
   kvm_granule_size,
   kvm_level_supports_block_mapping,
   kvm_phys_is_valid,
@@ -102,6 +101,7 @@ export const P = {
   kvm_pgtable_stage2_relax_perms: defineProbe('kvm_pgtable_stage2_relax_perms', G, FILE, 'add R/W and rewrite XN of the leaf at an IPA, no BBM', ['pgt', 'addr', 'prot']),
   kvm_pgtable_stage2_wrprotect: defineProbe('kvm_pgtable_stage2_wrprotect', G, FILE, 'clear S2AP_W over a range; the caller flushes TLBs', ['pgt', 'addr', 'size']),
   stage2_attr_walker: defineProbe('stage2_attr_walker', G, FILE, 'attribute visitor: set/clear bits of a valid leaf without BBM', ['ctx', 'old', 'new']),
+  kvm_pgtable_stage2_flush: defineProbe('kvm_pgtable_stage2_flush', G, FILE, 'clean cacheable leaves to the point of coherency (no-op with FWB)', ['pgt', 'addr', 'size']),
   kvm_pgtable_stage2_split: defineProbe('kvm_pgtable_stage2_split', G, FILE, 'split blocks into tables built unlinked from the memcache', ['pgt', 'addr', 'size']),
   stage2_split_walker: defineProbe('stage2_split_walker', G, FILE, 'split visitor for one block', ['ctx', 'old']),
   kvm_pgtable_stage2_create_unlinked: defineProbe('kvm_pgtable_stage2_create_unlinked', G, FILE, 'build a detached subtree mapping one block worth of memory', ['phys', 'level', 'prot']),
@@ -279,14 +279,23 @@ export class KvmPgtable {
       pgd.push(p);
     }
     this.pgd = pgd;
+    this.granules = new Float64Array(5);
+    for (let l = -1; l <= KVM_PGTABLE_LAST_LEVEL; l++) this.granules[l + 1] = kvm_granule_size(this.pageShift, l);
+    this.iaSize = Math.pow(2, this.ia_bits);
   }
+
+  /** 2^ia_bits. */
+  readonly iaSize: number;
 
   get pgdPa(): number {
     return this.pgd ? this.pgd[0]!.pa : 0;
   }
 
+  /** kvm_granule_size(level) for levels -1..3, at [level + 1]. */
+  readonly granules: Float64Array;
+
   granuleSize(level: number): number {
-    return kvm_granule_size(this.pageShift, level);
+    return this.granules[level + 1]!;
   }
 
   /** Table page behind a table PTE. */
@@ -538,7 +547,7 @@ function __kvm_pgtable_visit(data: WalkData, page: PtPage, idx: number, level: n
   if (!kvm_pgtable_walk_continue(walker, ret)) return ret;
 
   if (!table) {
-    const g = kvm_granule_size(pgt.pageShift, level);
+    const g = pgt.granules[level + 1]!;
     data.addr = data.addr - (data.addr % g) + g;
     return 0;
   }
@@ -552,7 +561,7 @@ function __kvm_pgtable_visit(data: WalkData, page: PtPage, idx: number, level: n
 }
 
 function kvm_pgtable_idx(pgt: KvmPgtable, addr: number, level: number): number {
-  return Math.floor(addr / Math.pow(2, kvm_granule_shift(pgt.pageShift, level))) % pgt.ptrs;
+  return Math.floor(addr / pgt.granules[level + 1]!) % pgt.ptrs;
 }
 
 function __kvm_pgtable_walk(data: WalkData, page: PtPage, level: number): number {
@@ -567,13 +576,12 @@ function __kvm_pgtable_walk(data: WalkData, page: PtPage, level: number): number
 }
 
 function kvm_pgd_page_idx(pgt: KvmPgtable, addr: number): number {
-  const masked = addr % Math.pow(2, pgt.ia_bits);
-  return Math.floor(masked / Math.pow(2, kvm_granule_shift(pgt.pageShift, pgt.start_level - 1)));
+  return Math.floor((addr % pgt.iaSize) / pgt.granules[pgt.start_level]!);
 }
 
 function _kvm_pgtable_walk(data: WalkData): number {
   const pgt = data.pgt;
-  const limit = Math.pow(2, pgt.ia_bits);
+  const limit = pgt.iaSize;
   if (data.addr > limit || data.end > limit) return -E.ERANGE;
   if (!pgt.pgd) return -E.EINVAL;
   for (let idx = kvm_pgd_page_idx(pgt, data.addr); data.addr < data.end; idx++) {
@@ -1066,6 +1074,20 @@ export function kvm_pgtable_stage2_relax_perms(pgt: KvmPgtable, addr: number, pr
   const ret = stage2_update_leaf_attrs(pgt, addr, 1, setLo, setHi, 0, clrHi, flags, data);
   if (!ret || ret === -E.EAGAIN) __kvm_tlb_flush_vmid_ipa_nsh(pgt.mmu, addr, data.level < -1 ? KVM_PGTABLE_LAST_LEVEL : data.level);
   return ret;
+}
+
+function stage2_flush_walker(ctx: KvmPgtableVisitCtx, _visit: number): number {
+  const pgt = ctx.pgt;
+  if (!stage2_pte_cacheable(pgt, ctx.oldLo)) return 0;
+  ctx.mm_ops.dcache_clean_inval_poc(kvm_pte_to_phys(ctx.oldLo, ctx.oldHi, pgt.pageShift, pgt.lpa2), pgt.granuleSize(ctx.level));
+  return 0;
+}
+
+/** kvm_pgtable_stage2_flush: clean every cacheable leaf to PoC; nothing to do with FWB. */
+export function kvm_pgtable_stage2_flush(pgt: KvmPgtable, addr: number, size: number): number {
+  if (probes.armed) probes.hit(P.kvm_pgtable_stage2_flush, { pgt, addr, size });
+  if (stage2_has_fwb(pgt)) return 0;
+  return kvm_pgtable_walk(pgt, addr, size, { cb: stage2_flush_walker, arg: undefined, flags: KVM_PGTABLE_WALK_LEAF });
 }
 
 // ---------------------------------------------------------------------------------------------------------

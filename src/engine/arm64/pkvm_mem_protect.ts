@@ -111,6 +111,7 @@ export const PP = {
   __pkvm_host_unshare_guest: defineProbe('__pkvm_host_unshare_guest', G, FILE, 'host stops sharing pages with a guest', ['gfn', 'nr_pages', 'handle']),
   __pkvm_host_donate_guest: defineProbe('__pkvm_host_donate_guest', G, FILE, 'host donates a page to a protected guest (annotation with handle and gfn)', ['pfn', 'gfn', 'handle', 'owner']),
   __pkvm_guest_share_host: defineProbe('__pkvm_guest_share_host', G, FILE, 'guest shares one of its pages back with the host', ['handle', 'gfn']),
+  __pkvm_guest_unshare_host: defineProbe('__pkvm_guest_unshare_host', G, FILE, 'guest takes back a page it shared with the host', ['handle', 'gfn']),
   __pkvm_host_reclaim_page_guest: defineProbe('__pkvm_host_reclaim_page_guest', G, FILE, 'host reclaims a page from a guest being torn down', ['handle', 'gfn']),
   __pkvm_host_force_reclaim_page_guest: defineProbe('__pkvm_host_force_reclaim_page_guest', G, FILE, 'host takes a donated page back by force; the guest PTE is poisoned', ['phys']),
   host_stage2_set_owner_locked: defineProbe('host_stage2_set_owner_locked', G, FILE, 'record a new owner in the host stage-2', ['addr', 'size', 'owner']),
@@ -637,6 +638,25 @@ export class PkvmHyp {
       return ret;
     }
     return this.__host_set_page_state_range(phys, this.pageSize, PKVM_PAGE_SHARED_BORROWED);
+  }
+
+  /** The guest stops sharing a page with the host: it is the guest's alone again (host NOPAGE). */
+  __pkvm_guest_unshare_host(handle: number, gfn: number): number {
+    if (probes.armed) probes.hit(PP.__pkvm_guest_unshare_host, { handle, gfn });
+    const vm = this.vms.get(handle);
+    if (!vm) return -E.EINVAL;
+    const ipa = gfn * this.pageSize;
+    const leaf: LeafResult = { ret: 0, lo: 0, hi: 0, level: 0 };
+    let ret = this.get_valid_guest_pte(vm, ipa, leaf);
+    if (ret) return ret;
+    if (this.guest_get_page_state(leaf.lo, leaf.hi) !== PKVM_PAGE_SHARED_OWNED) return -E.EPERM;
+    const phys = kvm_pte_to_phys(leaf.lo, leaf.hi, this.pageShift, vm.pgt.lpa2);
+    ret = this.__host_check_page_state_range(phys, this.pageSize, PKVM_PAGE_SHARED_BORROWED);
+    if (ret) return ret;
+    ret = this.host_stage2_set_owner_locked(phys, this.pageSize, { owner: PKVM_ID_GUEST, handle, gfn });
+    if (ret) return ret;
+    const prot = kvm_pgtable_stage2_pte_prot(leaf.lo, leaf.hi);
+    return kvm_pgtable_stage2_map(vm.pgt, ipa, this.pageSize, phys, pkvm_mkstate(prot, PKVM_PAGE_OWNED), null, 0);
   }
 
   __pkvm_host_reclaim_page_guest(handle: number, gfn: number): number {

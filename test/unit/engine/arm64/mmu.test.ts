@@ -165,3 +165,20 @@ describe('pKVM guests: faults become host share / donate hypercalls', () => {
     });
   }
 });
+
+describe('Arm64Vm.pkvmCall', () => {
+  it('dispatches by kernel name with the VM handle implied', () => {
+    const vm = new Arm64Vm({ pkvm: true, protectedVm: true, hostMemory: [{ base: 0x1_0000_0000, size: 16 * M }] });
+    const pfn = 0x1_0000_0000 / 4096 + 7;
+    assert.equal(vm.pkvmCall('__pkvm_host_donate_guest', [pfn, 0x90]), 0);
+    assert.equal(vm.pkvmCall('__pkvm_guest_share_host', [0x90]), 0);
+    assert.equal(vm.ownerOf(pfn * 4096)!.hostState, 2); // SHARED_BORROWED
+    assert.equal(vm.pkvmCall('__pkvm_guest_unshare_host', [0x90]), 0);
+    assert.equal(vm.ownerOf(pfn * 4096)!.owner, 2);
+    assert.equal(vm.ownerOf(pfn * 4096)!.hostState, PKVM_NOPAGE);
+    assert.equal(vm.pkvmCall('__pkvm_guest_unshare_host', [0x90]), -1);
+    assert.equal(vm.pkvmCall('__pkvm_host_share_hyp', [0x10]), -1); // not memory
+    assert.throws(() => new Arm64Vm().pkvmCall('__pkvm_host_share_hyp', [1]), RangeError);
+    assert.ok(vm.stats().ptPages.allocated >= 2);
+  });
+});

@@ -18,6 +18,7 @@ import {
   kvm_pgtable_stage2_unmap,
   kvm_pgtable_stage2_wrprotect,
   kvm_pgtable_stage2_destroy,
+  kvm_pgtable_stage2_flush,
   kvm_pgtable_walk,
   kvm_pte_table,
   stage2DescriptorAt,
@@ -409,5 +410,19 @@ describe('refcount rule under random map / unmap / annotate sequences (property)
       }),
       { numRuns: 60 },
     );
+  });
+});
+
+describe('kvm_pgtable_stage2_flush', () => {
+  it('cleans each cacheable leaf without FWB, skips device leaves, does nothing with FWB', () => {
+    for (const fwbCap of [false, true]) {
+      const { pgt, mc } = mk({ fwbCap });
+      kvm_mmu_topup_memory_cache(mc, 2);
+      kvm_pgtable_stage2_map(pgt, 0, 2 * K4, 0x10_0000, KVM_PGTABLE_PROT_RW, mc);
+      kvm_pgtable_stage2_map(pgt, 2 * K4, K4, 0x20_0000, KVM_PGTABLE_PROT_RW | KVM_PGTABLE_PROT_DEVICE, mc);
+      const before = pgt.mmu.dcache_clean;
+      assert.equal(kvm_pgtable_stage2_flush(pgt, 0, M2), 0);
+      assert.equal(pgt.mmu.dcache_clean - before, fwbCap ? 0 : 2);
+    }
   });
 });
