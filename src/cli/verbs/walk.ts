@@ -187,9 +187,9 @@ function explainReserved(mmu: GuestMmu, mode: Mode, level: number, lo: number, h
     const inField = set.filter((b) => b >= f.lsb && b <= f.msb);
     if (inField.length === 0) continue;
     let why = f.name;
-    if (f.name === 'ADDR' || f.name === 'AVL_HI' || f.name.startsWith('RSVD62')) {
-      const above = inField.filter((b) => b >= maxphyaddr && b < 63);
-      if (above.length) why = `${f.name}, above MAXPHYADDR ${maxphyaddr}`;
+    // Only PAE paging reserves bits 62:52; long mode clips the MAXPHYADDR mask at bit 51.
+    if (inField.some((b) => b >= maxphyaddr && b < 63)) {
+      why = `${f.name}, above MAXPHYADDR ${maxphyaddr}${mode === 'pae' && inField.some((b) => b > 51) ? ' (PAE reserves up to bit 62)' : ''}`;
     }
     if (f.name === 'XD' || (f.name === 'RSVD63' && !mmu.efer_nx)) why = `${f.name}, reserved without EFER.NXE`;
     if (f.name === 'PS' && level >= 4) why = 'PS, never allowed in a PML4E/PML5E';
