@@ -596,6 +596,7 @@ function pkvmCalls(): StmtSpec[] {
     mk('__pkvm_host_unshare_guest', 'Host unshares pages from a guest.', [gfnArg, nrPages], '__pkvm_host_unshare_guest gfn=0x100'),
     mk('__pkvm_host_donate_guest', 'Host donates a page to a protected guest at a gfn.', [pfn, gfnArg, vcpu], '__pkvm_host_donate_guest pfn=0x80000 gfn=0x100'),
     mk('__pkvm_guest_share_host', 'A protected guest shares one of its pages back with the host.', [gfnArg, vcpu], '__pkvm_guest_share_host gfn=0x100'),
+    mk('__pkvm_guest_unshare_host', 'A protected guest takes back a page it shared with the host.', [gfnArg, vcpu], '__pkvm_guest_unshare_host gfn=0x100'),
     mk('__pkvm_host_reclaim_page_guest', 'Host reclaims a guest page after teardown or unshare.', [gfnArg], '__pkvm_host_reclaim_page_guest gfn=0x100'),
     mk('__pkvm_host_force_reclaim_page_guest', 'Host forcibly reclaims a donated page (the guest PTE becomes POISONED).',
       [{ name: 'phys', type: 'u64', required: true, doc: 'physical address', space: 'pa' }], '__pkvm_host_force_reclaim_page_guest phys=0x80000000'),

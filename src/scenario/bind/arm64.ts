@@ -192,6 +192,8 @@ class Arm64Engine implements ScenarioEngine {
         return { ret: h.__pkvm_host_donate_guest(pfn, gfn, handle) };
       case '__pkvm_guest_share_host':
         return { ret: h.__pkvm_guest_share_host(handle, gfn) };
+      case '__pkvm_guest_unshare_host':
+        return { ret: h.__pkvm_guest_unshare_host(handle, gfn) };
       case '__pkvm_host_reclaim_page_guest':
         return { ret: h.__pkvm_host_reclaim_page_guest(handle, gfn) };
       case '__pkvm_host_force_reclaim_page_guest':
