@@ -49,6 +49,17 @@ export class KvmMmuPage {
   /** Shadow-MMU fields, unused by the TDP MMU (the shadow-MMU model extends them). */
   unsync_children = 0;
   write_flooding_count = 0;
+  /** Shadow MMU (shadow_mmu.ts): gfn << 12 | ACC_* per entry, for indirect SPs up to 1G level; else null. */
+  shadowed_translation: Float64Array | null = null;
+  /** Shadow MMU: kvm_rmap_head of the parent SPTEs pointing here (encoding in rmap.ts; 0 = none). */
+  parent_ptes = 0;
+  /** Shadow MMU: 512-bit unsync_child_bitmap as 16 words (allocated with the shadow page). */
+  unsync_child_bitmap: Uint32Array | null = null;
+  /** Shadow MMU: next SP in the same mmu_page_hash bucket (hash_link). */
+  hash_next: KvmMmuPage | null = null;
+  /** Shadow MMU: neighbours on kvm->arch.active_mmu_pages (link); both null when off the list. */
+  link_prev: KvmMmuPage | null = null;
+  link_next: KvmMmuPage | null = null;
 
   constructor(spt: Uint32Array, spt_pfn: number, role: number, gfn: number, tdp_mmu_page: boolean) {
     this.spt = spt;
