@@ -105,6 +105,8 @@ export const PP = {
   __pkvm_host_unshare_hyp: defineProbe('__pkvm_host_unshare_hyp', G, FILE, 'host takes back a page shared with the hypervisor', ['pfn', 'ret']),
   __pkvm_host_donate_hyp: defineProbe('__pkvm_host_donate_hyp', G, FILE, 'host gives pages to the hypervisor (host stage-2 annotated)', ['pfn', 'nr_pages', 'owner']),
   __pkvm_hyp_donate_host: defineProbe('__pkvm_hyp_donate_host', G, FILE, 'hypervisor gives pages back to the host', ['pfn', 'nr_pages', 'owner']),
+  __pkvm_host_share_ffa: defineProbe('__pkvm_host_share_ffa', G, FILE, 'host shares pages through the FF-A proxy (host side only)', ['pfn', 'nr_pages']),
+  __pkvm_host_unshare_ffa: defineProbe('__pkvm_host_unshare_ffa', G, FILE, 'host ends an FF-A share', ['pfn', 'nr_pages']),
   hyp_pin_shared_mem: defineProbe('hyp_pin_shared_mem', G, FILE, 'hypervisor pins memory the host shared with it', ['phys', 'size']),
   hyp_unpin_shared_mem: defineProbe('hyp_unpin_shared_mem', G, FILE, 'hypervisor unpins shared memory', ['phys', 'size']),
   __pkvm_host_share_guest: defineProbe('__pkvm_host_share_guest', G, FILE, 'host shares pages with a (non-protected) guest', ['pfn', 'gfn', 'nr_pages', 'handle', 'prot']),
@@ -481,6 +483,27 @@ export class PkvmHyp {
     for (let i = 0; i < nr_pages; i++) this.hypMapped.delete(pfn + i);
     this.__hyp_set_page_state_range(phys, size, PKVM_NOPAGE);
     return this.host_stage2_set_owner_locked(phys, size, { owner: PKVM_ID_HOST });
+  }
+
+  /** FF-A sharing with secure world: only the host side changes (OWNED -> SHARED_OWNED). */
+  __pkvm_host_share_ffa(pfn: number, nr_pages: number): number {
+    if (probes.armed) probes.hit(PP.__pkvm_host_share_ffa, { pfn, nr_pages });
+    if (!this.pfn_range_is_valid(pfn, nr_pages)) return -E.EINVAL;
+    const phys = pfn * this.pageSize;
+    const size = nr_pages * this.pageSize;
+    const ret = this.__host_check_page_state_range(phys, size, PKVM_PAGE_OWNED);
+    if (ret) return ret;
+    return this.__host_set_page_state_range(phys, size, PKVM_PAGE_SHARED_OWNED);
+  }
+
+  __pkvm_host_unshare_ffa(pfn: number, nr_pages: number): number {
+    if (probes.armed) probes.hit(PP.__pkvm_host_unshare_ffa, { pfn, nr_pages });
+    if (!this.pfn_range_is_valid(pfn, nr_pages)) return -E.EINVAL;
+    const phys = pfn * this.pageSize;
+    const size = nr_pages * this.pageSize;
+    const ret = this.__host_check_page_state_range(phys, size, PKVM_PAGE_SHARED_OWNED);
+    if (ret) return ret;
+    return this.__host_set_page_state_range(phys, size, PKVM_PAGE_OWNED);
   }
 
   // -------------------------------------------------------------------------------------------------------
