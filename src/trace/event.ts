@@ -23,13 +23,66 @@ export class ParsedEvent {
   line = 0;
   /** Index of the event among the parsed events of this stream (0-based). */
   seq = 0;
-  comm = '';
-  /** Task pid from the prefix, -1 when the line had no prefix. */
-  pid = -1;
-  /** CPU from the prefix, -1 when absent. */
-  cpu = -1;
+  // The line prefix (`COMM-PID [CPU] FLAGS TS:`) is decoded only when read: most consumers never look.
+  private src = '';
+  private pa = -1;
+  private pt0 = -1;
+  private pt1 = -1;
+  private decoded = true;
+  private _comm = '';
+  private _pid = -1;
+  private _cpu = -1;
+  private _ts = NaN;
+
+  /** Record where the prefix is: s[a, t0) is `COMM-PID [CPU] FLAGS`, s[t0, t1) the timestamp; a < 0: none. */
+  setPrefix(s: string, a: number, t0: number, t1: number): void {
+    this.src = s;
+    this.pa = a;
+    this.pt0 = t0;
+    this.pt1 = t1;
+    this.decoded = false;
+  }
+
+  /** Task name (`<...>` when the comm cache missed), '' without a prefix. */
+  get comm(): string {
+    if (!this.decoded) this.decode();
+    return this._comm;
+  }
+  /** Task pid (thread id), -1 without a prefix. */
+  get pid(): number {
+    if (!this.decoded) this.decode();
+    return this._pid;
+  }
+  /** CPU, -1 when absent. */
+  get cpu(): number {
+    if (!this.decoded) this.decode();
+    return this._cpu;
+  }
   /** Timestamp in seconds, NaN when absent. */
-  ts = NaN;
+  get ts(): number {
+    if (!this.decoded) this.decode();
+    return this._ts;
+  }
+
+  private decode(): void {
+    this.decoded = true;
+    if (this.pa < 0) {
+      this._comm = '';
+      this._pid = -1;
+      this._cpu = -1;
+      this._ts = NaN;
+      return;
+    }
+    decodePrefix(this.src, this.pa, this.pt0, this);
+    this._ts = parseTimestamp(this.src, this.pt0, this.pt1);
+  }
+
+  /** @internal written by decodePrefix */
+  setDecoded(comm: string, pid: number, cpu: number): void {
+    this._comm = comm;
+    this._pid = pid;
+    this._cpu = cpu;
+  }
   /** 0 = the 6.18 text; 1 = an older text generation (see schema `older`). */
   variant = 0;
   /** Role-word bits that the shadow-page text revealed (SP_TEXT_ROLE_MASK or SP_OLD_TEXT_ROLE_MASK). */
@@ -117,4 +170,110 @@ export interface TraceRecord {
   roleMask?: number;
   /** Frames of the `<stack trace>` block that followed the event, innermost first. */
   stack?: string[];
+}
+
+function isDigit(c: number): boolean {
+  return c >= 48 && c <= 57;
+}
+
+function isSpace(c: number): boolean {
+  return c === 32 || c === 9;
+}
+
+const POW10 = [1, 10, 100, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12];
+
+/** `SECONDS.FRACTION` in [t0, t1) -> seconds, or NaN. */
+export function parseTimestamp(s: string, t0: number, t1: number): number {
+  let i = t0;
+  let ip = 0;
+  while (i < t1 && isDigit(s.charCodeAt(i))) {
+    ip = ip * 10 + (s.charCodeAt(i) - 48);
+    i++;
+  }
+  if (i === t0 || i >= t1 || s.charCodeAt(i) !== 46) return NaN;
+  i++;
+  const fs = i;
+  let fp = 0;
+  while (i < t1 && isDigit(s.charCodeAt(i))) {
+    fp = fp * 10 + (s.charCodeAt(i) - 48);
+    i++;
+  }
+  if (i !== t1 || i === fs) return NaN;
+  const d = i - fs;
+  return ip + fp / (d < POW10.length ? POW10[d]! : Math.pow(10, d));
+}
+
+/**
+ * `COMM-PID [CPU] FLAGS` (raw trace; FLAGS 4 or 5 chars; an optional `(TGID)` column), `COMM-PID [CPU]`
+ * (trace-cmd) or `COMM PID[/TID] [CPU]` (perf script) in [a, pe).
+ */
+export function decodePrefix(s: string, a: number, pe: number, ev: ParsedEvent): void {
+  while (pe > a && isSpace(s.charCodeAt(pe - 1))) pe--;
+  if (pe > a && s.charCodeAt(pe - 1) !== 93 /* ] */) {
+    let f0 = pe;
+    let digits = true;
+    while (f0 > a && !isSpace(s.charCodeAt(f0 - 1))) {
+      if (!isDigit(s.charCodeAt(f0 - 1))) digits = false;
+      f0--;
+    }
+    if (s.charCodeAt(f0 - 1) === 32 && pe - f0 <= 6 && !digits) {
+      pe = f0;
+      while (pe > a && isSpace(s.charCodeAt(pe - 1))) pe--;
+    }
+  }
+  let cpu = -1;
+  if (pe > a && s.charCodeAt(pe - 1) === 93) {
+    const ob = s.lastIndexOf('[', pe - 1);
+    if (ob >= a) {
+      let v = 0;
+      let ok = ob + 1 < pe - 1;
+      for (let i = ob + 1; i < pe - 1; i++) {
+        const c = s.charCodeAt(i);
+        if (!isDigit(c)) {
+          ok = false;
+          break;
+        }
+        v = v * 10 + (c - 48);
+      }
+      if (ok) {
+        cpu = v;
+        pe = ob;
+        while (pe > a && isSpace(s.charCodeAt(pe - 1))) pe--;
+      }
+    }
+  }
+  if (pe > a && s.charCodeAt(pe - 1) === 41 /* ) */) {
+    const op = s.lastIndexOf('(', pe - 1);
+    if (op > a) {
+      pe = op;
+      while (pe > a && isSpace(s.charCodeAt(pe - 1))) pe--;
+    }
+  }
+  let d0 = pe;
+  while (d0 > a && isDigit(s.charCodeAt(d0 - 1))) d0--;
+  let pid = -1;
+  let commEnd = pe;
+  if (d0 < pe) {
+    let v = 0;
+    for (let i = d0; i < pe; i++) v = v * 10 + (s.charCodeAt(i) - 48);
+    const sep = d0 > a ? s.charCodeAt(d0 - 1) : 32;
+    if (sep === 45 /* - */) {
+      pid = v;
+      commEnd = d0 - 1;
+    } else if (sep === 47 /* / */) {
+      // perf `PID/TID`: the thread id is what ftrace calls the pid
+      pid = v;
+      let p0 = d0 - 1;
+      while (p0 > a && isDigit(s.charCodeAt(p0 - 1))) p0--;
+      commEnd = p0;
+    } else if (sep === 32) {
+      pid = v;
+      commEnd = d0;
+    }
+  }
+  let c0 = a;
+  while (c0 < commEnd && isSpace(s.charCodeAt(c0))) c0++;
+  let c1 = commEnd;
+  while (c1 > c0 && isSpace(s.charCodeAt(c1 - 1))) c1--;
+  ev.setDecoded(s.slice(c0, c1), pid, cpu);
 }

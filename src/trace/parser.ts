@@ -12,14 +12,14 @@
  * continuation is counted in `unrecognizedCount` and (the first `maxUnrecognized`) listed with its line
  * number and the reason.
  *
- * Hot path: one `indexOf('\n')` per line, a few `indexOf`/`charCodeAt` for the prefix, a small MRU of event
- * names compared with `startsWith`, and the payload parser of ./payload.ts. Text is pushed chunk by chunk;
+ * Hot path: one `indexOf('\n')` per line, a few `indexOf`/`charCodeAt` for the prefix, event names found
+ * by length and `startsWith` (no substring), and the payload parser of ./payload.ts. Text is pushed chunk by chunk;
  * only the unfinished last line of a chunk is carried over.
  */
-import { EVENTS, EVENT_BY_NAME, type EventSchema } from '../engine/tracepoints/index';
+import { EVENTS, EVENT_BY_NAME } from '../engine/tracepoints/index';
 import { ParsedEvent } from './event';
 import { DEFAULT_KERNEL, type KernelVersion } from './kernel_version';
-import { PAYLOAD_OK, PAYLOAD_TRUNCATED, parsePayload, type PayloadOptions } from './payload';
+import { PAYLOAD_OK, PAYLOAD_TRUNCATED, parsePayloadById, type PayloadOptions } from './payload';
 
 export interface UnrecognizedLine {
   line: number;
@@ -54,8 +54,6 @@ export interface ParserOptions {
   onStack?: (s: StackBlock) => void;
   /** How many unrecognized lines / warnings to keep with details (all are counted). Default 100. */
   maxDetails?: number;
-  /** Keep the COMM text of each event (default true; the replay hot path turns it off). */
-  keepComm?: boolean;
 }
 
 const EV_OK = 0;
@@ -66,7 +64,12 @@ const EV_NOT_EVENT = 4;
 const EV_STACK = 5;
 
 const MAX_CARRY = 1 << 20;
-const MRU = 4;
+
+/** Event ids by name length, for a lookup without a substring. */
+const NAMES: readonly string[] = EVENTS.map((e) => e.name);
+const BY_LEN: number[][] = [];
+EVENTS.forEach((e, i) => (BY_LEN[e.name.length] ??= []).push(i));
+
 
 function isDigit(c: number): boolean {
   return c >= 48 && c <= 57;
@@ -107,7 +110,6 @@ export class TraceParser {
   private readonly onEvent: ((ev: ParsedEvent) => void) | undefined;
   private readonly onStack: ((s: StackBlock) => void) | undefined;
   private readonly maxDetails: number;
-  private readonly keepComm: boolean;
   private carry = '';
   private pending: string | null = null;
   private pendingLine = 0;
@@ -115,21 +117,12 @@ export class TraceParser {
   private lastName = '';
   private lastLine = 0;
   private lastSeq = -1;
-  private readonly mru: EventSchema[] = [];
-  private readonly schemaId = new Map<EventSchema, number>(EVENTS.map((e, i) => [e, i]));
-  // prefix scratch
-  private pPid = -1;
-  private pCpu = -1;
-  private pTs = NaN;
-  private pComm = '';
-  private pStyle = 0;
 
   constructor(opts: ParserOptions = {}) {
     this.kernelOpts = { kernel: opts.kernel ?? DEFAULT_KERNEL };
     this.onEvent = opts.onEvent;
     this.onStack = opts.onStack;
     this.maxDetails = opts.maxDetails ?? 100;
-    this.keepComm = opts.keepComm ?? true;
   }
 
   /** Event counts by name (only names that occurred). */
@@ -223,8 +216,13 @@ export class TraceParser {
       return;
     }
     this.closeStack();
-    // headers
-    if (c0 === 35 /* # */ || s.startsWith('cpus=', f) || s.startsWith('version = ', f) || (s.startsWith('CPU ', f) && s.endsWith(' is empty', b) && b - f < 24)) {
+    // headers (`#` comments, trace-cmd's `cpus=N`, `version = N`, `CPU N is empty`)
+    if (
+      c0 === 35 ||
+      (c0 === 99 && s.startsWith('cpus=', f)) ||
+      (c0 === 118 && s.startsWith('version = ', f)) ||
+      (c0 === 67 && b - f < 24 && s.startsWith('CPU ', f) && s.endsWith(' is empty', b))
+    ) {
       this.flushPending();
       return;
     }
@@ -272,7 +270,8 @@ export class TraceParser {
         return;
       default: {
         const lost = s.indexOf('LOST ', f);
-        if (lost >= 0 && lost < b && s.indexOf('EVENTS', lost) > 0) {
+        const evs = lost >= 0 && lost < b ? s.indexOf('EVENTS', lost) : -1;
+        if (evs > 0 && evs < b) {
           this.warn(lineNo, `ring buffer overrun: ${s.slice(f, b)}`);
           return;
         }
@@ -283,118 +282,13 @@ export class TraceParser {
 
   private lastBadName = '';
 
-  /** Timestamp token [t0, t1) -> seconds, or NaN. */
-  private static ts(s: string, t0: number, t1: number): number {
-    let i = t0;
-    let ip = 0;
-    while (i < t1 && isDigit(s.charCodeAt(i))) {
-      ip = ip * 10 + (s.charCodeAt(i) - 48);
-      i++;
-    }
-    if (i === t0 || i >= t1 || s.charCodeAt(i) !== 46) return NaN;
-    i++;
-    const fs = i;
-    let fp = 0;
-    while (i < t1 && isDigit(s.charCodeAt(i))) {
-      fp = fp * 10 + (s.charCodeAt(i) - 48);
-      i++;
-    }
-    if (i !== t1 || i === fs) return NaN;
-    return ip + fp / Math.pow(10, i - fs);
-  }
-
-  /** Parse `COMM-PID [CPU] FLAGS` / `COMM PID/TID [CPU]` in [a, pe). Always succeeds (fields may stay -1). */
-  private prefix(s: string, a: number, pe: number): void {
-    while (pe > a && isSpace(s.charCodeAt(pe - 1))) pe--;
-    let style = 1; // trace-cmd unless flags or perf shapes are seen
-    if (pe > a && s.charCodeAt(pe - 1) !== 93 /* ] */) {
-      // FLAGS column (raw trace), e.g. `d..1.` or `....`
-      let f0 = pe;
-      while (f0 > a && !isSpace(s.charCodeAt(f0 - 1))) f0--;
-      let digits = true;
-      for (let i = f0; i < pe; i++) if (!isDigit(s.charCodeAt(i))) digits = false;
-      if (s.charCodeAt(f0 - 1) === 32 && pe - f0 <= 6 && !digits) {
-        pe = f0;
-        while (pe > a && isSpace(s.charCodeAt(pe - 1))) pe--;
-        style = 0;
-      }
-    }
-    let cpu = -1;
-    if (pe > a && s.charCodeAt(pe - 1) === 93) {
-      const ob = s.lastIndexOf('[', pe - 1);
-      if (ob >= a) {
-        let v = 0;
-        let ok = ob + 1 < pe - 1;
-        for (let i = ob + 1; i < pe - 1; i++) {
-          const c = s.charCodeAt(i);
-          if (!isDigit(c)) {
-            ok = false;
-            break;
-          }
-          v = v * 10 + (c - 48);
-        }
-        if (ok) {
-          cpu = v;
-          pe = ob;
-          while (pe > a && isSpace(s.charCodeAt(pe - 1))) pe--;
-        }
-      }
-    }
-    if (pe > a && s.charCodeAt(pe - 1) === 41 /* ) */) {
-      // the `(TGID)` column of the record-tgid option
-      const op = s.lastIndexOf('(', pe - 1);
-      if (op > a) {
-        pe = op;
-        while (pe > a && isSpace(s.charCodeAt(pe - 1))) pe--;
-      }
-    }
-    let d0 = pe;
-    while (d0 > a && isDigit(s.charCodeAt(d0 - 1))) d0--;
-    let pid = -1;
-    let commEnd = pe;
-    if (d0 < pe) {
-      let v = 0;
-      for (let i = d0; i < pe; i++) v = v * 10 + (s.charCodeAt(i) - 48);
-      const sep = d0 > a ? s.charCodeAt(d0 - 1) : 32;
-      if (sep === 45 /* - */) {
-        pid = v;
-        commEnd = d0 - 1;
-      } else if (sep === 47 /* / */) {
-        // perf `PID/TID`: the thread id is what ftrace calls the pid
-        pid = v;
-        let p0 = d0 - 1;
-        while (p0 > a && isDigit(s.charCodeAt(p0 - 1))) p0--;
-        commEnd = p0;
-        style = 2;
-      } else if (sep === 32) {
-        pid = v;
-        commEnd = d0;
-        style = 2;
-      }
-    }
-    this.pPid = pid;
-    this.pCpu = cpu;
-    this.pStyle = style;
-    if (this.keepComm) {
-      let c0 = a;
-      while (c0 < commEnd && isSpace(s.charCodeAt(c0))) c0++;
-      let c1 = commEnd;
-      while (c1 > c0 && isSpace(s.charCodeAt(c1 - 1))) c1--;
-      this.pComm = s.slice(c0, c1);
-    }
-  }
-
-  private lookup(s: string, n0: number, n1: number): EventSchema | undefined {
-    const len = n1 - n0;
-    const mru = this.mru;
-    for (let i = 0; i < mru.length; i++) {
-      const m = mru[i]!;
-      if (m.name.length === len && s.startsWith(m.name, n0)) {
-        if (i !== 0) {
-          mru.splice(i, 1);
-          mru.unshift(m);
-        }
-        return m;
+  /** Index in EVENTS of the event named s[n0, n1) (optionally `system:name`), or -1. */
+  private lookup(s: string, n0: number, n1: number): number {
+    const cands = BY_LEN[n1 - n0];
+    if (cands !== undefined) {
+      for (let i = 0; i < cands.length; i++) {
+        const id = cands[i]!;
+        if (s.startsWith(NAMES[id]!, n0)) return id;
       }
     }
     let name = s.slice(n0, n1);
@@ -407,13 +301,9 @@ export class TraceParser {
     const sc = EVENT_BY_NAME.get(name);
     if (!sc || (system !== '' && system !== sc.system)) {
       this.lastBadName = system ? `${system}:${name}` : name;
-      return undefined;
+      return -1;
     }
-    if (colon < 0) {
-      mru.unshift(sc);
-      if (mru.length > MRU) mru.pop();
-    }
-    return sc;
+    return EVENTS.indexOf(sc);
   }
 
   /** Classify and, for a modelled event, parse and deliver the line s[a, b). */
@@ -425,12 +315,9 @@ export class TraceParser {
     }
     let t0 = c;
     while (t0 > a && !isSpace(s.charCodeAt(t0 - 1))) t0--;
-    const ts = TraceParser.ts(s, t0, c);
     let n0: number;
     let trimmed = false;
-    if (ts === ts) {
-      this.prefix(s, a, t0);
-      this.pTs = ts;
+    if (isTimestamp(s, t0, c)) {
       n0 = c + 2;
       while (n0 < b && isSpace(s.charCodeAt(n0))) n0++;
       if (n0 >= b) return EV_TRUNC;
@@ -447,21 +334,21 @@ export class TraceParser {
       this.lastBadName = 'pseudo-event';
       return trimmed ? EV_NOT_EVENT : EV_BAD;
     }
-    let n1 = n0;
-    while (n1 < b) {
-      const ch = s.charCodeAt(n1);
-      if (ch === 32 || ch === 9) break;
-      n1++;
-    }
     this.lastBadName = 'event name';
-    if (s.charCodeAt(n1 - 1) !== 58) return trimmed ? EV_NOT_EVENT : n1 >= b ? EV_TRUNC : EV_BAD;
-    n1--;
+    // the name runs to the next `: ` (or a `:` ending the line)
+    let n1 = trimmed ? c : s.indexOf(': ', n0);
+    if (n1 < 0 || n1 >= b) {
+      if (s.charCodeAt(b - 1) !== 58) return trimmed ? EV_NOT_EVENT : EV_TRUNC;
+      n1 = b - 1;
+    }
     if (n1 === n0) return trimmed ? EV_NOT_EVENT : EV_BAD;
-    const schema = this.lookup(s, n0, n1);
-    if (!schema) {
+    const id = this.lookup(s, n0, n1);
+    if (id < 0) {
       // without a prefix, an unknown `word: text` is more likely prose or a wrapped fragment than an event
       if (trimmed) return EV_NOT_EVENT;
       if (s.startsWith('kernel_stack', n0) && n1 - n0 === 12) return EV_STACK;
+      const sp = s.indexOf(' ', n0);
+      if (sp >= 0 && sp < n1) return EV_NOT_EVENT;
       this.otherEvents.set(this.lastBadName, (this.otherEvents.get(this.lastBadName) ?? 0) + 1);
       this.lastName = this.lastBadName;
       this.lastLine = lineNo;
@@ -470,35 +357,44 @@ export class TraceParser {
     }
     let p0 = n1 + 1;
     while (p0 < b && isSpace(s.charCodeAt(p0))) p0++;
+    const schema = EVENTS[id]!;
     const ev = this.ev;
     ev.reset(schema);
-    const r = parsePayload(schema, s, p0, b, ev, this.kernelOpts);
+    const r = parsePayloadById(id, s, p0, b, ev, this.kernelOpts);
     if (r !== PAYLOAD_OK) {
       this.lastBadName = schema.name;
       return r === PAYLOAD_TRUNCATED ? EV_TRUNC : EV_BAD;
     }
     if (trimmed) {
-      ev.pid = -1;
-      ev.cpu = -1;
-      ev.ts = NaN;
-      ev.comm = '';
+      ev.setPrefix(s, -1, -1, -1);
       this.styles.trimmed++;
     } else {
-      ev.pid = this.pPid;
-      ev.cpu = this.pCpu;
-      ev.ts = this.pTs;
-      ev.comm = this.keepComm ? this.pComm : '';
-      if (this.pStyle === 0) this.styles.raw++;
-      else if (this.pStyle === 2 || n1 - n0 !== schema.name.length) this.styles.perf++;
-      else this.styles.traceCmd++;
+      ev.setPrefix(s, a, t0, c);
+      if (n1 - n0 !== schema.name.length) this.styles.perf++;
+      else {
+        let q = t0;
+        while (q > a && isSpace(s.charCodeAt(q - 1))) q--;
+        if (s.charCodeAt(q - 1) === 93 /* ] */) this.styles.traceCmd++;
+        else this.styles.raw++;
+      }
     }
     ev.line = lineNo;
     ev.seq = this.events++;
-    this.byTypeCounts[this.schemaId.get(schema)!]!++;
+    this.byTypeCounts[id]!++;
     this.lastName = schema.name;
     this.lastLine = lineNo;
     this.lastSeq = ev.seq;
     if (this.onEvent) this.onEvent(ev);
     return EV_OK;
   }
+}
+
+/** `SECONDS.FRACTION` in [t0, t1). */
+function isTimestamp(s: string, t0: number, t1: number): boolean {
+  let i = t0;
+  while (i < t1 && isDigit(s.charCodeAt(i))) i++;
+  if (i === t0 || i >= t1 - 1 || s.charCodeAt(i) !== 46) return false;
+  i++;
+  while (i < t1 && isDigit(s.charCodeAt(i))) i++;
+  return i === t1;
 }

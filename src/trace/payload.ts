@@ -4,6 +4,7 @@
  * common path.
  */
 import {
+  EVENTS,
   PFERR_FLAG_NAMES,
   SP_ACCESS_STR,
   SP_OLD_TEXT_ROLE_MASK,
@@ -26,11 +27,16 @@ let vLo = 0;
 let vHi = 0;
 let vNum = 0;
 
+/** Hex digit values by char code (-1: not a digit). */
+const HEX = new Int8Array(128).fill(-1);
+for (let i = 0; i < 10; i++) HEX[48 + i] = i;
+for (let i = 0; i < 6; i++) {
+  HEX[97 + i] = 10 + i;
+  HEX[65 + i] = 10 + i;
+}
+
 function hexVal(c: number): number {
-  if (c >= 48 && c <= 57) return c - 48;
-  if (c >= 97 && c <= 102) return c - 87;
-  if (c >= 65 && c <= 70) return c - 55;
-  return -1;
+  return c < 128 ? HEX[c]! : -1;
 }
 
 /** Hex digits at pos into vLo/vHi; returns the end position, or -1 when there is no digit or > 16 digits. */
@@ -325,139 +331,232 @@ function parseExitReason(s: string, pos: number, end: number, ev: ParsedEvent): 
   return stop;
 }
 
-/** True when parts[k..] may print nothing: blank literals, a zero flag list, no `[immediate exit]`. */
-function tailCanBeEmpty(parts: readonly Part[], k: number, ev: ParsedEvent): boolean {
-  for (let j = k; j < parts.length; j++) {
-    const p = parts[j]!;
+const OP_LIT = 0;
+const OP_HEX = 1;
+const OP_DEC = 2;
+const OP_HEX0X = 3;
+const OP_PFERR = 10;
+const OP_SP = 11;
+const OP_SP_OLD = 12;
+const OP_CREATED = 13;
+const OP_RWXU = 14;
+const OP_EXIT = 15;
+const OP_IMMEDIATE = 16;
+const OP_GEN_VALID = 17;
+const OP_RET_SPURIOUS = 18;
+const OP_RET_FIXED = 19;
+
+const CUSTOM_OP: Record<string, number> = {
+  pferr_flags: OP_PFERR,
+  sp: OP_SP,
+  sp_old: OP_SP_OLD,
+  created: OP_CREATED,
+  rwxu: OP_RWXU,
+  exit_reason: OP_EXIT,
+  immediate_exit: OP_IMMEDIATE,
+  gen_valid: OP_GEN_VALID,
+  ret_spurious: OP_RET_SPURIOUS,
+  ret_fixed: OP_RET_FIXED,
+};
+
+/** A part list flattened to parallel arrays (numeric op, field index, literal) for the hot loop. */
+interface Compiled {
+  ops: Int32Array;
+  fields: Int32Array;
+  /** Field width mask for the low half (0xff, 0xffff, 0xffffffff) and whether the high half is kept. */
+  loMask: Float64Array;
+  keepHi: Uint8Array;
+  isBool: Uint8Array;
+  signed: Uint8Array;
+  lits: string[];
+  parts: readonly Part[];
+}
+
+const compiledCache = new WeakMap<readonly Part[], Compiled>();
+
+function compileParts(schema: EventSchema, parts: readonly Part[]): Compiled {
+  const n = parts.length;
+  const c: Compiled = {
+    ops: new Int32Array(n),
+    fields: new Int32Array(n),
+    loMask: new Float64Array(n),
+    keepHi: new Uint8Array(n),
+    isBool: new Uint8Array(n),
+    signed: new Uint8Array(n),
+    lits: new Array<string>(n).fill(''),
+    parts,
+  };
+  parts.forEach((p, k) => {
     if (p.t === 'lit') {
-      if (p.s.trim() !== '') return false;
-    } else if (p.t === 'custom' && p.kind === 'pferr_flags') {
-      if (!(ev.has & (1 << p.field)) || ev.lo[p.field] !== 0 || ev.hi[p.field] !== 0) return false;
-    } else if (p.t === 'custom' && p.kind === 'immediate_exit') {
-      ev.set(p.field, 0, 0);
+      c.ops[k] = OP_LIT;
+      c.lits[k] = p.s;
+      return;
+    }
+    c.fields[k] = p.field;
+    if (p.t === 'conv') {
+      const spec = schema.fields[p.field]!;
+      c.ops[k] = p.conv === 'u' || p.conv === 'd' ? OP_DEC : p.conv === 'x#' || p.conv === 'x#016' ? OP_HEX0X : OP_HEX;
+      c.loMask[k] = spec.bits === 8 ? 0xff : spec.bits === 16 ? 0xffff : 0xffff_ffff;
+      c.keepHi[k] = spec.bits === 64 ? 1 : 0;
+      c.isBool[k] = spec.bool ? 1 : 0;
+      c.signed[k] = p.conv === 'd' && spec.signed ? 1 : 0;
+      return;
+    }
+    c.ops[k] = CUSTOM_OP[p.kind]!;
+  });
+  return c;
+}
+
+function compiled(schema: EventSchema, parts: readonly Part[]): Compiled {
+  let c = compiledCache.get(parts);
+  if (!c) compiledCache.set(parts, (c = compileParts(schema, parts)));
+  return c;
+}
+
+/** True when parts[k..] may print nothing: blank literals, a zero flag list, no `[immediate exit]`. */
+function tailCanBeEmpty(c: Compiled, k: number, ev: ParsedEvent): boolean {
+  for (let j = k; j < c.ops.length; j++) {
+    const op = c.ops[j]!;
+    if (op === OP_LIT) {
+      if (c.lits[j]!.trim() !== '') return false;
+    } else if (op === OP_PFERR) {
+      const f = c.fields[j]!;
+      if (!(ev.has & (1 << f)) || ev.lo[f] !== 0 || ev.hi[f] !== 0) return false;
+    } else if (op === OP_IMMEDIATE) {
+      ev.set(c.fields[j]!, 0, 0);
     } else return false;
   }
   return true;
 }
 
+// the exit-reason text of the previous kvm_exit, to skip the name lookups when it repeats
+let lastExitText = '';
+let lastExitReason = 0;
+let lastExitIsa = 0;
+
 /**
- * Parse `parts` over s[pos, end). Returns PAYLOAD_OK / PAYLOAD_TRUNCATED / PAYLOAD_MISMATCH. The event must
- * have been `reset` to `schema` by the caller.
+ * Parse `parts` (a print fmt of `schema`) over s[pos, end). Returns PAYLOAD_OK / PAYLOAD_TRUNCATED /
+ * PAYLOAD_MISMATCH. The event must have been `reset` to `schema` by the caller.
  */
 export function parseParts(schema: EventSchema, parts: readonly Part[], s: string, pos: number, end: number, ev: ParsedEvent, opts: PayloadOptions): number {
-  const fields = schema.fields;
-  for (let k = 0; k < parts.length; k++) {
-    const p = parts[k]!;
-    if (p.t === 'lit') {
-      if (!s.startsWith(p.s, pos)) {
+  return run(schema, compiled(schema, parts), s, pos, end, ev, opts);
+}
+
+function run(schema: EventSchema, c: Compiled, s: string, pos: number, end: number, ev: ParsedEvent, opts: PayloadOptions): number {
+  const ops = c.ops;
+  const n = ops.length;
+  for (let k = 0; k < n; k++) {
+    const op = ops[k]!;
+    if (op === OP_LIT) {
+      const lit = c.lits[k]!;
+      if (!s.startsWith(lit, pos)) {
         // a trimmed line loses the trailing space before an empty flag list (`pferr 0 `)
-        if (pos >= end && tailCanBeEmpty(parts, k, ev)) return PAYLOAD_OK;
-        return litFail(s, pos, end, p.s);
+        if (pos >= end && tailCanBeEmpty(c, k, ev)) return PAYLOAD_OK;
+        return litFail(s, pos, end, lit);
       }
-      pos += p.s.length;
+      pos += lit.length;
       continue;
     }
-    if (pos >= end) return tailCanBeEmpty(parts, k, ev) ? PAYLOAD_OK : PAYLOAD_TRUNCATED;
-    if (p.t === 'conv') {
-      const spec = fields[p.field]!;
+    if (pos >= end) return tailCanBeEmpty(c, k, ev) ? PAYLOAD_OK : PAYLOAD_TRUNCATED;
+    const field = c.fields[k]!;
+    if (op <= OP_HEX0X) {
       let r: number;
-      switch (p.conv) {
-        case 'u':
-          r = readDec(s, pos, end, false);
-          break;
-        case 'd':
-          r = readDec(s, pos, end, spec.signed);
-          break;
-        case 'x#':
-        case 'x#016':
-          if (s.charCodeAt(pos) !== 48 || s.charCodeAt(pos + 1) !== 120) return pos + 2 > end ? PAYLOAD_TRUNCATED : PAYLOAD_MISMATCH;
-          r = readHex(s, pos + 2, end);
-          break;
-        default:
-          r = readHex(s, pos, end);
+      if (op === OP_HEX) r = readHex(s, pos, end);
+      else if (op === OP_DEC) r = readDec(s, pos, end, c.signed[k] === 1);
+      else {
+        if (s.charCodeAt(pos) !== 48 || s.charCodeAt(pos + 1) !== 120) return pos + 2 > end ? PAYLOAD_TRUNCATED : PAYLOAD_MISMATCH;
+        r = readHex(s, pos + 2, end);
       }
       if (r < 0) return PAYLOAD_MISMATCH;
-      let lo = vLo;
-      let hi = vHi;
-      if (spec.bits !== 64) {
-        hi = 0;
-        if (spec.bits === 8) lo &= 0xff;
-        else if (spec.bits === 16) lo &= 0xffff;
-      }
-      if (spec.bool) lo = lo !== 0 ? 1 : 0;
-      ev.set(p.field, lo >>> 0, hi >>> 0);
+      let lo = (vLo & c.loMask[k]!) >>> 0;
+      if (c.isBool[k] === 1) lo = lo !== 0 ? 1 : 0;
+      ev.set(field, lo, c.keepHi[k] === 1 ? vHi : 0);
       pos = r;
       continue;
     }
     let r = -1;
     failCode = PAYLOAD_MISMATCH;
-    switch (p.kind) {
-      case 'pferr_flags': {
+    switch (op) {
+      case OP_PFERR: {
         r = parsePferrFlags(s, pos, end);
         // fast_page_fault prints the error code only as flags; the walker events print the number too
-        if (r >= 0 && !(ev.has & (1 << p.field))) ev.set(p.field, vLo, vHi);
+        if (r >= 0 && !(ev.has & (1 << field))) ev.set(field, vLo, vHi);
         break;
       }
-      case 'sp':
+      case OP_SP:
         r = parseSp(s, pos, end, ev);
         break;
-      case 'sp_old':
+      case OP_SP_OLD:
         r = parseSpOld(s, pos, end, ev);
         break;
-      case 'created':
+      case OP_CREATED:
         if (s.startsWith('new', pos)) {
-          ev.set(p.field, 1, 0);
+          ev.set(field, 1, 0);
           r = pos + 3;
         } else if (s.startsWith('existing', pos)) {
-          ev.set(p.field, 0, 0);
+          ev.set(field, 0, 0);
           r = pos + 8;
         } else failCode = litFail(s, pos, end, 'existing');
         break;
-      case 'rwxu': {
+      case OP_RWXU: {
         const idx = schema.index;
         const close = s.indexOf(')', pos);
         if (close < 0 || close > end) {
           failCode = PAYLOAD_TRUNCATED;
           break;
         }
-        const n = close - pos;
-        if (n !== 3 && n !== 4) break;
+        const len = close - pos;
+        if (len !== 3 && len !== 4) break;
         const c0 = s.charCodeAt(pos);
         const c2 = s.charCodeAt(pos + 2);
         if ((c0 !== 114 && c0 !== 45) || (c2 !== 120 && c2 !== 45)) break;
         ev.set(idx['r']!, c0 === 114 ? 1 : 0, 0);
         ev.set(idx['x']!, c2 === 120 ? 1 : 0, 0);
-        if (n === 3) ev.set(idx['u']!, 0xff, 0);
+        if (len === 3) ev.set(idx['u']!, 0xff, 0);
         else ev.set(idx['u']!, s.charCodeAt(pos + 3) === 117 ? 1 : 0, 0);
         r = close;
         break;
       }
-      case 'exit_reason':
-        r = parseExitReason(s, pos, end, ev);
+      case OP_EXIT: {
+        // common case: the same reason as the previous kvm_exit
+        const L = lastExitText.length;
+        if (L !== 0 && s.startsWith(lastExitText, pos) && s.startsWith(' rip 0x', pos + L)) {
+          ev.set(schema.index['exit_reason']!, lastExitReason, 0);
+          if (lastExitIsa) ev.set(schema.index['isa']!, lastExitIsa, 0);
+          r = pos + L;
+        } else {
+          r = parseExitReason(s, pos, end, ev);
+          if (r >= 0) {
+            lastExitText = s.slice(pos, r);
+            lastExitReason = ev.lo[schema.index['exit_reason']!]!;
+            lastExitIsa = ev.has & (1 << schema.index['isa']!) ? ev.lo[schema.index['isa']!]! : 0;
+          }
+        }
         break;
-      case 'immediate_exit':
+      }
+      case OP_IMMEDIATE:
         if (s.startsWith('[immediate exit]', pos)) {
-          ev.set(p.field, 1, 0);
+          ev.set(field, 1, 0);
           r = pos + 16;
         } else {
-          ev.set(p.field, 0, 0);
+          ev.set(field, 0, 0);
           r = pos;
         }
         break;
-      case 'gen_valid':
-      case 'ret_spurious':
-      case 'ret_fixed': {
-        const c = s.charCodeAt(pos);
-        if (c !== 48 && c !== 49) break;
-        const v = c - 48;
-        if (p.kind === 'gen_valid') ev.derived.valid = v;
-        else if (p.kind === 'ret_spurious') ev.derived.spurious = v;
+      case OP_GEN_VALID:
+      case OP_RET_SPURIOUS:
+      case OP_RET_FIXED: {
+        const ch = s.charCodeAt(pos);
+        if (ch !== 48 && ch !== 49) break;
+        const v = ch - 48;
+        if (op === OP_GEN_VALID) ev.derived.valid = v;
+        else if (op === OP_RET_SPURIOUS) ev.derived.spurious = v;
         else {
           ev.derived.fixed = v;
           // ret is only known through the two comparisons; its number depends on the kernel's RET_PF_* enum
           const nums = retPfNumbers(opts.kernel);
-          if (ev.derived.spurious === 1) ev.set(p.field, nums.spurious >>> 0, 0);
-          else if (v === 1) ev.set(p.field, nums.fixed >>> 0, 0);
+          if (ev.derived.spurious === 1) ev.set(field, nums.spurious >>> 0, 0);
+          else if (v === 1) ev.set(field, nums.fixed >>> 0, 0);
         }
         r = pos + 1;
         break;
@@ -468,20 +567,26 @@ export function parseParts(schema: EventSchema, parts: readonly Part[], s: strin
   }
   // trailing blanks are fine; anything else means the text is not this event's
   while (pos < end) {
-    const c = s.charCodeAt(pos);
-    if (c !== 32 && c !== 9 && c !== 13) return PAYLOAD_MISMATCH;
+    const ch = s.charCodeAt(pos);
+    if (ch !== 32 && ch !== 9 && ch !== 13) return PAYLOAD_MISMATCH;
     pos++;
   }
   return PAYLOAD_OK;
 }
 
-/** Try the 6.18 text, then each older generation. */
-export function parsePayload(schema: EventSchema, s: string, pos: number, end: number, ev: ParsedEvent, opts: PayloadOptions): number {
-  const r = parseParts(schema, schema.parts, s, pos, end, ev, opts);
-  if (r === PAYLOAD_OK || schema.older.length === 0) return r;
-  for (const parts of schema.older) {
+/** Compiled current and older texts of every event, by index in EVENTS. */
+const CUR: Compiled[] = EVENTS.map((e) => compiled(e, e.parts));
+const OLD: Compiled[][] = EVENTS.map((e) => e.older.map((p) => compiled(e, p)));
+
+/** Try the 6.18 text, then each older generation (schema given by its index in EVENTS). */
+export function parsePayloadById(id: number, s: string, pos: number, end: number, ev: ParsedEvent, opts: PayloadOptions): number {
+  const schema = EVENTS[id]!;
+  const r = run(schema, CUR[id]!, s, pos, end, ev, opts);
+  const older = OLD[id]!;
+  if (r === PAYLOAD_OK || older.length === 0) return r;
+  for (const c of older) {
     ev.reset(schema);
-    const o = parseParts(schema, parts, s, pos, end, ev, opts);
+    const o = run(schema, c, s, pos, end, ev, opts);
     if (o === PAYLOAD_OK) {
       ev.variant = 1;
       return o;
@@ -489,5 +594,10 @@ export function parsePayload(schema: EventSchema, s: string, pos: number, end: n
   }
   ev.reset(schema);
   // report the current text's verdict (truncated lets the caller try a wrapped continuation)
-  return parseParts(schema, schema.parts, s, pos, end, ev, opts);
+  return run(schema, CUR[id]!, s, pos, end, ev, opts);
+}
+
+/** Same, by schema. */
+export function parsePayload(schema: EventSchema, s: string, pos: number, end: number, ev: ParsedEvent, opts: PayloadOptions): number {
+  return parsePayloadById(EVENTS.indexOf(schema), s, pos, end, ev, opts);
 }

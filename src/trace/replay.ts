@@ -49,7 +49,6 @@ export async function replayStream(source: AsyncIterable<Uint8Array | string>, o
   const parser = new TraceParser({
     kernel: opts.kernel ?? DEFAULT_KERNEL,
     maxDetails,
-    keepComm: false,
     onEvent: (ev) => rebuilder!.onEvent(ev),
     onStack: (s) => {
       if (stacks.length < maxDetails) stacks.push({ line: s.eventLine, event: s.eventName, stackLine: s.line, frames: s.frames });
