@@ -39,7 +39,7 @@ export function isU64(v: unknown): v is { lo: number; hi: number } {
 }
 
 /** Names whose numbers are addresses or frame numbers: shown in hex even when hex display is off. */
-const HEX_NAMES = /(gfn|pfn|gpa|gva|hva|addr|address|spte|pte|error_code|role|word|cr[0-9]|efer|mask|sptep|ipa|pa|base|start|end|value|desc|old|new)$/i;
+const HEX_NAMES = /(gfn|pfn|gpa|gva|hva|addr|address|spte|pte|error_code|role|word|cr[0-9]|efer|mask|sptep|ipa|pa|base|start|end|value|desc|old|new|size|phys)$/i;
 
 export class VariableStore {
   private handles: Container[] = [];

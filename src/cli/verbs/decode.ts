@@ -5,6 +5,7 @@ const KINDS: Record<string, { summary: string; load: () => Promise<VerbModule> }
   spte: { summary: 'an SPTE (EPT or NPT/legacy format)', load: () => import('./decode/spte') },
   role: { summary: 'a kvm_mmu_page_role word', load: () => import('./decode/role') },
   pferr: { summary: 'a page-fault error code (incl. AMD #NPF and KVM synthetic bits)', load: () => import('./decode/pferr') },
+  s2pte: { summary: 'an arm64 stage-2 descriptor (with pKVM owner annotations)', load: () => import('./decode/s2pte') },
 };
 
 function usage(): string {
