@@ -53,6 +53,8 @@ export const MP = {
 } as const;
 
 export type Access = 'read' | 'write' | 'exec';
+
+const FAULT_LOG_MAX = 1024;
 export type Fsc = 'translation' | 'access_flag' | 'permission';
 
 export interface MemslotSpec {
@@ -164,7 +166,10 @@ export class Arm64Vm {
   readonly hypVm: PkvmHypVm | undefined;
   readonly dic: boolean;
   readonly hwAf: boolean;
+  /** The most recent faults (at most FAULT_LOG_MAX), oldest first. */
   readonly faultLog: FaultRecord[] = [];
+  private readonly faultCounts: Record<Fsc, number> = { translation: 0, access_flag: 0, permission: 0 };
+  private faultTotal = 0;
   mmioExits = 0;
   private nextSlot = 0;
 
@@ -244,7 +249,10 @@ export class Arm64Vm {
       }
       const rec = this.kvm_handle_guest_abort({ ipa, fsc: hw.fsc, level: hw.level, access: kind });
       faults.push(rec);
+      this.faultTotal++;
+      this.faultCounts[rec.fsc]++;
       this.faultLog.push(rec);
+      if (this.faultLog.length > FAULT_LOG_MAX) this.faultLog.shift();
       if (rec.outcome === 'mmio' || rec.outcome === 'inject' || rec.outcome === 'error') {
         return { outcome: rec.outcome, faults, ret: rec.ret };
       }
@@ -470,12 +478,10 @@ export class Arm64Vm {
 
   stats(): Arm64VmStats {
     const c = stage2Counts(this.pgt);
-    const byFsc: Record<Fsc, number> = { translation: 0, access_flag: 0, permission: 0 };
-    for (const f of this.faultLog) byFsc[f.fsc]++;
     const m = this.pgt.mmu;
     return {
-      faults: this.faultLog.length,
-      faultsByFsc: byFsc,
+      faults: this.faultTotal,
+      faultsByFsc: { ...this.faultCounts },
       mmioExits: this.mmioExits,
       leaves: c.leaves,
       tablePages: c.tablePages,
