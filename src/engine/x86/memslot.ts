@@ -60,6 +60,10 @@ export class KvmMemorySlot {
   readonly host_pfn_base: number;
   /** Host huge pages (by 2M index from userspace_addr) that the host has split to 4K (THP split). */
   readonly host_split_2m = new Set<number>();
+  /** Pages the host marked hardware-poisoned (page index): GUP returns KVM_PFN_ERR_HWPOISON. */
+  readonly host_hwpoison = new Set<number>();
+  /** guest_memfd: host pfn of the gmem page backing the slot's first gfn (private memory). */
+  gmem_pfn_base = 0;
   /** Individual pages the host migrated: page index -> new host pfn. */
   readonly host_migrated = new Map<number, number>();
 

@@ -69,8 +69,10 @@ export class tdp_iter {
 function tdp_iter_refresh_sptep(iter: tdp_iter): void {
   const sp = iter.pt_path[iter.level - 1]!;
   iter.sp = sp;
-  // The alias bits (TDX shared bit) only select the entry; iter.gfn itself stays without them.
-  const g = iter.gfn_bits === 0 ? iter.gfn : iter.gfn + iter.gfn_bits;
+  // The alias bits (TDX shared bit) only select the entry; iter.gfn itself stays without them. They are
+  // ORed in, so a gfn that already carries the bit indexes the same entry.
+  const b = iter.gfn_bits;
+  const g = b === 0 || Math.floor(iter.gfn / b) % 2 === 1 ? iter.gfn : iter.gfn + b;
   iter.index = spte_index_of_gfn(g, iter.level);
   const j = iter.index << 1;
   iter.old_lo = sp.spt[j]!;
@@ -86,10 +88,7 @@ export function tdp_iter_restart(iter: tdp_iter): void {
   iter.valid = true;
 }
 
-/**
- * tdp_iter_start(). `gfn_bits` must be 0 or a single bit above every gfn walked (it is added, not ORed,
- * so the gfn must not already contain it).
- */
+/** tdp_iter_start(). `gfn_bits` is 0 or a single bit (the TDX shared bit as a gfn bit). */
 export function tdp_iter_start(iter: tdp_iter, pool: MmuPagePool, root: KvmMmuPage, min_level: number, next_last_level_gfn: number, gfn_bits: number): void {
   const lvl = root.level;
   if (lvl < 1 || lvl > PT64_ROOT_MAX_LEVEL) {
