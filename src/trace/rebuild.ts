@@ -153,8 +153,6 @@ interface Root {
   sp: SpState | null;
   /** levels[l]: gfn -> slot */
   levels: Array<Map<number, number>>;
-  /** children[l]: parent base gfn -> gfns of level-l entries under it */
-  children: Array<Map<number, Set<number>>>;
 }
 
 interface SpState {
@@ -174,7 +172,10 @@ interface SpState {
 interface LoopState {
   vcpu: number;
   gfn: number;
+  /** Faults in the current run without an SPTE change. */
   count: number;
+  /** All faults on this (vCPU, page). */
+  total: number;
   firstLine: number;
   lastLine: number;
   epoch: number;
@@ -191,7 +192,8 @@ export class Rebuilder {
   private used = 0;
 
   private readonly roots: Root[] = [];
-  private readonly rootsByAs = new Map<number, Root[]>();
+  /** Roots per address space id (as_id is a u8). */
+  private readonly rootsByAs: Array<Root[] | undefined> = [];
   /** Entries removed with a replaced table, waiting for their own (child) zap events: as -> level*2^? key */
   private readonly detached = new Map<number, Map<number, number>>();
   private detachedSize = 0;
@@ -212,7 +214,6 @@ export class Rebuilder {
 
   private faultsTotal = 0;
   private readonly faultsByVcpu = new Map<number, number>();
-  private readonly faultsByKey = new Map<number, number>();
   private fast = { total: 0, spurious: 0, fixed: 0 };
 
   private walksTotal = 0;
@@ -256,11 +257,8 @@ export class Rebuilder {
 
   // ---- roots -----------------------------------------------------------------------------------
   private newRoot(asId: number, line: number): Root {
-    const r: Root = { id: this.roots.length, asId, invalid: false, line, sp: null, levels: [], children: [] };
-    for (let l = 0; l <= 6; l++) {
-      r.levels.push(new Map());
-      r.children.push(new Map());
-    }
+    const r: Root = { id: this.roots.length, asId, invalid: false, line, sp: null, levels: [] };
+    for (let l = 0; l <= 6; l++) r.levels.push(new Map());
     const sp = this.pendingRootSps.pop();
     if (sp) {
       sp.bound = true;
@@ -268,15 +266,15 @@ export class Rebuilder {
     }
     this.pendingRootSps.length = 0;
     this.roots.push(r);
-    let list = this.rootsByAs.get(asId);
-    if (!list) this.rootsByAs.set(asId, (list = []));
+    let list = this.rootsByAs[asId];
+    if (!list) this.rootsByAs[asId] = list = [];
     list.push(r);
     return r;
   }
 
   /** Newest valid root of asId, created on demand. */
   private installRoot(asId: number, line: number): Root {
-    const list = this.rootsByAs.get(asId);
+    const list = this.rootsByAs[asId & 0xff];
     if (list) {
       for (let i = list.length - 1; i >= 0; i--) if (!list[i]!.invalid) return list[i]!;
     }
@@ -288,21 +286,14 @@ export class Rebuilder {
     return s === undefined ? -1 : s;
   }
 
-  private setEntry(r: Root, level: number, gfn: number, lo: number, hi: number, line: number): void {
-    const m = r.levels[level]!;
-    const s = m.get(gfn);
-    if (s !== undefined) {
-      this.lo[s] = lo;
-      this.hi[s] = hi;
-      this.lineOf[s] = line;
+  private setEntry(r: Root, level: number, gfn: number, slot: number, lo: number, hi: number, line: number): void {
+    if (slot >= 0) {
+      this.lo[slot] = lo;
+      this.hi[slot] = hi;
+      this.lineOf[slot] = line;
       return;
     }
-    m.set(gfn, this.alloc(lo, hi, line));
-    const parent = alignDown(gfn, level + 1);
-    const ch = r.children[level]!;
-    let set = ch.get(parent);
-    if (!set) ch.set(parent, (set = new Set()));
-    set.add(gfn);
+    r.levels[level]!.set(gfn, this.alloc(lo, hi, line));
   }
 
   private deleteEntry(r: Root, level: number, gfn: number): void {
@@ -311,22 +302,31 @@ export class Rebuilder {
     if (s === undefined) return;
     m.delete(gfn);
     this.free.push(s);
-    const parent = alignDown(gfn, level + 1);
-    const ch = r.children[level]!;
-    const set = ch.get(parent);
-    if (set) {
-      set.delete(gfn);
-      if (set.size === 0) ch.delete(parent);
+  }
+
+  /**
+   * Child gfns present under the level-`level` entry at gfn. Probing the 512 slots of the child table (only
+   * when a table is replaced or a huge leaf lands) is cheaper overall than indexing every install.
+   */
+  private childGfns(r: Root, level: number, gfn: number): number[] {
+    const m = r.levels[level - 1]!;
+    const out: number[] = [];
+    if (m.size === 0) return out;
+    const step = SPAN[level - 1]!;
+    if (m.size < 512) {
+      const end = gfn + SPAN[level]!;
+      for (const g of m.keys()) if (g >= gfn && g < end) out.push(g);
+      return out;
     }
+    for (let i = 0; i < 512; i++) if (m.has(gfn + i * step)) out.push(gfn + i * step);
+    return out;
   }
 
   /** Present 4K leaves under the level-`level` entry at gfn. */
   private countLeaves(r: Root, level: number, gfn: number): number {
     if (level <= 1) return 0;
-    const set = r.children[level - 1]!.get(gfn);
-    if (!set) return 0;
     let n = 0;
-    for (const g of set) {
+    for (const g of this.childGfns(r, level, gfn)) {
       const s = r.levels[level - 1]!.get(g)!;
       const k = spteKindCode(this.lo[s]!, this.hi[s]!, level - 1);
       if (level - 1 === 1) {
@@ -339,11 +339,11 @@ export class Rebuilder {
   /** Remove everything under the level-`level` entry at gfn, remembering it as detached. */
   private removeSubtree(r: Root, level: number, gfn: number): void {
     if (level <= 1) return;
-    const set = r.children[level - 1]!.get(gfn);
-    if (!set) return;
+    const kids = this.childGfns(r, level, gfn);
+    if (kids.length === 0) return;
     let det = this.detached.get(r.asId);
     if (!det) this.detached.set(r.asId, (det = new Map()));
-    for (const g of [...set]) {
+    for (const g of kids) {
       const s = r.levels[level - 1]!.get(g)!;
       const lo = this.lo[s]!;
       const hi = this.hi[s]!;
@@ -368,20 +368,40 @@ export class Rebuilder {
   private noteChange(level: number, gfn: number): void {
     this.epoch++;
     this.lastChange[level]!.set(gfn, this.epoch);
+    this.levelsUsed |= 1 << level;
   }
+
+  private levelsUsed = 0;
 
   /** Latest change epoch of any SPTE level covering gfn (4K). */
   private latestChange(gfn: number): number {
     let e = 0;
+    const used = this.levelsUsed;
     for (let l = 1; l <= 5; l++) {
+      if (!(used & (1 << l))) continue;
       const v = this.lastChange[l]!.get(alignDown(gfn, l));
       if (v !== undefined && v > e) e = v;
     }
     return e;
   }
 
+  private lastCtxPid = -2;
+  private lastCtx: LoopState | null = null;
+  private lastFaultVcpu = -1;
+  private lastFaultVcpuCount = 0;
+
+  private flushVcpuCount(): void {
+    if (this.lastFaultVcpu >= 0 && this.lastFaultVcpuCount > 0) {
+      this.faultsByVcpu.set(this.lastFaultVcpu, (this.faultsByVcpu.get(this.lastFaultVcpu) ?? 0) + this.lastFaultVcpuCount);
+    }
+    this.lastFaultVcpuCount = 0;
+  }
+
+  /** An SPTE changed in the task's context: its pending fault is not a loop. */
   private taskChanged(ev: ParsedEvent): void {
-    const ctx = this.ctxByTask.get(ev.pid);
+    if (this.ctxByTask.size === 0) return;
+    const pid = ev.pid;
+    const ctx = pid === this.lastCtxPid ? this.lastCtx : this.ctxByTask.get(pid);
     if (ctx) ctx.changed = true;
   }
 
@@ -418,7 +438,7 @@ export class Rebuilder {
       if (!samePt) this.removeSubtree(r, level, gfn);
     }
     if (newKind === KIND_NONPRESENT) this.deleteEntry(r, level, gfn);
-    else this.setEntry(r, level, gfn, newLo, newHi, line);
+    else this.setEntry(r, level, gfn, knownSlot, newLo, newHi, line);
     this.noteChange(level, gfn);
   }
 
@@ -437,7 +457,7 @@ export class Rebuilder {
     const newKind = spteKindCode(nLo, nHi, level);
     const oldKind = spteKindCode(oLo, oHi, level);
     this.taskChanged(ev);
-    const list = this.rootsByAs.get(asId);
+    const list = this.rootsByAs[asId & 0xff];
     if (newKind === KIND_NONPRESENT || newKind === KIND_FROZEN) {
       // a removal: detached entries first, then invalid roots, then valid roots newest first
       const det = this.detached.get(asId);
@@ -494,7 +514,9 @@ export class Rebuilder {
     const nLo = ev.lo[SS['spte']!]!;
     const nHi = ev.hi[SS['spte']!]!;
     this.taskChanged(ev);
-    for (const list of this.rootsByAs.values()) {
+    for (let a = 0; a < this.rootsByAs.length; a++) {
+      const list = this.rootsByAs[a];
+      if (!list) continue;
       for (let i = list.length - 1; i >= 0; i--) {
         const r = list[i]!;
         if (r.invalid) continue;
@@ -600,16 +622,19 @@ export class Rebuilder {
     const vcpu = ev.has & (1 << PF['vcpu_id']!) ? ev.lo[PF['vcpu_id']!]! : ev.pid >= 0 ? ev.pid : 0;
     const page = Math.floor((ev.hi[PF['fault_address']!]! * TWO32 + ev.lo[PF['fault_address']!]!) / 4096);
     this.faultsTotal++;
-    this.faultsByVcpu.set(vcpu, (this.faultsByVcpu.get(vcpu) ?? 0) + 1);
+    if (vcpu !== this.lastFaultVcpu) {
+      this.flushVcpuCount();
+      this.lastFaultVcpu = vcpu;
+    }
+    this.lastFaultVcpuCount++;
     const key = page * 1024 + (vcpu & 1023);
-    this.faultsByKey.set(key, (this.faultsByKey.get(key) ?? 0) + 1);
     let st = this.loops.get(key);
     const last = this.latestChange(page);
     if (st && !st.changed && last <= st.epoch) {
       st.count++;
       st.lastLine = ev.line;
     } else {
-      if (!st) this.loops.set(key, (st = { vcpu, gfn: page, count: 1, firstLine: ev.line, lastLine: ev.line, epoch: 0, changed: false, finding: null }));
+      if (!st) this.loops.set(key, (st = { vcpu, gfn: page, count: 1, total: 0, firstLine: ev.line, lastLine: ev.line, epoch: 0, changed: false, finding: null }));
       else {
         st.count = 1;
         st.firstLine = ev.line;
@@ -617,9 +642,15 @@ export class Rebuilder {
         st.finding = null;
       }
     }
+    st.total++;
     st.epoch = this.epoch;
     st.changed = false;
-    this.ctxByTask.set(ev.pid, st);
+    const pid = ev.pid;
+    if (pid !== this.lastCtxPid || this.lastCtx !== st) {
+      this.ctxByTask.set(pid, st);
+      this.lastCtxPid = pid;
+      this.lastCtx = st;
+    }
     if (st.count >= this.faultLoopThreshold) {
       if (!st.finding) {
         st.finding = {
@@ -664,7 +695,7 @@ export class Rebuilder {
       st.count++;
       st.lastLine = ev.line;
     } else {
-      if (!st) this.storms.set(key, (st = { vcpu, gfn: page, count: 1, firstLine: ev.line, lastLine: ev.line, epoch: 0, changed: false, finding: null }));
+      if (!st) this.storms.set(key, (st = { vcpu, gfn: page, count: 1, total: 0, firstLine: ev.line, lastLine: ev.line, epoch: 0, changed: false, finding: null }));
       st.count = 1;
       st.firstLine = ev.line;
       st.lastLine = ev.line;
@@ -723,7 +754,7 @@ export class Rebuilder {
 
   /** Rebuilt SPTE value at (asId, gfn, level) in the newest root of asId (tests, DAP). */
   spteAt(asId: number, gfn: number, level: number): { lo: number; hi: number; kind: SpteKind } | undefined {
-    const list = this.rootsByAs.get(asId);
+    const list = this.rootsByAs[asId & 0xff];
     if (!list || list.length === 0) return undefined;
     for (let i = list.length - 1; i >= 0; i--) {
       const r = list[i]!;
@@ -778,12 +809,14 @@ export class Rebuilder {
       }
     }
     shadowPages.sort((a, b) => a.line - b.line);
+    this.flushVcpuCount();
+    this.lastFaultVcpu = -1;
     const byVcpu: Record<string, number> = {};
     for (const [v, n] of [...this.faultsByVcpu].sort((a, b) => a[0] - b[0])) byVcpu[String(v)] = n;
-    const top = [...this.faultsByKey]
-      .sort((a, b) => b[1] - a[1] || a[0] - b[0])
+    const top = [...this.loops]
+      .sort((a, b) => b[1].total - a[1].total || a[0] - b[0])
       .slice(0, 20)
-      .map(([k, count]) => ({ vcpu: k % 1024, gfn: Math.floor(k / 1024).toString(16), count }));
+      .map(([k, st]) => ({ vcpu: k % 1024, gfn: Math.floor(k / 1024).toString(16), count: st.total }));
     return {
       sptes,
       sptesTotal: total,
