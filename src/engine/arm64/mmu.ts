@@ -21,6 +21,9 @@ import {
   kvm_pgtable_stage2_relax_perms,
   kvm_pgtable_stage2_unmap,
   kvm_pgtable_stage2_wrprotect,
+  kvm_pgtable_stage2_split,
+  kvm_pgtable_stage2_test_clear_young,
+  kvm_pgtable_stage2_destroy,
   kvm_pte_valid,
   stage2Counts,
   stage2DescriptorAt,
@@ -221,12 +224,59 @@ export class Arm64Vm {
     return undefined;
   }
 
-  /** KVM_MEM_LOG_DIRTY_PAGES on/off: turning it on write-protects the slot (kvm_mmu_wp_memory_region). */
+  /**
+   * KVM_MEM_LOG_DIRTY_PAGES on/off. Turning it on write-protects the slot (kvm_mmu_wp_memory_region) and,
+   * with an eager-split chunk size set, splits its blocks up front (kvm_mmu_split_memory_region).
+   */
   setDirtyLogging(slotId: number, on: boolean): void {
     const s = this.memslots.find((m) => m.id === slotId);
     if (!s) throw new RangeError(`no memslot ${slotId}`);
     s.logDirty = on;
-    if (on) kvm_pgtable_stage2_wrprotect(this.pgt, s.gpa, s.size);
+    if (!on) return;
+    kvm_pgtable_stage2_wrprotect(this.pgt, s.gpa, s.size);
+    if (this.eagerSplitChunk) this.kvm_mmu_split_huge_pages(s.gpa, s.gpa + s.size);
+  }
+
+  /** KVM_CAP_ARM_EAGER_SPLIT_CHUNK_SIZE (0: off). */
+  eagerSplitChunk = 0;
+  /** kvm->arch.mmu.split_page_cache. */
+  private splitCache: KvmMmuMemoryCache | undefined;
+
+  /** kvm_mmu_split_nr_page_tables: tables a full split of `range` bytes may need (PUD and PMD levels). */
+  kvm_mmu_split_nr_page_tables(range: number): number {
+    const shift = this.pgt.pageShift;
+    let n = Math.ceil(range / kvm_granule_size(shift, 2));
+    if (this.pgt.gi.minBlockLevel <= 1) n += Math.ceil(range / kvm_granule_size(shift, 1));
+    return n;
+  }
+
+  /** kvm_mmu_split_huge_pages: split [start, end) chunk by chunk, topping the split cache up per chunk. */
+  kvm_mmu_split_huge_pages(start: number, end: number): number {
+    const chunk = this.eagerSplitChunk;
+    if (!chunk) return 0;
+    const need = this.kvm_mmu_split_nr_page_tables(chunk);
+    const mc = (this.splitCache ??= new KvmMmuMemoryCache(this.pgt.mm_ops.alloc, { capacity: need }));
+    for (let addr = start; addr < end; ) {
+      const next = Math.min(end, addr - (addr % chunk) + chunk);
+      if (mc.nobjs < need) {
+        const r = kvm_mmu_topup_memory_cache(mc, need);
+        if (r) return r;
+      }
+      const ret = kvm_pgtable_stage2_split(this.pgt, addr, next - addr, mc);
+      if (ret) return ret;
+      addr = next;
+    }
+    return 0;
+  }
+
+  /** MMU-notifier aging (kvm_age_gfn / kvm_test_age_gfn): was any leaf in range young; clear AF if mkold. */
+  ageRange(ipa: number, size: number, mkold = true): boolean {
+    return kvm_pgtable_stage2_test_clear_young(this.pgt, ipa, size, mkold);
+  }
+
+  /** VM teardown: kvm_pgtable_stage2_destroy (non-pKVM VMs). */
+  destroy(): void {
+    if (!this.pkvm) kvm_pgtable_stage2_destroy(this.pgt);
   }
 
   /** Drop the stage-2 for a range (MMU notifier invalidation: kvm_unmap_gfn_range). */

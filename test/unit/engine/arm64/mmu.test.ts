@@ -182,3 +182,31 @@ describe('Arm64Vm.pkvmCall', () => {
     assert.ok(vm.stats().ptPages.allocated >= 2);
   });
 });
+
+describe('dirty logging with eager split, aging, teardown', () => {
+  it('enabling logging write-protects and, with a chunk size, splits blocks into pages', () => {
+    const vm = new Arm64Vm();
+    const id = vm.addMemslot({ gpa: SLOT, size: 8 * M, backingPageSize: 2 * M });
+    for (let i = 0; i < 4; i++) vm.access(SLOT + i * 2 * M, 'write');
+    assert.equal(vm.descriptorAt(SLOT)!.kind, 'block');
+    vm.eagerSplitChunk = 2 * M;
+    assert.equal(vm.kvm_mmu_split_nr_page_tables(2 * M), 2); // one PMD-level and one PUD-level table at most
+    vm.setDirtyLogging(id, true);
+    const d = vm.descriptorAt(SLOT + 0x5000)!;
+    assert.equal(d.kind, 'page');
+    assert.equal(field(d, 'KVM_PTE_LEAF_ATTR_LO_S2_S2AP_W'), 0); // the split pages inherit the write-protection
+    assert.deepEqual(vm.stats().leaves, { 3: 4 * 512 });
+    const w = vm.access(SLOT + 0x5000, 'write');
+    assert.deepEqual(w.faults.map((f) => [f.fsc, f.outcome]), [['permission', 'relaxed']]);
+  });
+
+  it('ageRange reports and clears AF; destroy frees every table', () => {
+    const vm = new Arm64Vm();
+    vm.addMemslot({ gpa: SLOT, size: 4 * M });
+    vm.access(SLOT, 'read');
+    assert.equal(vm.ageRange(SLOT, 4 * M), true);
+    assert.equal(vm.ageRange(SLOT, 4 * M), false);
+    vm.destroy();
+    assert.equal(vm.stats().ptPages.live, vm.memcache.nobjs);
+  });
+});
