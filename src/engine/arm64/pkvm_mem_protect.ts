@@ -734,6 +734,7 @@ export class PkvmHyp {
   __pkvm_host_relax_perms_guest(handle: number, gfn: number, prot: number): number {
     const vm = this.vms.get(handle);
     if (!vm || vm.isProtected) return -E.EPERM;
+    if (prot & ~KVM_PGTABLE_PROT_RWX) return -E.EINVAL;
     return kvm_pgtable_stage2_relax_perms(vm.pgt, gfn * this.pageSize, prot, 0);
   }
 
