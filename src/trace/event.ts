@@ -30,6 +30,8 @@ export class ParsedEvent {
   private pt1 = -1;
   private decoded = true;
   private _comm = '';
+  private c0 = 0;
+  private c1 = -1;
   private _pid = -1;
   private _cpu = -1;
   private _ts = NaN;
@@ -46,6 +48,10 @@ export class ParsedEvent {
   /** Task name (`<...>` when the comm cache missed), '' without a prefix. */
   get comm(): string {
     if (!this.decoded) this.decode();
+    if (this.c1 >= 0) {
+      this._comm = this.src.slice(this.c0, this.c1);
+      this.c1 = -1;
+    }
     return this._comm;
   }
   /** Task pid (thread id), -1 without a prefix. */
@@ -68,6 +74,7 @@ export class ParsedEvent {
     this.decoded = true;
     if (this.pa < 0) {
       this._comm = '';
+      this.c1 = -1;
       this._pid = -1;
       this._cpu = -1;
       this._ts = NaN;
@@ -78,8 +85,9 @@ export class ParsedEvent {
   }
 
   /** @internal written by decodePrefix */
-  setDecoded(comm: string, pid: number, cpu: number): void {
-    this._comm = comm;
+  setDecoded(c0: number, c1: number, pid: number, cpu: number): void {
+    this.c0 = c0;
+    this.c1 = c1;
     this._pid = pid;
     this._cpu = cpu;
   }
@@ -275,5 +283,5 @@ export function decodePrefix(s: string, a: number, pe: number, ev: ParsedEvent):
   while (c0 < commEnd && isSpace(s.charCodeAt(c0))) c0++;
   let c1 = commEnd;
   while (c1 > c0 && isSpace(s.charCodeAt(c1 - 1))) c1--;
-  ev.setDecoded(s.slice(c0, c1), pid, cpu);
+  ev.setDecoded(c0, c1, pid, cpu);
 }

@@ -181,6 +181,7 @@ interface LoopState {
   epoch: number;
   changed: boolean;
   finding: Finding | null;
+  next?: LoopState | undefined;
 }
 
 export class Rebuilder {
@@ -205,7 +206,7 @@ export class Rebuilder {
   private epoch = 0;
   /** Per level: aligned gfn -> epoch of its last change. */
   private readonly lastChange: Array<Map<number, number>> = [];
-  private readonly loops = new Map<number, LoopState>();
+  private readonly loops = new Map<number, LoopState | undefined>();
   private readonly ctxByTask = new Map<number, LoopState>();
   private readonly storms = new Map<number, LoopState>();
   private readonly findings: Finding[] = [];
@@ -443,6 +444,7 @@ export class Rebuilder {
   }
 
   private onChanged(ev: ParsedEvent): void {
+    this.sawTdp = true;
     const asId = ev.lo[C['as_id']!]!;
     const level = ev.lo[C['level']!]!;
     if (level < 1 || level > 5) {
@@ -627,15 +629,18 @@ export class Rebuilder {
       this.lastFaultVcpu = vcpu;
     }
     this.lastFaultVcpuCount++;
-    const key = page * 1024 + (vcpu & 1023);
-    let st = this.loops.get(key);
+    // keyed by page (a small integer for any realistic GPA), one state per vCPU chained behind it
+    let st = this.loops.get(page);
+    while (st !== undefined && st.vcpu !== vcpu) st = st.next;
     const last = this.latestChange(page);
     if (st && !st.changed && last <= st.epoch) {
       st.count++;
       st.lastLine = ev.line;
     } else {
-      if (!st) this.loops.set(key, (st = { vcpu, gfn: page, count: 1, total: 0, firstLine: ev.line, lastLine: ev.line, epoch: 0, changed: false, finding: null }));
-      else {
+      if (!st) {
+        st = { vcpu, gfn: page, count: 1, total: 0, firstLine: ev.line, lastLine: ev.line, epoch: 0, changed: false, finding: null, next: this.loops.get(page) };
+        this.loops.set(page, st);
+      } else {
         st.count = 1;
         st.firstLine = ev.line;
         st.lastLine = ev.line;
@@ -645,30 +650,28 @@ export class Rebuilder {
     st.total++;
     st.epoch = this.epoch;
     st.changed = false;
-    const pid = ev.pid;
-    if (pid !== this.lastCtxPid || this.lastCtx !== st) {
-      this.ctxByTask.set(pid, st);
-      this.lastCtxPid = pid;
-      this.lastCtx = st;
+    // Shadow paging faults on a GVA while SPTE events name gfns: there, the SPTE events that follow a fault
+    // in the same task tell whether it changed anything. TDP captures need no such link (gfn == GPA page).
+    if (!this.sawTdp) {
+      const pid = ev.pid;
+      if (pid !== this.lastCtxPid || this.lastCtx !== st) {
+        this.ctxByTask.set(pid, st);
+        this.lastCtxPid = pid;
+        this.lastCtx = st;
+      }
     }
     if (st.count >= this.faultLoopThreshold) {
       if (!st.finding) {
-        st.finding = {
-          detector: 'fault_loop',
-          line: st.firstLine,
-          lastLine: st.lastLine,
-          message: '',
-          vcpu,
-          gfn: page.toString(16),
-          count: st.count,
-        };
+        st.finding = { detector: 'fault_loop', line: st.firstLine, lastLine: st.lastLine, message: '', vcpu, gfn: page.toString(16), count: st.count };
         this.findings.push(st.finding);
       }
       st.finding.count = st.count;
       st.finding.lastLine = st.lastLine;
-      st.finding.message = `vCPU ${vcpu} faulted ${st.count} times on gfn ${page.toString(16)} with no SPTE change in between`;
     }
   }
+
+  /** Loop/storm states with a finding, whose text is written at summary time. */
+  private sawTdp = false;
 
   private onFastPageFault(ev: ParsedEvent): void {
     this.fast.total++;
@@ -709,7 +712,6 @@ export class Rebuilder {
       }
       st.finding.count = st.count;
       st.finding.lastLine = st.lastLine;
-      st.finding.message = `vCPU ${vcpu}: ${st.count} spurious fast_page_fault in a row on ${page.toString(16)} (nothing to fix: the SPTE already allowed the access)`;
     }
   }
 
@@ -766,6 +768,11 @@ export class Rebuilder {
   }
 
   summary(maxSptes = 100_000, maxShadowPages = 10_000): RebuildSummary {
+    for (const f of this.findings) {
+      if (f.detector === 'fault_loop') f.message = `vCPU ${f.vcpu} faulted ${f.count} times on gfn ${f.gfn} with no SPTE change in between`;
+      else if (f.detector === 'spurious_fast_page_fault_storm')
+        f.message = `vCPU ${f.vcpu}: ${f.count} spurious fast_page_fault in a row on gfn ${f.gfn} (nothing to fix: the SPTE already allowed the access)`;
+    }
     const sptes: RebuiltSpte[] = [];
     let total = 0;
     const rootInfo: RootInfo[] = [];
@@ -813,10 +820,23 @@ export class Rebuilder {
     this.lastFaultVcpu = -1;
     const byVcpu: Record<string, number> = {};
     for (const [v, n] of [...this.faultsByVcpu].sort((a, b) => a[0] - b[0])) byVcpu[String(v)] = n;
-    const top = [...this.loops]
-      .sort((a, b) => b[1].total - a[1].total || a[0] - b[0])
-      .slice(0, 20)
-      .map(([k, st]) => ({ vcpu: k % 1024, gfn: Math.floor(k / 1024).toString(16), count: st.total }));
+    // top 20 by count without sorting every (vCPU, page)
+    const best: LoopState[] = [];
+    const better = (a: LoopState, b: LoopState): boolean => a.total > b.total || (a.total === b.total && (a.gfn < b.gfn || (a.gfn === b.gfn && a.vcpu < b.vcpu)));
+    for (let st of this.loops.values()) {
+      for (; st; st = st.next) {
+        if (best.length === 20 && !better(st, best[19]!)) continue;
+        let i = best.length < 20 ? best.length : 19;
+        best[i] = st;
+        while (i > 0 && better(best[i]!, best[i - 1]!)) {
+          const t = best[i - 1]!;
+          best[i - 1] = best[i]!;
+          best[i] = t;
+          i--;
+        }
+      }
+    }
+    const top = best.map((st) => ({ vcpu: st.vcpu, gfn: st.gfn.toString(16), count: st.total }));
     return {
       sptes,
       sptesTotal: total,
