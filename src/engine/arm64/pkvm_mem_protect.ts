@@ -289,20 +289,22 @@ export class PkvmHyp {
   host_stage2_adjust_range(addr: number, range: { start: number; end: number }): number {
     const leaf = kvm_pgtable_get_leaf(this.host_pgt, addr);
     if (leaf.ret) return leaf.ret;
-    if (kvm_pte_valid(leaf.lo)) return -E.EEXIST;
+    // Already mapped (another CPU won the race): -EAGAIN in 6.16-6.18 (-EEXIST in the 2026 tree).
+    if (kvm_pte_valid(leaf.lo)) return -E.EAGAIN;
     if (leaf.lo !== 0 || leaf.hi !== 0) return -E.EPERM;
     const gi = this.host_pgt.gi;
     for (let level = leaf.level; level <= KVM_PGTABLE_LAST_LEVEL; level++) {
       if (!kvm_level_supports_block_mapping(gi, level)) continue;
       const g = kvm_granule_size(this.pageShift, level);
       const start = addr - (addr % g);
-      if (start >= range.start && start + g <= range.end) {
+      // the last level always fits: a page never straddles memblock boundaries
+      if ((start >= range.start && start + g <= range.end) || level === KVM_PGTABLE_LAST_LEVEL) {
         range.start = start;
         range.end = start + g;
         return 0;
       }
     }
-    return -E.EINVAL;
+    return -E.EINVAL; // WARN_ON(1)
   }
 
   host_stage2_idmap(addr: number, out: HostAbortResult): number {
