@@ -158,8 +158,10 @@ export interface PkvmOptions {
 
 export interface HostAbortResult {
   ret: number;
-  /** 2026: -EPERM is re-injected into the host as an abort; earlier kernels BUG(). */
+  /** annotate_2026 (2026 tree): -EPERM is re-injected into the host as an abort (ESR marked with S1PTW). */
   injected: boolean;
+  /** set_owner_2021 (kernels up to 6.18): any error other than -EAGAIN hits BUG_ON: the hypervisor panics. */
+  bug: boolean;
   /** The idmap range installed, if any. */
   mapped?: { start: number; size: number };
   owner?: OwnerInfo;
@@ -319,16 +321,17 @@ export class PkvmHyp {
 
   /** A host access at `addr` that missed in the host stage-2 (or: the host touching a page, fault or not). */
   handle_host_mem_abort(addr: number): HostAbortResult {
-    const out: HostAbortResult = { ret: 0, injected: false };
+    const out: HostAbortResult = { ret: 0, injected: false, bug: false };
     const leaf = kvm_pgtable_get_leaf(this.host_pgt, addr);
     if (kvm_pte_valid(leaf.lo)) return out; // no fault: the host owns or shares it
     let ret = this.host_stage2_idmap(addr, out);
-    if (ret === -E.EPERM) {
-      out.injected = true;
+    if (ret === -E.EEXIST || ret === -E.EAGAIN) {
+      ret = 0;
+    } else if (ret) {
+      if (ret === -E.EPERM && this.encoding === 'annotate_2026') out.injected = true;
+      else out.bug = true;
       const own = decodeOwner(this.encoding, leaf.lo, leaf.hi);
       if (own) out.owner = own;
-    } else if (ret === -E.EEXIST || ret === -E.EAGAIN) {
-      ret = 0;
     }
     out.ret = ret;
     if (probes.armed) probes.hit(PP.handle_host_mem_abort, { addr, ret, owner: out.owner });

@@ -196,5 +196,6 @@ export function diffOwnerEncodings(o: OwnerInfo): OwnerEncodingDiff {
     d.push('guest handle and gfn are recorded only by annotate_2026 (set_owner_2021 has no room), so only it can force-reclaim from the host side');
   }
   d.push('BBM lock marker: BIT(10) (set_owner_2021) vs type 1 in bits 63:60 (annotate_2026)');
+  if (o.owner !== PKVM_ID_HOST) d.push('a host access to the page: BUG() in the set_owner era, an abort re-injected into the host with annotate_2026');
   return { owner: o, set_owner_2021: a, annotate_2026: b, differences: d };
 }

@@ -161,7 +161,9 @@ describe('pKVM guests: faults become host share / donate hypercalls', () => {
       assert.equal(o.hostState, PKVM_NOPAGE);
       const h = vm.hostAccess(pa)!;
       assert.equal(h.ret, -1);
-      assert.equal(h.injected, true);
+      // 2026: the abort goes back to the host; up to 6.18 (set_owner era) the hypervisor BUG()s
+      assert.equal(h.injected, variant === 'annotate_2026');
+      assert.equal(h.bug, variant === 'set_owner_2021');
     });
   }
 });
