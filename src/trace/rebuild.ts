@@ -444,7 +444,12 @@ export class Rebuilder {
   }
 
   private onChanged(ev: ParsedEvent): void {
-    this.sawTdp = true;
+    if (!this.sawTdp) {
+      this.sawTdp = true;
+      this.ctxByTask.clear();
+      this.lastCtx = null;
+      this.lastCtxPid = -2;
+    }
     const asId = ev.lo[C['as_id']!]!;
     const level = ev.lo[C['level']!]!;
     if (level < 1 || level > 5) {
@@ -781,7 +786,7 @@ export class Rebuilder {
       for (let level = 5; level >= 1; level--) {
         const m = r.levels[level]!;
         n += m.size;
-        const gfns = [...m.keys()].sort((a, b) => a - b);
+        const gfns = Float64Array.from(m.keys()).sort();
         for (const gfn of gfns) {
           total++;
           if (sptes.length >= maxSptes) continue;

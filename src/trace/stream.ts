@@ -2,6 +2,7 @@
  * Feeding a parser from a stream of chunks (a Node Readable, a file stream, any async iterable of Buffers
  * or strings) in bounded memory, with progress and cancellation.
  */
+import { isAscii } from 'node:buffer';
 import { StringDecoder } from 'node:string_decoder';
 import type { TraceRecord } from './event';
 import { TraceParser, type ParserOptions } from './parser';
@@ -24,6 +25,7 @@ export class AbortError extends Error {
 export async function parseStream(source: AsyncIterable<Uint8Array | string>, parser: TraceParser, opts: StreamOptions = {}): Promise<number> {
   const decoder = new StringDecoder('utf8');
   let bytes = 0;
+  let pendingUtf8 = false;
   const { signal, onProgress } = opts;
   if (signal?.aborted) throw new AbortError();
   for await (const chunk of source) {
@@ -33,7 +35,16 @@ export async function parseStream(source: AsyncIterable<Uint8Array | string>, pa
       parser.push(chunk);
     } else {
       bytes += chunk.length;
-      parser.push(decoder.write(chunk as Buffer));
+      const buf = Buffer.isBuffer(chunk) ? chunk : Buffer.from(chunk.buffer, chunk.byteOffset, chunk.length);
+      // pure ASCII (the usual capture) decodes as latin1 without UTF-8 validation; a chunk after a split
+      // multi-byte character still goes through the decoder, which holds the partial bytes
+      if (!pendingUtf8 && isAscii(buf)) parser.push(buf.toString('latin1'));
+      else {
+        const text = decoder.write(buf);
+        // the decoder holds back an incomplete trailing sequence; until it is flushed, keep using it
+        pendingUtf8 = !isAscii(buf.subarray(Math.max(0, buf.length - 3)));
+        parser.push(text);
+      }
     }
     if (onProgress) onProgress(bytes);
   }
