@@ -9,6 +9,9 @@
  *   the merged field is 8 bits, so ids 0..255 fit, and kernels up to 6.16 cap it further at
  *   KVM_MAX_OWNER_ID = 1 (only the hypervisor is ever written). Nothing else fits: no VM handle, no gfn,
  *   so a page donated to a guest cannot be traced back to its guest mapping from the host stage-2.
+ *   How the map walker tells an annotation from a mapping was also argued there (flag the valid bit in
+ *   `attr`, an invalid `phys`, or a separate flag); the model does what the kernel ended up with: a
+ *   separate `annotation` flag in `stage2_map_data`, with phys = KVM_PHYS_INVALID (pgtable.ts).
  * - `annotate_2026`: `kvm_pgtable_stage2_annotate`: a type in bits 63:60 (`KVM_INVALID_PTE_TYPE_MASK`;
  *   1 = LOCKED, 2 = host DONATION, 3 = guest POISONED) and a payload in bits 59:1. A host DONATION
  *   carries the owner in bits 3:1 and 56 bits of metadata in 59:4 (guest VM handle 15:0 and gfn 55:16 of
