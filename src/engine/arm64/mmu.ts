@@ -512,6 +512,20 @@ export class Arm64Vm {
     return decodeS2Descriptor(d.lo, d.hi, { level: d.level, granule: this.granule, lpa2: this.pgt.lpa2, fwb: this.pgt.fwbCap, encoding: this.pgt.encoding });
   }
 
+  /** The host stage-2 entry for a PA (pKVM only), decoded under this VM's owner encoding. */
+  hostDescriptorAt(pa: number, level = KVM_PGTABLE_LAST_LEVEL): S2Decoded | undefined {
+    const h = this.pkvm;
+    if (!h) return undefined;
+    const d = stage2DescriptorAt(h.host_pgt, pa, level);
+    if (!d) return undefined;
+    return decodeS2Descriptor(d.lo, d.hi, { level: d.level, granule: this.granule, encoding: h.encoding });
+  }
+
+  /** The host stage-2 in ptdump form (pKVM only; mainline has no debugfs file for it). */
+  hostPtdump(): string | undefined {
+    return this.pkvm ? kvm_ptdump_guest_show(this.pkvm.host_pgt) : undefined;
+  }
+
   /** Host-side owner of a PA (pKVM only). */
   ownerOf(pa: number): PageOwnership | undefined {
     return this.pkvm?.ownerOf(pa);

@@ -159,6 +159,10 @@ describe('pKVM guests: faults become host share / donate hypercalls', () => {
       const o = vm.ownerOf(pa)!;
       assert.equal(o.owner, 2);
       assert.equal(o.hostState, PKVM_NOPAGE);
+      const hd = vm.hostDescriptorAt(pa)!;
+      assert.equal(hd.kind, 'owner-annotated');
+      assert.equal(hd.owner!.id, 2);
+      assert.ok(vm.hostPtdump()!.startsWith('---[ Guest IPA ]---\n'));
       const h = vm.hostAccess(pa)!;
       assert.equal(h.ret, -1);
       // 2026: the abort goes back to the host; up to 6.18 (set_owner era) the hypervisor BUG()s
