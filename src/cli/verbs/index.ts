@@ -18,5 +18,5 @@ export const VERBS: Verb[] = [
   { name: 'decode', summary: 'decode an SPTE, a role word, a page-fault error code or a stage-2 descriptor', available: true, load: () => import('./decode') },
   { name: 'walk', summary: 'walk guest page tables as KVM does and explain the result', available: true, load: () => import('./walk') },
   { name: 'dap', summary: 'serve the Debug Adapter Protocol on stdio (for nvim-dap, Emacs dap-mode, ...)', available: true, load: () => import('./dap') },
-  { name: 'bench', summary: 'measure the performance targets against same-run baselines', available: false, pending: 'arrives with the benchmarks' },
+  { name: 'bench', summary: 'measure the performance targets against same-run baselines', available: true, load: () => import('./bench') },
 ];
