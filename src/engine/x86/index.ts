@@ -324,8 +324,9 @@ export class X86Vm {
   /** Toggle KVM_MEM_LOG_DIRTY_PAGES on an existing slot (a FLAGS_ONLY KVM_SET_USER_MEMORY_REGION2). */
   set_dirty_logging(slotArg: number, on: boolean): number {
     const as_id = slotArg >>> 16;
+    if (as_id >= this.kvm.nr_as_ids) return -22;
     const s = this.kvm.kvm_memslots(as_id).byId(slotArg & 0xffff);
-    if (!s) return -2;
+    if (!s) return -22;
     return this.kvm.kvm_set_memory_region({
       slot: slotArg, flags: on ? s.flags | KVM_MEM_LOG_DIRTY_PAGES : s.flags & ~KVM_MEM_LOG_DIRTY_PAGES,
       guest_phys_addr: s.base_gfn * 4096, memory_size: s.npages * 4096, userspace_addr: s.userspace_addr,
@@ -338,7 +339,7 @@ export class X86Vm {
 
   /** KVM_GET_DIRTY_LOG: the bitmap as 32-bit words, or -errno. */
   get_dirty_log(slotArg: number): Uint32Array | number {
-    const s = this.kvm.kvm_memslots(slotArg >>> 16).byId(slotArg & 0xffff);
+    const s = (slotArg >>> 16) < this.kvm.nr_as_ids ? this.kvm.kvm_memslots(slotArg >>> 16).byId(slotArg & 0xffff) : undefined;
     const out = new Uint32Array(kvm_dirty_bitmap_words32(s ? s.npages : 0));
     const r = kvm_get_dirty_log_protect(this.kvm, slotArg, out);
     return r < 0 ? r : out;
