@@ -1,18 +1,24 @@
 /**
  * SPTE kind of a value seen in a capture, with the names `kvm-mmu decode spte` uses:
- * `leaf`, `nonleaf`, `frozen`, `mmio`, `nonpresent`.
+ * `leaf`, `nonleaf`, `frozen`, `mmio`, `nonpresent` — decided by the engine's predicates
+ * (src/engine/x86/spte.ts), so a replay and the model classify a value the same way.
  *
- * A capture does not say which SPTE format (EPT or NPT/legacy) or which MMIO masks the host used, so this
- * classifier is deliberately format-agnostic (kvm-x86-mmu.md 3.1-3.3):
- * - frozen: exactly FROZEN_SPTE = SHADOW_NONPRESENT_VALUE | 0x5a0 (bit 63 | 0x5a0), or the pre-6.11
- *   REMOVED_SPTE 0x5a0; neither has bit 11 set, so both are non-present on every kernel;
- * - leaf / nonleaf: bit 11 (SPTE_MMU_PRESENT_MASK) set; leaf when level is 1 or bit 7 (PS) is set;
- * - mmio: bit 11 clear and either the EPT MMIO value (RWX|SVE masked equals 0b110, the EPT-misconfig WX value)
- *   or the NPT/legacy value (bit 51 and bit 0 set, used when MAXPHYADDR < 52);
- * - nonpresent: anything else (0, SHADOW_NONPRESENT_VALUE, access-tracked values without bit 11, ...).
+ * A capture does not say which SPTE format (EPT or NPT/legacy) the host used, so MMIO is recognised with
+ * either vendor's MMIO value (EPT: RWX|SVE masked equals 0b110; NPT/legacy with MAXPHYADDR < 52: bit 51 | P).
+ * Frozen accepts both generations (`80000000000005a0` and the pre-6.11 REMOVED_SPTE `5a0`).
  */
+import {
+  eptMasks,
+  is_frozen_spte,
+  is_last_spte,
+  is_mmio_spte,
+  is_shadow_present_pte,
+  isLegacyRemovedSpte,
+  nptMasks,
+  type SpteKind,
+} from '../engine/x86/spte';
 
-export type SpteKind = 'leaf' | 'nonleaf' | 'frozen' | 'mmio' | 'nonpresent';
+export type { SpteKind };
 
 export const KIND_NONPRESENT = 0;
 export const KIND_LEAF = 1;
@@ -22,14 +28,15 @@ export const KIND_MMIO = 4;
 
 export const KIND_NAMES: readonly SpteKind[] = ['nonpresent', 'leaf', 'nonleaf', 'frozen', 'mmio'];
 
+// Any MAXPHYADDR below 52 gives the NPT/legacy MMIO value its bit 51; the EPT value does not depend on it.
+const EPT = eptMasks({ maxphyaddr: 46 });
+const NPT = nptMasks({ maxphyaddr: 46 });
+
 /** Numeric kind (KIND_*) of halves at `level`; allocation-free. */
 export function spteKindCode(lo: number, hi: number, level: number): number {
-  lo >>>= 0;
-  hi >>>= 0;
-  if (lo === 0x5a0 && (hi === 0 || hi === 0x8000_0000)) return KIND_FROZEN;
-  if (lo & 0x800) return level === 1 || lo & 0x80 ? KIND_LEAF : KIND_NONLEAF;
-  if ((lo & 7) === 6 && hi >>> 31 === 0) return KIND_MMIO;
-  if (lo & 1 && hi & (1 << (51 - 32))) return KIND_MMIO;
+  if (is_frozen_spte(lo, hi) || isLegacyRemovedSpte(lo, hi)) return KIND_FROZEN;
+  if (is_shadow_present_pte(lo, hi)) return is_last_spte(lo, hi, level) ? KIND_LEAF : KIND_NONLEAF;
+  if (is_mmio_spte(EPT, lo, hi) || is_mmio_spte(NPT, lo, hi)) return KIND_MMIO;
   return KIND_NONPRESENT;
 }
 

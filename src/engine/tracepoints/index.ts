@@ -7,13 +7,19 @@
  * Callers guard with `if (trace.enabled)` so that a run with no consumer formats nothing.
  */
 import { trace } from '../trace_sink';
+import { role_trace_text } from '../x86/role';
+import {
+  kvm_mmu_pagetable_walk_text,
+  kvm_mmu_paging_element_text,
+  kvm_mmu_set_ad_bit_text,
+  kvm_mmu_walker_error_text,
+} from '../x86/paging_trace';
 import { VMX_EXIT_REASONS, SVM_EXIT_REASONS } from './exit_reasons';
 import {
   EVENT_BY_NAME,
   PFERR_FLAG_NAMES,
   RET_PF_FIXED_6_18,
   RET_PF_SPURIOUS_6_18,
-  SP_ACCESS_STR,
   type EventSchema,
   type FieldSpec,
   type Part,
@@ -74,25 +80,12 @@ export function pferrFlagsText(lo: number, hi: number): string {
 }
 
 /**
- * The shadow-page text shared by kvm_mmu_get_page / sync_page / unsync_page / prepare_zap_page, decoding
- * the role word per kvm-x86-mmu.md 1.1 (level 3:0, has_4_byte_gpte 4, quadrant 6:5, direct 7, access 10:8,
- * invalid 11, efer_nx 12, ad_disabled 16).
+ * The shadow-page text shared by kvm_mmu_get_page / sync_page / unsync_page / prepare_zap_page. The role
+ * part (`lL B-byte qQ[ direct] ACC[ invalid] [!]nxe [!]ad`) is the role module's, so that the role word has
+ * one decoder.
  */
 export function spText(mmuValidGen: number, gfnLo: number, gfnHi: number, role: number, rootCount: number, unsync: boolean): string {
-  role >>>= 0;
-  const level = role & 0xf;
-  const fourByte = (role >>> 4) & 1;
-  const quadrant = (role >>> 5) & 3;
-  const direct = (role >>> 7) & 1;
-  const access = (role >>> 8) & 7;
-  const invalid = (role >>> 11) & 1;
-  const eferNx = (role >>> 12) & 1;
-  const adDisabled = (role >>> 16) & 1;
-  return (
-    `sp gen ${mmuValidGen & 0xff} gfn ${hexHalves(gfnLo, gfnHi)} l${level} ${fourByte ? 4 : 8}-byte q${quadrant}` +
-    `${direct ? ' direct' : ''} ${SP_ACCESS_STR[access]}${invalid ? ' invalid' : ''}` +
-    ` ${eferNx ? '' : '!'}nxe ${adDisabled ? '!' : ''}ad root ${rootCount >>> 0} ${unsync ? 'unsync' : 'sync'}`
-  );
+  return `sp gen ${mmuValidGen & 0xff} gfn ${hexHalves(gfnLo, gfnHi)} ${role_trace_text(role >>> 0)} root ${rootCount >>> 0} ${unsync ? 'unsync' : 'sync'}`;
 }
 
 /** `kvm_exit`'s reason text (`%s%s%s`): symbolic reason, then for VMX a space and the flag names of bits 31:16. */
@@ -223,6 +216,35 @@ export function formatParts(schema: EventSchema, parts: readonly Part[], fields:
  * (e.g. the guest walker's events in src/engine/x86/paging_trace.ts) may register its formatter here.
  */
 const delegates = new Map<string, (fields: TraceFields) => string>();
+
+/** Guest-walker events: their text lives with the walker (src/engine/x86/paging_trace.ts). */
+function walkerField(fields: TraceFields, name: string, bits: 32 | 64): void {
+  loadHalves(fields[name]);
+  if (bits === 32) scratch.hi = 0;
+}
+delegates.set('kvm_mmu_pagetable_walk', (f) => {
+  walkerField(f, 'pferr', 32);
+  const pferr = scratch.lo;
+  walkerField(f, 'addr', 64);
+  return kvm_mmu_pagetable_walk_text(scratch.lo, scratch.hi, pferr);
+});
+delegates.set('kvm_mmu_paging_element', (f) => {
+  walkerField(f, 'level', 32);
+  const level = scratch.lo;
+  walkerField(f, 'pte', 64);
+  return kvm_mmu_paging_element_text(scratch.lo, scratch.hi, level);
+});
+delegates.set('kvm_mmu_walker_error', (f) => {
+  walkerField(f, 'pferr', 32);
+  return kvm_mmu_walker_error_text(scratch.lo);
+});
+// a gpa is below 2^52 (MAXPHYADDR), so the walker's number form is exact
+const adBit = (f: TraceFields): string => {
+  walkerField(f, 'gpa', 64);
+  return kvm_mmu_set_ad_bit_text(scratch.hi * 0x1_0000_0000 + scratch.lo);
+};
+delegates.set('kvm_mmu_set_accessed_bit', adBit);
+delegates.set('kvm_mmu_set_dirty_bit', adBit);
 export function registerTracepointFormatter(name: string, fn: (fields: TraceFields) => string): void {
   if (!EVENT_BY_NAME.has(name)) throw new Error(`unknown tracepoint ${name}`);
   delegates.set(name, fn);

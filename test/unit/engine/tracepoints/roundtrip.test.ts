@@ -28,6 +28,8 @@ function eventArb(schema: EventSchema): fc.Arbitrary<TraceFields> {
   for (const f of schema.fields) rec[f.name] = fieldArb(f);
   if (schema.name === 'kvm_mmu_set_spte') rec['u'] = fc.constantFrom(-1, 0, 1);
   if (schema.name === 'fast_page_fault') rec['ret'] = fc.constantFrom(0, 1, 2, 3, 4, 5, 6);
+  // a guest physical address is below 2^52 (MAXPHYADDR); the walker's text helper takes it as a number
+  if (schema.name === 'kvm_mmu_set_accessed_bit' || schema.name === 'kvm_mmu_set_dirty_bit') rec['gpa'] = fc.nat({ max: 2 ** 52 - 1 });
   if (schema.name === 'kvm_exit') {
     return fc
       .record(rec)
