@@ -955,7 +955,11 @@ export function wire_make_spte_args(kvm: Kvm): void {
   // Without shadow pages nothing can be unsynced or write-tracked; the shadow MMU replaces this hook.
   a.mmu_try_to_unsync_pages = kvm.arch.write_tracked.size === 0 ? null : (_slot: unknown, gfn: number) => (kvm.arch.write_tracked.has(gfn) ? -1 : 0);
   // No non-coherent DMA and KVM_X86_QUIRK_IGNORE_GUEST_PAT on: guest RAM is WB with IPAT.
-  if (kvm.vendor.vendor === 'vmx') a.get_mt_mask = (_gfn: number, is_mmio: boolean) => vmx_get_mt_mask(is_mmio, vmx_ignore_guest_pat(false, true, true));
+  if (kvm.vendor.vendor === 'vmx') {
+    const ram = vmx_get_mt_mask(false, vmx_ignore_guest_pat(false, true, true));
+    const mmio = vmx_get_mt_mask(true, vmx_ignore_guest_pat(false, true, true));
+    a.get_mt_mask = (_gfn: number, is_mmio: boolean) => (is_mmio ? mmio : ram);
+  }
 }
 
 /** All leaf and non-leaf SPTEs of a root in pre-order (for views and tests; allocates). */
