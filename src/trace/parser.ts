@@ -71,10 +71,6 @@ const BY_LEN: number[][] = [];
 EVENTS.forEach((e, i) => (BY_LEN[e.name.length] ??= []).push(i));
 
 
-function isDigit(c: number): boolean {
-  return c >= 48 && c <= 57;
-}
-
 function isSpace(c: number): boolean {
   return c === 32 || c === 9;
 }
@@ -313,11 +309,20 @@ export class TraceParser {
       if (s.charCodeAt(b - 1) === 58) c = b - 1;
       else return EV_NOT_EVENT;
     }
+    // the token before `: ` is a timestamp (digits, one dot, digits) or, on a trimmed line, the event name
     let t0 = c;
-    while (t0 > a && !isSpace(s.charCodeAt(t0 - 1))) t0--;
+    let dots = 0;
+    let other = 0;
+    while (t0 > a) {
+      const ch = s.charCodeAt(t0 - 1);
+      if (ch === 32 || ch === 9) break;
+      if (ch === 46) dots++;
+      else if (ch < 48 || ch > 57) other++;
+      t0--;
+    }
     let n0: number;
     let trimmed = false;
-    if (isTimestamp(s, t0, c)) {
+    if (other === 0 && dots === 1 && s.charCodeAt(t0) !== 46 && s.charCodeAt(c - 1) !== 46) {
       n0 = c + 2;
       while (n0 < b && isSpace(s.charCodeAt(n0))) n0++;
       if (n0 >= b) return EV_TRUNC;
@@ -387,14 +392,4 @@ export class TraceParser {
     if (this.onEvent) this.onEvent(ev);
     return EV_OK;
   }
-}
-
-/** `SECONDS.FRACTION` in [t0, t1). */
-function isTimestamp(s: string, t0: number, t1: number): boolean {
-  let i = t0;
-  while (i < t1 && isDigit(s.charCodeAt(i))) i++;
-  if (i === t0 || i >= t1 - 1 || s.charCodeAt(i) !== 46) return false;
-  i++;
-  while (i < t1 && isDigit(s.charCodeAt(i))) i++;
-  return i === t1;
 }

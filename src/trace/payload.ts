@@ -369,6 +369,8 @@ interface Compiled {
   isBool: Uint8Array;
   signed: Uint8Array;
   lits: string[];
+  /** Char codes of each literal, for an inline compare (no call per literal). */
+  litCodes: Int32Array[];
   parts: readonly Part[];
 }
 
@@ -384,12 +386,14 @@ function compileParts(schema: EventSchema, parts: readonly Part[]): Compiled {
     isBool: new Uint8Array(n),
     signed: new Uint8Array(n),
     lits: new Array<string>(n).fill(''),
+    litCodes: new Array<Int32Array>(n).fill(new Int32Array(0)),
     parts,
   };
   parts.forEach((p, k) => {
     if (p.t === 'lit') {
       c.ops[k] = OP_LIT;
       c.lits[k] = p.s;
+      c.litCodes[k] = Int32Array.from(p.s, (ch) => ch.charCodeAt(0));
       return;
     }
     c.fields[k] = p.field;
@@ -448,13 +452,16 @@ function run(schema: EventSchema, c: Compiled, s: string, pos: number, end: numb
   for (let k = 0; k < n; k++) {
     const op = ops[k]!;
     if (op === OP_LIT) {
-      const lit = c.lits[k]!;
-      if (!s.startsWith(lit, pos)) {
+      const codes = c.litCodes[k]!;
+      const L = codes.length;
+      let j = 0;
+      if (pos + L <= end) while (j < L && s.charCodeAt(pos + j) === codes[j]) j++;
+      if (j !== L) {
         // a trimmed line loses the trailing space before an empty flag list (`pferr 0 `)
         if (pos >= end && tailCanBeEmpty(c, k, ev)) return PAYLOAD_OK;
-        return litFail(s, pos, end, lit);
+        return litFail(s, pos, end, c.lits[k]!);
       }
-      pos += lit.length;
+      pos += L;
       continue;
     }
     if (pos >= end) return tailCanBeEmpty(c, k, ev) ? PAYLOAD_OK : PAYLOAD_TRUNCATED;
@@ -470,7 +477,9 @@ function run(schema: EventSchema, c: Compiled, s: string, pos: number, end: numb
       if (r < 0) return PAYLOAD_MISMATCH;
       let lo = (vLo & c.loMask[k]!) >>> 0;
       if (c.isBool[k] === 1) lo = lo !== 0 ? 1 : 0;
-      ev.set(field, lo, c.keepHi[k] === 1 ? vHi : 0);
+      ev.lo[field] = lo;
+      ev.hi[field] = c.keepHi[k] === 1 ? vHi : 0;
+      ev.has |= 1 << field;
       pos = r;
       continue;
     }
