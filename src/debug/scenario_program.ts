@@ -16,7 +16,7 @@ export class ScenarioProgram implements DebugProgram {
   readonly kind = 'scenario' as const;
   private readonly loaded: Loaded;
   private runner: ScenarioRunner;
-  private ring: ProgramEvent[] = [];
+  private ring: Array<{ e: TraceEvent; step: number }> = [];
   private total = 0;
   private currentStep = 0;
   private readonly unsubscribe: () => void;
@@ -34,15 +34,17 @@ export class ScenarioProgram implements DebugProgram {
 
   private record(e: TraceEvent): void {
     this.total++;
-    const ev: ProgramEvent = { index: e.index, name: e.name, vcpu: e.vcpu, text: e.text, step: this.currentStep };
+    // Keep the event itself: its text is formatted only if the Events view asks for it.
+    const ev = { e, step: this.currentStep };
     if (this.ring.length < EVENT_WINDOW) this.ring.push(ev);
     else this.ring[e.index % EVENT_WINDOW] = ev;
   }
 
   events(start: number, count: number, filter?: string): { total: number; first: number; events: ProgramEvent[] } {
     const ordered = this.ring.length < EVENT_WINDOW ? this.ring : [...this.ring.slice(this.total % EVENT_WINDOW), ...this.ring.slice(0, this.total % EVENT_WINDOW)];
-    const matching = filter ? ordered.filter((e) => e.name.includes(filter) || e.text.includes(filter)) : ordered;
-    return { total: matching.length, first: ordered[0]?.index ?? 0, events: matching.slice(start, start + count) };
+    const matching = filter ? ordered.filter((r) => r.e.name.includes(filter) || r.e.text.includes(filter)) : ordered;
+    const events: ProgramEvent[] = matching.slice(start, start + count).map((r) => ({ index: r.e.index, name: r.e.name, vcpu: r.e.vcpu, text: r.e.text, step: r.step }));
+    return { total: matching.length, first: ordered[0]?.e.index ?? 0, events };
   }
 
   query(subject: string, selector: Record<string, string | number | boolean>): Array<Record<string, unknown>> | undefined {

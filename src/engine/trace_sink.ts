@@ -15,10 +15,38 @@ export interface TraceEvent {
   name: string;
   /** vCPU index, or -1 when the event is not tied to a vCPU (ioctls, notifiers, workers). */
   vcpu: number;
-  /** Payload text as the kernel prints it (no prefix). */
-  text: string;
+  /** Payload text as the kernel prints it (no prefix); may be formatted on first read. */
+  readonly text: string;
   /** Structured fields, named as in the format file. Numbers above 2^53 are hex strings. */
   fields: Record<string, number | string | boolean>;
+}
+
+/** An event whose text is formatted only when someone reads it (most consumers never do). */
+class SinkEvent implements TraceEvent {
+  private cached: string | undefined;
+  constructor(
+    readonly index: number,
+    readonly system: TraceEvent['system'],
+    readonly name: string,
+    readonly vcpu: number,
+    readonly fields: TraceEvent['fields'],
+    private format: ((name: string, fields: TraceEvent['fields']) => string) | undefined,
+    text: string | undefined,
+  ) {
+    this.cached = text;
+  }
+
+  get text(): string {
+    if (this.cached === undefined) {
+      this.cached = this.format!(this.name, this.fields);
+      this.format = undefined;
+    }
+    return this.cached;
+  }
+
+  toJSON(): object {
+    return { index: this.index, system: this.system, name: this.name, vcpu: this.vcpu, text: this.text, fields: this.fields };
+  }
 }
 
 class TraceSink {
@@ -37,7 +65,16 @@ class TraceSink {
 
   /** Call only behind `if (trace.enabled)`. */
   emit(system: TraceEvent['system'], name: string, vcpu: number, text: string, fields: TraceEvent['fields']): void {
-    const e: TraceEvent = { index: this.next++, system, name, vcpu, text, fields };
+    const e = new SinkEvent(this.next++, system, name, vcpu, fields, undefined, text);
+    for (const c of this.consumers) c(e);
+  }
+
+  /**
+   * Like emit, but the payload text is produced by `format(name, fields)` only if a consumer reads
+   * `text`: a session that merely counts events pays no string formatting on the fault path.
+   */
+  emitLazy(system: TraceEvent['system'], name: string, vcpu: number, fields: TraceEvent['fields'], format: (name: string, fields: TraceEvent['fields']) => string): void {
+    const e = new SinkEvent(this.next++, system, name, vcpu, fields, format, undefined);
     for (const c of this.consumers) c(e);
   }
 

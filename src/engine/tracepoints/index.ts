@@ -6,7 +6,7 @@
  * for 64-bit values >= 2^53 a lower-case hex string without `0x` (both forms are accepted everywhere).
  * Callers guard with `if (trace.enabled)` so that a run with no consumer formats nothing.
  */
-import { trace } from '../trace_sink';
+import { trace, type TraceEvent } from '../trace_sink';
 import { role_trace_text } from '../x86/role';
 import {
   kvm_mmu_pagetable_walk_text,
@@ -268,5 +268,5 @@ export function tracepointSystem(name: string): 'kvm' | 'kvmmmu' | undefined {
 export function emitTracepoint(name: string, vcpu: number, fields: TraceFields): void {
   const schema = EVENT_BY_NAME.get(name);
   if (!schema) throw new Error(`unknown tracepoint ${name}`);
-  trace.emit(schema.system, name, vcpu, formatTracepoint(name, fields), fields);
+  trace.emitLazy(schema.system, name, vcpu, fields, formatTracepoint as (n: string, f: TraceEvent['fields']) => string);
 }
