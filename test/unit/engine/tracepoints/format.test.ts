@@ -133,6 +133,9 @@ test('kvm events', () => {
     formatTracepoint('kvm_age_hva', { start: 0x7f1234560000, end: 0x7f1234561000 }),
     'mmu notifier age hva: 0x007f1234560000 -- 0x007f1234561000',
   );
+  // %#llx: 0x prefix, also for 0
+  assert.equal(formatTracepoint('kvm_try_async_get_page', { gva: 0x7f1234567000, gfn: 0x1a2 }), 'gva = 0x7f1234567000, gfn = 0x1a2');
+  assert.equal(formatTracepoint('kvm_async_pf_repeated_fault', { gva: 0, gfn: 0x1a2 }), 'gva = 0x0, gfn = 0x1a2');
   assert.equal(
     formatTracepoint('kvm_unmap_hva_range', { start: '0xffff800000000000', end: 0 }),
     'mmu notifier unmap range: 0xffff800000000000 -- 0x00000000000000',
