@@ -72,6 +72,7 @@ class Rewind extends Error {
 }
 
 let nextBpId = 1;
+let progressSeq = 0;
 
 export class Controller {
   private pos: Position = { step: 0, hit: 0 };
@@ -158,9 +159,20 @@ export class Controller {
       this.target = stopAt;
     }
     const n = this.program.length();
+    let lastProgress = performance.now();
     while (this.pos.step < n) {
       const step = this.pos.step;
       this.pos.hit = 0;
+      // Long runs (re-execution to go back, a long scenario) report progress every half second.
+      const now = performance.now();
+      if (now - lastProgress > 500) {
+        lastProgress = now;
+        if (!this.progressId) {
+          this.progressId = `kvm-mmu-run-${++progressSeq}`;
+          this.chan.event({ event: 'progress', kind: 'start', id: this.progressId, title: this.target || this.targetEvent !== undefined || this.scanning ? 'Going back (re-executing)' : 'Running scenario' });
+        }
+        this.chan.event({ event: 'progress', kind: 'update', id: this.progressId, message: `statement ${step + 1} of ${n}`, percentage: Math.floor((100 * step) / n) });
+      }
       this.lineStop(step);
       this.armedThisStep = this.needProbes(step);
       if (this.armedThisStep) probes.listen(this.onProbe);
@@ -197,6 +209,13 @@ export class Controller {
   }
 
   private pendingRewind: Rewind | undefined;
+  private progressId: string | undefined;
+
+  private endProgress(): void {
+    if (!this.progressId) return;
+    this.chan.event({ event: 'progress', kind: 'end', id: this.progressId });
+    this.progressId = undefined;
+  }
   /** Going to an event by its index in the run (Events view, timeline). */
   private targetEvent: number | undefined;
 
@@ -365,6 +384,7 @@ export class Controller {
 
   /** Stop here and serve requests until the user resumes (or goes backwards, which unwinds). */
   private pauseAt(stop: StopInfo, hitBreakpointIds?: number[]): void {
+    this.endProgress();
     this.stop = stop;
     this.pos = { ...stop.pos };
     this.vars.reset();
@@ -387,6 +407,7 @@ export class Controller {
   }
 
   private finish(): void {
+    this.endProgress();
     if (this.terminated) return;
     for (const line of this.program.summary()) this.chan.event({ event: 'output', category: 'console', output: line + '\n' });
     this.terminated = true;
