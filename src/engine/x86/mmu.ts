@@ -295,6 +295,11 @@ function emulate(vcpu: KvmVcpu, gpa: number, r: number): number {
   const gfn = Math.floor(gpa / 4096);
   const stripped = kvm.kvm_is_gfn_alias(gfn) ? gfn - kvm.arch.gfn_direct_bits : gfn;
   const slot = kvm.kvm_memslots(vcpu.smm ? 1 : 0).lookup(stripped);
+  // A TD's instructions can't be emulated: the guest re-executes and the MMIO SPTE now raises #VE.
+  if (kvm.is_tdx) {
+    set_outcome(vcpu, r, 'retry_instruction');
+    return 1;
+  }
   if (!slot || (slot.flags & (KVM_MEM_READONLY | KVM_MEMSLOT_INVALID)) !== 0) {
     vcpu.run_exit = { exit_reason: KVM_EXIT_MMIO, flags: 0, gpa, size: 0 };
     set_outcome(vcpu, r, 'emulate_mmio_exit');
