@@ -4,11 +4,12 @@
  * reports "not supported yet by the engine" at its line.
  */
 import { createArm64Engine } from './bind/arm64';
+import { createX86Engine } from './bind/x86';
 import type { ScenarioEngine, VmConfig } from './engine_api';
 
 export type EngineFactory = (cfg: VmConfig) => ScenarioEngine | string;
 
-const bindings: Partial<Record<VmConfig['arch'], EngineFactory>> = { arm64: createArm64Engine };
+const bindings: Partial<Record<VmConfig['arch'], EngineFactory>> = { arm64: createArm64Engine, x86: createX86Engine };
 
 /** Engine bindings register themselves here (see ./bind/). */
 export function registerEngine(arch: VmConfig['arch'], factory: EngineFactory): void {

@@ -54,8 +54,11 @@ export interface RunnerOptions {
   overrides?: Record<string, string>;
   /** Builds the engine for a configuration; a string means "cannot" and says why. Default: createEngine. */
   engineFactory?: (cfg: VmConfig) => ScenarioEngine | string;
-  /** Every tracepoint event as it is emitted (for --trace-out). */
-  onEvent?: (e: TraceEvent) => void;
+  /**
+   * Every tracepoint event as it is emitted (for --trace-out). `task` is the thread that ran it: the
+   * vCPU of a guest statement or KVM_PRE_FAULT_MEMORY, else -1 (the VMM's ioctl thread).
+   */
+  onEvent?: (e: TraceEvent, task: number) => void;
   /** Events kept in memory for `expect trace scope=all` (default 200000). */
   keepEvents?: number;
 }
@@ -159,6 +162,8 @@ export class ScenarioRunner {
   private readonly slots = new Map<number, MemoryRegionOp>();
   private readonly dirty = new Map<number, Uint8Array>();
   private unsubscribe: (() => void) | undefined;
+  /** Thread the current statement runs on (see RunnerOptions.onEvent). */
+  private task = -1;
 
   constructor(program: Program, opts: RunnerOptions = {}) {
     this.program = program;
@@ -175,7 +180,7 @@ export class ScenarioRunner {
       else this.stmtEventsDropped++;
       if (this.allEvents.length < keep) this.allEvents.push(e);
       else this.allEventsDropped++;
-      opts.onEvent?.(e);
+      opts.onEvent?.(e, this.task);
     });
   }
 
@@ -223,12 +228,17 @@ export class ScenarioRunner {
     const evBefore = this.eventTotal;
     try {
       if (isExpect) this.runExpect(st);
-      else if (!SETUP.has(st.keyword)) outcome = this.exec(st);
+      else if (!SETUP.has(st.keyword)) {
+        const onVcpu = st.spec.group === 'guest' || st.keyword === 'KVM_PRE_FAULT_MEMORY';
+        this.task = onVcpu ? Number(big(st.args['vcpu']?.value) ?? 0n) : -1;
+        outcome = this.exec(st);
+      }
     } catch (e) {
       if (e instanceof NotSupportedYet) this.problem(st, 'unsupported', `not supported yet by the engine: ${st.keyword} (${e.message})`, 'this statement needs an engine part that has not landed; the run continues');
       else if (e instanceof Unsupported) this.problem(st, 'unsupported', e.message, 'this statement needs an engine part that has not landed; the run continues');
       else this.problem(st, 'engine-error', `the engine failed: ${e instanceof Error ? e.message : String(e)}`, 'this is a bug in the model; please report it with the scenario');
     }
+    this.task = -1;
     events = this.eventTotal - evBefore;
     if (!isExpect && this.problems.slice(before).some((p) => p.code === 'unsupported' || p.code === 'engine-error')) this.lastDidNotRun = st;
     if (!isExpect && outcome.ret !== undefined) {

@@ -13,13 +13,15 @@ export const START_SECONDS = 12;
 /**
  * One line as the kernel's default output prints it: comm right-aligned in 16 columns, `-pid`
  * left-aligned in 7, `[cpu]` in 3 digits, 5 flag characters, `seconds.micros`, event name, payload.
- * `seq` is the 0-based position of the event in the run.
+ * `seq` is the 0-based position of the event in the run; `task` the vCPU whose thread ran it (-1: the
+ * VMM thread, unless the event names a vCPU).
  */
-export function formatTraceLine(e: TraceEvent, seq: number, vmmComm = 'qemu-system-x86'): string {
-  const onVcpu = e.vcpu >= 0;
-  const comm = onVcpu ? `CPU ${e.vcpu}/KVM` : vmmComm;
-  const pid = onVcpu ? VMM_PID + 1 + e.vcpu : VMM_PID;
-  const cpu = onVcpu ? e.vcpu : 0;
+export function formatTraceLine(e: TraceEvent, seq: number, vmmComm = 'qemu-system-x86', task = e.vcpu): string {
+  const t = task >= 0 ? task : e.vcpu;
+  const onVcpu = t >= 0;
+  const comm = onVcpu ? `CPU ${t}/KVM` : vmmComm;
+  const pid = onVcpu ? VMM_PID + 1 + t : VMM_PID;
+  const cpu = onVcpu ? t : 0;
   const micros = START_SECONDS * 1_000_000 + seq + 1;
   const secs = Math.floor(micros / 1_000_000);
   const frac = String(micros % 1_000_000).padStart(6, '0');

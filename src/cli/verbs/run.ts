@@ -91,15 +91,18 @@ export async function run(argv: string[]): Promise<number> {
     engineFactory: createEngine,
     ...(traceFd !== undefined
       ? {
-          onEvent: (e) => {
-            pending.push(formatTraceLine(e, seq++, runner.config.arch === 'arm64' ? 'qemu-system-aar' : 'qemu-system-x86') + '\n');
+          onEvent: (e, task) => {
+            pending.push(formatTraceLine(e, seq++, runner.config.arch === 'arm64' ? 'qemu-system-aar' : 'qemu-system-x86', task) + '\n');
             if (pending.length >= 4096) flush();
           },
         }
       : {}),
   });
+  let stats: Record<string, number> = {};
   try {
     runner.run();
+    // Before dispose: tearing the VM down zaps every mapping and would change the page counts.
+    stats = runner.stats();
   } finally {
     flush();
     if (traceFd !== undefined) closeSync(traceFd);
@@ -123,7 +126,7 @@ export async function run(argv: string[]): Promise<number> {
         results: runner.expects.map((e) => ({ file: e.file, line: e.line, text: e.text, ok: e.ok, ...(e.ok ? {} : { message: e.message }) })),
       },
       problems: runner.problems.filter((p) => p.code !== 'expect-failed').map((p) => ({ file: p.file, line: p.line, col: p.col, severity: p.severity, code: p.code, message: p.message, hint: p.hint })),
-      stats: runner.stats(),
+      stats,
       exits: runner.exits.map((x) => ({ file: x.file, line: x.line, vcpu: x.vcpu, reason: x.reason, ...jsonFields(x.fields) })),
       events: { total: runner.eventTotal, byName },
     };

@@ -25,6 +25,21 @@ describe('examples run against the engine', () => {
     assert.ok(r.expects.length >= 30);
   });
 
+  it('tdp-basics: every expect holds', () => {
+    const r = runExample('tdp-basics.kvmmmu');
+    assert.deepEqual(r.problems.map(formatDiagnostic), []);
+    assert.ok(r.expects.length >= 20);
+  });
+
+  it('tdp-basics without eager_page_split: the split expectations fail at their lines', () => {
+    const r = runExample('tdp-basics.kvmmmu', { eager_page_split: 'N' });
+    const failed = r.expects.filter((e) => !e.ok);
+    // Without the split the 2M leaves stay until a write fault; no kvm_mmu_split_huge_page at all.
+    assert.equal(failed[0]!.text, 'expect stat pages_2m=0 pages_4k=262144');
+    assert.match(failed[0]!.message, /pages_2m: expected 0, got 512/);
+    assert.ok(failed.some((e) => e.text === 'expect trace kvm_mmu_split_huge_page count=512'));
+  });
+
   it('arm64-stage2-faults: every expect holds', () => {
     const r = runExample('arm64-stage2-faults.kvmmmu');
     assert.deepEqual(r.problems.map(formatDiagnostic), []);

@@ -1,0 +1,334 @@
+/**
+ * The x86 binding: scenario statements onto the TDP MMU model through its facade
+ * (src/engine/x86/index.ts). Guest accesses are by GPA (what an EPT violation / #NPF reports); guest
+ * page tables, shadow paging, guest_memfd files and SEV-SNP are not in the facade yet and report
+ * themselves as not supported at their line.
+ */
+import { type HostBacking, type KvmMmuPage, KVM_X86_DEFAULT_VM, KVM_X86_SNP_VM, KVM_X86_SW_PROTECTED_VM, KVM_X86_TDX_VM, X86Vm } from '../../engine/x86/index';
+import { lpage_info_slot } from '../../engine/x86/memslot';
+import type { KvmX86ModuleParams, KvmX86VendorConfig, NxHugePagesMode } from '../../engine/x86/params';
+import {
+  type AccessOp,
+  type Fields,
+  type MemoryRegionOp,
+  NotSupportedYet,
+  type Outcome,
+  type RangeOp,
+  type ScenarioEngine,
+  type VmConfig,
+} from '../engine_api';
+import { roleExpectFields, spteExpectFields } from './x86_fields';
+
+const KVM_EXIT_MMIO = 6;
+const KVM_EXIT_MEMORY_FAULT = 39;
+const KVM_LPAGE_MIXED_FLAG = 0x8000_0000;
+const PAGE = 4096;
+
+const yes = (v: string | undefined, dflt: boolean) => (v === undefined ? dflt : /^(y|yes|on|1|true)$/i.test(v));
+
+function nxMode(v: string | undefined): NxHugePagesMode | undefined {
+  if (v === undefined) return undefined;
+  const l = v.toLowerCase();
+  if (l === 'never') return 'never';
+  if (l === 'force' || l === 'y' || l === 'on') return 'on';
+  // `auto` resolves to on only with X86_BUG_ITLB_MULTIHIT; the modelled host does not have it.
+  return 'off';
+}
+
+function backingOf(bytes: number): HostBacking {
+  return bytes >= 2 ** 30 ? '1g-hugetlb' : bytes >= 2 ** 21 ? '2m-thp' : '4k';
+}
+
+class X86Engine implements ScenarioEngine {
+  readonly name: string;
+  readonly vm: X86Vm;
+  private readonly gmemFds = new Map<string, number>();
+  private nextFd = 10;
+  private migratedPfn = 0x7_0000_0000 / PAGE;
+
+  constructor(readonly cfg: VmConfig, opts: ConstructorParameters<typeof X86Vm>[0]) {
+    this.vm = new X86Vm(opts);
+    this.name = `x86 TDP MMU (${cfg.vendor === 'amd' ? 'NPT' : 'EPT'}, ${this.vm.kvm.vendor.max_tdp_level}-level)`;
+  }
+
+  setUserMemoryRegion2(op: MemoryRegionOp): Outcome {
+    let gmem: number | undefined;
+    if (op.guestMemfd !== undefined) {
+      gmem = this.gmemFds.get(op.guestMemfd);
+      if (gmem === undefined) return { ret: -9 }; // -EBADF: no such file
+    }
+    const ret = this.vm.set_user_memory_region({
+      slot: (op.asId << 16) | op.slot,
+      flags: op.flags,
+      guest_phys_addr: op.gpa,
+      memory_size: op.size,
+      userspace_addr: op.hva ?? 0x7f00_0000_0000 + op.gpa,
+      host_backing: backingOf(op.backing),
+      ...(gmem !== undefined ? { guest_memfd: gmem, guest_memfd_offset: op.guestMemfdOffset } : {}),
+    });
+    return { ret };
+  }
+
+  /** The file only names the memory; the slot binding carries what the MMU reads. */
+  createGuestMemfd(op: { fd: string; size: number; flags: number }): Outcome {
+    if (op.flags !== 0) throw new NotSupportedYet('guest_memfd creation flags');
+    if (this.gmemFds.has(op.fd)) return { ret: -17 };
+    this.gmemFds.set(op.fd, this.nextFd++);
+    return { ret: 0 };
+  }
+
+  setMemoryAttributes(op: { address: number; size: number; attributes: number }): Outcome {
+    return { ret: this.vm.set_memory_attributes(op.address, op.size, op.attributes) };
+  }
+
+  getDirtyLog(op: { slot: number; asId: number }): Outcome & { bitmap?: Uint8Array } {
+    const r = this.vm.get_dirty_log((op.asId << 16) | op.slot);
+    if (typeof r === 'number') return { ret: r };
+    // Bit i of word i/32 is bit i%8 of byte i/8 in the little-endian layout KVM copies out.
+    const bytes = new Uint8Array(r.length * 4);
+    for (let i = 0; i < r.length; i++) {
+      const w = r[i]!;
+      bytes[i * 4] = w & 0xff;
+      bytes[i * 4 + 1] = (w >>> 8) & 0xff;
+      bytes[i * 4 + 2] = (w >>> 16) & 0xff;
+      bytes[i * 4 + 3] = w >>> 24;
+    }
+    return { ret: 0, bitmap: bytes };
+  }
+
+  clearDirtyLog(op: { slot: number; asId: number; firstPage: number; numPages: number }): Outcome {
+    const words = Math.ceil(op.numPages / 32);
+    const bm = new Uint32Array(words);
+    for (let i = 0; i < op.numPages; i++) bm[i >>> 5]! |= 1 << (i & 31);
+    return { ret: this.vm.clear_dirty_log((op.asId << 16) | op.slot, op.firstPage, op.numPages, bm) };
+  }
+
+  enableCap(op: { cap: string; args0: number }): Outcome {
+    if (op.cap !== 'KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2') throw new NotSupportedYet(op.cap);
+    return { ret: this.vm.enable_manual_dirty_log_protect(op.args0) };
+  }
+
+  access(op: AccessOp): Outcome {
+    if (op.space === 'gva') throw new NotSupportedYet('guest virtual accesses (the x86 facade takes GPAs; guest page tables are not bound yet)');
+    const kvm = this.vm.kvm;
+    let gpa = op.addr;
+    if (op.private !== undefined) {
+      if (!kvm.is_tdx) throw new NotSupportedYet('private/shared accesses outside TDX (SNP C-bit, SW-protected) are decided by the attributes here; drop the word');
+      const shared = kvm.arch.gfn_direct_bits * PAGE;
+      gpa = op.private ? gpa % shared : gpa % shared + shared;
+    }
+    const vcpu = this.vm.vcpu(op.vcpu);
+    const kind = op.kind === 'fetch' ? 'exec' : op.kind;
+    let last;
+    // The CPU retries the access after KVM resumes the guest; stop at an exit to userspace.
+    for (let i = 0; i < 8; i++) {
+      last = this.vm.access(op.vcpu, gpa, kind);
+      if (last.exit === 'none' || last.exit === 've' || last.ret !== 1) break;
+    }
+    if (!last || last.exit === 'none') return {};
+    if (last.exit === 've') return { exit: { reason: 'KVM_EXIT_MMIO', vcpu: op.vcpu, fields: { gpa, ve: 1 } } };
+    const ex = vcpu.run_exit;
+    if (last.ret === 0 || (ex && (last.ret ?? 0) < 0)) {
+      if (ex?.exit_reason === KVM_EXIT_MEMORY_FAULT) {
+        return { exit: { reason: 'KVM_EXIT_MEMORY_FAULT', vcpu: op.vcpu, fields: { flags: ex.flags, gpa: ex.gpa, size: ex.size } } };
+      }
+      if (ex?.exit_reason === KVM_EXIT_MMIO || last.ret === 0) {
+        return { exit: { reason: 'KVM_EXIT_MMIO', vcpu: op.vcpu, fields: { gpa, is_write: op.kind === 'write' ? 1 : 0 } } };
+      }
+    }
+    if ((last.ret ?? 0) < 0) return { ret: last.ret! };
+    return {};
+  }
+
+  private hvaRange(op: RangeOp): Array<[number, number]> {
+    if (op.space === 'hva') return [[op.start, op.end]];
+    const out: Array<[number, number]> = [];
+    for (const ms of this.vm.kvm.memslots) {
+      for (const s of ms.slots) {
+        const a = Math.max(op.start, s.base_gfn * PAGE);
+        const b = Math.min(op.end, (s.base_gfn + s.npages) * PAGE);
+        if (a < b) out.push([s.userspace_addr + (a - s.base_gfn * PAGE), s.userspace_addr + (b - s.base_gfn * PAGE)]);
+      }
+    }
+    return out;
+  }
+
+  invalidateRange(op: RangeOp & { event: string }): Outcome {
+    for (const [a, b] of this.hvaRange(op)) {
+      if (op.event === 'MMU_NOTIFY_MIGRATE') {
+        if ((b - a) / PAGE > 1 << 24) throw new NotSupportedYet('migrating more than 64 GiB in one line');
+        // Each page moves to a new host pfn; KVM refaults it there.
+        this.vm.notifier_invalidate(a, b, (slot, first, last) => {
+          for (let i = first; i <= last; i++) {
+            slot.host_migrated.set(i, this.migratedPfn++);
+            slot.host_split_2m.add(Math.floor(i / 512));
+          }
+        });
+      } else this.vm.notifier_invalidate(a, b);
+    }
+    return {};
+  }
+
+  ageRange(op: RangeOp & { op: string }): Outcome {
+    let young = false;
+    for (const [a, b] of this.hvaRange(op)) young = this.vm.notifier_age(a, b, op.op as 'clear_young') || young;
+    return { ret: young ? 1 : 0 };
+  }
+
+  nxRecovery(): Outcome {
+    this.vm.recover_nx_huge_pages();
+    return { ret: 0 };
+  }
+
+  private rootFor(sel: Fields): KvmMmuPage | null {
+    const vcpu = sel['vcpu'] !== undefined ? Number(sel['vcpu']) : 0;
+    return this.vm.current_root(vcpu, sel['root'] === 'mirror');
+  }
+
+  /** Every SP reachable from the roots (roots included), pre-order. */
+  private *allSps(): Generator<KvmMmuPage> {
+    const pool = this.vm.kvm.pool;
+    for (const root of this.vm.kvm.arch.tdp_mmu_roots) {
+      yield root;
+      for (const e of this.vm.iterate(root)) {
+        if ((e.lo & 0x800) !== 0 && e.level > 1 && (e.lo & 0x80) === 0) {
+          const child = pool.sp_of_pfn(e.pfn);
+          if (child) yield child;
+        }
+      }
+    }
+  }
+
+  private spFields(sp: KvmMmuPage): Fields {
+    let present = 0;
+    for (let i = 0; i < 1024; i += 2) if ((sp.spt[i]! & 0x800) !== 0) present++;
+    return roleExpectFields(sp.role, {
+      gfn: sp.gfn, level: sp.role & 0xf, unsync: sp.unsync ? 1 : 0, nx_huge_page_disallowed: sp.nx_huge_page_disallowed ? 1 : 0,
+      root_count: sp.root_count, tdp_mmu_page: sp.tdp_mmu_page ? 1 : 0, mmu_valid_gen: sp.mmu_valid_gen, present_sptes: present,
+    });
+  }
+
+  query(subject: string, sel: Fields): Fields[] | undefined {
+    const kvm = this.vm.kvm;
+    switch (subject) {
+      case 'spte': {
+        const root = this.rootFor(sel);
+        if (!root) return [];
+        const gfn = sel['gfn'] !== undefined ? Number(sel['gfn']) : Math.floor(Number(sel['gpa']) / PAGE);
+        if (sel['at_level'] !== undefined) {
+          const v = this.vm.read_spte(gfn, Number(sel['at_level']), root);
+          return v ? [spteExpectFields(kvm.masks, v.lo, v.hi, v.level, v.sptep)] : [];
+        }
+        // The last entry the walk reaches: a leaf, or the first non-present one.
+        for (let level = root.role & 0xf; level >= 1; level--) {
+          const v = this.vm.read_spte(gfn, level, root);
+          if (!v) return [];
+          const present = (v.lo & 0x800) !== 0;
+          if (!present || level === 1 || (v.lo & 0x80) !== 0) return [spteExpectFields(kvm.masks, v.lo, v.hi, level, v.sptep)];
+        }
+        return [];
+      }
+      case 'sp': {
+        const out: Fields[] = [];
+        const mirror = sel['root'] === 'mirror' ? 1 : sel['root'] === 'direct' ? 0 : undefined;
+        for (const sp of this.allSps()) {
+          if (sel['gfn'] !== undefined && sp.gfn !== Number(sel['gfn'])) continue;
+          if (sel['level'] !== undefined && (sp.role & 0xf) !== Number(sel['level'])) continue;
+          if (mirror !== undefined && ((sp.role >>> 19) & 1) !== mirror) continue;
+          out.push(this.spFields(sp));
+        }
+        return out;
+      }
+      case 'roots':
+        return this.vm.roots()
+          .filter((r) => sel['type'] === undefined || (sel['type'] === 'mirror') === r.mirror)
+          .map((r) => roleExpectFields(r.role, { hpa: r.hpa, root_count: r.root_count, as_id: r.as_id }));
+      case 'root': {
+        const r = this.rootFor(sel);
+        return r ? [roleExpectFields(r.role, { hpa: r.spt_pfn * PAGE, root_count: r.root_count })] : [];
+      }
+      case 'attributes': {
+        const priv = kvm.kvm_mem_is_private(Math.floor(Number(sel['gpa']) / PAGE));
+        return [{ private: priv ? 1 : 0, attributes: priv ? 8 : 0 }];
+      }
+      case 'memslot': {
+        const as = sel['as_id'] !== undefined ? Number(sel['as_id']) : 0;
+        const s = as < kvm.nr_as_ids ? kvm.kvm_memslots(as).byId(Number(sel['slot'])) : undefined;
+        if (!s) return [];
+        return [{ base_gfn: s.base_gfn, npages: s.npages, flags: s.flags, userspace_addr: s.userspace_addr, dirty_logging: s.flags & 1 }];
+      }
+      case 'lpage': {
+        const gfn = Number(sel['gfn']);
+        const level = Number(sel['level']);
+        const s = kvm.kvm_memslots(0).lookup(gfn);
+        if (!s) return [];
+        const v = lpage_info_slot(gfn, s, level) >>> 0;
+        return [{ disallow_lpage: v, mixed: (v & KVM_LPAGE_MIXED_FLAG) !== 0 ? 1 : 0 }];
+      }
+      default:
+        return undefined;
+    }
+  }
+
+  stats(): Record<string, number> {
+    const s = this.vm.stats();
+    const out: Record<string, number> = { ...s.vm };
+    for (const v of s.vcpus) for (const [k, n] of Object.entries(v)) out[k] = (out[k] ?? 0) + n;
+    return out;
+  }
+
+  dispose(): void {
+    this.vm.destroy();
+  }
+}
+
+const VM_TYPES: Record<string, number> = {
+  default: KVM_X86_DEFAULT_VM,
+  sw_protected: KVM_X86_SW_PROTECTED_VM,
+  snp: KVM_X86_SNP_VM,
+  tdx: KVM_X86_TDX_VM,
+};
+
+export function createX86Engine(cfg: VmConfig): ScenarioEngine | string {
+  if (!cfg.tdp) return 'shadow paging (tdp=off) is not in the x86 model yet';
+  for (const v of ['split_access', 'pae_root', 'gmem_prepare'] as const) {
+    const val = cfg.variants[v];
+    if (val !== undefined && val !== 'upstream') return `variant ${v}=${val} is not modelled by the x86 TDP MMU engine yet`;
+  }
+  const p = cfg.params;
+  if (p['ept'] !== undefined && !yes(p['ept'], true)) return 'ept=N means shadow paging, which is not in the x86 model yet';
+  if (p['npt'] !== undefined && !yes(p['npt'], true)) return 'npt=N means shadow paging, which is not in the x86 model yet';
+  const params: Partial<KvmX86ModuleParams> = {};
+  if (p['tdp_mmu'] !== undefined) params.tdp_mmu = yes(p['tdp_mmu'], true);
+  if (p['eager_page_split'] !== undefined) params.eager_page_split = yes(p['eager_page_split'], true);
+  const nx = nxMode(p['nx_huge_pages']);
+  if (nx) params.nx_huge_pages = nx;
+  if (p['nx_huge_pages_recovery_ratio'] !== undefined) params.nx_huge_pages_recovery_ratio = Number(p['nx_huge_pages_recovery_ratio']);
+  if (p['nx_huge_pages_recovery_period_ms'] !== undefined) params.nx_huge_pages_recovery_period_ms = Number(p['nx_huge_pages_recovery_period_ms']);
+  if (p['mmio_caching'] !== undefined) params.mmio_caching = yes(p['mmio_caching'], true);
+  if (p['tdp_root_level'] !== undefined) params.tdp_root_level = Number(p['tdp_root_level']);
+  if (params.tdp_mmu === false) return 'tdp_mmu=N (the shadow MMU under TDP) is not in the x86 model yet';
+  const vendor_config: Partial<KvmX86VendorConfig> = {
+    max_tdp_level: cfg.tdpLevels === 5 ? 5 : 4,
+    host_maxphyaddr: Math.max(46, cfg.maxphyaddr),
+  };
+  if (p['eptad'] !== undefined) vendor_config.ept_ad = yes(p['eptad'], true);
+  if (p['pml'] !== undefined) vendor_config.pml = yes(p['pml'], false);
+  const vmType = VM_TYPES[cfg.type];
+  if (vmType === undefined) return `VM type ${cfg.type} is not an x86 type`;
+  const tdx = cfg.variants['tdx_stolen_bits'];
+  try {
+    return new X86Engine(cfg, {
+      vendor: cfg.vendor === 'amd' ? 'svm' : 'vmx',
+      params,
+      vendor_config,
+      vm_type: vmType,
+      guest_maxphyaddr: cfg.maxphyaddr,
+      ...(cfg.type === 'tdx' ? { tdx_gpaw: cfg.gpaw === 52 ? 52 : 48 } : {}),
+      ...(tdx === 'proposed' || tdx === 'sp_field' ? { tdx_variant: 'sp_field' as const } : {}),
+      nr_vcpus: cfg.vcpus,
+    });
+  } catch (e) {
+    return `the x86 model refused this configuration: ${e instanceof Error ? e.message : String(e)}`;
+  }
+}
