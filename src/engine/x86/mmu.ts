@@ -92,8 +92,11 @@ function trace_kvm_page_fault(vcpu: KvmVcpu, gpa: number, err_lo: number, err_hi
   emitTracepoint('kvm_page_fault', vcpu.vcpu_id, { vcpu_id: vcpu.vcpu_id, guest_rip: vcpu.rip, fault_address: gpa, error_code: halvesToValue(err_lo, err_hi) });
 }
 
+const PR_VMX_EPT = defineProbe('__vmx_handle_ept_violation', 'fault', 'arch/x86/kvm/vmx/common.h', 'exit qualification -> PFERR error code', ['gpa', 'exit_qualification']);
+
 /** __vmx_handle_ept_violation(): translate the exit qualification into a PFERR error code. */
 export function __vmx_handle_ept_violation(vcpu: KvmVcpu, gpa: number, exit_qualification: number): number {
+  if (probes.armed) probes.hit(PR_VMX_EPT, { gpa, exit_qualification });
   let err_lo = 0;
   let err_hi = 0;
   if (exit_qualification & EPT_VIOLATION_ACC_READ) err_lo |= PFERR_USER_MASK;
