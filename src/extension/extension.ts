@@ -7,10 +7,13 @@ import { KvmMmuConfigurationProvider } from './debug_config';
 import { registerSessionView } from './session_view';
 import { KvmMmuAdapterFactory } from './debug_adapter';
 import { registerScenarioDiagnostics } from './scenario_diagnostics';
+import { registerViews, type KvmMmuViews } from './views/register';
 
 export interface KvmMmuApi {
   /** Exposed for the integration tests and for other extensions that want to drive sessions. */
   readonly configurationProvider: KvmMmuConfigurationProvider;
+  /** The KVM MMU views and panels (issue 10), for tests and other extensions. */
+  readonly views: KvmMmuViews;
 }
 
 export function activate(context: vscode.ExtensionContext): KvmMmuApi {
@@ -35,7 +38,8 @@ export function activate(context: vscode.ExtensionContext): KvmMmuApi {
   );
   registerSessionView(context);
   registerScenarioDiagnostics(context);
-  return { configurationProvider };
+  const views = registerViews(context);
+  return { configurationProvider, views };
 }
 
 export function deactivate(): void {
