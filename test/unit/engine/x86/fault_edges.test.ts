@@ -1,0 +1,96 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { GiB, capture, slot, vm } from './fault_helpers';
+import { KVM_MEM_GUEST_MEMFD, PRIVATE } from '../../../../src/engine/x86/index';
+import { KVM_MEMSLOT_INVALID, lpage_info_slot, KVM_LPAGE_MIXED_FLAG } from '../../../../src/engine/x86/memslot';
+import { kvm_mmu_notifier_invalidate_range_end, kvm_mmu_notifier_invalidate_range_start } from '../../../../src/engine/x86/mmu';
+
+const FROZEN = '80000000000005a0';
+
+test('faultin: a slot being deleted or moved (KVM_MEMSLOT_INVALID) makes the fault retry', () => {
+  const v = vm();
+  slot(v, 0, 0, GiB);
+  const s = v.kvm.kvm_memslots(0).byId(0)!;
+  s.flags |= KVM_MEMSLOT_INVALID;
+  assert.equal(v.access(0, 0x1000, 'read').ret_pf, 1);
+  s.flags &= ~KVM_MEMSLOT_INVALID;
+  assert.equal(v.access(0, 0x1000, 'read').ret_pf, 5);
+});
+
+test('faultin: while an invalidation covering the gfn is in progress the fault retries; after it ends it maps', () => {
+  const v = vm();
+  slot(v, 0, 0, GiB);
+  const hva = 0x7f00_0000_0000 + 0x2000;
+  kvm_mmu_notifier_invalidate_range_start(v.kvm, hva, hva + 0x1000);
+  assert.equal(v.kvm.mmu_invalidate_in_progress, 1);
+  assert.equal(v.access(0, 0x2000, 'read').ret_pf, 1);
+  assert.equal(v.access(0, 0x3000, 'read').ret_pf, 5, 'other gfns are not affected');
+  kvm_mmu_notifier_invalidate_range_end(v.kvm, hva, hva + 0x1000);
+  assert.equal(v.kvm.mmu_invalidate_seq, 1);
+  assert.equal(v.access(0, 0x2000, 'read').ret_pf, 5);
+});
+
+test('NPT MMIO: reserved bit 51 + P; the next access is an RSVD #NPF that emulates', () => {
+  const v = vm({ vendor: 'svm' });
+  slot(v, 0, 0, GiB);
+  v.access(0, 0xfed0_0000, 'write');
+  const s = v.read_spte(0xfed00, 1)!;
+  assert.equal(s.hi >>> 19 & 1, 1, 'bit 51');
+  assert.equal(s.lo & 1, 1, 'P');
+  assert.equal(s.lo & 6, 6, 'access W|U kept (mmio access mask)');
+  const r = v.access(0, 0xfed0_0000, 'write');
+  assert.equal(r.exit, 'npf');
+  assert.equal(r.info_lo & 0xf, 0xf, 'P | W | U | RSVD');
+  assert.equal(r.ret_pf, 2);
+});
+
+test('memory attributes: a private 4K page inside a 2M range marks it MIXED, so shared faults there map 4K', () => {
+  const v = vm({ vm_type: 1 });
+  slot(v, 0, 0, GiB, { flags: KVM_MEM_GUEST_MEMFD, backing: '2m-thp' });
+  const s = v.kvm.kvm_memslots(0).byId(0)!;
+  assert.equal(v.set_memory_attributes(0x20_3000, 0x1000, PRIVATE), 0);
+  assert.equal(lpage_info_slot(0x200, s, 2), KVM_LPAGE_MIXED_FLAG);
+  assert.equal(lpage_info_slot(0x0, s, 3), KVM_LPAGE_MIXED_FLAG);
+  v.access(0, 0x20_0000, 'read');
+  assert.equal(v.stats().vm.pages_2m, 0);
+  assert.equal(v.stats().vm.pages_4k, 1);
+  v.access(0, 0x40_0000, 'read');
+  assert.equal(v.stats().vm.pages_2m, 1, 'a uniform neighbour is still huge');
+  assert.equal(v.set_memory_attributes(0x20_3000, 0x1000, 0), 0);
+  assert.equal(lpage_info_slot(0x200, s, 2), 0);
+});
+
+test('FROZEN_SPTE under the read lock: recovering a huge page freezes all 512 entries of the dropped table', () => {
+  const v = vm();
+  slot(v, 0, 0, GiB, { backing: '2m-thp' });
+  v.access(0, 0x20_0000, 'write');
+  v.set_dirty_logging(0, true);
+  const c = capture();
+  v.set_dirty_logging(0, false);
+  c.stop();
+  const zap = c.events.findIndex((e) => e.name === 'kvm_mmu_prepare_zap_page');
+  assert.ok(zap > 0);
+  // First the PD entry becomes a huge leaf, then the old PT is taken apart entry by entry.
+  const pd = c.events[zap - 1]!;
+  assert.equal(pd.name, 'kvm_tdp_mmu_spte_changed');
+  assert.match(pd.text, /^as id 0 gfn 200 level 2 old_spte [0-9a-f]+ new_spte [0-9a-f]+$/);
+  const frozen = c.events.slice(zap + 1).filter((e) => e.name === 'kvm_tdp_mmu_spte_changed');
+  assert.equal(frozen.length, 512);
+  assert.ok(frozen.every((e) => (e.fields['new_spte'] as string) === FROZEN && e.fields['level'] === 1));
+});
+
+test('FROZEN_SPTE under the write lock: only present entries of a zapped table are frozen and traced', () => {
+  const v = vm({ params: { nx_huge_pages: 'on' } });
+  slot(v, 0, 0, GiB, { backing: '2m-thp' });
+  v.access(0, 0x20_1000, 'exec');
+  v.access(0, 0x20_2000, 'exec');
+  const c = capture();
+  assert.equal(v.recover_nx_huge_pages(), 1);
+  c.stop();
+  const names = c.events.map((e) => e.name);
+  assert.deepEqual(names, ['kvm_tdp_mmu_spte_changed', 'kvm_mmu_prepare_zap_page', 'kvm_tdp_mmu_spte_changed', 'kvm_tdp_mmu_spte_changed']);
+  assert.equal(c.events[1]!.text, 'sp gen 0 gfn 200 l1 8-byte q0 direct wux nxe ad root 0 sync');
+  assert.equal(c.events[2]!.fields['new_spte'], FROZEN);
+  assert.equal(v.stats().vm.pages_4k, 0);
+  assert.equal(v.stats().vm.nx_lpage_splits, 0);
+});
