@@ -40,6 +40,13 @@ describe('examples run against the engine', () => {
     assert.ok(failed.some((e) => e.text === 'expect trace kvm_mmu_split_huge_page count=512'));
   });
 
+  it('private-memory: every expect holds', () => {
+    const r = runExample('private-memory.kvmmmu');
+    assert.deepEqual(r.problems.map(formatDiagnostic), []);
+    assert.equal(r.exits.length, 1);
+    assert.equal(r.exits[0]!.reason, 'KVM_EXIT_MEMORY_FAULT');
+  });
+
   it('arm64-stage2-faults: every expect holds', () => {
     const r = runExample('arm64-stage2-faults.kvmmmu');
     assert.deepEqual(r.problems.map(formatDiagnostic), []);
