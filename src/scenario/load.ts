@@ -21,11 +21,18 @@ export interface FileReader {
 }
 
 const MAX_DEPTH = 16;
+/**
+ * Files read in all, counting a file each time it is included: without it, a few files that each
+ * include the next several times expand exponentially (8 includes x 16 levels = 8^15 copies).
+ */
+const MAX_INCLUDES = 4096;
 
 /** Parse `file` and the files it includes, in order. Never throws. */
 export function loadScenario(file: string, reader: FileReader, text?: string): Program {
   const prog: Program = { file, statements: [], diagnostics: [], files: [] };
   const stack: string[] = [];
+  let included = 0;
+  let tooMany = false;
   const visit = (path: string, src: string) => {
     stack.push(path);
     prog.files.push(path);
@@ -47,6 +54,12 @@ export function loadScenario(file: string, reader: FileReader, text?: string): P
       }
       if (stack.length >= MAX_DEPTH) {
         at('include-depth', `includes nest deeper than ${MAX_DEPTH} files`);
+        continue;
+      }
+      if (++included > MAX_INCLUDES) {
+        // one diagnostic, at the first include over the limit, not one per refused include
+        if (!tooMany) at('include-too-many', `more than ${MAX_INCLUDES} files included in all (a file counts each time it is included)`, 'include shared set-up once, from the root file');
+        tooMany = true;
         continue;
       }
       const inc = reader.read(target);

@@ -562,6 +562,18 @@ function staticChecks(ctx: Ctx, stmt: Statement): void {
     if (size === 0n || size % 4096n !== 0n) warn(ctx, n.valueCol, n.endCol, 'kvm-einval', `guest_memfd size ${n.value.text} is not a non-zero multiple of 4K: KVM returns -EINVAL`);
     else if (size > physLimit) err(ctx, n.valueCol, n.endCol, 'size-out-of-range', `guest_memfd of ${formatSize(size)} is larger than the ${ctx.physBits}-bit guest physical address space`, 'use a smaller size');
   }
+  if (stmt.keyword === 'guest map') {
+    const r = stmt.args['gva'];
+    const pw = stmt.args['page']?.value;
+    const page = pw?.kind === 'word' ? (pw.v === '1G' ? 1n << 30n : pw.v === '2M' ? 1n << 21n : 4096n) : 4096n;
+    if (r && r.value.kind === 'range') {
+      const n = (r.value.end - r.value.start + page - 1n) / page;
+      if (n > BigInt(MAX_ITERATIONS)) {
+        err(ctx, r.valueCol, r.endCol, 'too-many-accesses', `${r.value.text} in ${formatSize(page)} pages is ${n} page-table entries; one statement may write at most ${MAX_ITERATIONS}`,
+          'use larger pages (page=2M or 1G) or split the range');
+      }
+    }
+  }
   // Repetition: ranges walked one access per step.
   if (stmt.keyword === 'guest read' || stmt.keyword === 'guest write' || stmt.keyword === 'guest fetch') {
     const r = stmt.args['gva'] ?? stmt.args['gpa'];

@@ -18,6 +18,7 @@ import {
   type VmConfig,
 } from '../engine_api';
 import { roleExpectFields, spteExpectFields } from './x86_fields';
+import { X86Guest } from './x86_guest';
 
 const KVM_EXIT_MMIO = 6;
 const KVM_EXIT_MEMORY_FAULT = 39;
@@ -45,6 +46,38 @@ class X86Engine implements ScenarioEngine {
   private readonly gmemFds = new Map<string, number>();
   private nextFd = 10;
   private migratedPfn = 0x7_0000_0000 / PAGE;
+  private guestSide: X86Guest | undefined;
+
+  private get guest(): X86Guest {
+    this.guestSide ??= new X86Guest(this.vm, this.cfg.maxphyaddr, this.cfg.vendor === 'amd');
+    return this.guestSide;
+  }
+
+  setRegs(op: { vcpu: number; cr0?: bigint; cr3?: bigint; cr4?: bigint; efer?: bigint }): Outcome {
+    this.vm.vcpu(op.vcpu);
+    return { ret: this.guest.setRegs(op.vcpu, op) };
+  }
+
+  guestMap(op: { cr3: number; gvaStart: bigint; gvaEnd: bigint; gpa: number; pageSize: number; flags: string[]; mode: string; pool?: { start: number; end: number } }): Outcome {
+    return { ret: this.guest.map(op) };
+  }
+
+  /** A guest store into its own page table: a write to that GPA through the TDP tables, then the new entry. */
+  guestWritePte(op: { vcpu: number; gva: bigint; level: number; value: bigint; cr3?: number }): Outcome {
+    const g = this.guest;
+    const at = g.entryGpa(op.vcpu, op.gva, op.level, op.cr3);
+    if (at === undefined) return { ret: -14 }; // -EFAULT: no such entry (paging off or a missing table)
+    const o = this.gpaAccess(op.vcpu, at, 'write');
+    if (o.exit || o.ret !== undefined) return o;
+    g.writeEntry(at, op.value, g.entrySize(op.vcpu));
+    return {};
+  }
+
+  /** INVLPG is not intercepted under EPT/NPT: the guest's TLB flush runs no KVM code. */
+  invlpg(op: { vcpu: number; gva: bigint }): Outcome {
+    this.vm.vcpu(op.vcpu);
+    return {};
+  }
 
   constructor(readonly cfg: VmConfig, opts: ConstructorParameters<typeof X86Vm>[0]) {
     this.vm = new X86Vm(opts);
@@ -109,13 +142,29 @@ class X86Engine implements ScenarioEngine {
   }
 
   access(op: AccessOp): Outcome {
-    if (op.space === 'gva') throw new NotSupportedYet('guest virtual accesses (the x86 facade takes GPAs; guest page tables are not bound yet)');
+    if (op.space === 'gva') {
+      const g = this.guest;
+      const gva = (BigInt(op.hi) << 32n) | BigInt(op.lo);
+      const t = g.translate(op.vcpu, gva, op.kind, op.user);
+      // Table accesses happen whether or not the walk ends in a #PF.
+      const stop = g.tableAccesses(op.vcpu);
+      if (stop?.exit) return { exit: { reason: stop.exit.reason, vcpu: op.vcpu, fields: stop.exit.fields } };
+      if (stop?.ret !== undefined) return { ret: stop.ret };
+      // A #PF is delivered to the guest; with TDP KVM does not intercept it.
+      if (t.gpa === undefined) return {};
+      return this.gpaAccess(op.vcpu, t.gpa, op.kind, op.private);
+    }
+    return this.gpaAccess(op.vcpu, op.addr, op.kind, op.private);
+  }
+
+  private gpaAccess(id: number, addr: number, k: 'read' | 'write' | 'fetch', priv?: boolean): Outcome {
+    const op = { vcpu: id, kind: k, private: priv };
     const kvm = this.vm.kvm;
-    let gpa = op.addr;
+    let gpa = addr;
     if (op.private !== undefined) {
       if (!kvm.is_tdx) throw new NotSupportedYet('private/shared accesses outside TDX (SNP C-bit, SW-protected) are decided by the attributes here; drop the word');
       const shared = kvm.arch.gfn_direct_bits * PAGE;
-      gpa = op.private ? gpa % shared : gpa % shared + shared;
+      gpa = op.private ? gpa % shared : (gpa % shared) + shared;
     }
     const vcpu = this.vm.vcpu(op.vcpu);
     const kind = op.kind === 'fetch' ? 'exec' : op.kind;
@@ -246,6 +295,17 @@ class X86Engine implements ScenarioEngine {
       case 'root': {
         const r = this.rootFor(sel);
         return r ? [roleExpectFields(r.role, { hpa: r.spt_pfn * PAGE, root_count: r.root_count })] : [];
+      }
+      case 'walk': {
+        const id = sel['vcpu'] !== undefined ? Number(sel['vcpu']) : 0;
+        const gva = BigInt(sel['gva']!);
+        const access = (sel['access'] as string | undefined) ?? 'read';
+        // KVM's view of the translation (gva_to_gpa), without touching A/D bits.
+        const t = this.guest.translate(id, gva, access as 'read', sel['cpl'] === 'user', true);
+        const w = t.walker;
+        return [t.gpa !== undefined
+          ? { gpa: t.gpa, fault: 0, level: w.level, pte_access: w.pte_access }
+          : { fault: 1, error_code: w.error_code, level: w.level }];
       }
       case 'attributes': {
         const priv = kvm.kvm_mem_is_private(Math.floor(Number(sel['gpa']) / PAGE));

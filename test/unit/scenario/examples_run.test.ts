@@ -47,6 +47,12 @@ describe('examples run against the engine', () => {
     assert.equal(r.exits[0]!.reason, 'KVM_EXIT_MEMORY_FAULT');
   });
 
+  it('guest-paging: every expect holds', () => {
+    const r = runExample('guest-paging.kvmmmu');
+    assert.deepEqual(r.problems.map(formatDiagnostic), []);
+    assert.ok(r.expects.length >= 10);
+  });
+
   it('arm64-stage2-faults: every expect holds', () => {
     const r = runExample('arm64-stage2-faults.kvmmmu');
     assert.deepEqual(r.problems.map(formatDiagnostic), []);

@@ -197,3 +197,11 @@ describe('scenario parser: absurd sizes are refused where they are written', () 
     assert.match(d.message, /does not fit in 64 bits/);
   });
 });
+
+describe('scenario parser: guest map sizes', () => {
+  it('a 1 PiB map in 4K pages is refused at the range', () => {
+    const d = one('guest map cr3=0x1000 gva 0x0..0x4000000000000 gpa=0 page=4K');
+    assert.deepEqual([d.code, d.col], ['too-many-accesses', 26]);
+    assert.equal(errors('guest map cr3=0x1000 gva 0x0..0x4000000000000 gpa=0 page=1G').length, 0);
+  });
+});
