@@ -631,6 +631,8 @@ function max_huge_page_level(kvm: Kvm): number {
 
 /** __kvm_mmu_max_mapping_level(). */
 export function __kvm_mmu_max_mapping_level(kvm: Kvm, slot: KvmMemorySlot, gfn: number, max_level: number, is_private: boolean): number {
+  // 4K-backed shared memory can only map 4K whatever lpage_info says (min with the host level).
+  if (!is_private && slot.host_backing === '4k') return PG_LEVEL_4K;
   max_level = Math.min(max_level, max_huge_page_level(kvm));
   for (; max_level > PG_LEVEL_4K; max_level--) {
     if (lpage_info_slot(gfn, slot, max_level) === 0) break;

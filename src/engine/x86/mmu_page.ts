@@ -19,6 +19,9 @@ const ROLE_IS_MIRROR = 0x8_0000;
 /** SHADOW_NONPRESENT_VALUE = BIT_ULL(63): the high word of a fresh entry. */
 export const SHADOW_NONPRESENT_HI = 0x8000_0000;
 
+const NONPRESENT_TABLE = new Uint32Array(1024);
+for (let i = 1; i < 1024; i += 2) NONPRESENT_TABLE[i] = SHADOW_NONPRESENT_HI;
+
 export class KvmMmuPage {
   role: number;
   gfn: number;
@@ -121,10 +124,7 @@ export class MmuPagePool {
     let spt = this.free_tables.pop();
     if (spt === undefined) spt = new Uint32Array(1024);
     // New tables start with every entry SHADOW_NONPRESENT_VALUE (the shadow page cache's init value).
-    for (let i = 0; i < 1024; i += 2) {
-      spt[i] = 0;
-      spt[i + 1] = SHADOW_NONPRESENT_HI;
-    }
+    spt.set(NONPRESENT_TABLE);
     const sp = new KvmMmuPage(spt, MMU_TABLE_PFN_BASE + slot, role, gfn, tdp_mmu_page);
     this.by_pfn[slot] = sp;
     this.live++;
