@@ -150,3 +150,21 @@ test('aging with A/D: clear_young clears A and reports young; test_young sees th
   v.access(0, 0x9000, 'read'); // the CPU sets A again
   assert.equal(v.notifier_age(hva, hva + 4096, 'test_young'), true);
 });
+
+test('eager split: an allocation failure traces errno -ENOMEM and leaves the remaining huge pages for the fault path', () => {
+  const v = vm();
+  slot(v, 0, 0, GiB, { backing: '2m-thp' });
+  v.access(0, 0x20_0000, 'write');
+  v.access(0, 0x40_0000, 'write');
+  v.kvm.split_alloc_fails = 1;
+  const c = capture();
+  v.set_dirty_logging(0, true);
+  c.stop();
+  const ev = c.events.filter((e) => e.name === 'kvm_mmu_split_huge_page');
+  assert.equal(ev.length, 1);
+  assert.match(ev[0]!.text, /^gfn 200 spte [0-9a-f]+ level 2 errno -12$/);
+  // Both huge pages stay, write-protected: the 4K pass of remove_write_access covers huge leaves too.
+  assert.equal(v.stats().vm.pages_2m, 2);
+  assert.equal(v.read_spte(0x200, 2)!.lo & W, 0);
+  assert.equal(v.read_spte(0x400, 2)!.lo & W, 0);
+});
