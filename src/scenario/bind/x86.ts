@@ -6,6 +6,9 @@
  */
 import { type HostBacking, type KvmMmuPage, KVM_X86_DEFAULT_VM, KVM_X86_SNP_VM, KVM_X86_SW_PROTECTED_VM, KVM_X86_TDX_VM, X86Vm } from '../../engine/x86/index';
 import { lpage_info_slot } from '../../engine/x86/memslot';
+import { kvm_mmu_do_page_fault } from '../../engine/x86/mmu';
+import { PFERR_GUEST_FINAL_MASK_HI, PFERR_PRIVATE_ACCESS_HI } from '../../engine/x86/pferr';
+import { RET_PF_EMULATE, RET_PF_FIXED, RET_PF_RETRY, RET_PF_SPURIOUS, RET_PF_WRITE_PROTECTED } from '../../engine/x86/ret_pf';
 import type { KvmX86ModuleParams, KvmX86VendorConfig, NxHugePagesMode } from '../../engine/x86/params';
 import {
   type AccessOp,
@@ -71,6 +74,39 @@ class X86Engine implements ScenarioEngine {
     if (o.exit || o.ret !== undefined) return o;
     g.writeEntry(at, op.value, g.entrySize(op.vcpu));
     return {};
+  }
+
+  /**
+   * KVM_PRE_FAULT_MEMORY (kvm_vcpu_pre_fault_memory -> kvm_arch_vcpu_pre_fault_memory ->
+   * kvm_tdp_map_page): a prefetch fault at the final GPA per step, advancing by what the mapping
+   * level covers.
+   */
+  preFaultMemory(op: { vcpu: number; gpa: number; size: number }): Outcome {
+    if (op.gpa % PAGE !== 0 || op.size % PAGE !== 0 || op.size === 0) return { ret: -22 };
+    const kvm = this.vm.kvm;
+    if (kvm.vm_type === KVM_X86_SNP_VM || kvm.is_tdx) throw new NotSupportedYet('pre-faulting SNP/TDX VMs (pre_fault_allowed after launch) is not modelled');
+    const vcpu = this.vm.vcpu(op.vcpu);
+    let gpa = op.gpa;
+    let left = op.size;
+    while (left > 0) {
+      this.vm.enter(vcpu);
+      let hi = PFERR_GUEST_FINAL_MASK_HI;
+      if (kvm.arch.has_private_mem && kvm.kvm_mem_is_private(Math.floor(gpa / PAGE))) hi |= PFERR_PRIVATE_ACCESS_HI;
+      let r: number;
+      let tries = 0;
+      do {
+        r = kvm_mmu_do_page_fault(vcpu, gpa, 0, hi, true);
+      } while (r === RET_PF_RETRY && ++tries < 64);
+      if (r < 0) return { ret: r };
+      if (r === RET_PF_EMULATE) return { ret: -2 }; // -ENOENT: nothing KVM could map (no memslot / MMIO)
+      if (r !== RET_PF_FIXED && r !== RET_PF_SPURIOUS && r !== RET_PF_WRITE_PROTECTED) return { ret: -5 }; // -EIO
+      const span = PAGE * 512 ** (vcpu.fault.goal_level - 1);
+      const end = gpa - (gpa % span) + span;
+      const step = Math.min(left, end - gpa);
+      gpa += step;
+      left -= step;
+    }
+    return { ret: 0 };
   }
 
   /** INVLPG is not intercepted under EPT/NPT: the guest's TLB flush runs no KVM code. */

@@ -53,6 +53,12 @@ describe('examples run against the engine', () => {
     assert.ok(r.expects.length >= 10);
   });
 
+  it('prefault-memory: every expect holds', () => {
+    const r = runExample('prefault-memory.kvmmmu');
+    assert.deepEqual(r.problems.map(formatDiagnostic), []);
+    assert.equal(r.expects.length, 5);
+  });
+
   it('arm64-stage2-faults: every expect holds', () => {
     const r = runExample('arm64-stage2-faults.kvmmmu');
     assert.deepEqual(r.problems.map(formatDiagnostic), []);
