@@ -7,6 +7,7 @@ import { SessionEvents, activeKvmSession } from './session_events';
 import { registerProbesView, type ProbesTree } from './probes_view';
 import { registerEventsView, type EventsTree, type EventNode } from './events_view';
 import { registerDecoderPanel, DecoderPanel } from '../panels/decoder_panel';
+import { registerPagesView, type PagesTree, type PageNode } from './pages_view';
 
 export interface VmContext {
   arch: string;
@@ -21,6 +22,8 @@ export interface KvmMmuViews {
   readonly probes: ProbesTree;
   readonly eventsTree: EventsTree;
   readonly eventsView: vscode.TreeView<EventNode>;
+  readonly pages: PagesTree;
+  readonly pagesView: vscode.TreeView<PageNode>;
   /** The open Bit Decoder panel, if any. */
   decoder(): DecoderPanel | undefined;
   /** VM facts of the active session (undefined without one). */
@@ -37,6 +40,7 @@ export function registerViews(context: vscode.ExtensionContext): KvmMmuViews {
   const probes = registerProbesView(context, events);
   const { tree: eventsTree, view: eventsView } = registerEventsView(context, events);
   registerDecoderPanel(context);
+  const { tree: pages, view: pagesView } = registerPagesView(context, events);
 
   let vm: VmContext | undefined;
   const applyVm = (v: VmContext | undefined): void => {
@@ -68,5 +72,5 @@ export function registerViews(context: vscode.ExtensionContext): KvmMmuViews {
   applyVm(undefined);
   setContext('kvmMmu.sessionActive', false);
 
-  return { events, probes, eventsTree, eventsView, decoder: () => DecoderPanel.current, vm: () => vm };
+  return { events, probes, eventsTree, eventsView, pages, pagesView, decoder: () => DecoderPanel.current, vm: () => vm };
 }

@@ -19,6 +19,8 @@ interface Api {
     probes: Tree;
     eventsTree: Tree & { filter: string; readonly loaded: ReadonlyArray<{ name: string; text: string; step: number }>; reload(): Promise<void> };
     vm(): { arch: string; type: string } | undefined;
+    pages: Tree;
+    pagesView: vscode.TreeView<unknown>;
   };
 }
 
@@ -45,6 +47,16 @@ async function nextStop(api: Api, session: vscode.DebugSession, request: string,
   });
   await session.customRequest(request, args);
   await stopped;
+}
+
+/** Step over statements until the top frame is at `line` or beyond. */
+async function stepToLine(api: Api, session: vscode.DebugSession, line: number): Promise<void> {
+  for (let i = 0; i < 200; i++) {
+    const st = await session.customRequest('stackTrace', { threadId: 1 });
+    if (st.stackFrames[0].line >= line) return;
+    await nextStop(api, session, 'next', { threadId: 1 });
+  }
+  throw new Error(`never reached line ${line}`);
 }
 
 describe('KVM MMU views', () => {
@@ -134,6 +146,64 @@ describe('KVM MMU views', () => {
       assert.strictEqual(kids[0].kind, 'message');
       await screenshot('events-view-dark');
     }
+  });
+
+  it('MMU Pages shows roots -> tables -> SPTEs lazily, pages 256 at a time, and updates after a step', async function () {
+    this.timeout(60000);
+    await vscode.commands.executeCommand('kvmMmu.pages.focus');
+    const session = await startAndStop(api, TDP_BASICS);
+    const pages = api.views.pages;
+    const msg = await pages.getChildren();
+    assert.strictEqual(msg[0].kind, 'message', 'before the first fault there is no root');
+    // `guest read gpa=0x1000` and the checks after it (up to line 28).
+    for (let i = 0; i < 6; i++) await nextStop(api, session, 'next', { threadId: 1 });
+    const ases = await pages.getChildren();
+    assert.deepStrictEqual(ases.map((a) => a.kind), ['as']);
+    const roots = await pages.getChildren(ases[0]);
+    assert.strictEqual(roots.length, 1, 'one root');
+    const rootItem = pages.getTreeItem(roots[0]);
+    assert.match(String(rootItem.description), /^l4 8-byte q0 direct wux.*refcount \d+ {2}valid/);
+    // Walk index 0 down to the PD: one 2M leaf for gfn 0..0x1ff.
+    let node = roots[0];
+    const labels: string[] = [];
+    for (let level = 4; level >= 2; level--) {
+      const kids = await pages.getChildren(node);
+      assert.ok(kids.length >= 1, `level ${level} has entries`);
+      node = kids[0];
+      const item = pages.getTreeItem(node);
+      labels.push(`${item.label} | ${item.description}`);
+    }
+    assert.match(labels[0], /^\[0\] gfn 0x0-0x7ffffff \| L4 table/);
+    assert.match(labels[1], /^\[0\] gfn 0x0-0x3ffff \| L3 table/);
+    assert.match(labels[2], /^\[0\] gfn 0x0-0x1ff \| L2 huge leaf 2M {2}rwxu? pfn 0x[0-9a-f]+ A/, labels.join(" ; "));
+    const leafItem = pages.getTreeItem(node);
+    assert.strictEqual(leafItem.contextValue, 'spte.hugeLeaf');
+    assert.ok(leafItem.tooltip instanceof vscode.MarkdownString && /MMU_PRESENT/.test(leafItem.tooltip.value), 'tooltip lists the fields');
+    const copied = await vscode.commands.executeCommand<string>('kvmMmu.pages.copyValue', node);
+    assert.match(copied ?? '', /^0x[0-9a-f]{16}$/);
+    const dataId = await vscode.commands.executeCommand<string>('kvmMmu.pages.breakOnChange', node);
+    assert.strictEqual(dataId, 'spte:0:0:2');
+    const decoded = await vscode.commands.executeCommand<{ kind: string; value: string; level: number }>('kvmMmu.pages.decode', node);
+    assert.deepStrictEqual(decoded, { kind: 'ept-spte', value: copied, level: 2 });
+    await vscode.commands.executeCommand('kvmMmu.pages.focus');
+    await api.views.pagesView.reveal(node, { select: true, focus: false, expand: false });
+    await screenshot('pages-view-dark');
+
+    // Line 36 maps the other 511 huge pages: the PD now pages 256 at a time.
+    await stepToLine(api, session, 37);
+    const r2 = await pages.getChildren();
+    const pml4 = (await pages.getChildren(r2[0]))[0];
+    const pdpt = (await pages.getChildren(pml4))[0];
+    const pd = (await pages.getChildren(pdpt))[0];
+    const entries = await pages.getChildren(pd);
+    assert.strictEqual(entries.length, 257, '256 entries and a more… node');
+    const more = entries[256];
+    assert.strictEqual(more.kind, 'more');
+    assert.match(String(pages.getTreeItem(more).label), /more… \(256 more entries\)/);
+    await vscode.commands.executeCommand('kvmMmu.pages.more', (more as unknown as { table: number }).table);
+    const all = await pages.getChildren(pd);
+    assert.strictEqual(all.length, 512);
+    assert.match(String(pages.getTreeItem(all[511]).label), /^\[511\] gfn 0x3fe00-0x3ffff$/);
   });
 
   it('Events says so when there is no session', async () => {
