@@ -195,7 +195,7 @@ export function kvm_clear_dirty_log_protect(kvm: Kvm, slotArg: number, first_pag
  * was young. clear_flush_young flushes the TLB when something was young.
  */
 export function kvm_mmu_notifier_age(kvm: Kvm, hva_start: number, hva_end: number, kind: 'clear_flush_young' | 'clear_young' | 'test_young'): boolean {
-  if (kind !== 'test_young' && trace.enabled) emitTracepoint('kvm_age_hva', -1, { start: hva_start, end: hva_end });
+  if (kind !== 'test_young' && trace.enabled) emitTracepoint('kvm_age_hva', kvm.cur_vcpu, { start: hva_start, end: hva_end });
   let young = false;
   for (const r of hva_range_to_gfn_ranges(kvm, hva_start, hva_end)) {
     young = kvm_age_gfn(kvm, r.slot, r.start, r.end, kind === 'test_young') || young;

@@ -203,7 +203,14 @@ export function kvm_mmu_reload(vcpu: KvmVcpu): number {
     kvm_mmu_free_obsolete_roots(vcpu);
   }
   if (vcpu.mmu.root !== null) return 0;
-  return kvm_mmu_load(vcpu);
+  const kvm = vcpu.kvm;
+  const prev = kvm.cur_vcpu;
+  kvm.cur_vcpu = vcpu.vcpu_id;
+  try {
+    return kvm_mmu_load(vcpu);
+  } finally {
+    kvm.cur_vcpu = prev;
+  }
 }
 
 function mmu_free_root_page(kvm: Kvm, root: KvmMmuPage): void {
@@ -252,6 +259,18 @@ function set_outcome(vcpu: KvmVcpu, ret_pf: number, outcome: string): void {
  * userspace (vcpu.run_exit says why), negative = -errno to userspace.
  */
 export function kvm_mmu_page_fault(vcpu: KvmVcpu, cr2_or_gpa: number, err_lo: number, err_hi: number): number {
+  const kvm = vcpu.kvm;
+  // Events raised while handling this fault belong to this vCPU's thread.
+  const prev = kvm.cur_vcpu;
+  kvm.cur_vcpu = vcpu.vcpu_id;
+  try {
+    return __kvm_mmu_page_fault(vcpu, cr2_or_gpa, err_lo, err_hi);
+  } finally {
+    kvm.cur_vcpu = prev;
+  }
+}
+
+function __kvm_mmu_page_fault(vcpu: KvmVcpu, cr2_or_gpa: number, err_lo: number, err_hi: number): number {
   if (probes.armed) probes.hit(PR_PAGE_FAULT, { cr2_or_gpa, error_code: halvesToValue(err_lo, err_hi) });
   const kvm = vcpu.kvm;
   vcpu.run_exit = null;
@@ -733,7 +752,7 @@ export function kvm_mmu_invalidate_mmio_sptes(kvm: Kvm, gen: number): void {
 /** kvm_mmu_zap_all_fast(). */
 export function kvm_mmu_zap_all_fast(kvm: Kvm): void {
   if (probes.armed) probes.hit(PR_ZAP_ALL_FAST, { mmu_valid_gen: kvm.arch.mmu_valid_gen });
-  if (trace.enabled) emitTracepoint('kvm_mmu_zap_all_fast', -1, { mmu_valid_gen: kvm.arch.mmu_valid_gen, mmu_used_pages: kvm.arch.n_used_mmu_pages });
+  if (trace.enabled) emitTracepoint('kvm_mmu_zap_all_fast', kvm.cur_vcpu, { mmu_valid_gen: kvm.arch.mmu_valid_gen, mmu_used_pages: kvm.arch.n_used_mmu_pages });
   kvm.arch.mmu_valid_gen = kvm.arch.mmu_valid_gen ? 0 : 1;
   // Mirror (S-EPT) roots can't be rebuilt transparently: only direct roots are invalidated.
   if (kvm.params.tdp_mmu) kvm_tdp_mmu_invalidate_roots(kvm, KVM_DIRECT_ROOTS);
@@ -807,7 +826,7 @@ export function hva_range_to_gfn_ranges(kvm: Kvm, hva_start: number, hva_end: nu
 /** kvm_mmu_notifier_invalidate_range_start(): begin the invalidation and zap the shared mappings. */
 export function kvm_mmu_notifier_invalidate_range_start(kvm: Kvm, hva_start: number, hva_end: number, may_block = true): void {
   if (probes.armed) probes.hit(PR_NOTIFIER, { start: hva_start, end: hva_end });
-  if (trace.enabled) emitTracepoint('kvm_unmap_hva_range', -1, { start: hva_start, end: hva_end });
+  if (trace.enabled) emitTracepoint('kvm_unmap_hva_range', kvm.cur_vcpu, { start: hva_start, end: hva_end });
   let flush = false;
   let locked = false;
   // Only ranges that hit a memslot take mmu_lock and count as an invalidation (start and end agree).

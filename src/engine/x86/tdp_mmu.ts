@@ -181,7 +181,7 @@ export function handle_removed_pt(kvm: Kvm, sp: KvmMmuPage, shared: boolean): vo
   const as_id = kvm_mmu_page_as_id(sp);
   const per = KVM_PAGES_PER_HPAGE(level);
   const external = sp_is_external(kvm, sp);
-  if (trace.enabled) emit_sp_event('kvm_mmu_prepare_zap_page', sp, undefined);
+  if (trace.enabled) emit_sp_event(kvm, 'kvm_mmu_prepare_zap_page', sp, undefined);
   tdp_mmu_unlink_sp(kvm, sp);
   for (let i = 0; i < 512; i++) {
     const j = i << 1;
@@ -222,7 +222,7 @@ export function handle_changed_spte(kvm: Kvm, as_id: number, gfn: number, old_lo
   }
   if (old_lo === new_lo && old_hi === new_hi) return;
   if (trace.enabled) {
-    emitTracepoint('kvm_tdp_mmu_spte_changed', -1, { as_id, gfn, level, old_spte: hexv(old_lo, old_hi), new_spte: hexv(new_lo, new_hi) });
+    emitTracepoint('kvm_tdp_mmu_spte_changed', kvm.cur_vcpu, { as_id, gfn, level, old_spte: hexv(old_lo, old_hi), new_spte: hexv(new_lo, new_hi) });
   }
   if (!was_present && !is_present) {
     const m = kvm.masks;
@@ -306,12 +306,12 @@ function tdp_mmu_iter_cond_resched(kvm: Kvm, iter: tdp_iter, flush: boolean, _sh
 // Roots.
 
 /** Trace text of the SP events needs mmu_valid_gen, gfn, role, root_count, unsync. */
-function emit_sp_event(name: string, sp: KvmMmuPage, created: boolean | undefined): void {
+function emit_sp_event(kvm: Kvm, name: string, sp: KvmMmuPage, created: boolean | undefined): void {
   const f: Record<string, number | string | boolean> = {
     mmu_valid_gen: sp.mmu_valid_gen, gfn: sp.gfn + sp.gfn_stolen_bits, role: sp.role, root_count: sp.root_count, unsync: sp.unsync,
   };
   if (created !== undefined) f['created'] = created;
-  emitTracepoint(name, -1, f);
+  emitTracepoint(name, kvm.cur_vcpu, f);
 }
 
 function tdp_mmu_init_sp(kvm: Kvm, sp: KvmMmuPage, parent: KvmMmuPage | null, index: number, gfn: number, role: number): void {
@@ -320,8 +320,7 @@ function tdp_mmu_init_sp(kvm: Kvm, sp: KvmMmuPage, parent: KvmMmuPage | null, in
   sp.parent = parent;
   sp.parent_index = index;
   sp.tdp_mmu_page = true;
-  if (trace.enabled) emit_sp_event('kvm_mmu_get_page', sp, true);
-  void kvm;
+  if (trace.enabled) emit_sp_event(kvm, 'kvm_mmu_get_page', sp, true);
 }
 
 function tdp_mmu_init_child_sp(kvm: Kvm, child: KvmMmuPage, iter: tdp_iter): void {
@@ -571,7 +570,7 @@ function tdp_mmu_split_huge_page(kvm: Kvm, iter: tdp_iter, sp: KvmMmuPage, share
   }
   const ret = tdp_mmu_link_sp(kvm, iter, sp, shared);
   if (ret === 0) kvm_update_page_stats(kvm, level - 1, 512);
-  if (trace.enabled) emitTracepoint('kvm_mmu_split_huge_page', -1, { gfn: iter.gfn, spte: hexv(huge_lo, huge_hi), level, errno: ret });
+  if (trace.enabled) emitTracepoint('kvm_mmu_split_huge_page', kvm.cur_vcpu, { gfn: iter.gfn, spte: hexv(huge_lo, huge_hi), level, errno: ret });
   return ret;
 }
 
@@ -737,7 +736,7 @@ function kvm_tdp_mmu_age_spte(kvm: Kvm, iter: tdp_iter): void {
     if (__tdp_mmu_set_spte_atomic(kvm, iter, new_lo, new_hi) !== 0) return;
   }
   if (trace.enabled) {
-    emitTracepoint('kvm_tdp_mmu_spte_changed', -1, { as_id: iter.as_id, gfn: iter.gfn, level: iter.level, old_spte: hexv(iter.old_lo, iter.old_hi), new_spte: hexv(new_lo, new_hi) });
+    emitTracepoint('kvm_tdp_mmu_spte_changed', kvm.cur_vcpu, { as_id: iter.as_id, gfn: iter.gfn, level: iter.level, old_spte: hexv(iter.old_lo, iter.old_hi), new_spte: hexv(new_lo, new_hi) });
   }
 }
 
@@ -833,7 +832,7 @@ function clear_dirty_pt_masked(kvm: Kvm, root: KvmMmuPage, bits: number, gfn: nu
     spt[iter.index << 1] = new_lo;
     spt[(iter.index << 1) + 1] = new_hi;
     if (trace.enabled) {
-      emitTracepoint('kvm_tdp_mmu_spte_changed', -1, { as_id: iter.as_id, gfn: iter.gfn, level: iter.level, old_spte: hexv(iter.old_lo, iter.old_hi), new_spte: hexv(new_lo, new_hi) });
+      emitTracepoint('kvm_tdp_mmu_spte_changed', kvm.cur_vcpu, { as_id: iter.as_id, gfn: iter.gfn, level: iter.level, old_spte: hexv(iter.old_lo, iter.old_hi), new_spte: hexv(new_lo, new_hi) });
     }
     iter.old_lo = new_lo;
     iter.old_hi = new_hi;
@@ -859,7 +858,7 @@ function tdp_mmu_split_huge_pages_root(kvm: Kvm, root: KvmMmuPage, bits: number,
         sp = kvm.split_alloc_fails > 0 ? null : tdp_mmu_alloc_sp(kvm);
         if (sp === null) {
           kvm.split_alloc_fails--;
-          if (trace.enabled) emitTracepoint('kvm_mmu_split_huge_page', -1, { gfn: iter.gfn, spte: hexv(iter.old_lo, iter.old_hi), level: iter.level, errno: -ENOMEM });
+          if (trace.enabled) emitTracepoint('kvm_mmu_split_huge_page', kvm.cur_vcpu, { gfn: iter.gfn, spte: hexv(iter.old_lo, iter.old_hi), level: iter.level, errno: -ENOMEM });
           return -ENOMEM;
         }
         iter.yielded = true;

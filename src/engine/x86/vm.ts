@@ -160,6 +160,8 @@ export class Kvm {
   /** kvm_arch_nr_memslot_as_ids(): 2 with SMM, 1 for VMs without SMM (TDX). */
   readonly nr_as_ids: number;
   vcpus: KvmVcpuLike[] = [];
+  /** vCPU whose thread is running MMU code now (-1: an ioctl, notifier or worker). */
+  cur_vcpu = -1;
 
   mmu_invalidate_seq = 0;
   mmu_invalidate_in_progress = 0;

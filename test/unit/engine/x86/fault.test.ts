@@ -280,3 +280,16 @@ test('SW-protected VM: a fault whose private-ness disagrees with the attribute e
   assert.equal(n, -14);
   assert.deepEqual(v.vcpu(0).run_exit, { exit_reason: 39, flags: 8, gpa: 0x6000, size: 4096 });
 });
+
+test('events raised while a vCPU handles its fault are attributed to that vCPU; ioctl-time events to none', () => {
+  const v = vm({ nr_vcpus: 2 });
+  slot(v, 0, 0, GiB);
+  const c = capture();
+  v.access(1, 0x1000, 'write');
+  const n = c.events.length;
+  v.zap_gfn_range(0, 2);
+  c.stop();
+  assert.ok(n >= 9);
+  assert.ok(c.events.slice(0, n).every((e) => e.vcpu === 1), 'root load and fault events on vCPU 1');
+  assert.deepEqual(c.events.slice(n).map((e) => [e.name, e.vcpu]), [['kvm_tdp_mmu_spte_changed', -1]]);
+});
