@@ -562,6 +562,11 @@ function staticChecks(ctx: Ctx, stmt: Statement): void {
     if (size === 0n || size % 4096n !== 0n) warn(ctx, n.valueCol, n.endCol, 'kvm-einval', `guest_memfd size ${n.value.text} is not a non-zero multiple of 4K: KVM returns -EINVAL`);
     else if (size > physLimit) err(ctx, n.valueCol, n.endCol, 'size-out-of-range', `guest_memfd of ${formatSize(size)} is larger than the ${ctx.physBits}-bit guest physical address space`, 'use a smaller size');
   }
+  if (stmt.keyword === 'KVM_PRE_FAULT_MEMORY' && size !== undefined && size / 4096n > BigInt(MAX_ITERATIONS)) {
+    const n = stmt.args['size']!;
+    err(ctx, n.valueCol, n.endCol, 'too-many-accesses', `pre-faulting ${formatSize(size)} may take ${size / 4096n} faults; one statement may make at most ${MAX_ITERATIONS}`,
+      `split it into lines of at most ${formatSize(BigInt(MAX_ITERATIONS) * 4096n)}`);
+  }
   if (stmt.keyword === 'guest map') {
     const r = stmt.args['gva'];
     const pw = stmt.args['page']?.value;

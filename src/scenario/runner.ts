@@ -170,7 +170,10 @@ export class ScenarioRunner {
     this.opts = opts;
     this.config = configOf(program.statements, opts.overrides);
     trace.reset();
-    const keep = opts.keepEvents ?? 200_000;
+    // Events are kept only if an `expect trace "pattern"` will look at their text; counts need none.
+    const patterns = program.statements.filter((s) => s.keyword === 'expect trace' && s.args['text']);
+    const keep = patterns.length ? (opts.keepEvents ?? 200_000) : 0;
+    const keepAll = patterns.some((s) => s.args['scope']?.value.kind === 'word' && (s.args['scope'].value as { v: string }).v === 'all') ? keep : 0;
     this.unsubscribe = trace.subscribe((e) => {
       this.eventTotal++;
       this.eventCounts.set(e.name, (this.eventCounts.get(e.name) ?? 0) + 1);
@@ -178,7 +181,7 @@ export class ScenarioRunner {
       this.stmtCounts.set(e.name, (this.stmtCounts.get(e.name) ?? 0) + 1);
       if (this.stmtEvents.length < keep) this.stmtEvents.push(e);
       else this.stmtEventsDropped++;
-      if (this.allEvents.length < keep) this.allEvents.push(e);
+      if (this.allEvents.length < keepAll) this.allEvents.push(e);
       else this.allEventsDropped++;
       opts.onEvent?.(e, this.task);
     });

@@ -166,6 +166,11 @@ class X86Engine implements ScenarioEngine {
   }
 
   clearDirtyLog(op: { slot: number; asId: number; firstPage: number; numPages: number }): Outcome {
+    // KVM's range check comes before anything is allocated for the bitmap.
+    const kvm = this.vm.kvm;
+    const s = op.asId < kvm.nr_as_ids ? kvm.kvm_memslots(op.asId).byId(op.slot) : undefined;
+    if (!s) return { ret: -22 };
+    if (op.firstPage > s.npages || op.numPages > s.npages - op.firstPage) return { ret: -22 };
     const words = Math.ceil(op.numPages / 32);
     const bm = new Uint32Array(words);
     for (let i = 0; i < op.numPages; i++) bm[i >>> 5]! |= 1 << (i & 31);

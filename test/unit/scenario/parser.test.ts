@@ -205,3 +205,12 @@ describe('scenario parser: guest map sizes', () => {
     assert.equal(errors('guest map cr3=0x1000 gva 0x0..0x4000000000000 gpa=0 page=1G').length, 0);
   });
 });
+
+describe('scenario parser: pre-fault sizes', () => {
+  it('more than 16M pages in one KVM_PRE_FAULT_MEMORY is refused at the size', () => {
+    const d = one('KVM_PRE_FAULT_MEMORY gpa=0 size=128G');
+    assert.deepEqual([d.code, d.col], ['too-many-accesses', 34]);
+    assert.match(d.hint, /at most 64G/);
+    assert.equal(errors('KVM_PRE_FAULT_MEMORY gpa=0 size=64G').length, 0);
+  });
+});
