@@ -69,6 +69,7 @@ const MAX_CARRY = 1 << 20;
 const NAMES: readonly string[] = EVENTS.map((e) => e.name);
 const BY_LEN: number[][] = [];
 EVENTS.forEach((e, i) => (BY_LEN[e.name.length] ??= []).push(i));
+const PROBE: readonly number[] = NAMES.map((n) => n.charCodeAt(n.length - 2));
 
 
 function isSpace(c: number): boolean {
@@ -107,6 +108,8 @@ export class TraceParser {
   private readonly onStack: ((s: StackBlock) => void) | undefined;
   private readonly maxDetails: number;
   private carry = '';
+  /** Inside a line longer than MAX_CARRY that was already counted. */
+  private skipping = false;
   private pending: string | null = null;
   private pendingLine = 0;
   private stack: StackBlock | null = null;
@@ -130,6 +133,13 @@ export class TraceParser {
 
   /** Feed text. Lines may span chunks. */
   push(chunk: string): void {
+    if (this.skipping) {
+      // still inside a line already reported as too long: drop up to its end
+      const nl = chunk.indexOf('\n');
+      if (nl < 0) return;
+      chunk = chunk.slice(nl + 1);
+      this.skipping = false;
+    }
     const text = this.carry.length !== 0 ? this.carry + chunk : chunk;
     let pos = 0;
     for (;;) {
@@ -144,11 +154,13 @@ export class TraceParser {
       this.lines++;
       this.unrecognizedAt(this.lines, 'line longer than 1 MiB', this.carry);
       this.carry = '';
+      this.skipping = true;
     }
   }
 
   /** End of input: the last line without a newline, an open stack block, a pending wrapped line. */
   end(): void {
+    this.skipping = false;
     if (this.carry.length !== 0) {
       const t = this.carry;
       this.carry = '';
@@ -280,11 +292,14 @@ export class TraceParser {
 
   /** Index in EVENTS of the event named s[n0, n1) (optionally `system:name`), or -1. */
   private lookup(s: string, n0: number, n1: number): number {
-    const cands = BY_LEN[n1 - n0];
+    const len = n1 - n0;
+    const cands = BY_LEN[len];
     if (cands !== undefined) {
+      // names of one length differ at the char before the last; compare that before the whole name
+      const probe = s.charCodeAt(n1 - 2);
       for (let i = 0; i < cands.length; i++) {
         const id = cands[i]!;
-        if (s.startsWith(NAMES[id]!, n0)) return id;
+        if (PROBE[id] === probe && s.startsWith(NAMES[id]!, n0)) return id;
       }
     }
     let name = s.slice(n0, n1);

@@ -261,3 +261,16 @@ test('parseStream: Buffer chunks split inside a UTF-8 character, progress in byt
   await assert.rejects(parseStream(endless(), q, { signal: ac.signal }), (e: unknown) => e instanceof AbortError);
   assert.equal(q.events, 3);
 });
+
+test('a line longer than 1 MiB is one unrecognized line, counted once, and parsing goes on', () => {
+  const good = 'kvm_mmu_set_accessed_bit: gpa 1000';
+  const text = `${good}\n${'x'.repeat(3 << 20)}\n${good}\n`;
+  const p = new TraceParser();
+  for (let i = 0; i < text.length; i += 1 << 16) p.push(text.slice(i, i + (1 << 16)));
+  p.end();
+  assert.equal(p.events, 2);
+  assert.equal(p.lines, 3);
+  assert.equal(p.unrecognizedCount, 1);
+  assert.equal(p.unrecognized[0]!.line, 2);
+  assert.ok(p.unrecognized[0]!.text.length <= 200);
+});
