@@ -59,6 +59,12 @@ describe('examples run against the engine', () => {
     assert.equal(r.expects.length, 5);
   });
 
+  it('tdx-mirror-roots: upstream passes; the 2021 stolen-bits variant has no mirror root', () => {
+    assert.deepEqual(runExample('tdx-mirror-roots.kvmmmu').problems.map(formatDiagnostic), []);
+    const r = runExample('tdx-mirror-roots.kvmmmu', { tdx_stolen_bits: 'proposed' });
+    assert.deepEqual(r.expects.filter((e) => !e.ok).map((e) => e.line), [25, 26, 27, 28]);
+  });
+
   it('arm64-stage2-faults: every expect holds', () => {
     const r = runExample('arm64-stage2-faults.kvmmmu');
     assert.deepEqual(r.problems.map(formatDiagnostic), []);
