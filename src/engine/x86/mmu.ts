@@ -29,7 +29,7 @@ import {
   is_access_track_spte, is_mmio_spte, is_mmu_writable_spte, restore_acc_track_spte, MMIO_SPTE_GEN_MASK,
 } from './spte';
 import {
-  kvm_tdp_mmu_alloc_root, kvm_tdp_mmu_fast_pf_get_last_sptep, kvm_tdp_mmu_get_walk, kvm_tdp_mmu_invalidate_roots, kvm_tdp_mmu_map,
+  kvm_tdp_mmu_alloc_root, kvm_tdp_mmu_fast_pf_get_last_sptep, kvm_tdp_mmu_invalidate_roots, kvm_tdp_mmu_map,
   kvm_tdp_mmu_put_root, kvm_tdp_mmu_unmap_gfn_range, kvm_tdp_mmu_zap_invalidated_roots, kvm_tdp_mmu_zap_leafs, KVM_DIRECT_ROOTS,
   KVM_FILTER_PRIVATE, KVM_FILTER_SHARED, wire_make_spte_args, __kvm_tdp_mmu_age_gfn_range, sptep_va,
 } from './tdp_mmu';
@@ -721,11 +721,9 @@ export function handle_mmio_page_fault(vcpu: KvmVcpu, addr: number, direct: bool
   const kvm = vcpu.kvm;
   const gfn = Math.floor(addr / 4096);
   if (direct && vcpu.mmio_gfn > 0 && vcpu.mmio_gfn === gfn && vcpu.mmio_gen === kvm.kvm_memslots(vcpu.smm ? 1 : 0).generation) return RET_PF_EMULATE;
-  const root = vcpu.mmu.root!;
-  const sptes: Array<{ lo: number; hi: number; sp: KvmMmuPage; index: number } | undefined> = [];
-  const leaf = kvm_tdp_mmu_get_walk(kvm, root, gfn, kvm.kvm_gfn_root_bits(root), sptes);
-  if (leaf < 0) return RET_PF_RETRY;
-  const s = sptes[leaf]!;
+  // get_mmio_spte(): the last SPTE on the current root's path (kvm_tdp_mmu_get_walk), without allocating.
+  if (!kvm_tdp_mmu_fast_pf_get_last_sptep(vcpu, gfn, last)) return RET_PF_RETRY;
+  const s = last;
   if (is_mmio_spte(kvm.masks, s.lo, s.hi, kvm.arch.shadow_mmio_value)) {
     const mgfn = get_mmio_spte_gfn(kvm.masks, s.lo, s.hi);
     const access = get_mmio_spte_access(kvm.masks, s.lo, s.hi);
