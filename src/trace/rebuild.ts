@@ -678,6 +678,31 @@ export class Rebuilder {
   /** Loop/storm states with a finding, whose text is written at summary time. */
   private sawTdp = false;
 
+  /**
+   * fast_page_fault fixes an SPTE with a cmpxchg and no `kvm_tdp_mmu_spte_changed`, so its old -> new is
+   * applied here. The event has no level or address space: the entry is the one covering the faulting page
+   * whose rebuilt value is `old_spte` (with shadow paging the address is a GVA and nothing matches).
+   */
+  private applyFastFix(ev: ParsedEvent, page: number): void {
+    const oLo = ev.lo[FP['old_spte']!]!;
+    const oHi = ev.hi[FP['old_spte']!]!;
+    for (let a = 0; a < this.rootsByAs.length; a++) {
+      const list = this.rootsByAs[a];
+      if (!list) continue;
+      for (let i = list.length - 1; i >= 0; i--) {
+        const r = list[i]!;
+        for (let level = 1; level <= 5; level++) {
+          const gfn = alignDown(page, level);
+          const s = this.getSlot(r, level, gfn);
+          if (s >= 0 && this.lo[s] === oLo && this.hi[s] === oHi) {
+            this.apply(r, level, gfn, s, oLo, oHi, ev.lo[FP['new_spte']!]!, ev.hi[FP['new_spte']!]!, ev.line);
+            return;
+          }
+        }
+      }
+    }
+  }
+
   private onFastPageFault(ev: ParsedEvent): void {
     this.fast.total++;
     const vcpu = ev.lo[FP['vcpu_id']!]! | 0;
@@ -690,6 +715,7 @@ export class Rebuilder {
       if (changedSpte) {
         this.taskChanged(ev);
         this.epoch++;
+        this.applyFastFix(ev, page);
       }
     }
     let st = this.storms.get(key);

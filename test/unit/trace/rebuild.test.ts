@@ -169,3 +169,16 @@ test('frozen values of both generations stay visible as frozen; shadow pages and
     error: 9,
   });
 });
+
+test('a fixed fast_page_fault updates the rebuilt SPTE (the kernel traces no spte_changed for it)', async () => {
+  const text = [
+    'kvm_tdp_mmu_spte_changed: as id 0 gfn 1 level 1 old_spte 8000000000000000 new_spte 600000003f001b75',
+    'fast_page_fault: vcpu 0 gva 1000 error_code P|W sptep ffff888104a1c008 old 0x600000003f001b75 new 600000003f001b77 spurious 0 fixed 1',
+    'kvm_tdp_mmu_spte_changed: as id 0 gfn 1 level 1 old_spte 600000003f001b77 new_spte 8000000000000000',
+    'kvm_tdp_mmu_spte_changed: as id 0 gfn 2 level 1 old_spte 8000000000000000 new_spte 600000003f002b75',
+    'fast_page_fault: vcpu 0 gva 2000 error_code P|W sptep ffff888104a1c010 old 0x600000003f002b75 new 600000003f002b77 spurious 0 fixed 1',
+  ].join('\n');
+  const r = await replay(text);
+  assert.equal(r.warnings.count, 0);
+  assert.deepEqual(compact(r), ['as0 r0 l1 2=600000003f002b77 leaf']);
+});
