@@ -28,7 +28,7 @@ export type ArgType =
   | 'ident'
   /** A double-quoted string. */
   | 'string'
-  /** 0, a negative number, or a negative errno name (`-EINVAL`). */
+  /** A number (0, 1 for "young", -22), or a negative errno name (`-EINVAL`). */
   | 'errno'
   /** Anything a check compares with: number, word, string or boolean. */
   | 'value';
@@ -468,8 +468,8 @@ export const STATEMENTS: readonly StmtSpec[] = [
   },
   {
     keyword: 'expect ret', group: 'expect',
-    doc: 'Check the return value of the last statement (0 or -errno).',
-    args: [{ name: 'value', type: 'errno', positional: true, required: true, doc: '0, -EINVAL, -EPERM, ...' }],
+    doc: 'Check the return value of the last statement (0, -errno, or a count such as the notifier\'s "young").',
+    args: [{ name: 'value', type: 'errno', positional: true, required: true, doc: '0, 1, -EINVAL, -EPERM, ...' }],
     example: 'expect ret -EPERM',
   },
   {

@@ -207,7 +207,7 @@ function parseValue(ctx: Ctx, spec: ArgSpec, text: string, col: number, endCol: 
         return { kind: 'num', v: BigInt(-e), text };
       }
       const v = parseNumber(text);
-      if (v === undefined || v > 0n) return bad(`'${text}' is not a return value`, 'write 0, -EINVAL, -EPERM, ... or a negative number');
+      if (v === undefined) return bad(`'${text}' is not a return value`, 'write 0, -EINVAL, -EPERM, ... or a number');
       return { kind: 'num', v, text };
     }
     case 'value':

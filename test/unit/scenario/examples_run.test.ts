@@ -65,6 +65,12 @@ describe('examples run against the engine', () => {
     assert.deepEqual(r.expects.filter((e) => !e.ok).map((e) => e.line), [25, 26, 27, 28]);
   });
 
+  it('host-notifiers: every expect holds', () => {
+    const r = runExample('host-notifiers.kvmmmu');
+    assert.deepEqual(r.problems.map(formatDiagnostic), []);
+    assert.equal(r.expects.length, 11);
+  });
+
   it('arm64-stage2-faults: every expect holds', () => {
     const r = runExample('arm64-stage2-faults.kvmmmu');
     assert.deepEqual(r.problems.map(formatDiagnostic), []);
