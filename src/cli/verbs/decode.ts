@@ -20,7 +20,7 @@ export async function run(argv: string[]): Promise<number> {
     process.stdout.write(usage() + '\n');
     return kind ? 0 : 2;
   }
-  const k = KINDS[kind];
+  const k = Object.hasOwn(KINDS, kind) ? KINDS[kind] : undefined;
   if (!k) {
     process.stderr.write(`kvm-mmu decode: unknown kind '${kind}' (one of ${Object.keys(KINDS).join(', ')})\n`);
     return 2;

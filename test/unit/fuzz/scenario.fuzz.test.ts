@@ -62,7 +62,7 @@ const tokens = [
   ...STATEMENTS.flatMap((s) => s.args.map((a) => a.name)),
   ...STATEMENTS.flatMap((s) => s.args.map((a) => `${a.name}=`)),
   'gpa=0x1000', '0x0..0x2000', '0x1000+4K', '"x"', '"', '#', '=', '==', '>=', '!=', '|', ',', '..', '+', '4K', '2M', '1G', '1P', '-EINVAL', '-E',
-  'step', 'repeat', '0x', '0b', '_', '-0', '\t', '\r', '\0', '\u2028', '\uFEFF', '\uD800', 'é', '🙂',
+  'step', 'repeat', 'constructor', '__proto__', 'toString', 'hasOwnProperty', 'constructor=1', '__proto__=1', 'param constructor=1', 'variant __proto__=x', 'expect stat constructor=1', '0x', '0b', '_', '-0', '\t', '\r', '\0', '\u2028', '\uFEFF', '\uD800', 'é', '🙂',
 ];
 
 const hugeNumber = fc.oneof(
