@@ -12,7 +12,7 @@ import {
   EPT_VIOLATION_ACC_INSTR, EPT_VIOLATION_ACC_READ, EPT_VIOLATION_ACC_WRITE, EPT_VIOLATION_GVA_IS_VALID, EPT_VIOLATION_GVA_TRANSLATED,
   handle_ept_misconfig, handle_ept_violation, kvm_init_mmu, kvm_mmu_init_vm, kvm_mmu_notifier_invalidate_range_end,
   kvm_mmu_notifier_invalidate_range_start, kvm_mmu_page_fault, kvm_mmu_reload, kvm_mmu_unload, kvm_mmu_zap_all_fast, kvm_smm_changed,
-  kvm_vm_set_mem_attributes, kvm_zap_gfn_range, mark_page_dirty_in_slot, npf_interception, KVM_MEMORY_ATTRIBUTE_PRIVATE,
+  kvm_vm_set_mem_attributes, kvm_zap_gfn_range, kvm_arch_vcpu_pre_fault_memory, mark_page_dirty_in_slot, npf_interception, KVM_MEMORY_ATTRIBUTE_PRIVATE,
 } from './mmu';
 import {
   kvm_clear_dirty_log_protect, kvm_enable_manual_dirty_log_protect, kvm_get_dirty_log_protect, kvm_mmu_notifier_age,
@@ -231,6 +231,21 @@ export class X86Vm {
     const vcpu = this.vcpu(vcpu_id);
     this.enter(vcpu);
     return kvm_mmu_page_fault(vcpu, gpa, err_lo, err_hi);
+  }
+
+  /**
+   * KVM_PRE_FAULT_MEMORY for [gpa, gpa + size): maps page by page like the ioctl's loop. Returns the bytes
+   * pre-faulted, or -errno if the first page failed.
+   */
+  pre_fault_memory(vcpu_id: number, gpa: number, size: number): number {
+    const vcpu = this.vcpu(vcpu_id);
+    let done = 0;
+    while (done < size) {
+      const r = kvm_arch_vcpu_pre_fault_memory(vcpu, gpa + done, size - done);
+      if (r < 0) return done === 0 ? r : done;
+      done += r;
+    }
+    return done;
   }
 
   /** The roots on kvm->arch.tdp_mmu_roots, head first. */

@@ -922,3 +922,56 @@ export function kvm_vm_set_mem_attributes(kvm: Kvm, gpa: number, size: number, a
   if (ranges.length !== 0) kvm.kvm_mmu_invalidate_end();
   return 0;
 }
+
+// ---------------------------------------------------------------------------------------------------
+// KVM_PRE_FAULT_MEMORY.
+
+const PR_TDP_MAP_PAGE = defineProbe('kvm_tdp_map_page', 'fault', F, 'map one GPA ahead of the guest (prefetch fault, retried until done)', ['gpa', 'error_code']);
+export const EOPNOTSUPP = 95;
+export const ENOENT = 2;
+
+/** kvm_tdp_map_page(): a prefetch fault retried until it is not RET_PF_RETRY; 0 or -errno, level out. */
+export function kvm_tdp_map_page(vcpu: KvmVcpu, gpa: number, err_lo: number, err_hi: number, level: { value: number }): number {
+  if (probes.armed) probes.hit(PR_TDP_MAP_PAGE, { gpa, error_code: halvesToValue(err_lo, err_hi) });
+  let r: number;
+  let spins = 0;
+  do {
+    r = kvm_mmu_do_page_fault(vcpu, gpa, err_lo, err_hi, true);
+    level.value = vcpu.fault.goal_level;
+    // The kernel would spin (with cond_resched and signal checks); the model cannot make progress here.
+    if (r === RET_PF_RETRY && ++spins > 16) return -EINTR;
+  } while (r === RET_PF_RETRY);
+  if (r < 0) return r;
+  if (r === RET_PF_FIXED || r === RET_PF_SPURIOUS || r === RET_PF_WRITE_PROTECTED) return 0;
+  if (r === RET_PF_EMULATE) return -ENOENT;
+  return -EIO;
+}
+
+/**
+ * kvm_arch_vcpu_pre_fault_memory(): map the page holding `gpa`; returns the bytes covered (up to the end
+ * of the mapping's page, at most `size`) or -errno.
+ */
+export function kvm_arch_vcpu_pre_fault_memory(vcpu: KvmVcpu, gpa: number, size: number): number {
+  const kvm = vcpu.kvm;
+  if (!kvm.pre_fault_allowed) return -EOPNOTSUPP;
+  if (kvm.kvm_is_gfn_alias(Math.floor(gpa / 4096))) return -EINVAL;
+  const r0 = kvm_mmu_reload(vcpu);
+  if (r0) return r0;
+  let err_hi = PFERR_GUEST_FINAL_MASK_HI;
+  let direct = 0;
+  if (kvm.arch.has_private_mem && kvm.kvm_mem_is_private(Math.floor(gpa / 4096))) err_hi |= PFERR_PRIVATE_ACCESS_HI;
+  else direct = kvm.arch.gfn_direct_bits * 4096;
+  const level = { value: PG_LEVEL_4K };
+  const prev = kvm.cur_vcpu;
+  kvm.cur_vcpu = vcpu.vcpu_id;
+  let r: number;
+  try {
+    r = kvm_tdp_map_page(vcpu, gpa + direct, 0, err_hi, level);
+  } finally {
+    kvm.cur_vcpu = prev;
+  }
+  if (r < 0) return r;
+  const hsize = PAGES[level.value]! * 4096;
+  const end = gpa - (gpa % hsize) + hsize;
+  return Math.min(size, end - gpa);
+}

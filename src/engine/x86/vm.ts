@@ -169,6 +169,8 @@ export class Kvm {
   mmu_invalidate_range_end = -1;
 
   manual_dirty_log_protect = 0;
+  /** kvm->arch.pre_fault_allowed: KVM_PRE_FAULT_MEMORY works (TDX: only after the TD is finalized). */
+  pre_fault_allowed = true;
   /** kvm->nr_memslots_dirty_logging. */
   nr_memslots_dirty_logging = 0;
 

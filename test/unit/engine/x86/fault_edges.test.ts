@@ -94,3 +94,28 @@ test('FROZEN_SPTE under the write lock: only present entries of a zapped table a
   assert.equal(v.stats().vm.pages_4k, 0);
   assert.equal(v.stats().vm.nx_lpage_splits, 0);
 });
+
+test('KVM_PRE_FAULT_MEMORY: prefetch faults map huge where possible, leave Accessed clear and count no guest faults', () => {
+  const v = vm();
+  slot(v, 0, 0, GiB, { backing: '2m-thp' });
+  assert.equal(v.pre_fault_memory(0, 0x20_1000, 0x40_0000), 0x40_0000);
+  // 0x201000..0x601000 touches three 2M pages.
+  assert.equal(v.stats().vm.pages_2m, 3);
+  const s = v.read_spte(0x200, 2)!;
+  assert.equal(s.lo & 0x100, 0, 'no Accessed bit on a prefetched SPTE');
+  assert.notEqual(s.lo & 2, 0);
+  assert.equal(v.stats().vcpus[0]!.pf_taken, 0);
+  assert.equal(v.stats().vcpus[0]!.pf_fixed, 0);
+  // Pre-faulting an unbacked gpa: the fault would need emulation.
+  assert.equal(v.pre_fault_memory(0, 2 * GiB, 0x1000), -2);
+});
+
+test('KVM_PRE_FAULT_MEMORY on a TD: private gfns go to the mirror root, shared ones get the shared bit', () => {
+  const v = vm({ vm_type: 5 });
+  slot(v, 0, 0, GiB, { flags: KVM_MEM_GUEST_MEMFD });
+  v.set_memory_attributes(0, 0x1000, PRIVATE);
+  assert.equal(v.pre_fault_memory(0, 0, 0x2000), 0x2000);
+  assert.equal(v.tdx!.mapped().has(0), true);
+  assert.notEqual(v.read_spte(2 ** 35 + 1, 1)!.lo & 0x800, 0);
+  assert.equal(v.pre_fault_memory(0, 2 ** 47, 0x1000), -22, 'the GPA must not carry the shared bit');
+});
