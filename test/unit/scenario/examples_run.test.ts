@@ -71,6 +71,12 @@ describe('examples run against the engine', () => {
     assert.equal(r.expects.length, 11);
   });
 
+  it('nx-huge-pages: every expect holds; with the mitigation off the fetch maps 2M', () => {
+    assert.deepEqual(runExample('nx-huge-pages.kvmmmu').problems.map(formatDiagnostic), []);
+    const r = runExample('nx-huge-pages.kvmmmu', { nx_huge_pages: 'off' });
+    assert.equal(r.expects.find((e) => !e.ok)!.text, 'expect spte gpa=0x201000 kind=leaf level=1 x=1');
+  });
+
   it('arm64-stage2-faults: every expect holds', () => {
     const r = runExample('arm64-stage2-faults.kvmmmu');
     assert.deepEqual(r.problems.map(formatDiagnostic), []);
