@@ -562,7 +562,8 @@ export class Kvm {
     for (const [k, v] of o.host_migrated) s.host_migrated.set(k, v);
     for (const k of o.host_hwpoison) s.host_hwpoison.add(k);
     s.gmem_pfn_base = o.gmem_pfn_base;
-    if (o.dirty_bitmap) this.kvm_alloc_dirty_bitmap(s);
+    // A moved slot keeps its dirty bitmap (kvm_prepare_memory_region reuses the old one).
+    s.dirty_bitmap = o.dirty_bitmap;
     return s;
   }
 
