@@ -201,6 +201,20 @@ export function kvm_gmem_get_file(kvm: PrivateMemKvm, slot: KvmMemorySlot): { fi
   return b;
 }
 
+/**
+ * Bind the file's KVM_MEM_GUEST_MEMFD slots that were created without an explicit kvm_gmem_bind, so that
+ * invalidations see every slot the kernel would have bound at KVM_SET_USER_MEMORY_REGION2 time.
+ */
+function bind_pending_slots(file: KvmGmemFile): void {
+  for (const slots of file.kvm.memslots) {
+    for (const slot of slots.slots) {
+      if ((slot.flags & KVM_MEM_GUEST_MEMFD) !== 0 && slot.guest_memfd === file.fd && !slot_bindings.has(slot)) {
+        kvm_gmem_bind(file.kvm, slot, file.fd, slot.guest_memfd_offset);
+      }
+    }
+  }
+}
+
 /** kvm_gmem_get_index(). */
 export function kvm_gmem_get_index(slot: KvmMemorySlot, pgoff: number, gfn: number): number {
   return gfn - slot.base_gfn + pgoff;
@@ -324,6 +338,7 @@ function bound_gfn_ranges(file: KvmGmemFile, start: number, end: number): Array<
  */
 export function kvm_gmem_invalidate_begin(file: KvmGmemFile, start: number, end: number): boolean {
   if (probes.armed) probes.hit(PR_INV_BEGIN, { start, end });
+  bind_pending_slots(file);
   const kvm = file.kvm;
   const mmu = kvm_private_ctx(kvm).mmu;
   let found = false;

@@ -285,8 +285,8 @@ const FV = 'arch/x86/virt/svm/sev.c';
 const FK = 'arch/x86/kvm/svm/sev.c';
 const ENTRY_ARGS = ['pfn', 'old_entry', 'new_entry', 'old', 'new'];
 const PR_RMPUPDATE = defineProbe('rmpupdate', 'rmp', FV, 'RMPUPDATE: write an RMP entry (4K) or the 512 entries of a 2M page', ENTRY_ARGS);
-const PR_MAKE_PRIVATE = defineProbe('rmp_make_private', 'rmp', FV, 'assign a page to a guest ASID at a GPA (RMPUPDATE)', ['pfn', 'gpa', 'level', 'asid', 'immutable']);
-const PR_MAKE_SHARED = defineProbe('rmp_make_shared', 'rmp', FV, 'return a page to the hypervisor (RMPUPDATE to a zeroed state)', ['pfn', 'level']);
+const PR_MAKE_PRIVATE = defineProbe('rmp_make_private', 'rmp', FV, 'assign a page to a guest ASID at a GPA (RMPUPDATE); stops after the update', [...ENTRY_ARGS, 'gpa', 'level', 'asid', 'immutable', 'ret']);
+const PR_MAKE_SHARED = defineProbe('rmp_make_shared', 'rmp', FV, 'return a page to the hypervisor (RMPUPDATE to a zeroed state); stops after the update', [...ENTRY_ARGS, 'level', 'ret']);
 const PR_PSMASH = defineProbe('psmash', 'rmp', FV, 'PSMASH: split a 2M RMP entry into 512 4K entries, keeping Validated', ENTRY_ARGS);
 const PR_RMP_FAULT = defineProbe('sev_handle_rmp_fault', 'rmp', FK, '#NPF with PFERR_GUEST_RMP_MASK: PSMASH when a 4K access meets a 2M RMP entry', ['gpa', 'error_code', 'pfn', 'rmp_level']);
 const PR_GMEM_PREPARE = defineProbe('sev_gmem_prepare', 'rmp', FK, 'gmem prepare hook: make the folio private in the RMP (2M when possible)', ['pfn', 'gfn', 'max_order']);
@@ -391,14 +391,20 @@ export function adjust_direct_map(rmp: SnpRmpTable, pfn: number): void {
 
 /** rmp_make_private(): assign pfn (2M-aligned for a 2M level) to `asid` at `gpa`. */
 export function rmp_make_private(rmp: SnpRmpTable, pfn: number, gpa: number, level: number, asid: number, immutable: boolean): number {
-  if (probes.armed) probes.hit(PR_MAKE_PRIVATE, { pfn, gpa, level, asid, immutable });
-  return rmpupdate(rmp, pfn, { gpa, assigned: true, pagesize: PG_LEVEL_TO_RMP(level), immutable, asid });
+  const old_entry = probes.armed ? rmp.entry(pfn) : null;
+  const old = probes.armed ? rmp.raw(pfn) : null;
+  const ret = rmpupdate(rmp, pfn, { gpa, assigned: true, pagesize: PG_LEVEL_TO_RMP(level), immutable, asid });
+  if (probes.armed) probes.hit(PR_MAKE_PRIVATE, { ...entryArgs(rmp, pfn, old_entry!, old!), gpa, level, asid, immutable, ret });
+  return ret;
 }
 
 /** rmp_make_shared(): a zeroed state with only the page size set. */
 export function rmp_make_shared(rmp: SnpRmpTable, pfn: number, level: number): number {
-  if (probes.armed) probes.hit(PR_MAKE_SHARED, { pfn, level });
-  return rmpupdate(rmp, pfn, { gpa: 0, assigned: false, pagesize: PG_LEVEL_TO_RMP(level), immutable: false, asid: 0 });
+  const old_entry = probes.armed ? rmp.entry(pfn) : null;
+  const old = probes.armed ? rmp.raw(pfn) : null;
+  const ret = rmpupdate(rmp, pfn, { gpa: 0, assigned: false, pagesize: PG_LEVEL_TO_RMP(level), immutable: false, asid: 0 });
+  if (probes.armed) probes.hit(PR_MAKE_SHARED, { ...entryArgs(rmp, pfn, old_entry!, old!), level, ret });
+  return ret;
 }
 
 /** The PSMASH instruction on a 2M-aligned pfn: clears the size bit of all 512 entries. */

@@ -292,3 +292,29 @@ test('PSC: KVM merges entries into KVM_HC_MAP_GPA_RANGE exits; the VMM converts 
   assert.equal(sev.rmp.is_assigned(f.pfn_base + 0x12), true);
   assert.equal(sev.rmp.stats.psmash, 1);
 });
+
+test('probes where an RMP entry changes carry pfn, old/new entries and raw first qwords', () => {
+  const rmp = new SnpRmpTable();
+  const hits: Array<[string, Record<string, unknown>]> = [];
+  probes.listen((n, a) => hits.push([n, a]));
+  try {
+    rmp_make_private(rmp, H + 1, 0x1000, 1, ASID, false);
+    rmp_make_private(rmp, H + 0x200, 0x20_0000, 2, ASID, false);
+    psmash(rmp, H + 0x200);
+  } finally {
+    probes.listen(undefined);
+  }
+  assert.deepEqual(hits.map((h) => h[0]), ['rmpupdate', 'rmp_make_private', 'rmpupdate', 'rmp_make_private', 'psmash']);
+  const mk = hits[1]![1];
+  assert.equal(mk.pfn, H + 1);
+  assert.equal((mk.old_entry as { assigned: boolean }).assigned, false);
+  assert.equal((mk.new_entry as { assigned: boolean }).assigned, true);
+  assert.deepEqual(mk.old, { lo: 0, hi: 0 });
+  // assigned | gpa 0x1000 (bit 12) | asid 5 << 51 (hi bit 19).
+  assert.deepEqual(mk.new, { lo: 0x1001, hi: 5 << 19 });
+  const ps = hits[4]![1];
+  assert.equal((ps.old_entry as { pagesize: number }).pagesize, 1);
+  assert.equal((ps.new_entry as { pagesize: number }).pagesize, 0);
+  assert.equal(((ps.old as { lo: number }).lo & 2) !== 0, true);
+  assert.equal(((ps.new as { lo: number }).lo & 2) !== 0, false);
+});
