@@ -9,3 +9,4 @@ export type { ScenarioEngine, VmConfig, Outcome, Exit, Fields, FieldValue } from
 export { createEngine, registerEngine } from './engines';
 export { formatTraceLine } from './trace_text';
 export { nodeReader } from './node_reader';
+export { completionsAt, hoverAt, type Completion, type Hover } from './editor';
