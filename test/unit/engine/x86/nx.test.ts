@@ -95,3 +95,14 @@ test('turning the mitigation on zaps all roots fast', () => {
   assert.equal(v.stats().vm.pages_2m, 0);
   assert.equal(v.set_nx_huge_pages('never'), -16);
 });
+
+test('NX recovery only unaccounts tables in dirty-logged slots (they would come back as 4K anyway)', () => {
+  const v = nxvm();
+  slot(v, 0, 0, GiB, { backing: '2m-thp' });
+  v.access(0, 0x20_1000, 'exec');
+  v.set_dirty_logging(0, true);
+  assert.equal(v.recover_nx_huge_pages(), 1);
+  assert.equal(v.stats().vm.nx_lpage_splits, 0);
+  assert.notEqual(v.read_spte(0x201, 1)!.lo & 0x800, 0, 'the 4K mapping is still there');
+  assert.equal(v.kvm.arch.possible_nx_huge_pages.size, 0);
+});
