@@ -125,6 +125,8 @@ class Arm64Engine implements ScenarioEngine {
   }
 
   access(op: AccessOp): Outcome {
+    if (op.space === 'gva') throw new NotSupportedYet('guest virtual accesses on arm64 (stage-1 is not modelled); use ipa=');
+    if (op.private !== undefined) throw new NotSupportedYet('private/shared accesses on arm64');
     const r = this.vm.access(op.addr, op.kind === 'fetch' ? 'exec' : op.kind, { el0: op.user });
     if (r.outcome === 'mmio') {
       return { exit: { reason: 'KVM_EXIT_MMIO', vcpu: op.vcpu, fields: { gpa: op.addr, len: 8, is_write: op.kind === 'write' ? 1 : 0 } } };
