@@ -136,8 +136,20 @@ describe('KVM MMU views', () => {
         const e = vscode.window.activeTextEditor;
         return e && e.document.uri.fsPath === TDP_BASICS && e.selection.active.line === 18 ? true : undefined;
       });
-      await vscode.commands.executeCommand('kvmMmu.events.filter', 'kvm_mmu_set_spte');
-      assert.ok(tree.loaded.length > 0 && tree.loaded.every((e) => e.name.includes('kvm_mmu_set_spte') || e.text.includes('kvm_mmu_set_spte')), 'filtered');
+      // Go to Event: the session re-executes to the moment the event was emitted and stops there.
+      const back = new Promise<void>((resolve) => {
+        const sub = api.views.events.onStopped(() => {
+          sub.dispose();
+          resolve();
+        });
+      });
+      const went = await vscode.commands.executeCommand<boolean>('kvmMmu.events.goto', { kind: 'event', ev: req });
+      assert.strictEqual(went, true, 'kvmMmu/gotoEvent accepted');
+      await back;
+      const frames = (await session.customRequest('stackTrace', { threadId: 1 })).stackFrames as Array<{ name: string; line: number; source?: { path?: string } }>;
+      assert.ok(frames.some((f) => f.line === 19 && f.name.startsWith('guest read')), `stopped inside line 19: ${frames.map((f) => `${f.name}@${f.line}`).join(' < ')}`);
+      await vscode.commands.executeCommand('kvmMmu.events.filter', 'kvm_page_fault');
+      assert.ok(tree.loaded.length > 0 && tree.loaded.every((e) => e.name.includes('kvm_page_fault') || e.text.includes('kvm_page_fault')), 'filtered');
       await screenshot('events-view-dark');
       await vscode.commands.executeCommand('kvmMmu.events.clearFilter');
     } else {
@@ -204,6 +216,20 @@ describe('KVM MMU views', () => {
     const all = await pages.getChildren(pd);
     assert.strictEqual(all.length, 512);
     assert.match(String(pages.getTreeItem(all[511]).label), /^\[511\] gfn 0x3fe00-0x3ffff$/);
+
+    // The data breakpoint set above fires when dirty logging splits the 2M leaf of gfn 0.
+    const reasons: string[] = [];
+    const sub = api.views.events.onStopped((e) => reasons.push(e.reason));
+    try {
+      await session.customRequest('continue', { threadId: 1 });
+      await waitFor('data breakpoint stop', () => (reasons.length ? true : undefined));
+      assert.strictEqual(reasons[0], 'data breakpoint');
+      const st = await session.customRequest('stackTrace', { threadId: 1 });
+      const bottom = st.stackFrames[st.stackFrames.length - 1];
+      assert.strictEqual(bottom.line, 40, 'dirty_log enable slot=0 changed it');
+    } finally {
+      sub.dispose();
+    }
   });
 
   it('Events says so when there is no session', async () => {
