@@ -178,6 +178,7 @@ interface LoopState {
   total: number;
   firstLine: number;
   lastLine: number;
+  /** Line of the last fault (or spurious fast_page_fault) counted. */
   epoch: number;
   changed: boolean;
   finding: Finding | null;
@@ -203,9 +204,11 @@ export class Rebuilder {
   private spCount = { created: 0, reused: 0, zapped: 0 };
   private pendingRootSps: SpState[] = [];
 
-  private epoch = 0;
-  /** Per level: aligned gfn -> epoch of its last change. */
-  private readonly lastChange: Array<Map<number, number>> = [];
+  /**
+   * When an SPTE last changed is the line of the event that changed it: `lineOf` of its slot, or for an
+   * entry that was removed, `removedAt[level]` (line numbers grow with the capture, so they order events).
+   */
+  private readonly removedAt: Array<Map<number, number>> = [];
   private readonly loops = new Map<number, LoopState | undefined>();
   private readonly ctxByTask = new Map<number, LoopState>();
   private readonly storms = new Map<number, LoopState>();
@@ -229,7 +232,7 @@ export class Rebuilder {
   ) {
     this.faultLoopThreshold = opts.faultLoop ?? 8;
     this.stormThreshold = opts.spuriousStorm ?? 16;
-    for (let l = 0; l <= 6; l++) this.lastChange.push(new Map());
+    for (let l = 0; l <= 6; l++) this.removedAt.push(new Map());
   }
 
   // ---- pool ------------------------------------------------------------------------------------
@@ -366,12 +369,6 @@ export class Rebuilder {
     return gfn * 8 + level;
   }
 
-  private noteChange(level: number, gfn: number): void {
-    this.epoch++;
-    this.lastChange[level]!.set(gfn, this.epoch);
-    this.levelsUsed |= 1 << level;
-  }
-
   private levelsUsed = 0;
 
   /** Latest change epoch of any SPTE level covering gfn (4K). */
@@ -380,8 +377,17 @@ export class Rebuilder {
     const used = this.levelsUsed;
     for (let l = 1; l <= 5; l++) {
       if (!(used & (1 << l))) continue;
-      const v = this.lastChange[l]!.get(alignDown(gfn, l));
+      const g = alignDown(gfn, l);
+      const v = this.removedAt[l]!.get(g);
       if (v !== undefined && v > e) e = v;
+      for (let a = 0; a < this.rootsByAs.length; a++) {
+        const list = this.rootsByAs[a];
+        if (!list) continue;
+        for (let i = 0; i < list.length; i++) {
+          const slot = list[i]!.levels[l]!.get(g);
+          if (slot !== undefined && this.lineOf[slot]! > e) e = this.lineOf[slot]!;
+        }
+      }
     }
     return e;
   }
@@ -438,9 +444,11 @@ export class Rebuilder {
       const samePt = newKind === KIND_NONLEAF && (prevLo & 0xffff_f000) === (newLo & 0xffff_f000) && (prevHi & 0xfffff) === (newHi & 0xfffff);
       if (!samePt) this.removeSubtree(r, level, gfn);
     }
-    if (newKind === KIND_NONPRESENT) this.deleteEntry(r, level, gfn);
-    else this.setEntry(r, level, gfn, knownSlot, newLo, newHi, line);
-    this.noteChange(level, gfn);
+    this.levelsUsed |= 1 << level;
+    if (newKind === KIND_NONPRESENT) {
+      this.deleteEntry(r, level, gfn);
+      this.removedAt[level]!.set(gfn, line);
+    } else this.setEntry(r, level, gfn, knownSlot, newLo, newHi, line);
   }
 
   private onChanged(ev: ParsedEvent): void {
@@ -653,7 +661,7 @@ export class Rebuilder {
       }
     }
     st.total++;
-    st.epoch = this.epoch;
+    st.epoch = ev.line;
     st.changed = false;
     // Shadow paging faults on a GVA while SPTE events name gfns: there, the SPTE events that follow a fault
     // in the same task tell whether it changed anything. TDP captures need no such link (gfn == GPA page).
@@ -714,7 +722,6 @@ export class Rebuilder {
       this.fast.fixed++;
       if (changedSpte) {
         this.taskChanged(ev);
-        this.epoch++;
         this.applyFastFix(ev, page);
       }
     }
@@ -735,7 +742,7 @@ export class Rebuilder {
       st.lastLine = ev.line;
       st.finding = null;
     }
-    st.epoch = this.epoch;
+    st.epoch = ev.line;
     if (st.count >= this.stormThreshold) {
       if (!st.finding) {
         st.finding = { detector: 'spurious_fast_page_fault_storm', line: st.firstLine, lastLine: st.lastLine, message: '', vcpu, gfn: page.toString(16), count: st.count };
@@ -812,10 +819,11 @@ export class Rebuilder {
       for (let level = 5; level >= 1; level--) {
         const m = r.levels[level]!;
         n += m.size;
+        total += m.size;
+        if (sptes.length >= maxSptes || m.size === 0) continue;
         const gfns = Float64Array.from(m.keys()).sort();
-        for (const gfn of gfns) {
-          total++;
-          if (sptes.length >= maxSptes) continue;
+        for (let k = 0; k < gfns.length && sptes.length < maxSptes; k++) {
+          const gfn = gfns[k]!;
           const s = m.get(gfn)!;
           const lo = this.lo[s]!;
           const hi = this.hi[s]!;
