@@ -558,7 +558,11 @@ function kvm_mmu_faultin_pfn_private(vcpu: KvmVcpu, fault: kvm_page_fault): numb
 
 /** __kvm_mmu_faultin_pfn(): GUP on the slot's HVA (populated memory: never needs I/O). */
 function __kvm_mmu_faultin_pfn(vcpu: KvmVcpu, fault: kvm_page_fault): number {
-  if (fault.is_private) return kvm_mmu_faultin_pfn_private(vcpu, fault);
+  if (fault.is_private) {
+    // The guest_memfd model (x86/private_fault.ts) plugs in here; without it, the simple model below.
+    const hook = vcpu.kvm.private_faultin;
+    return hook !== null ? hook(vcpu, fault) : kvm_mmu_faultin_pfn_private(vcpu, fault);
+  }
   const slot = fault.slot!;
   const idx = fault.gfn - slot.base_gfn;
   if ((slot.flags & KVM_MEM_READONLY) !== 0 && fault.write) {
@@ -772,7 +776,7 @@ export function kvm_zap_gfn_range(kvm: Kvm, gfn_start: number, gfn_end: number):
 }
 
 /** kvm_unmap_gfn_range(): returns whether a TLB flush is needed. */
-export function kvm_unmap_gfn_range(kvm: Kvm, slot: KvmMemorySlot, start: number, end: number, attr_filter: number, may_block: boolean): boolean {
+export function kvm_unmap_gfn_range(kvm: Kvm, slot: KvmMemorySlot, start: number, end: number, attr_filter: number, may_block = true): boolean {
   if (probes.armed) probes.hit(PR_UNMAP_GFN_RANGE, { slot: slot.id, start, end, attr_filter });
   let flush = false;
   if (kvm.params.tdp_mmu) flush = kvm_tdp_mmu_unmap_gfn_range(kvm, slot.as_id, start, end, attr_filter, may_block, flush);

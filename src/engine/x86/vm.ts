@@ -17,6 +17,7 @@ import {
 } from './params';
 import { eptMasks, nptMasks, MMIO_SPTE_GEN_MASK, type SpteMasks, newMakeSpteArgs, type MakeSpteArgs } from './spte';
 import { KvmVmStat } from './stats';
+import type { KvmVcpu, kvm_page_fault } from './vcpu';
 
 export const KVM_X86_DEFAULT_VM = 0;
 export const KVM_X86_SW_PROTECTED_VM = 1;
@@ -179,6 +180,11 @@ export class Kvm {
 
   /** External page-table hooks (TDX); null for other VM types. */
   tdx_hooks: KvmTdxHooks | null = null;
+  /**
+   * Replacement for the MMU's built-in private faultin (kvm_mmu_faultin_pfn_private): the guest_memfd /
+   * SEV-SNP model installs its own. Same contract: fill fault.pfn/max_level/map_writable, return RET_PF_*.
+   */
+  private_faultin: ((vcpu: KvmVcpu, fault: kvm_page_fault) => number) | null = null;
   /** Installed by the MMU (mmu.ts) at VM creation. */
   mmu_ops: KvmMmuOps | null = null;
 
