@@ -129,7 +129,7 @@ class Arm64Engine implements ScenarioEngine {
     if (op.private !== undefined) throw new NotSupportedYet('private/shared accesses on arm64');
     const r = this.vm.access(op.addr, op.kind === 'fetch' ? 'exec' : op.kind, { el0: op.user });
     if (r.outcome === 'mmio') {
-      return { exit: { reason: 'KVM_EXIT_MMIO', vcpu: op.vcpu, fields: { gpa: op.addr, len: 8, is_write: op.kind === 'write' ? 1 : 0 } } };
+      return { exit: { reason: 'KVM_EXIT_MMIO', vcpu: op.vcpu, fields: { gpa: op.addr, is_write: op.kind === 'write' ? 1 : 0 } } };
     }
     if (r.outcome === 'error') return { ret: r.ret };
     return {};

@@ -59,3 +59,12 @@ describe('examples/', () => {
     }
   });
 });
+
+describe('docs list the examples', () => {
+  it('every example file has a row in the Examples table', () => {
+    const doc = readFileSync(new URL('docs/scenario-language.md', root), 'utf8');
+    for (const f of readdirSync(new URL('examples/', root)).filter((x) => x.endsWith('.kvmmmu'))) {
+      assert.ok(doc.includes(`| \`${f}\` |`), f);
+    }
+  });
+});
