@@ -1,5 +1,5 @@
 /**
- * `kvm-mmu replay FILE [--json] [--kernel VERSION] [--fault-loop N] [--storm N] [--max N]`: parse a real
+ * `kvm-mmu replay FILE [--json] [--kernel VERSION] [--fault-loop N] [--storm N] [--max N] [--max-sptes N]`: parse a real
  * kvm/kvmmmu capture (raw trace, trace-cmd report, perf script, mail-wrapped or trimmed), rebuild the
  * SPTE / shadow-page state and run the detectors. Exit 0 on a completed replay (findings are output, not
  * failures), 2 on bad arguments or an unreadable file.
@@ -9,7 +9,7 @@ import { parseArgs } from 'node:util';
 import { parseKernelVersion } from '../../trace/kernel_version';
 import { replayFile, type ReplayOptions, type ReplayResult } from '../../trace/replay';
 
-const USAGE = `usage: kvm-mmu replay FILE [--json] [--kernel VERSION] [--fault-loop N] [--storm N] [--max N]
+const USAGE = `usage: kvm-mmu replay FILE [--json] [--kernel VERSION] [--fault-loop N] [--storm N] [--max N] [--max-sptes N]
 
 Parse a kvm/kvmmmu trace capture and rebuild the MMU state from it.
   --json            print the result as one JSON object
@@ -17,6 +17,7 @@ Parse a kvm/kvmmmu trace capture and rebuild the MMU state from it.
   --fault-loop N    faults on one (vCPU, gfn) with no SPTE change before a fault loop is reported (default 8)
   --storm N         spurious fast_page_faults in a row on one (vCPU, gfn) before a storm is reported (default 16)
   --max N           unrecognized lines / warnings / stacks listed in full (all are counted; default 100)
+  --max-sptes N     rebuilt SPTEs listed in the JSON (all are counted in sptesTotal; default 100000)
 exit status: 0 replayed, 2 bad arguments or unreadable file`;
 
 function fail2(msg: string): number {
@@ -70,6 +71,7 @@ export async function run(argv: string[]): Promise<number> {
         'fault-loop': { type: 'string' },
         storm: { type: 'string' },
         max: { type: 'string' },
+        'max-sptes': { type: 'string' },
         help: { type: 'boolean', short: 'h' },
       },
     });
@@ -92,11 +94,13 @@ export async function run(argv: string[]): Promise<number> {
   const loop = posInt(values['fault-loop'], 'fault-loop');
   const storm = posInt(values.storm, 'storm');
   const max = posInt(values.max, 'max');
-  for (const v of [loop, storm, max]) if (typeof v === 'string') return fail2(v);
+  const maxSptes = posInt(values['max-sptes'], 'max-sptes');
+  for (const v of [loop, storm, max, maxSptes]) if (typeof v === 'string') return fail2(v);
   opts.detectors = {};
   if (typeof loop === 'number') opts.detectors.faultLoop = loop;
   if (typeof storm === 'number') opts.detectors.spuriousStorm = storm;
   if (typeof max === 'number') opts.maxDetails = max;
+  if (typeof maxSptes === 'number') opts.maxSptes = maxSptes;
 
   let size: number;
   try {

@@ -43,6 +43,12 @@ test('replay --json reports detector findings; --fault-loop raises the bar', () 
   assert.equal(k.detectors.length, 0);
 });
 
+test('replay --max-sptes limits the listing, not the count', () => {
+  const j = JSON.parse(replay(join(FIX, 'zap_subtree.txt'), '--json', '--max-sptes', '2').out);
+  assert.equal(j.sptes.length, 2);
+  assert.equal(j.sptesTotal, 4);
+});
+
 test('replay --kernel decides the RET_PF numbering', () => {
   const j = JSON.parse(replay(join(FIX, 'old_kernel.txt'), '--json', '--kernel', '5.10').out);
   assert.equal(j.kernel, '5.10');
