@@ -283,7 +283,7 @@ export function sev_snp_init(kvm: PrivateMemKvm, opts: { asid?: number; rmp?: Sn
 
 const FV = 'arch/x86/virt/svm/sev.c';
 const FK = 'arch/x86/kvm/svm/sev.c';
-const ENTRY_ARGS = ['pfn', 'old_entry', 'new_entry', 'old', 'new'];
+const ENTRY_ARGS = ['pfn', 'old_entry', 'new_entry', 'old', 'new', 'nr_pages'];
 const PR_RMPUPDATE = defineProbe('rmpupdate', 'rmp', FV, 'RMPUPDATE: write an RMP entry (4K) or the 512 entries of a 2M page', ENTRY_ARGS);
 const PR_MAKE_PRIVATE = defineProbe('rmp_make_private', 'rmp', FV, 'assign a page to a guest ASID at a GPA (RMPUPDATE); stops after the update', [...ENTRY_ARGS, 'gpa', 'level', 'asid', 'immutable', 'ret']);
 const PR_MAKE_SHARED = defineProbe('rmp_make_shared', 'rmp', FV, 'return a page to the hypervisor (RMPUPDATE to a zeroed state); stops after the update', [...ENTRY_ARGS, 'level', 'ret']);
@@ -293,8 +293,9 @@ const PR_GMEM_PREPARE = defineProbe('sev_gmem_prepare', 'rmp', FK, 'gmem prepare
 const PR_GMEM_INVALIDATE = defineProbe('sev_gmem_invalidate', 'rmp', FK, 'gmem invalidate hook: back to shared, PSMASHing 2M entries the range cuts', ['start', 'end']);
 const PR_PVALIDATE = defineProbe('pvalidate', 'rmp', 'arch/x86/include/asm/sev.h', 'guest PVALIDATE: set or clear the Validated bit of its own page', ENTRY_ARGS);
 
-function entryArgs(rmp: SnpRmpTable, pfn: number, old_entry: RmpEntry, old: U64): Record<string, unknown> {
-  return { pfn, old_entry, new_entry: rmp.entry(pfn), old, new: rmp.raw(pfn) };
+/** Probe arguments of an entry change; nr_pages is 512 when the whole 2M region [pfn, pfn + 512) changed. */
+function entryArgs(rmp: SnpRmpTable, pfn: number, old_entry: RmpEntry, old: U64, nr_pages = 1): Record<string, unknown> {
+  return { pfn, old_entry, new_entry: rmp.entry(pfn), old, new: rmp.raw(pfn), nr_pages };
 }
 
 // ---------------------------------------------------------------------------------------------------
@@ -380,7 +381,7 @@ export function rmpupdate(rmp: SnpRmpTable, pfn: number, st: RmpState): number {
   }
   rmp.stats.rmpupdate++;
   if (st.pagesize === RMP_PG_SIZE_2M) rmp.stats.rmpupdate_2m++;
-  if (probes.armed) probes.hit(PR_RMPUPDATE, entryArgs(rmp, pfn, old_entry!, old!));
+  if (probes.armed) probes.hit(PR_RMPUPDATE, entryArgs(rmp, pfn, old_entry!, old!, st.pagesize === RMP_PG_SIZE_2M ? PTRS_PER_PMD : 1));
   return 0;
 }
 
@@ -394,7 +395,7 @@ export function rmp_make_private(rmp: SnpRmpTable, pfn: number, gpa: number, lev
   const old_entry = probes.armed ? rmp.entry(pfn) : null;
   const old = probes.armed ? rmp.raw(pfn) : null;
   const ret = rmpupdate(rmp, pfn, { gpa, assigned: true, pagesize: PG_LEVEL_TO_RMP(level), immutable, asid });
-  if (probes.armed) probes.hit(PR_MAKE_PRIVATE, { ...entryArgs(rmp, pfn, old_entry!, old!), gpa, level, asid, immutable, ret });
+  if (probes.armed) probes.hit(PR_MAKE_PRIVATE, { ...entryArgs(rmp, pfn, old_entry!, old!, level === PG_LEVEL_2M ? PTRS_PER_PMD : 1), gpa, level, asid, immutable, ret });
   return ret;
 }
 
@@ -403,7 +404,7 @@ export function rmp_make_shared(rmp: SnpRmpTable, pfn: number, level: number): n
   const old_entry = probes.armed ? rmp.entry(pfn) : null;
   const old = probes.armed ? rmp.raw(pfn) : null;
   const ret = rmpupdate(rmp, pfn, { gpa: 0, assigned: false, pagesize: PG_LEVEL_TO_RMP(level), immutable: false, asid: 0 });
-  if (probes.armed) probes.hit(PR_MAKE_SHARED, { ...entryArgs(rmp, pfn, old_entry!, old!), level, ret });
+  if (probes.armed) probes.hit(PR_MAKE_SHARED, { ...entryArgs(rmp, pfn, old_entry!, old!, level === PG_LEVEL_2M ? PTRS_PER_PMD : 1), level, ret });
   return ret;
 }
 
@@ -426,7 +427,7 @@ export function psmash(rmp: SnpRmpTable, pfn: number): number {
   while (ret === PSMASH_FAIL_INUSE);
   if (ret === PSMASH_SUCCESS) {
     rmp.stats.psmash++;
-    if (probes.armed) probes.hit(PR_PSMASH, entryArgs(rmp, pfn, old_entry!, old!));
+    if (probes.armed) probes.hit(PR_PSMASH, entryArgs(rmp, pfn, old_entry!, old!, PTRS_PER_PMD));
   }
   return ret;
 }
@@ -690,7 +691,7 @@ export function pvalidate(rmp: SnpRmpTable, asid: number, gpa: number, pfn: numb
   const old = probes.armed ? rmp.raw(pfn) : null;
   for (let k = 0; k < n; k++) rmp.set_flag(pfn + k, FL_VALIDATED, validate);
   rmp.stats.pvalidate++;
-  if (probes.armed) probes.hit(PR_PVALIDATE, entryArgs(rmp, pfn, old_entry!, old!));
+  if (probes.armed) probes.hit(PR_PVALIDATE, entryArgs(rmp, pfn, old_entry!, old!, n));
   return { result: 'ok', err_lo: 0, err_hi: 0, rc: PVALIDATE_SUCCESS, cf: false };
 }
 
@@ -763,4 +764,29 @@ export function vmm_handle_map_gpa_range(kvm: PrivateMemKvm, exit: PscExit, opts
     }
   }
   return 0;
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Views.
+
+/** The RMP state behind a guest gfn of an SNP VM, for `expect rmp` and the debugger's views. */
+export interface RmpGfnView extends RmpEntry {
+  gfn: number;
+  pfn: number;
+  /** The level KVM reads (from the 2M-aligned entry): 1 = 4K, 2 = 2M. */
+  level: number;
+}
+
+/** The RMP entry backing `gfn` through its guest_memfd slot, or undefined (no SNP, no gmem slot, unbound). */
+export function snp_rmp_view(kvm: PrivateMemKvm, gfn: number): RmpGfnView | undefined {
+  const sev = to_kvm_sev_info(kvm);
+  if (sev === undefined) return undefined;
+  const slot = lookup_slot(kvm, gfn);
+  if (!kvm_slot_has_gmem(slot)) return undefined;
+  const b = kvm_gmem_get_file(kvm, slot!);
+  if (b === undefined) return undefined;
+  const pfn = b.file.pfn_base + b.pgoff + (gfn - slot!.base_gfn);
+  const l: RmpLookup = { assigned: false, level: PG_LEVEL_4K };
+  snp_lookup_rmpentry(sev.rmp, pfn, l);
+  return { gfn, pfn, level: l.level, ...sev.rmp.entry(pfn) };
 }

@@ -12,7 +12,7 @@ import {
   rmpupdate_insn, sev_gmem_invalidate, sev_gmem_max_mapping_level, sev_gmem_prepare, sev_handle_rmp_fault, sev_snp_init,
   snp_host_write_faults, snp_lookup_rmpentry, snp_rmp_check_guest_access, snp_begin_psc, vmm_handle_map_gpa_range,
   SNP_PAGE_STATE_SHARED, SNP_PAGE_STATE_PRIVATE, KVM_HC_MAP_GPA_RANGE, KVM_MAP_GPA_RANGE_ENCRYPTED, KVM_MAP_GPA_RANGE_PAGE_SZ_2M,
-  type RmpLookup,
+  snp_rmp_view, type RmpLookup,
 } from '../../../../src/engine/x86/sev_snp';
 import { pk, recordingMmu, vmWithGmemSlot } from '../kvm/private_helpers';
 
@@ -317,4 +317,26 @@ test('probes where an RMP entry changes carry pfn, old/new entries and raw first
   assert.equal((ps.new_entry as { pagesize: number }).pagesize, 0);
   assert.equal(((ps.old as { lo: number }).lo & 2) !== 0, true);
   assert.equal(((ps.new as { lo: number }).lo & 2) !== 0, false);
+});
+
+test('2M changes report nr_pages 512; snp_rmp_view maps a gfn to its backing RMP entry', () => {
+  const { kvm, slot, sev, fd } = snpVm();
+  const hits: Array<[string, Record<string, unknown>]> = [];
+  probes.listen((n, a) => hits.push([n, a]));
+  try {
+    kvm_gmem_get_pfn(pk(kvm), slot, 0x100003, { pfn: 0, max_order: 0 });
+  } finally {
+    probes.listen(undefined);
+  }
+  const up = hits.find((h) => h[0] === 'rmpupdate')![1];
+  assert.equal(up.nr_pages, 512);
+  const f = kvm_gmem_file(pk(kvm), fd)!;
+  assert.equal(up.pfn, f.pfn_base);
+  const view = snp_rmp_view(pk(kvm), 0x100003)!;
+  assert.equal(view.pfn, f.pfn_base + 3);
+  assert.equal(view.level, 2);
+  assert.equal(view.assigned, true);
+  assert.equal(view.asid, ASID);
+  assert.equal(view.gpa, 0x1_0000_3000);
+  assert.equal(sev.rmp.entry(f.pfn_base + 3).gpa, 0x1_0000_3000);
 });
