@@ -6,7 +6,9 @@
  */
 import { type HostBacking, type KvmMmuPage, KVM_X86_DEFAULT_VM, KVM_X86_SNP_VM, KVM_X86_SW_PROTECTED_VM, KVM_X86_TDX_VM, X86Vm } from '../../engine/x86/index';
 import { lpage_info_slot } from '../../engine/x86/memslot';
-import { kvm_mmu_do_page_fault } from '../../engine/x86/mmu';
+import { kvm_mmu_do_page_fault, kvm_unmap_gfn_range, kvm_zap_gfn_range } from '../../engine/x86/mmu';
+import { kvm_private_mem_init } from '../../engine/kvm/attributes';
+import { kvm_gmem_create, kvm_gmem_fallocate } from '../../engine/kvm/guest_memfd';
 import { PFERR_GUEST_FINAL_MASK_HI, PFERR_PRIVATE_ACCESS_HI } from '../../engine/x86/pferr';
 import { RET_PF_EMULATE, RET_PF_FIXED, RET_PF_RETRY, RET_PF_SPURIOUS, RET_PF_WRITE_PROTECTED } from '../../engine/x86/ret_pf';
 import type { KvmX86ModuleParams, KvmX86VendorConfig, NxHugePagesMode } from '../../engine/x86/params';
@@ -47,7 +49,6 @@ class X86Engine implements ScenarioEngine {
   readonly name: string;
   readonly vm: X86Vm;
   private readonly gmemFds = new Map<string, number>();
-  private nextFd = 10;
   private migratedPfn = 0x7_0000_0000 / PAGE;
   private guestSide: X86Guest | undefined;
 
@@ -117,6 +118,12 @@ class X86Engine implements ScenarioEngine {
 
   constructor(readonly cfg: VmConfig, opts: ConstructorParameters<typeof X86Vm>[0]) {
     this.vm = new X86Vm(opts);
+    const kvm = this.vm.kvm;
+    // guest_memfd's invalidations (PUNCH_HOLE, release) reach the TDP MMU through these entry points.
+    kvm_private_mem_init(kvm, {
+      kvm_unmap_gfn_range: (_k, slot, start, end, filter) => kvm_unmap_gfn_range(kvm, slot, start, end, filter, true),
+      kvm_zap_gfn_range: (_k, start, end) => kvm_zap_gfn_range(kvm, start, end),
+    });
     this.name = `x86 TDP MMU (${cfg.vendor === 'amd' ? 'NPT' : 'EPT'}, ${this.vm.kvm.vendor.max_tdp_level}-level)`;
   }
 
@@ -138,12 +145,19 @@ class X86Engine implements ScenarioEngine {
     return { ret };
   }
 
-  /** The file only names the memory; the slot binding carries what the MMU reads. */
+  /** KVM_CREATE_GUEST_MEMFD; the scenario's name stands for the returned fd. */
   createGuestMemfd(op: { fd: string; size: number; flags: number }): Outcome {
-    if (op.flags !== 0) throw new NotSupportedYet('guest_memfd creation flags');
-    if (this.gmemFds.has(op.fd)) return { ret: -17 };
-    this.gmemFds.set(op.fd, this.nextFd++);
+    if (this.gmemFds.has(op.fd)) throw new NotSupportedYet(`a second file named ${op.fd}`);
+    const fd = kvm_gmem_create(this.vm.kvm, { size: op.size, flags: op.flags });
+    if (fd < 0) return { ret: fd };
+    this.gmemFds.set(op.fd, fd);
     return { ret: 0 };
+  }
+
+  fallocate(op: { fd: string; mode: number; offset: number; len: number }): Outcome {
+    const fd = this.gmemFds.get(op.fd);
+    if (fd === undefined) return { ret: -9 }; // -EBADF
+    return { ret: kvm_gmem_fallocate(this.vm.kvm, fd, op.mode, op.offset, op.len) };
   }
 
   setMemoryAttributes(op: { address: number; size: number; attributes: number }): Outcome {

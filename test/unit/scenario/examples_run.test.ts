@@ -43,6 +43,7 @@ describe('examples run against the engine', () => {
   it('private-memory: every expect holds', () => {
     const r = runExample('private-memory.kvmmmu');
     assert.deepEqual(r.problems.map(formatDiagnostic), []);
+    assert.equal(r.expects.length, 15);
     assert.equal(r.exits.length, 1);
     assert.equal(r.exits[0]!.reason, 'KVM_EXIT_MEMORY_FAULT');
   });
