@@ -8,7 +8,7 @@ import { hex } from '../engine/bits/u64';
 import { EPT_SPTE_FIELDS, NPT_SPTE_FIELDS } from '../engine/x86/spte_fields';
 import { ROLE_FIELDS, role_trace_text } from '../engine/x86/role';
 import { PFERR_FIELDS, pferr_trace_flags } from '../engine/x86/pferr';
-import { registerDecoder, isU64 } from './inspect';
+import { registerDecoder, asU64 } from './inspect';
 
 let sptFormat: 'ept' | 'npt' = 'ept';
 
@@ -16,12 +16,7 @@ export function setSpteFormat(f: 'ept' | 'npt'): void {
   sptFormat = f;
 }
 
-function u64Of(v: unknown): { lo: number; hi: number } | undefined {
-  if (isU64(v)) return v;
-  if (typeof v === 'number' && Number.isSafeInteger(v) && v >= 0) return { lo: v >>> 0, hi: Math.floor(v / 0x1_0000_0000) >>> 0 };
-  if (typeof v === 'bigint') return { lo: Number(v & 0xffff_ffffn), hi: Number((v >> 32n) & 0xffff_ffffn) };
-  return undefined;
-}
+const u64Of = asU64;
 
 let installed = false;
 
@@ -29,7 +24,7 @@ export function installDecoders(): void {
   if (installed) return;
   installed = true;
   registerDecoder({
-    matches: (k, v) => /(^|_)spte$|^sptep?_val$|^(old|new)_spte$|^spte$/.test(k) && u64Of(v) !== undefined,
+    matches: (k, v) => /(^|_)spte$|^(old|new)_spte$/.test(k) && u64Of(v) !== undefined,
     summary: (_k, v) => {
       const u = u64Of(v)!;
       return `0x${hex(u.lo, u.hi)}`;

@@ -5,6 +5,7 @@
  */
 import type { DebugProtocol } from '@vscode/debugprotocol';
 import type { ProbeArgs } from '../engine/probes';
+import { asU64 } from './inspect';
 
 export interface ExceptionFilter extends DebugProtocol.ExceptionBreakpointsFilter {
   /** Probe groups whose hits this filter watches (so steps are armed). */
@@ -34,8 +35,8 @@ export const EXCEPTION_FILTERS: ExceptionFilter[] = [
 ];
 
 function zapped(a: ProbeArgs): boolean {
-  const o = a.old_spte as { lo: number; hi: number } | undefined;
-  const n = a.new_spte as { lo: number; hi: number } | undefined;
+  const o = asU64(a.old_spte);
+  const n = asU64(a.new_spte);
   if (!o || !n) return false;
   // MMU-present is bit 11 in every SPTE format KVM uses.
   return (o.lo & 0x800) !== 0 && (n.lo & 0x800) === 0;

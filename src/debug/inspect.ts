@@ -34,6 +34,18 @@ type Container =
   | { kind: 'map'; value: Map<unknown, unknown> }
   | { kind: 'lazy'; produce: () => Record<string, unknown> };
 
+/** Any engine representation of a 64-bit value as halves: {lo,hi}, a safe integer, a bigint, or hex text. */
+export function asU64(v: unknown): { lo: number; hi: number } | undefined {
+  if (isU64(v)) return v;
+  if (typeof v === 'number' && Number.isSafeInteger(v) && v >= 0) return { lo: v >>> 0, hi: Math.floor(v / 0x1_0000_0000) >>> 0 };
+  if (typeof v === 'bigint') return { lo: Number(v & 0xffff_ffffn), hi: Number((v >> 32n) & 0xffff_ffffn) };
+  if (typeof v === 'string' && /^(0x)?[0-9a-fA-F]{1,16}$/.test(v)) {
+    const h = v.replace(/^0x/, '').padStart(16, '0');
+    return { lo: parseInt(h.slice(8), 16) >>> 0, hi: parseInt(h.slice(0, 8), 16) >>> 0 };
+  }
+  return undefined;
+}
+
 export function isU64(v: unknown): v is { lo: number; hi: number } {
   return typeof v === 'object' && v !== null && typeof (v as { lo?: unknown }).lo === 'number' && typeof (v as { hi?: unknown }).hi === 'number' && Object.keys(v).length === 2;
 }

@@ -14,7 +14,7 @@ import type { DebugProtocol } from '@vscode/debugprotocol';
 import { kvmStack, probes, type KvmFrame, type ProbeArgs } from '../../engine/probes';
 import { trace, type TraceEvent } from '../../engine/trace_sink';
 import { ConditionError, conditionHolds, parseCondition, parseHitCondition, type Resolver } from '../condition';
-import { VariableStore, findDecoder } from '../inspect';
+import { VariableStore, findDecoder, asU64 } from '../inspect';
 import type { DebugProgram } from '../program';
 import type { WorkerRequest } from '../protocol';
 import type { WorkerChannel, Incoming } from './channel';
@@ -804,7 +804,10 @@ export function dataMatcher(dataId: string): ((args: ProbeArgs) => boolean) | un
     const o = a.old_spte ?? a.old ?? a.old_entry ?? a.old_desc;
     const n = a.new_spte ?? a.new ?? a.new_entry ?? a.new_desc;
     if (o === undefined || n === undefined) return false;
-    return formatValue(o) !== formatValue(n);
+    const uo = asU64(o);
+    const un = asU64(n);
+    if (uo && un) return uo.lo !== un.lo || uo.hi !== un.hi;
+    return JSON.stringify(o) !== JSON.stringify(n);
   };
   switch (parts[0]) {
     case 'spte': {
@@ -814,7 +817,7 @@ export function dataMatcher(dataId: string): ((args: ProbeArgs) => boolean) | un
     }
     case 'sptep': {
       if (parts.length !== 2) return undefined;
-      return (a) => changed(a) && typeof a.sptep === 'string' && a.sptep === parts[1];
+      return (a) => changed(a) && a.sptep !== undefined && String(a.sptep) === parts[1];
     }
     case 'rmp': {
       if (parts.length !== 2) return undefined;

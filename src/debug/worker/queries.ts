@@ -8,6 +8,10 @@ import type { Kvm, KvmMmuPage } from '../../engine/x86/index';
 import { describeSpte } from '../../engine/x86/spte_decode';
 import { role_trace_text } from '../../engine/x86/role';
 import { hex0x } from '../../engine/bits/u64';
+import type { Arm64Vm } from '../../engine/arm64/mmu';
+import { KVM_PGTABLE_WALK_LEAF, kvm_pgtable_walk, type KvmPgtableVisitCtx } from '../../engine/arm64/pgtable';
+import { pageStateName } from '../../engine/arm64/pkvm_mem_protect';
+import { ownerName } from '../../engine/arm64/variants';
 
 export interface QueryContext {
   program: DebugProgram;
@@ -127,6 +131,102 @@ function tableRows(kvm: Kvm, sp: KvmMmuPage, start: number, count: number, all: 
   return { total: idx.length, empty: 512 - idx.filter((i) => !isInitialNonPresent(kvm, sp.spt[2 * i]!, sp.spt[2 * i + 1]!)).length, rows };
 }
 
+// ---------------------------------------------------------------------------------------------------
+// Memslots & attributes, stage-2 ownership.
+
+function arm64Vm(program: DebugProgram): Arm64Vm | undefined {
+  const vm = (program.state() as { VM?: { vm?: Arm64Vm } }).VM?.vm;
+  return vm && Array.isArray(vm.memslots) && vm.pgt && typeof vm.descriptorAt === 'function' ? vm : undefined;
+}
+
+const X86_SLOT_FLAGS: ReadonlyArray<[number, string]> = [[1, 'KVM_MEM_LOG_DIRTY_PAGES'], [2, 'KVM_MEM_READONLY'], [4, 'KVM_MEM_GUEST_MEMFD']];
+
+function memslotRows(program: DebugProgram): { arch: string; slots: Array<Record<string, unknown>>; privateRanges: Array<{ start: string; end: string }> } {
+  const kvm = x86Kvm(program);
+  if (kvm) {
+    const slots: Array<Record<string, unknown>> = [];
+    for (let as = 0; as < kvm.nr_as_ids; as++) {
+      for (const s of kvm.kvm_memslots(as).slots) {
+        slots.push({
+          as_id: as,
+          id: s.id,
+          base_gfn: s.base_gfn,
+          npages: s.npages,
+          gpa: '0x' + (s.base_gfn * 4096).toString(16),
+          gpa_end: '0x' + ((s.base_gfn + s.npages) * 4096 - 1).toString(16),
+          userspace_addr: '0x' + s.userspace_addr.toString(16),
+          flags: s.flags,
+          flagNames: X86_SLOT_FLAGS.filter(([m]) => (s.flags & m) !== 0).map(([, n]) => n),
+          guest_memfd: (s.flags & 4) !== 0 ? s.guest_memfd : undefined,
+          guest_memfd_offset: (s.flags & 4) !== 0 ? s.guest_memfd_offset : undefined,
+          backing: s.host_backing,
+          dirty_logging: s.dirty_bitmap !== undefined,
+        });
+      }
+    }
+    const privateRanges = kvm.private_ranges_snapshot().map(([a, b]) => ({ start: '0x' + (a * 4096).toString(16), end: '0x' + (b * 4096 - 1).toString(16) }));
+    return { arch: 'x86', slots, privateRanges };
+  }
+  const vm = arm64Vm(program);
+  if (vm) {
+    return {
+      arch: 'arm64',
+      slots: vm.memslots.map((m) => ({
+        as_id: 0,
+        id: m.id,
+        base_gfn: Math.floor(m.gpa / vm.pageSize),
+        npages: m.size / vm.pageSize,
+        gpa: '0x' + m.gpa.toString(16),
+        gpa_end: '0x' + (m.gpa + m.size - 1).toString(16),
+        userspace_addr: '0x' + m.hva.toString(16),
+        flags: (m.logDirty ? 1 : 0) | (m.readonly ? 2 : 0),
+        flagNames: [...(m.logDirty ? ['KVM_MEM_LOG_DIRTY_PAGES'] : []), ...(m.readonly ? ['KVM_MEM_READONLY'] : [])],
+        backing: `${m.hugetlb ? 'hugetlb' : m.backingPageSize > vm.pageSize ? 'THP' : 'pages'} ${m.backingPageSize / 1024}K${m.device ? ', VM_PFNMAP device' : ''}`,
+        pa: '0x' + m.pa.toString(16),
+        dirty_logging: m.logDirty,
+      })),
+      privateRanges: [],
+    };
+  }
+  throw new Error('not available for this VM');
+}
+
+/** The host stage-2 under pKVM as ranges of one owner and state each (leaf walk, adjacent runs merged). */
+function stage2Ownership(program: DebugProgram, start: number, count: number): { total: number; rows: Array<Record<string, unknown>> } {
+  const h = arm64Vm(program)?.pkvm;
+  if (!h) throw new Error('not available for this VM (no pKVM host stage-2)');
+  const pgt = h.host_pgt;
+  const runs: Array<{ start: number; end: number; level: number; valid: boolean; owner: string; host: string; hyp: string; desc: string }> = [];
+  kvm_pgtable_walk(pgt, 0, Math.pow(2, pgt.ia_bits), {
+    flags: KVM_PGTABLE_WALK_LEAF,
+    arg: undefined,
+    cb: (ctx: KvmPgtableVisitCtx) => {
+      const size = Math.pow(2, (Math.log2(h.pageSize) - 3) * (3 - ctx.level) + Math.log2(h.pageSize));
+      const valid = (ctx.oldLo & 1) !== 0;
+      if (!valid && ctx.oldLo === 0 && ctx.oldHi === 0) return 0;
+      const own = h.ownerOf(ctx.addr);
+      const r = {
+        start: ctx.addr,
+        end: ctx.addr + size,
+        level: ctx.level,
+        valid,
+        owner: own.handle !== undefined ? `${ownerName(own.owner)} handle 0x${own.handle.toString(16)}` : ownerName(own.owner),
+        host: pageStateName(own.hostState),
+        hyp: pageStateName(own.hypState),
+        desc: hex0x(ctx.oldLo, ctx.oldHi, 16),
+      };
+      const last = runs[runs.length - 1];
+      if (last && last.end === r.start && last.valid === r.valid && last.owner === r.owner && last.host === r.host && last.hyp === r.hyp && last.level === r.level) last.end = r.end;
+      else runs.push(r);
+      return 0;
+    },
+  });
+  return {
+    total: runs.length,
+    rows: runs.slice(start, start + count).map((r) => ({ ...r, start: '0x' + r.start.toString(16), end: '0x' + (r.end - 1).toString(16), pages: (r.end - r.start) / h.pageSize })),
+  };
+}
+
 export function handleQuery(name: string, args: Record<string, unknown>, ctx: QueryContext): unknown {
   switch (name) {
     case 'kvmMmu/query': {
@@ -174,6 +274,10 @@ export function handleQuery(name: string, args: Record<string, unknown>, ctx: Qu
         ...t,
       };
     }
+    case 'kvmMmu/memslots':
+      return memslotRows(ctx.program);
+    case 'kvmMmu/stage2Ownership':
+      return stage2Ownership(ctx.program, int(args.start, 0), int(args.count, 500, 0, 10_000));
     case 'kvmMmu/vm':
       return { kind: ctx.program.kind, file: ctx.program.file, vm: vmOf(ctx.program) };
     default:
