@@ -7,11 +7,13 @@
  * `kvm_page_fault` and `KvmVcpu` objects straight in.
  */
 import { defineProbe, probes } from '../probes';
-import { EFAULT, KVM_X86_TDX_VM, kvm_private_ctx, kvm_slot_has_gmem, type PrivateMemKvm } from '../kvm/attributes';
+import { EFAULT, KVM_X86_TDX_VM, kvm_private_ctx, kvm_private_mem_init, kvm_slot_has_gmem, type PrivateMemKvm } from '../kvm/attributes';
 import { kvm_gmem_get_pfn, type GmemPfn } from '../kvm/guest_memfd';
 import { KVM_MEM_READONLY, PG_LEVEL_1G, PG_LEVEL_2M, PG_LEVEL_4K, type KvmMemorySlot } from './memslot';
 import { PFERR_PRIVATE_ACCESS_BIT, PFERR_PRIVATE_ACCESS_HI } from './pferr';
 import { RET_PF_CONTINUE } from './ret_pf';
+import { kvm_unmap_gfn_range, kvm_zap_gfn_range } from './mmu';
+import type { Kvm } from './vm';
 
 export { PFERR_PRIVATE_ACCESS_BIT, PFERR_PRIVATE_ACCESS_HI };
 
@@ -133,6 +135,19 @@ export function kvm_mmu_faultin_pfn_private(vcpu: PrivateVcpu, fault: PrivateFau
   fault.map_writable = (slot!.flags & KVM_MEM_READONLY) === 0;
   fault.max_level = kvm_max_private_mapping_level(kvm, fault.pfn, fault.max_level, gp.max_order);
   return RET_PF_CONTINUE;
+}
+
+/**
+ * Wire the private-memory model into a VM of the engine's TDP MMU: the attribute, guest_memfd and SEV-SNP
+ * code zap through the MMU's kvm_unmap_gfn_range / kvm_zap_gfn_range, and the fault path's private
+ * faultin is this module's kvm_mmu_faultin_pfn_private (guest_memfd pfns, folio order and RMP caps).
+ */
+export function kvm_x86_private_mem_init(kvm: Kvm): void {
+  kvm_private_mem_init(kvm, {
+    kvm_unmap_gfn_range: (_k, slot, start, end, attr_filter) => kvm_unmap_gfn_range(kvm, slot, start, end, attr_filter, true),
+    kvm_zap_gfn_range: (_k, start, end) => kvm_zap_gfn_range(kvm, start, end),
+  });
+  kvm.private_faultin = kvm_mmu_faultin_pfn_private;
 }
 
 /** Whether an error code (halves) carries PFERR_PRIVATE_ACCESS (bit 49). */
