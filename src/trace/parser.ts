@@ -72,6 +72,10 @@ EVENTS.forEach((e, i) => (BY_LEN[e.name.length] ??= []).push(i));
 const PROBE: readonly number[] = NAMES.map((n) => n.charCodeAt(n.length - 2));
 
 
+function isHex(c: number): boolean {
+  return (c >= 48 && c <= 57) || (c >= 97 && c <= 102);
+}
+
 function isSpace(c: number): boolean {
   return c === 32 || c === 9;
 }
@@ -97,8 +101,10 @@ export class TraceParser {
   readonly unrecognized: UnrecognizedLine[] = [];
   warningCount = 0;
   readonly warnings: TraceWarning[] = [];
-  /** Number of `<stack trace>` blocks. */
+  /** Number of `<stack trace>` blocks (one per marker line). */
   stackCount = 0;
+  /** Number of `perf script -g` callchains (frame lines with no marker line). */
+  callchainCount = 0;
   readonly styles: LineStyles = { raw: 0, traceCmd: 0, perf: 0, trimmed: 0 };
   /** Lines that were joined to the line before them (mail wrapping). */
   joinedLines = 0;
@@ -108,6 +114,8 @@ export class TraceParser {
   private readonly onStack: ((s: StackBlock) => void) | undefined;
   private readonly maxDetails: number;
   private carry = '';
+  /** The last event line was `perf script` style (its callchain lines may follow). */
+  private lastPerf = false;
   /** Inside a line longer than MAX_CARRY that was already counted. */
   private skipping = false;
   private pending: string | null = null;
@@ -187,11 +195,15 @@ export class TraceParser {
     }
   }
 
+  private stackIsCallchain = false;
+
   private closeStack(): void {
     const s = this.stack;
     if (s) {
       this.stack = null;
-      this.stackCount++;
+      if (this.stackIsCallchain) this.callchainCount++;
+      else this.stackCount++;
+      this.stackIsCallchain = false;
       if (this.onStack) this.onStack(s);
     }
   }
@@ -222,6 +234,21 @@ export class TraceParser {
         this.unrecognizedAt(lineNo, 'stack frame outside a <stack trace> block', s.slice(a, b));
       }
       return;
+    }
+    // `perf script -g` callchain: indented `ADDRESS symbol+off (dso)` lines after a perf event line
+    if (f > a && this.lastPerf && this.pending === null && isHex(c0)) {
+      let h = f;
+      while (h < b && isHex(s.charCodeAt(h))) h++;
+      if (h - f >= 8 && h < b && isSpace(s.charCodeAt(h))) {
+        if (!this.stack) {
+          this.stack = { line: lineNo, eventLine: this.lastLine, eventName: this.lastName, eventSeq: this.lastSeq, frames: [] };
+          this.stackIsCallchain = true;
+        }
+        let g = h;
+        while (g < b && isSpace(s.charCodeAt(g))) g++;
+        this.stack.frames.push(s.slice(g, b));
+        return;
+      }
     }
     this.closeStack();
     // headers (`#` comments, trace-cmd's `cpus=N`, `version = N`, `CPU N is empty`)
@@ -373,6 +400,7 @@ export class TraceParser {
       this.lastName = this.lastBadName;
       this.lastLine = lineNo;
       this.lastSeq = -1;
+      this.lastPerf = this.lastBadName.indexOf(':') >= 0;
       return EV_UNMODELLED;
     }
     let p0 = n1 + 1;
@@ -386,11 +414,13 @@ export class TraceParser {
       return r === PAYLOAD_TRUNCATED ? EV_TRUNC : EV_BAD;
     }
     if (trimmed) {
+      this.lastPerf = false;
       ev.setPrefix(s, -1, -1, -1);
       this.styles.trimmed++;
     } else {
       ev.setPrefix(s, a, t0, c);
-      if (n1 - n0 !== schema.name.length) this.styles.perf++;
+      this.lastPerf = n1 - n0 !== schema.name.length;
+      if (this.lastPerf) this.styles.perf++;
       else {
         let q = t0;
         while (q > a && isSpace(s.charCodeAt(q - 1))) q--;

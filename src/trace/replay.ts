@@ -71,7 +71,7 @@ export async function replayStream(source: AsyncIterable<Uint8Array | string>, o
     styles: { ...parser.styles },
     joinedLines: parser.joinedLines,
     unrecognized: { count: parser.unrecognizedCount, first: parser.unrecognized.slice() },
-    stacks: { count: parser.stackCount, first: stacks },
+    stacks: { count: parser.stackCount + parser.callchainCount, first: stacks },
     warnings: { count: parser.warningCount, first: warnings },
     ...rebuilder.summary(opts.maxSptes),
   };

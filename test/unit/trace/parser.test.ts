@@ -274,3 +274,22 @@ test('a line longer than 1 MiB is one unrecognized line, counted once, and parsi
   assert.equal(p.unrecognized[0]!.line, 2);
   assert.ok(p.unrecognized[0]!.text.length <= 200);
 });
+
+test('perf script -g: callchain lines after an event are its stack frames', () => {
+  const { records, parser } = parseTraceText(read('perf_callchain.txt'));
+  assert.equal(parser.events, 2);
+  assert.deepEqual(records[0]!.stack, ['kvm_mmu_page_fault+0x123 ([kvm])', 'npf_interception+0x45 ([kvm_amd])', 'svm_handle_exit+0x9a ([kvm_amd])']);
+  assert.deepEqual(records[1]!.stack, ['kvm_tdp_mmu_map+0x200 ([kvm])']);
+  assert.equal(parser.stackCount, 0);
+  assert.equal(parser.callchainCount, 3);
+  // the unmodelled kvm_pio line is reported; its callchain is kept with it, not reported as garbage
+  assert.equal(parser.unrecognizedCount, 1);
+  assert.equal(parser.unrecognized[0]!.line, 9);
+});
+
+test('an indented hex token after a raw-trace event is not a callchain frame', () => {
+  const { records, parser } = parseTraceText(' qemu-1-2 [000] ..... 1.000001: kvm_mmu_set_accessed_bit: gpa 1000\n\tffffffffc0a1b2c3 kvm_mmu_page_fault+0x123 ([kvm])\n');
+  assert.equal(records.length, 1);
+  assert.equal(records[0]!.stack, undefined);
+  assert.equal(parser.unrecognizedCount, 1);
+});
