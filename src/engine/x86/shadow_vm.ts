@@ -1,0 +1,428 @@
+/**
+ * Facade for a shadow-paging VM (TDP off): guest RAM in GuestMemory backed by one memslot, guest
+ * CR0/CR4/EFER/CR3, faults by GVA, guest writes (emulated when they hit a shadowed guest table),
+ * INVLPG, CR3 loads, zaps, and read-outs of SPTEs, shadow pages, roots and stats. Used by the
+ * scenario binding, the bench and the tests.
+ */
+import { GuestMemory } from '../mem/guest_memory';
+import type { KvmMmuPage } from './mmu_page';
+import { Kvm, type KvmCreateOptions } from './vm';
+import { KvmVcpu } from './vcpu';
+import type { HostBacking, KvmMemorySlot } from './memslot';
+import { kvm_mmu_reset_all_pte_masks } from './spte';
+import { kvm_calc_cpu_role, shadowMmuRootRole, decodeRole, X86_CR0_PG, X86_CR0_WP, X86_CR4_PAE, X86_CR4_PSE, X86_CR4_SMEP, X86_CR4_SMAP, X86_CR4_PKE, X86_CR4_LA57, EFER_LMA, EFER_NX, ROLE_LEVEL_MASK, type KvmMmuPageRole } from './role';
+import { createGuestMmu, MemoryGuestPageTables, GuestWalker, type GuestCpuModel } from './paging_tmpl';
+import { PFERR_PRESENT_MASK, PFERR_WRITE_MASK, PFERR_USER_MASK, PFERR_FETCH_MASK } from './pferr';
+import { RET_PF_EMULATE, RET_PF_FIXED, RET_PF_SPURIOUS } from './ret_pf';
+import {
+  ShadowMmu,
+  ShadowVcpu,
+  ShadowWalkIterator,
+  shadow_walk_init,
+  shadow_walk_okay,
+  shadow_walk_next,
+  kvm_mmu_calculate_default_mmu_pages,
+  kvm_mmu_zap_all,
+  kvm_mmu_zap_all_fast,
+  kvm_mmu_zap_memslot,
+  kvm_unmap_gfn_range,
+  kvm_mmu_change_mmu_pages,
+  ROOT_INVALID,
+  ROOT_SP,
+  ROOT_PAE,
+  ROOT_DUMMY,
+  ROOT_PML4,
+  ROOT_PML5,
+  ROLE_PAE_ROOT,
+  type SplitAccessVariant,
+  type PaeRootVariant,
+} from './shadow_mmu';
+import { kvm_mmu_free_roots, kvm_mmu_new_pgd, kvm_mmu_reload, kvm_mmu_sync_roots, KVM_MMU_ROOTS_ALL, pae_root_entries, pae_root_pfn } from './shadow_roots';
+import { kvm_mmu_page_fault, kvm_mmu_track_write, kvm_mmu_invlpg, shadow_paging_init_hooks } from './shadow_paging';
+
+export interface ShadowVmOptions {
+  vendor?: 'vmx' | 'svm';
+  /** Guest RAM size in bytes (one memslot at GPA 0). Default 1 GiB. */
+  mem_bytes?: number;
+  host_backing?: HostBacking;
+  cr0?: number;
+  cr4?: number;
+  efer?: number;
+  cr3?: number;
+  cpu?: Partial<GuestCpuModel>;
+  split_access?: SplitAccessVariant;
+  pae_root?: PaeRootVariant;
+  /** n_max_mmu_pages (default: kvm_mmu_calculate_default_mmu_pages of guest RAM). */
+  n_max_mmu_pages?: number;
+  kvm?: KvmCreateOptions;
+}
+
+export interface ShadowSpteInfo {
+  level: number;
+  lo: number;
+  hi: number;
+  sptep: number;
+  sp: KvmMmuPage | null;
+}
+
+export interface ShadowPageInfo {
+  gfn: number;
+  role: number;
+  decoded: KvmMmuPageRole & { pae_root: boolean };
+  root_count: number;
+  unsync: boolean;
+  unsync_children: number;
+  spt_pfn: number;
+  parent_count: number;
+}
+
+export class ShadowVm {
+  readonly kvm: Kvm;
+  readonly sk: ShadowMmu;
+  readonly vcpu: KvmVcpu;
+  readonly sv: ShadowVcpu;
+  readonly mem: GuestMemory;
+  readonly src: MemoryGuestPageTables;
+  readonly slot: KvmMemorySlot;
+  readonly cpu: GuestCpuModel;
+  cr0 = 0;
+  cr4 = 0;
+  efer = 0;
+  cr3 = 0;
+  /** Emulated writes performed by guestWrite (write-protected guest tables). */
+  emulated_writes = 0;
+
+  constructor(o: ShadowVmOptions = {}) {
+    const vendor = o.vendor ?? 'vmx';
+    this.kvm = new Kvm({ ...o.kvm, vendor });
+    // With TDP off the host uses the legacy (non-EPT) SPTE format on both vendors.
+    kvm_mmu_reset_all_pte_masks(this.kvm.masks, { maxphyaddr: this.kvm.vendor.host_maxphyaddr, mmio_caching: this.kvm.params.mmio_caching });
+    this.kvm.masks.is_ept = false;
+    this.kvm.arch.shadow_mmio_value = { lo: this.kvm.masks.shadow_mmio_value.lo, hi: this.kvm.masks.shadow_mmio_value.hi };
+    this.kvm.arch.cpu_dirty_log_size = 0;
+    const mem_bytes = o.mem_bytes ?? 1 << 30;
+    this.sk = new ShadowMmu(this.kvm, { split_access: o.split_access, pae_root: o.pae_root, n_max_mmu_pages: o.n_max_mmu_pages ?? kvm_mmu_calculate_default_mmu_pages(mem_bytes / 4096) });
+    const sk = this.sk;
+    this.kvm.mmu_ops = {
+      flush_shadow_memslot: (_kvm, slot) => {
+        if (this.kvm.quirk_slot_zap_all) kvm_mmu_zap_all_fast(sk);
+        else kvm_mmu_zap_memslot(sk, slot);
+      },
+      commit_memory_region: () => {},
+      memslots_updated: () => {},
+    };
+    this.kvm.kvm_set_memory_region({ slot: 0, flags: 0, guest_phys_addr: 0, memory_size: mem_bytes, userspace_addr: 0x7f00_0000_0000, host_backing: o.host_backing ?? '4k' });
+    this.slot = this.kvm.kvm_memslots(0).lookup(0)!;
+    this.mem = new GuestMemory(mem_bytes);
+    this.src = new MemoryGuestPageTables(this.mem);
+    this.cpu = { maxphyaddr: 46, gbpages: true, pse36: true, amd: vendor === 'svm', ...o.cpu };
+    this.vcpu = new KvmVcpu(this.kvm, 0);
+    this.kvm.vcpus.push(this.vcpu);
+    this.sv = new ShadowVcpu(sk, this.vcpu);
+    this.sv.src = this.src;
+    this.sv.walker = new GuestWalker();
+    this.setRegs(o.cr0 ?? 0x8001_0011, o.cr4 ?? 0x20, o.efer ?? 0x500 | 0x800, o.cr3 ?? 0);
+  }
+
+  /**
+   * Set CR0/CR4/EFER/CR3 (kvm_init_mmu → kvm_init_shadow_mmu). A different CPU role resets the MMU
+   * context (all roots freed); the same role with another CR3 is a CR3 load.
+   */
+  setRegs(cr0: number, cr4: number, efer: number, cr3: number): void {
+    const role = kvm_calc_cpu_role({ cr0, cr4, efer, smm: this.vcpu.smm });
+    const sv = this.sv;
+    const changed = role.lo !== sv.cpu_role_base || role.hi !== sv.cpu_role_ext;
+    this.cr0 = cr0 >>> 0;
+    this.cr4 = cr4 >>> 0;
+    this.efer = efer >>> 0;
+    if (changed) {
+      kvm_mmu_free_roots(sv, KVM_MMU_ROOTS_ALL);
+      sv.cpu_role_base = role.lo;
+      sv.cpu_role_ext = role.hi;
+      sv.root_role = shadowMmuRootRole(role.lo);
+      sv.guest = createGuestMmu(
+        {
+          cr0_pg: (cr0 & X86_CR0_PG) !== 0, cr0_wp: (cr0 & X86_CR0_WP) !== 0, cr4_pae: (cr4 & X86_CR4_PAE) !== 0, cr4_pse: (cr4 & X86_CR4_PSE) !== 0,
+          cr4_smep: (cr4 & X86_CR4_SMEP) !== 0, cr4_smap: (cr4 & X86_CR4_SMAP) !== 0, cr4_pke: (cr4 & X86_CR4_PKE) !== 0, cr4_la57: (cr4 & X86_CR4_LA57) !== 0,
+          efer_lma: (efer & EFER_LMA) !== 0, efer_nx: (efer & EFER_NX) !== 0,
+        },
+        this.cpu,
+      );
+      shadow_paging_init_hooks(sv);
+      this.cr3 = cr3;
+      this.src.setCr3(cr3 % 0x1_0000_0000, Math.floor(cr3 / 0x1_0000_0000));
+      if (this.isPae()) this.src.load_pdptrs(this.cpu.maxphyaddr);
+    } else {
+      this.loadCr3(cr3);
+    }
+  }
+
+  private isPae(): boolean {
+    return (this.sv.cpu_role_base & ROLE_LEVEL_MASK) === 3;
+  }
+
+  /** MOV to CR3: PAE guests reload the PDPTRs; the root cache (prev_roots) may hold the new root. */
+  loadCr3(cr3: number, skip_tlb_flush = false): boolean {
+    this.cr3 = cr3;
+    this.src.setCr3(cr3 % 0x1_0000_0000, Math.floor(cr3 / 0x1_0000_0000));
+    if (this.isPae() && !this.src.load_pdptrs(this.cpu.maxphyaddr)) return false;
+    const pgd = this.isPae() ? cr3 - (cr3 % 32) : cr3 - (cr3 % 4096);
+    kvm_mmu_new_pgd(this.sv, pgd);
+    // A flushing CR3 load syncs unsync shadow pages under the (cached) root on the next entry.
+    if (!skip_tlb_flush && this.sv.root_kind !== ROOT_INVALID) kvm_mmu_sync_roots(this.sv);
+    return true;
+  }
+
+  /** vcpu_enter_guest's kvm_mmu_reload. */
+  reload(): number {
+    return kvm_mmu_reload(this.sv);
+  }
+
+  /** A guest #PF exit at `gva` with `error_code` (PFERR_* bits). Returns RET_PF_*. */
+  fault(gva: number, error_code: number): number {
+    return kvm_mmu_page_fault(this.sv, gva, error_code, 0);
+  }
+
+  /**
+   * The hardware view: does the current shadow translation allow this access? Returns the #PF error
+   * code the CPU would report, or -1 when the access goes through.
+   */
+  hwAccess(gva: number, write: boolean, user: boolean, fetch: boolean): number {
+    const info = this.translate(gva);
+    const ec = (write ? PFERR_WRITE_MASK : 0) | (user ? PFERR_USER_MASK : 0) | (fetch ? PFERR_FETCH_MASK : 0);
+    if (info === null) return ec;
+    const { lo, hi } = info;
+    const m = this.kvm.masks;
+    if ((write && (lo & 2) === 0) || (user && (lo & 4) === 0) || (fetch && (hi & m.shadow_nx_mask.hi) !== 0)) return ec | PFERR_PRESENT_MASK;
+    return -1;
+  }
+
+  /**
+   * Guest access through the MMU: fault until the shadow translation allows it (at most 8 tries).
+   * Returns the number of faults taken, or -1 when #PF was injected into the guest.
+   */
+  access(gva: number, write = false, user = false, fetch = false): number {
+    let faults = 0;
+    for (let i = 0; i < 8; i++) {
+      const ec = this.hwAccess(gva, write, user, fetch);
+      if (ec < 0) return faults;
+      faults++;
+      const r = this.fault(gva, ec);
+      if (this.sv.injected !== null) return -1;
+      if (r === RET_PF_EMULATE) return faults;
+    }
+    return faults;
+  }
+
+  /**
+   * A guest write of `bytes` (4 or 8) at `gva`. Faults first; if the fault ends in emulation (a
+   * write-protected guest page table), the write lands in guest memory and kvm_mmu_track_write runs.
+   */
+  guestWrite(gva: number, lo: number, hi = 0, bytes: 4 | 8 = 8): 'direct' | 'emulated' | 'pf' {
+    for (let i = 0; i < 8; i++) {
+      const ec = this.hwAccess(gva, true, false, false);
+      if (ec < 0) break;
+      const r = this.fault(gva, ec);
+      if (this.sv.injected !== null) return 'pf';
+      if (r === RET_PF_EMULATE) {
+        const gpa = this.gvaToGpa(gva);
+        this.writeGpa(gpa, lo, hi, bytes);
+        this.emulated_writes++;
+        kvm_mmu_track_write(this.sv, gpa, bytes);
+        return 'emulated';
+      }
+      if (r !== RET_PF_FIXED && r !== RET_PF_SPURIOUS && i > 4) break;
+    }
+    this.writeGpa(this.gvaToGpa(gva), lo, hi, bytes);
+    return 'direct';
+  }
+
+  private writeGpa(gpa: number, lo: number, hi: number, bytes: 4 | 8): void {
+    if (bytes === 8) this.mem.write64(gpa, lo, hi);
+    else this.mem.write32(gpa, lo);
+  }
+
+  /** Shadow translation of a GVA: gpa via the leaf SPTE's gfn (shadowed translation). */
+  gvaToGpa(gva: number): number {
+    const leaf = this.translate(gva);
+    if (leaf === null || leaf.sp === null) return -1;
+    const i = leaf.sptep & 511;
+    const sp = leaf.sp;
+    const st = sp.shadowed_translation;
+    const per = 2 ** (12 + 9 * (leaf.level - 1));
+    const base = st !== null ? Math.floor(st[i]! / 4096) : sp.gfn + i * 2 ** (9 * (leaf.level - 1));
+    return base * 4096 + (gva % per);
+  }
+
+  /** The shadow walk for `gva`: every SPTE on the path, root first. */
+  sptes(gva: number): ShadowSpteInfo[] {
+    const out: ShadowSpteInfo[] = [];
+    const it = new ShadowWalkIterator();
+    for (shadow_walk_init(it, this.sv, gva); shadow_walk_okay(it); shadow_walk_next(it, this.sk)) {
+      const t = it.table!;
+      out.push({ level: it.level, lo: t[2 * it.index]!, hi: t[2 * it.index + 1]!, sptep: it.sptep, sp: this.sk.sp_of_pfn(it.table_pfn) ?? null });
+    }
+    return out;
+  }
+
+  /** The leaf SPTE mapping `gva`, or null. */
+  translate(gva: number): ShadowSpteInfo | null {
+    const path = this.sptes(gva);
+    const last = path[path.length - 1];
+    if (last === undefined) return null;
+    if ((last.lo & 0x800) === 0) return null;
+    if (last.level !== 1 && (last.lo & 0x80) === 0) return null;
+    return last;
+  }
+
+  /** Live shadow pages, newest first (the active list). */
+  shadowPages(): ShadowPageInfo[] {
+    return this.sk.active_list().map((sp) => this.spInfo(sp));
+  }
+
+  spInfo(sp: KvmMmuPage): ShadowPageInfo {
+    let parents = 0;
+    if (sp.parent_ptes > 0) parents = 1;
+    else if (sp.parent_ptes < 0) {
+      const d = -sp.parent_ptes - 1;
+      parents = this.sk.desc_pool.tail_count[d]! + this.sk.desc_pool.spte_count[d]!;
+    }
+    return {
+      gfn: sp.gfn, role: sp.role, decoded: { ...decodeRole(sp.role & ~ROLE_PAE_ROOT), pae_root: (sp.role & ROLE_PAE_ROOT) !== 0 },
+      root_count: sp.root_count, unsync: sp.unsync, unsync_children: sp.unsync_children, spt_pfn: sp.spt_pfn, parent_count: parents,
+    };
+  }
+
+  /** Root state: kind, root role, the root SP or PAE entries and the PDPT page pfn. */
+  roots(): { kind: string; root_role: number; cpu_role: number; root: ShadowPageInfo | null; pae: Array<{ lo: number; hi: number }> | null; pae_root_pfn: number; prev: Array<{ pgd: number; root: ShadowPageInfo | null }> } {
+    const sv = this.sv;
+    const kinds: Record<number, string> = { [ROOT_INVALID]: 'invalid', [ROOT_SP]: 'sp', [ROOT_PAE]: 'pae', [ROOT_PML4]: 'pml4', [ROOT_PML5]: 'pml5', [ROOT_DUMMY]: 'dummy' };
+    const pae = sv.root_kind === ROOT_PAE || (sv.root_kind === ROOT_SP && (sv.root_sp!.role & ROLE_PAE_ROOT) !== 0) ? pae_root_entries(sv) : null;
+    return {
+      kind: kinds[sv.root_kind]!, root_role: sv.root_role, cpu_role: sv.cpu_role_base,
+      root: sv.root_sp !== null ? this.spInfo(sv.root_sp) : null, pae, pae_root_pfn: pae_root_pfn(sv),
+      prev: sv.prev_roots.map((p) => ({ pgd: p.pgd, root: p.sp !== null ? this.spInfo(p.sp) : null })),
+    };
+  }
+
+  invlpg(gva: number): void {
+    kvm_mmu_invlpg(this.sv, gva);
+  }
+
+  zapAll(): void {
+    kvm_mmu_zap_all(this.sk);
+  }
+
+  zapAllFast(): void {
+    kvm_mmu_zap_all_fast(this.sk);
+  }
+
+  /** An mmu-notifier invalidation of guest frames [start, end). */
+  notifierInvalidate(start_gfn: number, end_gfn: number): boolean {
+    this.kvm.kvm_mmu_invalidate_begin();
+    this.kvm.kvm_mmu_invalidate_range_add(start_gfn, end_gfn);
+    const f = kvm_unmap_gfn_range(this.sk, this.slot, start_gfn, end_gfn);
+    this.kvm.kvm_mmu_invalidate_end();
+    return f;
+  }
+
+  setMaxMmuPages(n: number): void {
+    kvm_mmu_change_mmu_pages(this.sk, n);
+  }
+
+  stats(): Record<string, number> {
+    return {
+      ...this.kvm.stat.snapshot(),
+      ...this.vcpu.stat.snapshot(),
+      n_used_mmu_pages: this.kvm.arch.n_used_mmu_pages,
+      n_max_mmu_pages: this.sk.n_max_mmu_pages,
+      indirect_shadow_pages: this.sk.indirect_shadow_pages,
+      sp_created: this.sk.counters.sp_created,
+      sp_freed: this.sk.counters.sp_freed,
+      validate_direct_drops: this.sk.counters.validate_direct_drops,
+      emulated_writes: this.emulated_writes,
+    };
+  }
+}
+
+/** Guest page-table flags. */
+export const GPTE_P = 1;
+export const GPTE_W = 2;
+export const GPTE_U = 4;
+export const GPTE_A = 0x20;
+export const GPTE_D = 0x40;
+export const GPTE_PS = 0x80;
+
+/**
+ * Builds guest page tables in GuestMemory for any paging mode: `levels` 2 (4-byte entries), 3 (PAE: a
+ * 32-byte PDPT at CR3), 4 or 5. Table pages come from a bump allocator starting at `table_base`.
+ */
+export class GuestPageTableBuilder {
+  readonly cr3: number;
+  private next: number;
+  constructor(
+    readonly mem: GuestMemory,
+    readonly levels: 2 | 3 | 4 | 5,
+    table_base: number,
+  ) {
+    this.next = table_base;
+    this.cr3 = this.allocTable();
+  }
+
+  allocTable(): number {
+    const gpa = this.next;
+    this.next += 4096;
+    this.mem.page(gpa / 4096).fill(0);
+    return gpa;
+  }
+
+  private size(): 4 | 8 {
+    return this.levels === 2 ? 4 : 8;
+  }
+
+  private index(gva: number, level: number): number {
+    if (this.levels === 2) return Math.floor(gva / 2 ** (12 + 10 * (level - 1))) & 1023;
+    if (this.levels === 3 && level === 3) return Math.floor(gva / 2 ** 30) & 3;
+    return Math.floor(gva / 2 ** (12 + 9 * (level - 1))) & 511;
+  }
+
+  private read(gpa: number): { lo: number; hi: number } {
+    const out = new Uint32Array(2);
+    this.mem.readEntry(gpa, this.size(), out);
+    return { lo: out[0]!, hi: this.size() === 4 ? 0 : out[1]! };
+  }
+
+  /** gPTE address of `gva` at `level` (creating intermediate tables with P|W|U|A). */
+  entryGpa(gva: number, level: number, create = true): number {
+    let table = this.cr3;
+    for (let l = this.levels; l > level; l--) {
+      const gpa = table + this.index(gva, l) * this.size();
+      const e = this.read(gpa);
+      if ((e.lo & 1) === 0) {
+        if (!create) return -1;
+        const t = this.allocTable();
+        // PAE PDPTEs only have P (bits 1-2, 5-8 are reserved).
+        const flags = this.levels === 3 && l === 3 ? GPTE_P : GPTE_P | GPTE_W | GPTE_U | GPTE_A;
+        this.write(gpa, t + flags, 0);
+        table = t;
+      } else {
+        table = (e.lo & ~0xfff) + (e.hi & 0xfffff) * 0x1_0000_0000;
+      }
+    }
+    return table + this.index(gva, level) * this.size();
+  }
+
+  write(gpa: number, lo: number, hi: number): void {
+    if (this.size() === 8) this.mem.write64(gpa, lo >>> 0, hi >>> 0);
+    else this.mem.write32(gpa, lo >>> 0);
+  }
+
+  /** Map `gva` → `gpa` at `level` (1 = 4K; 2 = 2M, or 4M for 2-level) with low flag bits and optional NX. */
+  map(gva: number, gpa: number, flags = GPTE_P | GPTE_W | GPTE_U | GPTE_A | GPTE_D, level = 1, nx = false): number {
+    const e = this.entryGpa(gva, level);
+    const lo = ((gpa % 0x1_0000_0000) & ~0xfff) | flags | (level > 1 ? GPTE_PS : 0);
+    const hi = Math.floor(gpa / 0x1_0000_0000) | (nx ? 0x8000_0000 : 0);
+    this.write(e, lo, hi);
+    return e;
+  }
+}
