@@ -7,11 +7,12 @@
 import { statSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import { parseKernelVersion } from '../../trace/kernel_version';
-import { replayFile, type ReplayOptions, type ReplayResult } from '../../trace/replay';
+import { replayFile, replayStream, type ReplayOptions, type ReplayResult } from '../../trace/replay';
 
 const USAGE = `usage: kvm-mmu replay FILE [--json] [--kernel VERSION] [--fault-loop N] [--storm N] [--max N] [--max-sptes N]
 
-Parse a kvm/kvmmmu trace capture and rebuild the MMU state from it.
+Parse a kvm/kvmmmu trace capture and rebuild the MMU state from it. FILE '-' reads standard input
+(e.g. 'cat /sys/kernel/tracing/trace_pipe | kvm-mmu replay -', ended with Ctrl-C or end of input).
   --json            print the result as one JSON object
   --kernel VERSION  kernel that wrote the capture (default 6.18); decides RET_PF_* numbers of fast_page_fault
   --fault-loop N    faults on one (vCPU, gfn) with no SPTE change before a fault loop is reported (default 8)
@@ -102,14 +103,17 @@ export async function run(argv: string[]): Promise<number> {
   if (typeof max === 'number') opts.maxDetails = max;
   if (typeof maxSptes === 'number') opts.maxSptes = maxSptes;
 
-  let size: number;
-  try {
-    const st = statSync(file);
-    if (!st.isFile()) return fail2(`${file}: not a regular file`);
-    size = st.size;
-  } catch (e) {
-    const code = (e as NodeJS.ErrnoException).code;
-    return fail2(`${file}: ${code === 'ENOENT' ? 'no such file' : code === 'EACCES' ? 'permission denied' : 'cannot read'}`);
+  const stdin = file === '-';
+  let size = 0;
+  if (!stdin) {
+    try {
+      const st = statSync(file);
+      if (!st.isFile()) return fail2(`${file}: not a regular file`);
+      size = st.size;
+    } catch (e) {
+      const code = (e as NodeJS.ErrnoException).code;
+      return fail2(`${file}: ${code === 'ENOENT' ? 'no such file' : code === 'EACCES' ? 'permission denied' : 'cannot read'}`);
+    }
   }
 
   const tty = process.stderr.isTTY === true;
@@ -119,19 +123,19 @@ export async function run(argv: string[]): Promise<number> {
       const now = Date.now();
       if (now - lastShown < 200) return;
       lastShown = now;
-      const pct = size > 0 ? Math.min(100, Math.floor((bytes * 100) / size)) : 100;
-      process.stderr.write(`\rkvm-mmu replay: ${pct}% (${(bytes / 1048576).toFixed(1)} MiB)`);
+      const mib = (bytes / 1048576).toFixed(1);
+      process.stderr.write(stdin ? `\rkvm-mmu replay: ${mib} MiB` : `\rkvm-mmu replay: ${size > 0 ? Math.min(100, Math.floor((bytes * 100) / size)) : 100}% (${mib} MiB)`);
     };
   }
   let result: ReplayResult;
   try {
-    result = await replayFile(file, opts);
+    result = stdin ? await replayStream(process.stdin, opts) : await replayFile(file, opts);
   } catch (e) {
     if (tty) process.stderr.write('\r\x1b[K');
     const code = (e as NodeJS.ErrnoException).code;
     return fail2(`${file}: ${code ? `read failed (${code})` : e instanceof Error ? e.message.split('\n')[0] : String(e)}`);
   }
   if (tty) process.stderr.write('\r\x1b[K');
-  process.stdout.write((values.json ? JSON.stringify(result, null, 2) : human(result, file)) + '\n');
+  process.stdout.write((values.json ? JSON.stringify(result, null, 2) : human(result, stdin ? '<stdin>' : file)) + '\n');
   return 0;
 }

@@ -2,14 +2,19 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
+import { readFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 
 const ROOT = resolve(__dirname, '../../..');
 const FIX = join(ROOT, 'test/fixtures/traces');
 
 function replay(...args: string[]): { code: number; out: string; err: string } {
+  return replayWithInput('', ...args);
+}
+
+function replayWithInput(input: string, ...args: string[]): { code: number; out: string; err: string } {
   const code = `import(${JSON.stringify(join(ROOT, 'src/cli/verbs/replay.ts'))}).then(m => (m.run ?? m.default.run)(${JSON.stringify(args)})).then(c => { process.exitCode = c; });`;
-  const r = spawnSync(process.execPath, ['--import', 'tsx', '-e', code], { cwd: ROOT, encoding: 'utf8' });
+  const r = spawnSync(process.execPath, ['--import', 'tsx', '-e', code], { cwd: ROOT, encoding: 'utf8', input });
   return { code: r.status ?? -1, out: r.stdout, err: r.stderr };
 }
 
@@ -47,6 +52,14 @@ test('replay --max-sptes limits the listing, not the count', () => {
   const j = JSON.parse(replay(join(FIX, 'zap_subtree.txt'), '--json', '--max-sptes', '2').out);
   assert.equal(j.sptes.length, 2);
   assert.equal(j.sptesTotal, 4);
+});
+
+test("replay - reads standard input (a trace_pipe)", () => {
+  const r = replayWithInput(readFileSync(join(FIX, 'perf_script.txt'), 'utf8'), '-', '--json');
+  assert.equal(r.code, 0, r.err);
+  const j = JSON.parse(r.out);
+  assert.equal(j.events, 8);
+  assert.equal(j.walks.total, 1);
 });
 
 test('replay --kernel decides the RET_PF numbering', () => {

@@ -182,3 +182,23 @@ test('a fixed fast_page_fault updates the rebuilt SPTE (the kernel traces no spt
   assert.equal(r.warnings.count, 0);
   assert.deepEqual(compact(r), ['as0 r0 l1 2=600000003f002b77 leaf']);
 });
+
+test('fault loop with shadow paging: a GVA fault followed by an SPTE install in the same task is progress', async () => {
+  // legacy shadow paging: kvm_page_fault reports the GVA, kvm_mmu_set_spte the guest frame it maps
+  const fault = (i: number): string => ` CPU 0/KVM-4711 [001] ..... 10.${String(i).padStart(6, '0')}: kvm_page_fault: vcpu 0 rip 0xffffffff81000000 address 0x00007f0000001000 error_code 0x6`;
+  const install = (i: number): string => ` CPU 0/KVM-4711 [001] ..... 10.${String(i).padStart(6, '0')}: kvm_mmu_set_spte: gfn 1a2 spte 800000003f0${(i % 10).toString(16)}2fe7 (r--u) level 1 at 1c4f0d10`;
+  const other = (i: number): string => ` CPU 1/KVM-4712 [002] ..... 10.${String(i).padStart(6, '0')}: kvm_mmu_set_spte: gfn 99 spte 800000003f0${(i % 10).toString(16)}9fe7 (r--u) level 1 at 1c4f0e10`;
+  const progress: string[] = [];
+  const loop: string[] = [];
+  for (let i = 0; i < 12; i++) {
+    progress.push(fault(2 * i), install(2 * i + 1));
+    // another vCPU's installs must not count as progress for vCPU 0
+    loop.push(fault(2 * i), other(2 * i + 1));
+  }
+  assert.equal((await replay(progress.join('\n'))).detectors.length, 0);
+  const r = await replay(loop.join('\n'));
+  assert.equal(r.detectors.length, 1);
+  assert.equal(r.detectors[0]!.detector, 'fault_loop');
+  assert.equal(r.detectors[0]!.gfn, '7f0000001');
+  assert.equal(r.detectors[0]!.count, 12);
+});
