@@ -4,8 +4,9 @@ import { tdpFaultIn } from './tdp_fault_in';
 import { traceParse } from './trace_parse';
 import { activation } from './activation';
 import { vsixSize } from './vsix_size';
+import { dapStop } from './dap';
 
-export const METRICS: Metric[] = [tdpFaultIn, traceParse, activation, vsixSize];
+export const METRICS: Metric[] = [tdpFaultIn, traceParse, dapStop, activation, vsixSize];
 
 export async function runBench(opts: { quick: boolean; only?: string[]; log: (s: string) => void }): Promise<MetricResult[]> {
   enableGc();

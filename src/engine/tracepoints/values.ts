@@ -77,8 +77,12 @@ export function halvesToValue(lo: number, hi: number): number | string {
   hi >>>= 0;
   lo >>>= 0;
   if (hi < 0x20_0000) return hi * TWO32 + lo;
+  // SHADOW_NONPRESENT_VALUE is the old value of nearly every new mapping: don't format it each time.
+  if (hi === 0x8000_0000 && lo === 0) return NONPRESENT_TEXT;
   return hi.toString(16) + lo.toString(16).padStart(8, '0');
 }
+
+const NONPRESENT_TEXT = '8000000000000000';
 
 /** Lower-case hex of halves, no prefix, at least `width` digits (zero-padded). */
 export function hexHalves(lo: number, hi: number, width = 0): string {
