@@ -12,7 +12,7 @@ import {
   EPT_VIOLATION_ACC_INSTR, EPT_VIOLATION_ACC_READ, EPT_VIOLATION_ACC_WRITE, EPT_VIOLATION_GVA_IS_VALID, EPT_VIOLATION_GVA_TRANSLATED,
   handle_ept_misconfig, handle_ept_violation, kvm_init_mmu, kvm_mmu_init_vm, kvm_mmu_notifier_invalidate_range_end,
   kvm_mmu_notifier_invalidate_range_start, kvm_mmu_page_fault, kvm_mmu_reload, kvm_mmu_unload, kvm_mmu_zap_all_fast, kvm_smm_changed,
-  kvm_vm_set_mem_attributes, kvm_zap_gfn_range, kvm_arch_vcpu_pre_fault_memory, mark_page_dirty_in_slot, npf_interception, KVM_MEMORY_ATTRIBUTE_PRIVATE,
+  kvm_vm_set_mem_attributes, kvm_zap_gfn_range, kvm_arch_vcpu_pre_fault_memory, kvm_set_cpuid_maxphyaddr, mark_page_dirty_in_slot, npf_interception, KVM_MEMORY_ATTRIBUTE_PRIVATE,
 } from './mmu';
 import {
   kvm_clear_dirty_log_protect, kvm_enable_manual_dirty_log_protect, kvm_get_dirty_log_protect, kvm_mmu_notifier_age,
@@ -125,6 +125,7 @@ export class X86Vm {
   /** KVM_RUN entry work the MMU does: service requests and make sure a root is loaded. */
   enter(vcpu: KvmVcpu): void {
     if (this.destroyed) throw new Error('VM destroyed');
+    vcpu.has_run = true;
     kvm_mmu_reload(vcpu);
     vcpu.requests &= ~1; // KVM_REQ_TLB_FLUSH serviced on entry
   }
@@ -369,6 +370,11 @@ export class X86Vm {
 
   clear_dirty_log(slotArg: number, first_page: number, num_pages: number, bitmap: Uint32Array): number {
     return kvm_clear_dirty_log_protect(this.kvm, slotArg, first_page, num_pages, bitmap);
+  }
+
+  /** KVM_SET_CPUID2 with a guest MAXPHYADDR (0x80000008 EAX[7:0]); 0 or -errno. */
+  set_guest_maxphyaddr(vcpu_id: number, bits: number): number {
+    return kvm_set_cpuid_maxphyaddr(this.vcpu(vcpu_id), bits);
   }
 
   smm(vcpu_id: number, enter: boolean): void {

@@ -154,7 +154,7 @@ export function kvm_mmu_init_vm(kvm: Kvm): void {
 /** kvm_init_mmu() for TDP: the root role from the vCPU's SMM state, the TDP level and A/D support. */
 export function kvm_init_mmu(vcpu: KvmVcpu): void {
   const kvm = vcpu.kvm;
-  const level = kvm_mmu_get_tdp_level(kvm.params.tdp_root_level, kvm.vendor.max_tdp_level, kvm.guest_maxphyaddr);
+  const level = kvm_mmu_get_tdp_level(kvm.params.tdp_root_level, kvm.vendor.max_tdp_level, vcpu.guest_maxphyaddr || kvm.guest_maxphyaddr);
   const cpu_base = ((ACC_ALL << ROLE_ACCESS_SHIFT) | (vcpu.smm ? 1 << ROLE_SMM_SHIFT : 0)) >>> 0;
   vcpu.mmu.root_role = kvm_calc_tdp_mmu_root_page_role(cpu_base, kvm.masks.kvm_ad_enabled, level);
 }
@@ -163,6 +163,23 @@ export function kvm_init_mmu(vcpu: KvmVcpu): void {
 export function kvm_mmu_reset_context(vcpu: KvmVcpu): void {
   kvm_mmu_unload(vcpu);
   kvm_init_mmu(vcpu);
+}
+
+/**
+ * KVM_SET_CPUID2 as far as the MMU cares: the guest MAXPHYADDR picks 4- or 5-level TDP. After KVM_RUN
+ * only an identical CPUID is accepted; before it, kvm_mmu_after_set_cpuid forces a full MMU rebuild.
+ */
+export function kvm_set_cpuid_maxphyaddr(vcpu: KvmVcpu, maxphyaddr: number): number {
+  if (maxphyaddr < 32 || maxphyaddr > 52) return -EINVAL;
+  if (vcpu.has_run) return maxphyaddr === (vcpu.guest_maxphyaddr || vcpu.kvm.guest_maxphyaddr) ? 0 : -EINVAL;
+  vcpu.guest_maxphyaddr = maxphyaddr;
+  kvm_mmu_after_set_cpuid(vcpu);
+  return 0;
+}
+
+/** kvm_mmu_after_set_cpuid(): invalidate the cached roles and rebuild the MMU context. */
+export function kvm_mmu_after_set_cpuid(vcpu: KvmVcpu): void {
+  kvm_mmu_reset_context(vcpu);
 }
 
 /** kvm_smm_changed(): entering or leaving SMM switches the MMU to the other address space. */

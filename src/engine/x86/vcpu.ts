@@ -113,6 +113,10 @@ export class KvmVcpu {
   requests = 0;
   /** is_smm(vcpu). */
   smm = false;
+  /** Guest MAXPHYADDR from this vCPU's CPUID (0 = the VM default). */
+  guest_maxphyaddr = 0;
+  /** kvm_vcpu_has_run(): KVM_RUN was entered at least once. */
+  has_run = false;
   /** Guest RIP reported by kvm_page_fault. */
   rip = 0xfff0;
   /** vcpu->arch.mmio_gva / mmio_gfn / mmio_access / mmio_gen (the MMIO info cache). */

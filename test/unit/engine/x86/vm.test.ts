@@ -109,3 +109,16 @@ test('probes: every fault-path function is a stop point with its arguments, and 
   assert.deepEqual(stack.slice(0, 7), ['tdp_mmu_map_handle_target_level', 'kvm_tdp_mmu_map', 'kvm_tdp_mmu_page_fault', 'kvm_tdp_page_fault', 'kvm_mmu_do_page_fault', 'kvm_mmu_page_fault', '__vmx_handle_ept_violation']);
   assert.equal(gfnAtMap, 0x123);
 });
+
+test('KVM_SET_CPUID2: guest MAXPHYADDR > 48 needs a 5-level root; after KVM_RUN only identical values pass', () => {
+  const v = vm({ vendor_config: { max_tdp_level: 5, host_maxphyaddr: 52 }, guest_maxphyaddr: 48 });
+  assert.equal(v.set_guest_maxphyaddr(0, 52), 0);
+  v.enter(v.vcpu(0));
+  assert.equal(v.current_root(0)!.role, 0x3785);
+  assert.equal(v.set_guest_maxphyaddr(0, 48), -22);
+  assert.equal(v.set_guest_maxphyaddr(0, 52), 0);
+  const w = vm({ vendor_config: { max_tdp_level: 5, host_maxphyaddr: 52 } });
+  assert.equal(w.set_guest_maxphyaddr(0, 46), 0);
+  w.enter(w.vcpu(0));
+  assert.equal(w.current_root(0)!.role, 0x3784);
+});
