@@ -516,13 +516,14 @@ export const STATEMENTS: readonly StmtSpec[] = [
   },
   {
     keyword: 'expect trace', group: 'expect',
-    doc: 'Check the tracepoint lines the last statement emitted: an event name, a text pattern (`*` matches anything), a count.',
+    doc: 'Check the tracepoint lines the last statement emitted: an event name, a text pattern (`*` matches anything), record fields (`level=1`), a count.',
     args: [
       { name: 'event', type: 'ident', positional: true, doc: 'tracepoint name (kvm_mmu_set_spte, ...)' },
       { name: 'text', type: 'string', positional: true, doc: 'payload pattern; `*` is a wildcard' },
       { name: 'scope', type: 'enum', values: ['last', 'all'], doc: 'events of the last statement (default) or of the whole run' },
     ],
-    checks: ['count'], compare: true,
+    // `*`: any record field of the event (checked against its tracefs format at parse time).
+    checks: ['count', '*'], compare: true,
     example: 'expect trace kvm_mmu_set_spte "gfn 1 spte * level 1 at *" count=1',
   },
   {

@@ -4,6 +4,7 @@
  */
 import type { CheckNode, CompareOp, ParseResult, Statement, Value } from './ast';
 import { type Diagnostic, diag, didYouMean, nearest } from './diagnostics';
+import { EVENT_BY_NAME } from '../engine/tracepoints/schema';
 import {
   type ArgSpec,
   BY_FIRST_WORD,
@@ -283,6 +284,7 @@ function checkAllowed(spec: StmtSpec, name: string): string | undefined {
   if (!spec.checks) return undefined;
   for (const c of spec.checks) {
     if (c === name) return c;
+    if (c === '*' && /^[A-Za-z_][A-Za-z0-9_]*$/.test(name)) return name;
     if (c.endsWith('.*') && name.startsWith(c.slice(0, -1)) && name.length > c.length - 1) return name;
   }
   const ln = name.toLowerCase();
@@ -499,9 +501,31 @@ function parseStatement(ctx: Ctx, chunks: Chunk[], lineText: string): Statement 
     if (spec.keyword === 'expect trace' && !stmt.args['event'] && !stmt.args['text'] && stmt.checks.length === 0) {
       err(ctx, stmt.endCol, stmt.endCol + 1, 'missing-argument', `'expect trace' needs an event name, a "pattern" or count=N`, `e.g. ${spec.example}`);
     }
+    if (spec.keyword === 'expect trace') traceFieldChecks(ctx, stmt);
     staticChecks(ctx, stmt);
   }
   return stmt;
+}
+
+/** `expect trace EVENT field=..`: the event must be known and the fields must be in its format. */
+function traceFieldChecks(ctx: Ctx, stmt: Statement): void {
+  const fields = stmt.checks.filter((c) => c.name !== 'count');
+  const ev = stmt.args['event'];
+  if (ev && ev.value.kind === 'word' && !EVENT_BY_NAME.has(ev.value.v)) {
+    err(ctx, ev.col, ev.endCol, 'unknown-event', `unknown tracepoint '${ev.value.v}'`, didYouMean(ev.value.v, EVENT_BY_NAME.keys()) || 'kvm and kvmmmu events only');
+    return;
+  }
+  if (!fields.length) return;
+  if (!ev || ev.value.kind !== 'word') {
+    err(ctx, fields[0]!.col, fields[0]!.endCol, 'missing-argument', 'record fields need the event name', 'e.g. expect trace kvm_mmu_set_spte level=1');
+    return;
+  }
+  const names = EVENT_BY_NAME.get(ev.value.v)!.fields.map((f) => f.name);
+  for (const c of fields) {
+    if (!names.includes(c.name)) {
+      err(ctx, c.col, c.col + c.name.length, 'unknown-name', `${ev.value.v} has no field '${c.name}'`, didYouMean(c.name, names) || `fields: ${names.join(', ')}`);
+    }
+  }
 }
 
 function listHint(spec: StmtSpec): string {

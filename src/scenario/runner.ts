@@ -171,7 +171,7 @@ export class ScenarioRunner {
     this.config = configOf(program.statements, opts.overrides);
     trace.reset();
     // Events are kept only if an `expect trace "pattern"` will look at their text; counts need none.
-    const patterns = program.statements.filter((s) => s.keyword === 'expect trace' && s.args['text']);
+    const patterns = program.statements.filter((s) => s.keyword === 'expect trace' && (s.args['text'] || s.checks.some((c) => c.name !== 'count')));
     const keep = patterns.length ? (opts.keepEvents ?? 200_000) : 0;
     const keepAll = patterns.some((s) => s.args['scope']?.value.kind === 'word' && (s.args['scope'].value as { v: string }).v === 'all') ? keep : 0;
     this.unsubscribe = trace.subscribe((e) => {
@@ -631,13 +631,16 @@ export class ScenarioRunner {
     const dropped = all ? this.allEventsDropped : this.stmtEventsDropped;
     const name = st.args['event'] ? this.word(st, 'event', '') : undefined;
     const pattern = st.args['text'] ? this.word(st, 'text', '') : undefined;
+    const fieldChecks = st.checks.filter((c) => c.name !== 'count');
     let n = 0;
-    if (pattern === undefined) {
+    if (fieldChecks.length) {
+      for (const e of events) if (e.name === name && (!pattern || globMatch(pattern, e.text)) && failedChecks(fieldChecks, e.fields).length === 0) n++;
+    } else if (pattern === undefined) {
       // Counting by name needs no kept events.
       const counts = all ? this.eventCounts : this.stmtCounts;
       n = name ? counts.get(name) ?? 0 : all ? this.eventTotal : this.stmtTotal;
     } else for (const e of events) if ((!name || e.name === name) && globMatch(pattern, e.text)) n++;
-    if (dropped && pattern !== undefined) {
+    if (dropped && (pattern !== undefined || fieldChecks.length)) {
       this.fail(st, `${dropped} events were not kept in memory; narrow the statement`);
       return;
     }
@@ -650,7 +653,8 @@ export class ScenarioRunner {
     else {
       const same = events.filter((e) => !name || e.name === name);
       const shown = same.slice(0, 3).map((e) => `${e.name}: ${e.text}`).join(' | ');
-      this.fail(st, `no ${name ?? 'event'}${pattern ? ` matching "${pattern}"` : ''} in the ${all ? 'run' : 'last statement'}${shown ? `; saw ${shown}` : events.length ? '' : ' (it emitted no events)'}`);
+      const with_ = fieldChecks.length ? ` with ${fieldChecks.map((c) => `${c.name}${c.op}${c.value.text}`).join(' ')}` : '';
+      this.fail(st, `no ${name ?? 'event'}${pattern ? ` matching "${pattern}"` : ''}${with_} in the ${all ? 'run' : 'last statement'}${shown ? `; saw ${shown}` : events.length ? '' : ' (it emitted no events)'}`);
     }
   }
 
