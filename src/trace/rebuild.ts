@@ -370,6 +370,11 @@ export class Rebuilder {
   }
 
   private levelsUsed = 0;
+  private lastChangedSeq = -2;
+  private lastChangedGfn = -1;
+  private lastChangedLevel = 0;
+  private lastChangedLo = 0;
+  private lastChangedHi = 0;
 
   /** Latest change epoch of any SPTE level covering gfn (4K). */
   private latestChange(gfn: number): number {
@@ -472,6 +477,11 @@ export class Rebuilder {
     const newKind = spteKindCode(nLo, nHi, level);
     const oldKind = spteKindCode(oLo, oHi, level);
     this.taskChanged(ev);
+    this.lastChangedSeq = ev.seq;
+    this.lastChangedGfn = gfn;
+    this.lastChangedLevel = level;
+    this.lastChangedLo = nLo;
+    this.lastChangedHi = nHi;
     const list = this.rootsByAs[asId & 0xff];
     if (newKind === KIND_NONPRESENT || newKind === KIND_FROZEN) {
       // a removal: detached entries first, then invalid roots, then valid roots newest first
@@ -528,6 +538,8 @@ export class Rebuilder {
     const gfn = alignDown(ev.hi[SS['gfn']!]! * TWO32 + ev.lo[SS['gfn']!]!, level);
     const nLo = ev.lo[SS['spte']!]!;
     const nHi = ev.hi[SS['spte']!]!;
+    // the TDP MMU traces kvm_tdp_mmu_spte_changed for the same install just before
+    if (this.lastChangedSeq === ev.seq - 1 && this.lastChangedGfn === gfn && this.lastChangedLevel === level && this.lastChangedLo === nLo && this.lastChangedHi === nHi) return;
     this.taskChanged(ev);
     for (let a = 0; a < this.rootsByAs.length; a++) {
       const list = this.rootsByAs[a];
@@ -645,8 +657,8 @@ export class Rebuilder {
     // keyed by page (a small integer for any realistic GPA), one state per vCPU chained behind it
     let st = this.loops.get(page);
     while (st !== undefined && st.vcpu !== vcpu) st = st.next;
-    const last = this.latestChange(page);
-    if (st && !st.changed && last <= st.epoch) {
+    // the change history is only needed for a repeat fault
+    if (st && !st.changed && this.latestChange(page) <= st.epoch) {
       st.count++;
       st.lastLine = ev.line;
     } else {
