@@ -370,7 +370,9 @@ function parseStatement(ctx: Ctx, chunks: Chunk[], lineText: string): Statement 
     if (v) stmt.args[a.name] = { name: a.name, value: v, col, endCol, valueCol };
   };
 
-  const addCheck = (name: string, op: string, valueText: string, col: number, endCol: number, valueCol: number, quoted: boolean) => {
+  const addCheck = (rawName: string, op: string, valueText: string, col: number, endCol: number, valueCol: number, quoted: boolean) => {
+    // Module parameters may carry their module, as on the kernel command line (kvm_intel.pml).
+    const name = spec.keyword === 'param' ? rawName.replace(/^(kvm|kvm_intel|kvm_amd)\./, '') : rawName;
     const field = checkAllowed(spec, name);
     if (!field) {
       const dm = didYouMean(name, argNames(spec));

@@ -214,3 +214,11 @@ describe('scenario parser: pre-fault sizes', () => {
     assert.equal(errors('KVM_PRE_FAULT_MEMORY gpa=0 size=64G').length, 0);
   });
 });
+
+describe('scenario parser: module-qualified parameters', () => {
+  it('kvm_intel.pml=N is pml=N', () => {
+    const r = parseScenario('param kvm_intel.pml=N kvm.tdp_mmu=Y', 'x');
+    assert.deepEqual(r.diagnostics, []);
+    assert.deepEqual(r.statements[0]!.checks.map((c) => c.name), ['pml', 'tdp_mmu']);
+  });
+});
