@@ -277,21 +277,20 @@ function set_outcome(vcpu: KvmVcpu, ret_pf: number, outcome: string): void {
  */
 export function kvm_mmu_page_fault(vcpu: KvmVcpu, cr2_or_gpa: number, err_lo: number, err_hi: number): number {
   const kvm = vcpu.kvm;
-  // Events raised while handling this fault belong to this vCPU's thread.
+  // Events raised while handling this fault belong to this vCPU's thread. (An exception here is a
+  // modelled BUG(), after which the VM is dead anyway, so no try/finally on the hot path.)
   const prev = kvm.cur_vcpu;
   kvm.cur_vcpu = vcpu.vcpu_id;
-  try {
-    return __kvm_mmu_page_fault(vcpu, cr2_or_gpa, err_lo, err_hi);
-  } finally {
-    kvm.cur_vcpu = prev;
-  }
+  const r = __kvm_mmu_page_fault(vcpu, cr2_or_gpa, err_lo, err_hi);
+  kvm.cur_vcpu = prev;
+  return r;
 }
 
 function __kvm_mmu_page_fault(vcpu: KvmVcpu, cr2_or_gpa: number, err_lo: number, err_hi: number): number {
   if (probes.armed) probes.hit(PR_PAGE_FAULT, { cr2_or_gpa, error_code: halvesToValue(err_lo, err_hi) });
   const kvm = vcpu.kvm;
   vcpu.run_exit = null;
-  if (kvm.WARN_ON_ONCE(vcpu.mmu.root === null, 'fault without a valid root')) {
+  if (vcpu.mmu.root === null && kvm.WARN_ON_ONCE(true, 'fault without a valid root')) {
     set_outcome(vcpu, RET_PF_RETRY, 'retry');
     return RET_PF_RETRY;
   }
@@ -307,7 +306,7 @@ function __kvm_mmu_page_fault(vcpu: KvmVcpu, cr2_or_gpa: number, err_lo: number,
   if (r === RET_PF_INVALID) {
     vcpu.stat.pf_taken++;
     r = kvm_mmu_do_page_fault(vcpu, cr2_or_gpa, err_lo, err_hi, false);
-    if (kvm.KVM_BUG_ON(r === RET_PF_INVALID, 'kvm_mmu_do_page_fault returned RET_PF_INVALID')) return -EIO;
+    if (r === RET_PF_INVALID && kvm.KVM_BUG_ON(true, 'kvm_mmu_do_page_fault returned RET_PF_INVALID')) return -EIO;
   }
   if (r < 0) {
     set_outcome(vcpu, r, vcpu.run_exit ? 'memory_fault_exit' : 'error');
@@ -317,7 +316,7 @@ function __kvm_mmu_page_fault(vcpu: KvmVcpu, cr2_or_gpa: number, err_lo: number,
   if (r === RET_PF_FIXED) vcpu.stat.pf_fixed++;
   else if (r === RET_PF_EMULATE) vcpu.stat.pf_emulate++;
   else if (r === RET_PF_SPURIOUS) vcpu.stat.pf_spurious++;
-  kvm.WARN_ON_ONCE(r === RET_PF_CONTINUE, 'RET_PF_CONTINUE leaked out of the fault handler');
+  if (r === RET_PF_CONTINUE) kvm.WARN_ON_ONCE(true, 'RET_PF_CONTINUE leaked out of the fault handler');
   if (r !== RET_PF_EMULATE) {
     set_outcome(vcpu, r, r === RET_PF_FIXED ? 'fixed' : r === RET_PF_SPURIOUS ? 'spurious' : 'retry');
     return 1;
@@ -377,7 +376,7 @@ export function kvm_mmu_do_page_fault(vcpu: KvmVcpu, gpa: number, err_lo: number
   fault.user = (err_lo & PFERR_USER_MASK) !== 0;
   fault.prefetch = prefetch;
   fault.is_tdp = true;
-  fault.nx_huge_page_workaround_enabled = kvm.is_nx_huge_page_enabled();
+  fault.nx_huge_page_workaround_enabled = kvm.params.nx_huge_pages === 'on' && !kvm.arch.disable_nx_huge_pages;
   fault.huge_page_disallowed = false;
   fault.max_level = KVM_MAX_HUGEPAGE_LEVEL;
   fault.req_level = PG_LEVEL_4K;
@@ -390,7 +389,7 @@ export function kvm_mmu_do_page_fault(vcpu: KvmVcpu, gpa: number, err_lo: number
   fault.mmu_seq = 0;
   // Memslots know nothing of the shared bit: strip it; fault.addr keeps it for root selection.
   let gfn = Math.floor(gpa / 4096);
-  if (kvm.kvm_is_gfn_alias(gfn)) gfn -= kvm.arch.gfn_direct_bits;
+  if (kvm.arch.gfn_direct_bits !== 0 && kvm.kvm_is_gfn_alias(gfn)) gfn -= kvm.arch.gfn_direct_bits;
   fault.gfn = gfn;
   fault.slot = kvm.kvm_memslots(vcpu.smm ? 1 : 0).lookup(gfn) ?? null;
   if (probes.armed) probes.hit(PR_DO_PAGE_FAULT, { fault });
@@ -641,7 +640,7 @@ function kvm_handle_noslot_fault(vcpu: KvmVcpu, fault: kvm_page_fault, access: n
 export function kvm_mmu_faultin_pfn(vcpu: KvmVcpu, fault: kvm_page_fault, access: number): number {
   if (probes.armed) probes.hit(PR_FAULTIN, { fault });
   const kvm = vcpu.kvm;
-  if (kvm.KVM_BUG_ON(kvm.kvm_is_gfn_alias(fault.gfn), 'fault gfn still carries the shared bit')) return -EFAULT;
+  if (kvm.arch.gfn_direct_bits !== 0 && kvm.kvm_is_gfn_alias(fault.gfn) && kvm.KVM_BUG_ON(true, 'fault gfn still carries the shared bit')) return -EFAULT;
   fault.mmu_seq = kvm.mmu_invalidate_seq;
   if (fault.is_private !== kvm.kvm_mem_is_private(fault.gfn)) {
     kvm_mmu_prepare_memory_fault_exit(vcpu, fault);

@@ -215,7 +215,8 @@ export function handle_changed_spte(kvm: Kvm, as_id: number, gfn: number, old_lo
   const is_present = (new_lo & 0x800) !== 0;
   const was_leaf = was_present && (level === 1 || (old_lo & 0x80) !== 0);
   const is_leaf = is_present && (level === 1 || (new_lo & 0x80) !== 0);
-  const pfn_changed = spte_pfn(old_lo, old_hi) !== spte_pfn(new_lo, new_hi);
+  // Address bits 51:12 differ (only read where it matters: leaf->leaf and removed tables).
+  const pfn_changed = ((old_lo ^ new_lo) & 0xffff_f000) !== 0 || ((old_hi ^ new_hi) & 0xfffff) !== 0;
   if (probes.armed) probes.hit(PR_CHANGED, { as_id, gfn, old_spte: hexv(old_lo, old_hi), new_spte: hexv(new_lo, new_hi), level, shared });
   if (was_leaf && is_leaf && pfn_changed) {
     throw new Error(`BUG: Invalid SPTE change: cannot replace a present leaf SPTE with another present leaf SPTE mapping a different PFN! as_id: ${as_id} gfn: ${gfn.toString(16)} level: ${level}`);
@@ -242,8 +243,8 @@ export function handle_changed_spte(kvm: Kvm, as_id: number, gfn: number, old_lo
 
 /** __tdp_mmu_set_spte_atomic(): 0 or -EBUSY (a TDX module refusal also fails the update). */
 function __tdp_mmu_set_spte_atomic(kvm: Kvm, iter: tdp_iter, new_lo: number, new_hi: number): number {
-  kvm.WARN_ON_ONCE(iter.yielded || (iter.old_lo === FROZEN_SPTE_LO && iter.old_hi === FROZEN_SPTE_HI), 'atomic update of a frozen SPTE');
-  if (iter_is_external(kvm, iter) && !(new_lo === FROZEN_SPTE_LO && new_hi === FROZEN_SPTE_HI)) {
+  if (iter.yielded || (iter.old_lo === FROZEN_SPTE_LO && iter.old_hi === FROZEN_SPTE_HI)) kvm.WARN_ON_ONCE(true, 'atomic update of a frozen SPTE');
+  if (kvm.is_tdx && iter_is_external(kvm, iter) && !(new_lo === FROZEN_SPTE_LO && new_hi === FROZEN_SPTE_HI)) {
     if (kvm.KVM_BUG_ON((new_lo & 0x800) === 0, 'atomic zap of a mirror SPTE')) return -EBUSY;
     const ret = set_external_spte_present(kvm, iter, new_lo, new_hi);
     if (ret !== 0) return ret;
@@ -582,11 +583,11 @@ function tdp_mmu_map_handle_target_level(vcpu: KvmVcpu, fault: kvm_page_fault, i
   if (probes.armed) probes.hit(PR_TARGET, { fault, sptep: iter.sptep_pa(), old_spte: hexv(iter.old_lo, iter.old_hi), level: iter.level });
   let ret = RET_PF_FIXED;
   let wrprot = false;
-  if (kvm.WARN_ON_ONCE((sp.role & ROLE_LEVEL_MASK) !== fault.goal_level, 'target SP level != goal_level')) return RET_PF_RETRY;
+  if ((sp.role & ROLE_LEVEL_MASK) !== fault.goal_level && kvm.WARN_ON_ONCE(true, 'target SP level != goal_level')) return RET_PF_RETRY;
   const old_present = (iter.old_lo & 0x800) !== 0;
   const old_last = iter.level === 1 || (iter.old_lo & 0x80) !== 0;
   if (old_present && (fault.prefetch || is_access_allowed(m, fault, iter.old_lo, iter.old_hi)) && old_last) {
-    kvm.WARN_ON_ONCE(fault.pfn !== spte_pfn(iter.old_lo, iter.old_hi), 'spurious fault with a different pfn');
+    if (fault.pfn !== spte_pfn(iter.old_lo, iter.old_hi)) kvm.WARN_ON_ONCE(true, 'spurious fault with a different pfn');
     return RET_PF_SPURIOUS;
   }
   if (fault.slot === null) {
@@ -604,7 +605,7 @@ function tdp_mmu_map_handle_target_level(vcpu: KvmVcpu, fault: kvm_page_fault, i
     a.prefetch = fault.prefetch;
     a.synchronizing = false;
     a.host_writable = fault.map_writable;
-    a.nx_huge_page_enabled = kvm.is_nx_huge_page_enabled();
+    a.nx_huge_page_enabled = fault.nx_huge_page_workaround_enabled;
     a.slot = fault.slot;
     a.slot_dirty_track_enabled = kvm_slot_dirty_track_enabled(fault.slot);
     wrprot = make_spte(m, a, out);
@@ -655,7 +656,7 @@ export function kvm_tdp_mmu_map(vcpu: KvmVcpu, fault: kvm_page_fault): number {
     emitTracepoint('kvm_mmu_spte_requested', vcpu.vcpu_id, { gfn: fault.gfn, pfn: hexv((out2.lo | off) >>> 0, out2.hi), level: fault.goal_level });
   }
   const iter = fault_iter;
-  const gfn_bits = kvm.tdx_variant === 'sp_field' ? (kvm.kvm_is_addr_direct(fault.addr) ? kvm.arch.gfn_direct_bits : 0) : kvm.kvm_gfn_root_bits(root);
+  const gfn_bits = kvm.arch.gfn_direct_bits === 0 ? 0 : kvm.tdx_variant === 'sp_field' ? (kvm.kvm_is_addr_direct(fault.addr) ? kvm.arch.gfn_direct_bits : 0) : kvm.kvm_gfn_root_bits(root);
   const end = fault.gfn + 1;
   const nx = fault.nx_huge_page_workaround_enabled;
   for (tdp_iter_start(iter, kvm.pool, root, 1, fault.gfn, gfn_bits); iter.valid && iter.gfn < end; tdp_iter_next(iter)) {
@@ -666,7 +667,7 @@ export function kvm_tdp_mmu_map(vcpu: KvmVcpu, fault: kvm_page_fault): number {
     if (present && (iter.old_lo & 0x80) === 0) continue;
     const sp = tdp_mmu_alloc_sp(kvm);
     tdp_mmu_init_child_sp(kvm, sp, iter);
-    if (sp_is_external(kvm, sp)) kvm_mmu_alloc_external_spt(kvm, sp);
+    if (kvm.is_tdx && sp_is_external(kvm, sp)) kvm_mmu_alloc_external_spt(kvm, sp);
     sp.nx_huge_page_disallowed = fault.huge_page_disallowed;
     let r: number;
     if (present) {
