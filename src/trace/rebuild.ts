@@ -54,6 +54,9 @@ const FP = S_FAST.index;
 
 const TWO32 = 0x1_0000_0000;
 
+/** Distinct faulting pages tracked before single-fault pages are forgotten. */
+const MAX_FAULT_PAGES = 1 << 20;
+
 /** Entries per level span: a level-L entry covers 512^(L-1) gfns. */
 const SPAN = [0, 1, 512, 512 * 512, 512 * 512 * 512, 512 * 512 * 512 * 512, 512 ** 5];
 
@@ -663,6 +666,7 @@ export class Rebuilder {
       st.lastLine = ev.line;
     } else {
       if (!st) {
+        if (this.loops.size >= MAX_FAULT_PAGES) this.evictSingleFaults();
         st = { vcpu, gfn: page, count: 1, total: 0, firstLine: ev.line, lastLine: ev.line, epoch: 0, changed: false, finding: null, next: this.loops.get(page) };
         this.loops.set(page, st);
       } else {
@@ -695,7 +699,22 @@ export class Rebuilder {
     }
   }
 
-  /** Loop/storm states with a finding, whose text is written at summary time. */
+  /**
+   * Keep memory bounded on long captures: pages that faulted once (no loop, no finding) are forgotten when
+   * the table is full. Their faults stay counted in the totals; only the per-page top list can miss them.
+   */
+  private evictSingleFaults(): void {
+    for (const [page, head] of this.loops) {
+      let keep = false;
+      for (let st = head; st; st = st.next) if (st.total > 1 || st.finding) keep = true;
+      if (!keep) this.loops.delete(page);
+    }
+    this.ctxByTask.clear();
+    this.lastCtx = null;
+    this.lastCtxPid = -2;
+  }
+
+  /** A kvm_tdp_mmu_spte_changed was seen: fault addresses are GPAs, so gfn history alone shows progress. */
   private sawTdp = false;
 
   /**
@@ -748,6 +767,9 @@ export class Rebuilder {
       st.count++;
       st.lastLine = ev.line;
     } else {
+      if (!st && this.storms.size >= MAX_FAULT_PAGES) {
+        for (const [k, v] of this.storms) if (v.count <= 1 && !v.finding) this.storms.delete(k);
+      }
       if (!st) this.storms.set(key, (st = { vcpu, gfn: page, count: 1, total: 0, firstLine: ev.line, lastLine: ev.line, epoch: 0, changed: false, finding: null }));
       st.count = 1;
       st.firstLine = ev.line;

@@ -202,3 +202,17 @@ test('fault loop with shadow paging: a GVA fault followed by an SPTE install in 
   assert.equal(r.detectors[0]!.gfn, '7f0000001');
   assert.equal(r.detectors[0]!.count, 12);
 });
+
+test('long captures: single-fault pages are forgotten past the table limit, loops are kept', async () => {
+  // 2^20 + 10 distinct pages fault once; one page loops among them
+  const lines: string[] = [];
+  for (let i = 0; i < 8; i++) lines.push('kvm_page_fault: vcpu 0 rip 0x0 address 0x0000000000001000 error_code 0x6');
+  for (let p = 2; p < (1 << 20) + 12; p++) lines.push(`kvm_page_fault: vcpu 0 rip 0x0 address 0x${(p * 4096).toString(16).padStart(16, '0')} error_code 0x6`);
+  for (let i = 0; i < 2; i++) lines.push('kvm_page_fault: vcpu 0 rip 0x0 address 0x0000000000001000 error_code 0x6');
+  const r = await replay(lines.join('\n') + '\n');
+  assert.equal(r.faults.total, 10 + (1 << 20) + 10);
+  assert.equal(r.detectors.length, 1);
+  assert.equal(r.detectors[0]!.gfn, '1');
+  assert.equal(r.detectors[0]!.count, 10);
+  assert.deepEqual(r.faults.top[0], { vcpu: 0, gfn: '1', count: 10 });
+});
