@@ -223,7 +223,9 @@ export function kvm_arch_pre_set_memory_attributes(kvm: PrivateMemKvm, slot: Kvm
   }
   const mmu = kvm_private_ctx(kvm).mmu;
   if (mmu === null) return false;
-  return mmu.kvm_unmap_gfn_range(kvm, slot, start, end, attr_filter);
+  // Called through a local so the JS frame carries the function's own name (kvmStack reads it).
+  const unmap = mmu.kvm_unmap_gfn_range;
+  return unmap(kvm, slot, start, end, attr_filter);
 }
 
 /**

@@ -258,14 +258,19 @@ export interface GmemPfn {
 export function kvm_arch_gmem_prepare(kvm: PrivateMemKvm, gfn: number, pfn: number, order: number): number {
   if (probes.armed) probes.hit(PR_ARCH_PREPARE, { gfn, pfn, order });
   const arch = kvm_private_ctx(kvm).arch;
-  return arch === null ? 0 : arch.gmem_prepare(kvm, pfn, gfn, order);
+  if (arch === null) return 0;
+  // Through a local: a method call would put the property name, not sev_gmem_prepare, on the KVM stack.
+  const prepare = arch.gmem_prepare;
+  return prepare(kvm, pfn, gfn, order);
 }
 
 /** kvm_arch_gmem_invalidate(): the vendor's gmem_invalidate over host pfns [start, end). */
 export function kvm_arch_gmem_invalidate(kvm: PrivateMemKvm, start: number, end: number): void {
   if (probes.armed) probes.hit(PR_ARCH_INV, { start, end });
   const arch = kvm_private_ctx(kvm).arch;
-  if (arch !== null) arch.gmem_invalidate(kvm, start, end);
+  if (arch === null) return;
+  const invalidate = arch.gmem_invalidate;
+  invalidate(kvm, start, end);
 }
 
 /**
@@ -349,7 +354,10 @@ export function kvm_gmem_invalidate_begin(file: KvmGmemFile, start: number, end:
       found = true;
     }
     kvm.kvm_mmu_invalidate_range_add(r.start, r.end);
-    if (mmu !== null) flush = mmu.kvm_unmap_gfn_range(kvm, r.slot, r.start, r.end, KVM_FILTER_PRIVATE) || flush;
+    if (mmu !== null) {
+      const unmap = mmu.kvm_unmap_gfn_range;
+      flush = unmap(kvm, r.slot, r.start, r.end, KVM_FILTER_PRIVATE) || flush;
+    }
   }
   if (flush) kvm.kvm_flush_remote_tlbs();
   return found;

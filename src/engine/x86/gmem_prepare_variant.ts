@@ -12,8 +12,8 @@
  * the life of the folio: no instruction merges 4K RMP entries back. `compare_gmem_prepare_variants` runs
  * one workload under both variants and reports the RMP, NPT and fault counts so that shows in numbers.
  *
- * The workload driver uses the real attribute, guest_memfd, SEV-SNP and private-faultin code, with a
- * small NPT model of its own (leaf levels per gfn) standing in for the TDP MMU.
+ * The workload driver uses the real attribute, guest_memfd, SEV-SNP and private-faultin code, and by
+ * default the engine's fault path and TDP MMU; a small leaf-level NPT model is the alternative backend.
  */
 import { defineProbe, probes } from '../probes';
 import {
@@ -22,8 +22,14 @@ import {
 } from '../kvm/attributes';
 import { kvm_gmem_create, kvm_gmem_get_file } from '../kvm/guest_memfd';
 import { KVM_MEM_GUEST_MEMFD, KVM_PAGES_PER_HPAGE, PG_LEVEL_2M, PG_LEVEL_4K, type KvmMemorySlot } from './memslot';
-import { kvm_max_level_for_order, kvm_mmu_faultin_pfn_private, kvm_mmu_prepare_memory_fault_exit, type PrivateFault, type PrivateVcpu } from './private_fault';
-import { PFERR_USER_MASK, PFERR_WRITE_MASK } from './pferr';
+import {
+  kvm_max_level_for_order, kvm_mmu_faultin_pfn_private, kvm_mmu_prepare_memory_fault_exit, kvm_x86_private_mem_init, type PrivateFault,
+  type PrivateVcpu,
+} from './private_fault';
+import {
+  PFERR_FETCH_MASK, PFERR_GUEST_ENC_MASK_HI, PFERR_GUEST_FINAL_MASK_HI, PFERR_PRIVATE_ACCESS_HI, PFERR_USER_MASK, PFERR_WRITE_MASK,
+} from './pferr';
+import { X86Vm } from './index';
 import {
   PVALIDATE_FAIL_SIZEMISMATCH, RMP_PG_SIZE_2M, RMP_PG_SIZE_4K, SNP_PAGE_STATE_PRIVATE, SNP_PAGE_STATE_SHARED, pvalidate, sev_gmem_prepare,
   sev_handle_rmp_fault, sev_snp_init, snp_begin_psc, snp_rmp_check_guest_access, vmm_handle_map_gpa_range, type SevInfo,
@@ -80,6 +86,12 @@ export interface GmemWorkload {
   steps: GmemWorkloadStep[];
 }
 
+/**
+ * Which MMU maps the faults: `tdp_mmu` is the engine's real fault path and TDP MMU (x86/mmu.ts) with the
+ * private-memory model plugged in; `model` is the driver's own leaf-level NPT (same rules, no tables).
+ */
+export type GmemSimBackend = 'tdp_mmu' | 'model';
+
 export interface GmemVariantReport {
   variant: GmemPrepareVariant;
   /** Assigned RMP entries by size (a 2M entry counts once). */
@@ -125,20 +137,32 @@ class GmemSim {
   private pgoff = 0;
   private pfn_base = 0;
 
-  constructor(variant: GmemPrepareVariant, w: GmemWorkload) {
-    this.kvm = new Kvm({ vendor: 'svm', vm_type: KVM_X86_SNP_VM });
+  /** With the `tdp_mmu` backend: the engine VM whose fault path and TDP MMU do the mapping. */
+  readonly x86: X86Vm | null;
+
+  constructor(variant: GmemPrepareVariant, w: GmemWorkload, backend: GmemSimBackend) {
+    if (backend === 'tdp_mmu') {
+      this.x86 = new X86Vm({ vendor: 'svm', vm_type: KVM_X86_SNP_VM });
+      this.kvm = this.x86.kvm;
+      kvm_x86_private_mem_init(this.kvm);
+    } else {
+      this.x86 = null;
+      this.kvm = new Kvm({ vendor: 'svm', vm_type: KVM_X86_SNP_VM });
+    }
     const kvm = this.kvm as unknown as PrivateMemKvm;
     this.sev = sev_snp_init(kvm, { asid: 1 });
     set_gmem_prepare_variant(kvm, variant);
-    kvm_private_mem_init(kvm, {
-      kvm_unmap_gfn_range: (_k, _slot, start, end) => this.zap(start, end),
-      kvm_zap_gfn_range: (k, start, end) => {
-        k.kvm_mmu_invalidate_begin();
-        k.kvm_mmu_invalidate_range_add(start, end);
-        this.zap(start, end);
-        k.kvm_mmu_invalidate_end();
-      },
-    });
+    if (backend === 'model') {
+      kvm_private_mem_init(kvm, {
+        kvm_unmap_gfn_range: (_k, _slot, start, end) => this.zap(start, end),
+        kvm_zap_gfn_range: (k, start, end) => {
+          k.kvm_mmu_invalidate_begin();
+          k.kvm_mmu_invalidate_range_add(start, end);
+          this.zap(start, end);
+          k.kvm_mmu_invalidate_end();
+        },
+      });
+    }
     const npages = w.chunks * CHUNK;
     const fd = kvm_gmem_create(kvm, { size: npages * 4096, flags: 0 }, { huge_folios: w.huge_folios });
     const r = this.kvm.kvm_set_memory_region({
@@ -178,6 +202,12 @@ class GmemSim {
   }
 
   leaf(gfn: number): number {
+    if (this.x86 !== null) {
+      const s2 = this.x86.read_spte(gfn, PG_LEVEL_2M);
+      if (s2 !== undefined && (s2.lo & 0x800) !== 0 && (s2.lo & 0x80) !== 0) return PG_LEVEL_2M;
+      const s1 = this.x86.read_spte(gfn, PG_LEVEL_4K);
+      return s1 !== undefined && (s1.lo & 0x800) !== 0 ? PG_LEVEL_4K : 0;
+    }
     const h = gfn - (gfn % CHUNK);
     if (this.npt.get(h) === PG_LEVEL_2M) return PG_LEVEL_2M;
     return this.npt.get(gfn) === PG_LEVEL_4K ? PG_LEVEL_4K : 0;
@@ -193,6 +223,7 @@ class GmemSim {
    * check and the map. `race` runs between faultin and mmu_lock.
    */
   page_fault(gfn: number, access: 'read' | 'write' | 'exec', race?: () => void): number {
+    if (this.x86 !== null) return this.tdp_page_fault(gfn, access, race);
     this.faults++;
     const kvm = this.kvm;
     const f = this.fault;
@@ -233,6 +264,34 @@ class GmemSim {
     return RET_PF_FIXED;
   }
 
+  /**
+   * The #NPF through the engine's npf_interception-equivalent entry (kvm_mmu_page_fault with the SNP
+   * private bits); a race runs in the window between faultin and mmu_lock (vcpu.on_faultin_done).
+   */
+  private tdp_page_fault(gfn: number, access: 'read' | 'write' | 'exec', race?: () => void): number {
+    const v = this.x86!;
+    const vcpu = v.vcpus[0]!;
+    this.faults++;
+    const err_lo = PFERR_USER_MASK | (access === 'write' ? PFERR_WRITE_MASK : 0) | (access === 'exec' ? PFERR_FETCH_MASK : 0);
+    const err_hi = PFERR_GUEST_FINAL_MASK_HI | PFERR_GUEST_ENC_MASK_HI | PFERR_PRIVATE_ACCESS_HI;
+    vcpu.on_faultin_done = race ? () => race() : null;
+    let r: number;
+    try {
+      r = v.fault(0, gfn * 4096, err_lo, err_hi);
+    } finally {
+      vcpu.on_faultin_done = null;
+    }
+    if (r < 0 || vcpu.run_exit !== null) {
+      this.memory_fault_exits++;
+      return r < 0 ? r : -14;
+    }
+    if (vcpu.last_ret_pf === RET_PF_RETRY) {
+      this.retries++;
+      return RET_PF_RETRY;
+    }
+    return RET_PF_FIXED;
+  }
+
   /** The guest's access to a private gfn, with KVM handling each exit it causes, until it completes. */
   touch(gfn: number, access: 'read' | 'write' | 'exec'): void {
     const gpa = gfn * 4096;
@@ -253,9 +312,13 @@ class GmemSim {
       // #NPF with the RMP bit: the MMU finds the leaf present (spurious), then the RMP handler runs.
       this.rmp_npf++;
       this.faults++;
-      sev_handle_rmp_fault(this.vcpu, gpa, chk.err_lo | PFERR_USER_MASK | (access === 'write' ? PFERR_WRITE_MASK : 0), chk.err_hi);
+      sev_handle_rmp_fault(this.rmp_vcpu(), gpa, chk.err_lo | PFERR_USER_MASK | (access === 'write' ? PFERR_WRITE_MASK : 0), chk.err_hi);
     }
     throw new Error(`gfn ${gfn.toString(16)}: the access did not complete`);
+  }
+
+  private rmp_vcpu(): PrivateVcpu {
+    return this.x86 !== null ? this.x86.vcpus[0]! : this.vcpu;
   }
 
   private validate(gfn: number, level: number): boolean {
@@ -267,7 +330,7 @@ class GmemSim {
       if (r.result === 'ok' && r.rc !== PVALIDATE_FAIL_SIZEMISMATCH) return false;
       if (r.result === 'npf') {
         this.rmp_npf++;
-        sev_handle_rmp_fault(this.vcpu, h * 4096, r.err_lo, r.err_hi);
+        sev_handle_rmp_fault(this.rmp_vcpu(), h * 4096, r.err_lo, r.err_hi);
         return true;
       }
     }
@@ -275,7 +338,7 @@ class GmemSim {
     if (r.result === 'npf') {
       this.rmp_npf++;
       this.faults++;
-      sev_handle_rmp_fault(this.vcpu, gfn * 4096, r.err_lo, r.err_hi);
+      sev_handle_rmp_fault(this.rmp_vcpu(), gfn * 4096, r.err_lo, r.err_hi);
     }
     return true;
   }
@@ -311,6 +374,18 @@ class GmemSim {
     const census = this.sev.rmp.census();
     let n2 = 0;
     let n4 = 0;
+    if (this.x86 !== null) {
+      for (let g = this.slot.base_gfn; g < this.slot.base_gfn + this.slot.npages; ) {
+        const l = this.leaf(g);
+        if (l === PG_LEVEL_2M) {
+          n2++;
+          g += CHUNK - (g % CHUNK);
+        } else {
+          if (l === PG_LEVEL_4K) n4++;
+          g++;
+        }
+      }
+    }
     for (const l of this.npt.values()) {
       if (l === PG_LEVEL_2M) n2++;
       else n4++;
@@ -353,13 +428,15 @@ export function default_gmem_workload(huge_folios = true): GmemWorkload {
 }
 
 /** Run one workload under one variant. */
-export function run_gmem_prepare_workload(variant: GmemPrepareVariant, w: GmemWorkload = default_gmem_workload()): GmemVariantReport {
-  const sim = new GmemSim(variant, w);
+export function run_gmem_prepare_workload(variant: GmemPrepareVariant, w: GmemWorkload = default_gmem_workload(), backend: GmemSimBackend = 'tdp_mmu'): GmemVariantReport {
+  const sim = new GmemSim(variant, w, backend);
   sim.run(w);
   return sim.report(variant, w.chunks);
 }
 
 /** Run the same workload under both variants. */
-export function compare_gmem_prepare_variants(w: GmemWorkload = default_gmem_workload()): { on_alloc: GmemVariantReport; on_fault: GmemVariantReport } {
-  return { on_alloc: run_gmem_prepare_workload('on_alloc', w), on_fault: run_gmem_prepare_workload('on_fault', w) };
+export function compare_gmem_prepare_variants(
+  w: GmemWorkload = default_gmem_workload(), backend: GmemSimBackend = 'tdp_mmu',
+): { on_alloc: GmemVariantReport; on_fault: GmemVariantReport } {
+  return { on_alloc: run_gmem_prepare_workload('on_alloc', w, backend), on_fault: run_gmem_prepare_workload('on_fault', w, backend) };
 }

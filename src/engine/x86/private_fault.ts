@@ -68,7 +68,10 @@ export function kvm_max_level_for_order(order: number): number {
 /** The vendor's gmem_max_mapping_level (0 = no cap). TDX maps private memory at 4K only. */
 export function kvm_x86_gmem_max_mapping_level(kvm: PrivateMemKvm, pfn: number, is_private: boolean): number {
   const arch = kvm_private_ctx(kvm).arch;
-  if (arch !== null) return arch.gmem_max_mapping_level(kvm, pfn, is_private);
+  if (arch !== null) {
+    const cap = arch.gmem_max_mapping_level;
+    return cap(kvm, pfn, is_private);
+  }
   return kvm.vm_type === KVM_X86_TDX_VM && is_private ? PG_LEVEL_4K : 0;
 }
 
@@ -125,8 +128,9 @@ export function kvm_mmu_faultin_pfn_private(vcpu: PrivateVcpu, fault: PrivateFau
   fault.pfn = gp.pfn;
   fault.refcounted_page = true;
   const ctx = kvm_private_ctx(kvm);
-  if (ctx.gmem_prepare_variant === 'on_fault' && ctx.fault_prepare !== null) {
-    const rc = ctx.fault_prepare(kvm, slot!, fault, gp.max_order);
+  const prepare = ctx.fault_prepare;
+  if (ctx.gmem_prepare_variant === 'on_fault' && prepare !== null) {
+    const rc = prepare(kvm, slot!, fault, gp.max_order);
     if (rc !== 0) {
       kvm_mmu_prepare_memory_fault_exit(vcpu, fault);
       return rc;
@@ -143,10 +147,8 @@ export function kvm_mmu_faultin_pfn_private(vcpu: PrivateVcpu, fault: PrivateFau
  * faultin is this module's kvm_mmu_faultin_pfn_private (guest_memfd pfns, folio order and RMP caps).
  */
 export function kvm_x86_private_mem_init(kvm: Kvm): void {
-  kvm_private_mem_init(kvm, {
-    kvm_unmap_gfn_range: (_k, slot, start, end, attr_filter) => kvm_unmap_gfn_range(kvm, slot, start, end, attr_filter, true),
-    kvm_zap_gfn_range: (_k, start, end) => kvm_zap_gfn_range(kvm, start, end),
-  });
+  // The MMU's functions themselves (not wrappers), so each appears once on the KVM call stack.
+  kvm_private_mem_init(kvm, { kvm_unmap_gfn_range, kvm_zap_gfn_range });
   kvm.private_faultin = kvm_mmu_faultin_pfn_private;
 }
 

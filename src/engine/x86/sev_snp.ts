@@ -598,7 +598,10 @@ export function sev_handle_rmp_fault(vcpu: SnpVcpu, gpa: number, err_lo: number,
     const mmu = kvm_private_ctx(kvm).mmu;
     // The gfn is not aligned down: the zap covers [gfn, gfn + 512), which still hits the huge leaf.
     res.zapped = [gfn, gfn + PTRS_PER_PMD];
-    if (mmu !== null) mmu.kvm_zap_gfn_range(kvm, gfn, gfn + PTRS_PER_PMD);
+    if (mmu !== null) {
+      const zap = mmu.kvm_zap_gfn_range;
+      zap(kvm, gfn, gfn + PTRS_PER_PMD);
+    }
   }
   if (trace.enabled) trace_kvm_rmp_fault(vcpu, gpa, pfn, err_lo, err_hi, rmp_level, psmash_ret);
   return res;

@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { probes } from '../../../../src/engine/probes';
+import { kvmStack, probes } from '../../../../src/engine/probes';
 import {
   compare_gmem_prepare_variants, default_gmem_workload, run_gmem_prepare_workload, type GmemWorkload,
 } from '../../../../src/engine/x86/gmem_prepare_variant';
@@ -71,7 +71,7 @@ test('punching the shared page out: on_alloc PSMASHes at free time; both variant
   }
 });
 
-test('the on_fault hook is on the KVM call stack inside the private faultin path', () => {
+test('on_fault: the RFC hook runs inside the private faultin path and kvm_arch_gmem_prepare never runs', () => {
   const seen: string[] = [];
   probes.listen((n) => seen.push(n));
   try {
@@ -84,4 +84,39 @@ test('the on_fault hook is on the KVM call stack inside the private faultin path
   assert.ok(seen.indexOf('kvm_x86_gmem_prepare') > i);
   assert.ok(seen.indexOf('rmp_make_private') > seen.indexOf('kvm_x86_gmem_prepare'));
   assert.equal(seen.includes('kvm_arch_gmem_prepare'), false);
+});
+
+test('the leaf-level NPT backend reaches the same outcome as the engine TDP MMU on the review workload', () => {
+  const m = compare_gmem_prepare_variants(default_gmem_workload(), 'model');
+  assert.deepEqual(m.on_alloc.chunks.map((c) => c.rmp_level), [2, 1, 2, 0]);
+  assert.deepEqual(m.on_fault.chunks.map((c) => c.rmp_level), [2, 1, 1, 0]);
+  assert.equal(m.on_alloc.faults, 517);
+  assert.equal(m.on_fault.faults, 1026);
+  assert.equal(m.on_alloc.psmash, 1);
+  assert.equal(m.on_fault.rmpupdate, 1025);
+});
+
+test('KVM call stacks: the RFC hook under the private faultin of kvm_mmu_page_fault; sev_gmem_prepare under kvm_gmem_get_pfn', () => {
+  const stacks = new Map<string, string[]>();
+  probes.listen((n) => {
+    if ((n === 'rmp_make_private' || n === 'kvm_unmap_gfn_range') && !stacks.has(n)) stacks.set(n, kvmStack().map((f) => f.name));
+  });
+  try {
+    run_gmem_prepare_workload('on_fault', { chunks: 1, huge_folios: true, steps: [{ op: 'touch', start: 0, end: 1 }] });
+    const onFault = stacks.get('rmp_make_private')!;
+    stacks.clear();
+    run_gmem_prepare_workload('on_alloc', {
+      chunks: 1, huge_folios: true, steps: [{ op: 'touch', start: 0, end: 1 }, { op: 'convert', start: 1, end: 2, to: 'shared' }],
+    });
+    const onAlloc = stacks.get('rmp_make_private')!;
+    const unmap = stacks.get('kvm_unmap_gfn_range')!;
+    assert.deepEqual(onFault.slice(0, 4), ['rmp_make_private', 'sev_gmem_prepare', 'kvm_x86_gmem_prepare', 'kvm_mmu_faultin_pfn_private']);
+    assert.ok(onFault.includes('kvm_mmu_page_fault'));
+    assert.deepEqual(onAlloc.slice(0, 6), [
+      'rmp_make_private', 'sev_gmem_prepare', 'kvm_arch_gmem_prepare', 'kvm_gmem_prepare_folio', 'kvm_gmem_get_pfn', 'kvm_mmu_faultin_pfn_private',
+    ]);
+    assert.deepEqual(unmap.slice(0, 3), ['kvm_unmap_gfn_range', 'kvm_arch_pre_set_memory_attributes', 'kvm_vm_set_mem_attributes']);
+  } finally {
+    probes.listen(undefined);
+  }
 });
