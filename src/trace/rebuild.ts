@@ -373,6 +373,8 @@ export class Rebuilder {
   }
 
   private levelsUsed = 0;
+  /** Removals before this line were forgotten (see apply). */
+  private historyCut = 0;
   private lastChangedSeq = -2;
   private lastChangedGfn = -1;
   private lastChangedLevel = 0;
@@ -381,7 +383,7 @@ export class Rebuilder {
 
   /** Latest change epoch of any SPTE level covering gfn (4K). */
   private latestChange(gfn: number): number {
-    let e = 0;
+    let e = this.historyCut;
     const used = this.levelsUsed;
     for (let l = 1; l <= 5; l++) {
       if (!(used & (1 << l))) continue;
@@ -455,7 +457,13 @@ export class Rebuilder {
     this.levelsUsed |= 1 << level;
     if (newKind === KIND_NONPRESENT) {
       this.deleteEntry(r, level, gfn);
-      this.removedAt[level]!.set(gfn, line);
+      const removed = this.removedAt[level]!;
+      if (removed.size >= MAX_FAULT_PAGES * 2) {
+        // forget old removals; faults from before this line then count as having seen a change
+        for (const m of this.removedAt) m.clear();
+        this.historyCut = line;
+      }
+      removed.set(gfn, line);
     } else this.setEntry(r, level, gfn, knownSlot, newLo, newHi, line);
   }
 
