@@ -340,6 +340,9 @@ export function rmpupdate_insn(rmp: SnpRmpTable, pfn: number, st: RmpState): num
   const head_is_2m_page = (hf & (FL_ASSIGNED | FL_PAGESIZE)) === (FL_ASSIGNED | FL_PAGESIZE);
   if (!two_m) {
     if (head_is_2m_page) return RMPUPDATE_FAIL_OVERLAP;
+    // A 4K update inside an unassigned region left with the 2M size bit (rmp_make_shared at 2M) turns
+    // the region into 4K entries, so lookups of its pages no longer report 2M.
+    if ((hf & FL_PAGESIZE) !== 0) for (let k = 0; k < PTRS_PER_PMD; k++) rmp.set_flag(head + k, FL_PAGESIZE, false);
     const f = (st.assigned ? FL_ASSIGNED : 0) | (st.immutable ? FL_IMMUTABLE : 0);
     rmp.write(pfn, f, st.assigned ? Math.floor(st.gpa / 4096) : 0, st.assigned ? st.asid : 0);
     return RMPUPDATE_SUCCESS;

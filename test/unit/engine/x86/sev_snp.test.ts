@@ -340,3 +340,16 @@ test('2M changes report nr_pages 512; snp_rmp_view maps a gfn to its backing RMP
   assert.equal(view.gpa, 0x1_0000_3000);
   assert.equal(sev.rmp.entry(f.pfn_base + 3).gpa, 0x1_0000_3000);
 });
+
+test('after a 2M region is returned shared, a 4K assignment inside it reads back as a 4K entry', () => {
+  const rmp = new SnpRmpTable();
+  rmp_make_private(rmp, H, 0, 2, ASID, false);
+  assert.equal(rmp_make_shared(rmp, H, 2), 0);
+  assert.equal(rmp.is_assigned(H + 0x40), false);
+  assert.equal(rmp_make_private(rmp, H + 0x40, 0x40000, 1, ASID, false), 0);
+  const l = lk();
+  snp_lookup_rmpentry(rmp, H + 0x40, l);
+  assert.deepEqual(l, { assigned: true, level: 1 });
+  // ... and a 2M assignment over the region now overlaps that 4K page.
+  assert.equal(rmpupdate_insn(rmp, H, { gpa: 0, assigned: true, pagesize: RMP_PG_SIZE_2M, immutable: false, asid: ASID }), RMPUPDATE_FAIL_OVERLAP);
+});
