@@ -138,8 +138,9 @@ export function kvm_page_table_hashfn(gfn: number): number {
   return hi >>> (32 - KVM_MMU_HASH_SHIFT);
 }
 
-/** A model-wide scratch U64 (no allocation per SPTE). */
+/** Model-wide scratch (no allocation per SPTE). */
 const tmp: U64 = { lo: 0, hi: 0 };
+const rmap_res = { head: 0 };
 
 /** The shadow-MMU fields of kvm->arch. */
 export class ShadowMmu {
@@ -165,6 +166,8 @@ export class ShadowMmu {
   readonly host: HostMemory;
   readonly make_spte_args: MakeSpteArgs = newMakeSpteArgs();
   readonly split_access: SplitAccessVariant;
+  /** Model knob: let eager splitting cover L1 shadow pages too (upstream: nested guest_mode pages only). */
+  split_non_nested = false;
   readonly pae_root_variant: PaeRootVariant;
   /** default_pae_pdpte of the `shadow_page` variant: P set, SPTE_MMU_PRESENT clear, points at a zero page. */
   default_pae_pdpte_lo = 0;
@@ -504,7 +507,7 @@ function rmap_add(sk: ShadowMmu, slot: KvmMemorySlot, sptep: number, gfn: number
   sk.kvm.stat.pages[level - 1]!++;
   const arr = slot_rmap(sk, slot, level);
   const idx = gfn_to_index(gfn, slot.base_gfn, level);
-  const res = { head: 0 };
+  const res = rmap_res;
   const count = pte_list_add(sk.desc_pool, arr[idx]!, sptep, res);
   arr[idx] = res.head;
   if (count + 1 > sk.kvm.stat.max_mmu_rmap_size) sk.kvm.stat.max_mmu_rmap_size = count + 1;
@@ -582,7 +585,7 @@ export function gfn_rmap_entries(sk: ShadowMmu, slot: KvmMemorySlot, gfn: number
 // Parent ptes, unsync propagation.
 
 function mmu_page_add_parent_pte(sk: ShadowMmu, sp: KvmMmuPage, sptep: number): void {
-  const res = { head: 0 };
+  const res = rmap_res;
   pte_list_add(sk.desc_pool, sp.parent_ptes, sptep, res);
   sp.parent_ptes = res.head;
 }

@@ -38,6 +38,7 @@ import {
   type PaeRootVariant,
 } from './shadow_mmu';
 import { kvm_mmu_free_roots, kvm_mmu_new_pgd, kvm_mmu_reload, kvm_mmu_sync_roots, KVM_MMU_ROOTS_ALL, pae_root_entries, pae_root_pfn } from './shadow_roots';
+import { shadow_mmu_slot_apply_flags } from './shadow_split';
 import { kvm_mmu_page_fault, kvm_mmu_track_write, kvm_mmu_invlpg, shadow_paging_init_hooks } from './shadow_paging';
 
 export interface ShadowVmOptions {
@@ -52,6 +53,8 @@ export interface ShadowVmOptions {
   cpu?: Partial<GuestCpuModel>;
   split_access?: SplitAccessVariant;
   pae_root?: PaeRootVariant;
+  /** Eager splitting also covers L1 shadow pages (model knob; upstream splits nested pages only). */
+  eager_split_l1?: boolean;
   /** n_max_mmu_pages (default: kvm_mmu_calculate_default_mmu_pages of guest RAM). */
   n_max_mmu_pages?: number;
   kvm?: KvmCreateOptions;
@@ -103,12 +106,13 @@ export class ShadowVm {
     const mem_bytes = o.mem_bytes ?? 1 << 30;
     this.sk = new ShadowMmu(this.kvm, { split_access: o.split_access, pae_root: o.pae_root, n_max_mmu_pages: o.n_max_mmu_pages ?? kvm_mmu_calculate_default_mmu_pages(mem_bytes / 4096) });
     const sk = this.sk;
+    sk.split_non_nested = o.eager_split_l1 ?? false;
     this.kvm.mmu_ops = {
       flush_shadow_memslot: (_kvm, slot) => {
         if (this.kvm.quirk_slot_zap_all) kvm_mmu_zap_all_fast(sk);
         else kvm_mmu_zap_memslot(sk, slot);
       },
-      commit_memory_region: () => {},
+      commit_memory_region: (_kvm, old, neu, change, old_flags) => shadow_mmu_slot_apply_flags(sk, old, neu, change, old_flags),
       memslots_updated: () => {},
     };
     this.kvm.kvm_set_memory_region({ slot: 0, flags: 0, guest_phys_addr: 0, memory_size: mem_bytes, userspace_addr: 0x7f00_0000_0000, host_backing: o.host_backing ?? '4k' });
@@ -326,6 +330,11 @@ export class ShadowVm {
     return f;
   }
 
+  /** KVM_SET_USER_MEMORY_REGION2 flags change on the RAM slot (dirty logging on/off). */
+  setDirtyLogging(on: boolean): void {
+    this.kvm.kvm_set_memory_region({ slot: 0, flags: on ? 1 : 0, guest_phys_addr: 0, memory_size: this.slot.npages * 4096, userspace_addr: this.slot.userspace_addr });
+  }
+
   setMaxMmuPages(n: number): void {
     kvm_mmu_change_mmu_pages(this.sk, n);
   }
@@ -425,4 +434,51 @@ export class GuestPageTableBuilder {
     this.write(e, lo, hi);
     return e;
   }
+}
+
+export interface SplitAccessRun {
+  variant: SplitAccessVariant;
+  huge_pages: number;
+  /** Faults taken while the guest touched the split range after dirty logging was turned on. */
+  faults_after_split: number;
+  /** Shadow pages created by the split and by those faults. */
+  shadow_pages_created: number;
+  validate_direct_drops: number;
+  split_huge_pages: number;
+}
+
+export interface SplitAccessReport {
+  cached: SplitAccessRun;
+  propagate: SplitAccessRun;
+  extra_faults: number;
+  extra_shadow_pages: number;
+}
+
+/**
+ * Seed 001 workload for variant `split_access`: a 4-level guest maps `huge_pages` executable 2 MiB
+ * pages backed by host THP with the NX huge-page mitigation on; each is read once (2M SPTEs without
+ * X), dirty logging is enabled (eager split, then 4K write protection), then the guest executes
+ * `touch` 4K pages per 2 MiB region. Run for both variants on the same workload.
+ */
+export function splitAccessReport(huge_pages = 64, touch = 16): SplitAccessReport {
+  const run = (variant: SplitAccessVariant): SplitAccessRun => {
+    const bytes = huge_pages * 0x20_0000 + (64 << 20);
+    const vm = new ShadowVm({ mem_bytes: bytes, host_backing: '2m-thp', split_access: variant, eager_split_l1: true, kvm: { params: { nx_huge_pages: 'on' } } });
+    const b = new GuestPageTableBuilder(vm.mem, 4, 0x10_0000);
+    vm.setRegs(vm.cr0, vm.cr4, vm.efer | 0x800, b.cr3);
+    const base = 0x400_0000;
+    for (let i = 0; i < huge_pages; i++) b.map(0x8000_0000 + i * 0x20_0000, base + i * 0x20_0000, GPTE_P | GPTE_W | GPTE_U | GPTE_A | GPTE_D, 2);
+    for (let i = 0; i < huge_pages; i++) vm.access(0x8000_0000 + i * 0x20_0000, false, false, false);
+    const created0 = vm.sk.counters.sp_created;
+    vm.setDirtyLogging(true);
+    let faults = 0;
+    for (let i = 0; i < huge_pages; i++) for (let k = 0; k < touch; k++) faults += Math.max(0, vm.access(0x8000_0000 + i * 0x20_0000 + k * 0x1000, false, false, true));
+    return {
+      variant, huge_pages, faults_after_split: faults, shadow_pages_created: vm.sk.counters.sp_created - created0,
+      validate_direct_drops: vm.sk.counters.validate_direct_drops, split_huge_pages: vm.sk.counters.split_huge_pages,
+    };
+  };
+  const cached = run('cached');
+  const propagate = run('propagate');
+  return { cached, propagate, extra_faults: propagate.faults_after_split - cached.faults_after_split, extra_shadow_pages: propagate.shadow_pages_created - cached.shadow_pages_created };
 }
