@@ -38,7 +38,7 @@ import {
   KvmVcpu, KVM_EXIT_MEMORY_FAULT, KVM_MEMORY_EXIT_FLAG_PRIVATE, KVM_PFN_ERR_FAULT, KVM_PFN_ERR_HWPOISON, KVM_PFN_ERR_RO_FAULT,
   KVM_PFN_ERR_SIGPENDING, KVM_PFN_NOSLOT, is_error_noslot_pfn, is_error_pfn, type kvm_page_fault,
 } from './vcpu';
-import { EFAULT, EINTR, EINVAL, EIO, Kvm, KVM_REQ_MMU_FREE_OBSOLETE_ROOTS, KVM_X86_DEFAULT_VM, KVM_X86_SNP_VM, KVM_X86_SW_PROTECTED_VM, type KvmMrChange } from './vm';
+import { EAGAIN, EFAULT, EINTR, EINVAL, EIO, Kvm, KVM_REQ_MMU_FREE_OBSOLETE_ROOTS, KVM_X86_DEFAULT_VM, KVM_X86_SNP_VM, KVM_X86_SW_PROTECTED_VM, type KvmMrChange } from './vm';
 
 export const PG_LEVEL_4K = 1;
 export const PG_LEVEL_2M = 2;
@@ -55,7 +55,8 @@ const PR_TDP_PAGE_FAULT = defineProbe('kvm_tdp_page_fault', 'fault', F, 'TDP fau
 const PR_TDP_MMU_PAGE_FAULT = defineProbe('kvm_tdp_mmu_page_fault', 'fault', F, 'TDP MMU fault: fast path, faultin, map under the read lock', ['fault']);
 const PR_FAST_PF = defineProbe('fast_page_fault', 'fault', F, 'lockless fix of a write-protected or access-tracked SPTE', ['fault', 'sptep', 'old_spte', 'new_spte']);
 const PR_FAULTIN = defineProbe('kvm_mmu_faultin_pfn', 'fault', F, 'resolve the pfn behind the fault gfn (or decide MMIO / retry / exit)', ['fault']);
-const PR_FAULTIN_PRIVATE = defineProbe('kvm_mmu_faultin_pfn_private', 'fault', F, 'resolve a private gfn through guest_memfd', ['fault']);
+// 6.18 names it _gmem (it also serves gmem-only shared slots); the snapshot sheet's name was _private.
+const PR_FAULTIN_GMEM = defineProbe('kvm_mmu_faultin_pfn_gmem', 'fault', F, 'resolve a private gfn through guest_memfd', ['fault']);
 const PR_NOSLOT = defineProbe('kvm_handle_noslot_fault', 'fault', F, 'no memslot: cache MMIO info and install an MMIO SPTE or emulate', ['fault']);
 const PR_ERROR_PFN = defineProbe('kvm_handle_error_pfn', 'fault', F, 'the pfn lookup failed: emulate, signal or exit', ['fault']);
 const PR_HUGEPAGE_ADJUST = defineProbe('kvm_mmu_hugepage_adjust', 'fault', F, 'pick req_level/goal_level from lpage_info and the host mapping', ['fault']);
@@ -553,9 +554,9 @@ export function kvm_max_level_for_order(order: number): number {
   return PG_LEVEL_4K;
 }
 
-/** kvm_mmu_faultin_pfn_private(): guest_memfd gives order-0 folios in this kernel, so private maps are 4K. */
-function kvm_mmu_faultin_pfn_private(vcpu: KvmVcpu, fault: kvm_page_fault): number {
-  if (probes.armed) probes.hit(PR_FAULTIN_PRIVATE, { fault });
+/** kvm_mmu_faultin_pfn_gmem(): the model's guest_memfd hands out order-0 folios, so private maps are 4K. */
+function kvm_mmu_faultin_pfn_gmem(vcpu: KvmVcpu, fault: kvm_page_fault): number {
+  if (probes.armed) probes.hit(PR_FAULTIN_GMEM, { fault });
   const slot = fault.slot!;
   if (!kvm_slot_can_be_private(slot)) {
     kvm_mmu_prepare_memory_fault_exit(vcpu, fault);
@@ -577,7 +578,7 @@ function __kvm_mmu_faultin_pfn(vcpu: KvmVcpu, fault: kvm_page_fault): number {
   if (fault.is_private) {
     // The guest_memfd model (x86/private_fault.ts) plugs in here; without it, the simple model below.
     const hook = vcpu.kvm.private_faultin;
-    return hook !== null ? hook(vcpu, fault) : kvm_mmu_faultin_pfn_private(vcpu, fault);
+    return hook !== null ? hook(vcpu, fault) : kvm_mmu_faultin_pfn_gmem(vcpu, fault);
   }
   const slot = fault.slot!;
   const idx = fault.gfn - slot.base_gfn;
@@ -648,7 +649,9 @@ export function kvm_mmu_faultin_pfn(vcpu: KvmVcpu, fault: kvm_page_fault, access
   }
   const slot = fault.slot;
   if (slot === null) return kvm_handle_noslot_fault(vcpu, fault, access);
-  if ((slot.flags & KVM_MEMSLOT_INVALID) !== 0) return RET_PF_RETRY;
+  // A slot being deleted/moved: retry so its SPTEs are gone before anything new is installed; a
+  // prefault (KVM_PRE_FAULT_MEMORY) gets -EAGAIN instead, it owes no forward progress.
+  if ((slot.flags & KVM_MEMSLOT_INVALID) !== 0) return fault.prefetch ? -EAGAIN : RET_PF_RETRY;
   if (kvm.mmu_invalidate_in_progress !== 0 && fault.gfn >= kvm.mmu_invalidate_range_start && fault.gfn < kvm.mmu_invalidate_range_end) return RET_PF_RETRY;
   const ret = __kvm_mmu_faultin_pfn(vcpu, fault);
   if (ret !== RET_PF_CONTINUE) return ret;

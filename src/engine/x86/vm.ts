@@ -181,7 +181,7 @@ export class Kvm {
   /** External page-table hooks (TDX); null for other VM types. */
   tdx_hooks: KvmTdxHooks | null = null;
   /**
-   * Replacement for the MMU's built-in private faultin (kvm_mmu_faultin_pfn_private): the guest_memfd /
+   * Replacement for the MMU's built-in private faultin (kvm_mmu_faultin_pfn_gmem): the guest_memfd /
    * SEV-SNP model installs its own. Same contract: fill fault.pfn/max_level/map_writable, return RET_PF_*.
    */
   private_faultin: ((vcpu: KvmVcpu, fault: kvm_page_fault) => number) | null = null;

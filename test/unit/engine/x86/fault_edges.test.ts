@@ -119,3 +119,10 @@ test('KVM_PRE_FAULT_MEMORY on a TD: private gfns go to the mirror root, shared o
   assert.notEqual(v.read_spte(2 ** 35 + 1, 1)!.lo & 0x800, 0);
   assert.equal(v.pre_fault_memory(0, 2 ** 47, 0x1000), -22, 'the GPA must not carry the shared bit');
 });
+
+test('a prefault that hits a slot being deleted returns -EAGAIN instead of retrying', () => {
+  const v = vm();
+  slot(v, 0, 0, GiB);
+  v.kvm.kvm_memslots(0).byId(0)!.flags |= KVM_MEMSLOT_INVALID;
+  assert.equal(v.pre_fault_memory(0, 0x1000, 0x1000), -11);
+});
