@@ -8,6 +8,7 @@ import { registerProbesView, type ProbesTree } from './probes_view';
 import { registerEventsView, type EventsTree, type EventNode } from './events_view';
 import { registerDecoderPanel, DecoderPanel } from '../panels/decoder_panel';
 import { registerPagesView, type PagesTree, type PageNode } from './pages_view';
+import { registerStateViews, type StateViews } from './state_views';
 
 export interface VmContext {
   arch: string;
@@ -24,6 +25,7 @@ export interface KvmMmuViews {
   readonly eventsView: vscode.TreeView<EventNode>;
   readonly pages: PagesTree;
   readonly pagesView: vscode.TreeView<PageNode>;
+  readonly state: StateViews;
   /** The open Bit Decoder panel, if any. */
   decoder(): DecoderPanel | undefined;
   /** VM facts of the active session (undefined without one). */
@@ -41,6 +43,7 @@ export function registerViews(context: vscode.ExtensionContext): KvmMmuViews {
   const { tree: eventsTree, view: eventsView } = registerEventsView(context, events);
   registerDecoderPanel(context);
   const { tree: pages, view: pagesView } = registerPagesView(context, events);
+  const state = registerStateViews(context, events);
 
   let vm: VmContext | undefined;
   const applyVm = (v: VmContext | undefined): void => {
@@ -72,5 +75,5 @@ export function registerViews(context: vscode.ExtensionContext): KvmMmuViews {
   applyVm(undefined);
   setContext('kvmMmu.sessionActive', false);
 
-  return { events, probes, eventsTree, eventsView, pages, pagesView, decoder: () => DecoderPanel.current, vm: () => vm };
+  return { events, probes, eventsTree, eventsView, pages, pagesView, state, decoder: () => DecoderPanel.current, vm: () => vm };
 }

@@ -6,6 +6,7 @@ import { activateExtension, screenshot, waitFor } from './helpers';
 
 const ROOT = process.env.KVM_MMU_ROOT ?? path.resolve(__dirname, '..', '..', '..', '..');
 const TDP_BASICS = path.join(ROOT, 'examples', 'tdp-basics.kvmmmu');
+const PKVM = path.join(ROOT, 'examples', 'pkvm-stage2-ownership.kvmmmu');
 
 type Node = { kind: string; group?: string; probes?: Array<{ name: string }>; probe?: { name: string }; ev?: { name: string; index: number; step: number; text: string }; text?: string };
 interface Tree {
@@ -13,34 +14,46 @@ interface Tree {
   getTreeItem(n: Node): vscode.TreeItem;
   onDidChangeTreeData: vscode.Event<unknown>;
 }
+interface RowLike {
+  kind: string;
+  label: string;
+  description?: string;
+  children?: RowLike[];
+}
+interface RowsTree {
+  getChildren(n?: RowLike): Promise<RowLike[]>;
+}
 interface Api {
   views: {
-    events: { onStopped: vscode.Event<{ reason: string }> };
+    events: { onStopped: vscode.Event<{ reason: string; session: vscode.DebugSession }> };
     probes: Tree;
     eventsTree: Tree & { filter: string; readonly loaded: ReadonlyArray<{ name: string; text: string; step: number }>; reload(): Promise<void> };
     vm(): { arch: string; type: string } | undefined;
     pages: Tree;
     pagesView: vscode.TreeView<unknown>;
+    state: { memslots: RowsTree; ownership: RowsTree; rmp: RowsTree };
   };
 }
 
 /** Start a session and resolve at its first stop. */
 async function startAndStop(api: Api, program: string): Promise<vscode.DebugSession> {
-  const stopped = new Promise<void>((resolve) => {
-    const sub = api.views.events.onStopped(() => {
+  const name = `${path.basename(program)} ${Date.now()}`;
+  const stopped = new Promise<vscode.DebugSession>((resolve) => {
+    const sub = api.views.events.onStopped((e) => {
+      if (e.session.name !== name) return;
       sub.dispose();
-      resolve();
+      resolve(e.session);
     });
   });
-  const ok = await vscode.debug.startDebugging(undefined, { type: 'kvm-mmu', request: 'launch', name: path.basename(program), program, stopOnEntry: true });
+  const ok = await vscode.debug.startDebugging(undefined, { type: 'kvm-mmu', request: 'launch', name, program, stopOnEntry: true });
   assert.ok(ok, 'startDebugging');
-  await stopped;
-  return vscode.debug.activeDebugSession!;
+  return stopped;
 }
 
 async function nextStop(api: Api, session: vscode.DebugSession, request: string, args: object): Promise<void> {
   const stopped = new Promise<void>((resolve) => {
-    const sub = api.views.events.onStopped(() => {
+    const sub = api.views.events.onStopped((e) => {
+      if (e.session.id !== session.id) return;
       sub.dispose();
       resolve();
     });
@@ -230,6 +243,38 @@ describe('KVM MMU views', () => {
     } finally {
       sub.dispose();
     }
+  });
+
+  it('Memslots & Attributes lists the slots and follows dirty logging; Stage-2 Ownership shows pKVM owners', async function () {
+    this.timeout(60000);
+    const session = await startAndStop(api, TDP_BASICS);
+    await stepToLine(api, session, 16);
+    await vscode.commands.executeCommand('kvmMmu.memslots.focus');
+    let groups = await api.views.state.memslots.getChildren();
+    assert.deepStrictEqual(groups.map((g) => g.label), ['Memslots', 'Attributes']);
+    let slots = await api.views.state.memslots.getChildren(groups[0]);
+    assert.strictEqual(slots[0].label, 'slot 0');
+    assert.match(slots[0].description ?? '', /^0x0-0x3fffffff/);
+    assert.ok(!/dirty-log/.test(slots[0].description ?? ''));
+    await stepToLine(api, session, 41);
+    groups = await api.views.state.memslots.getChildren();
+    slots = await api.views.state.memslots.getChildren(groups[0]);
+    assert.match(slots[0].description ?? '', /LOG_DIRTY_PAGES.*dirty-log/, 'updated after the dirty_log statement');
+    await screenshot('memslots-view-dark');
+    const ownNone = await api.views.state.ownership.getChildren();
+    assert.strictEqual(ownNone[0].label, 'not available for this VM', 'no pKVM on x86');
+    await vscode.debug.stopDebugging();
+    await waitFor('session gone', () => (vscode.debug.activeDebugSession ? undefined : true));
+
+    const s2 = await startAndStop(api, PKVM);
+    await waitFor('pkvm context', () => (api.views.vm()?.arch === 'arm64' ? true : undefined));
+    await stepToLine(api, s2, 57);
+    await vscode.commands.executeCommand('kvmMmu.stage2.focus');
+    const ranges = await api.views.state.ownership.getChildren();
+    const donated = ranges.find((r) => r.label === '0x80020000-0x80020fff');
+    assert.ok(donated, `the donated page is a range of its own: ${ranges.map((r) => r.label).join(', ')}`);
+    assert.match(donated.description ?? '', /^guest handle 0x[0-9a-f]+ {2}host NOPAGE/);
+    await screenshot('stage2-ownership-view-dark');
   });
 
   it('Events says so when there is no session', async () => {
