@@ -75,3 +75,44 @@ test('converting a private page to shared zaps the 2M private leaf over it', () 
   v.fault(0, (GFN + 0x213) * 4096, PFERR_USER_MASK | PFERR_WRITE_MASK, ERR_HI);
   assert.equal(leaf(v, GFN + 0x213)!.level, 1);
 });
+
+test('property: after any mix of private faults, conversions, hole punches and RMP #NPFs, no private NPT leaf is larger than its RMP entry or maps an unassigned page', async () => {
+  const fc = (await import('fast-check')).default;
+  const { FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE, kvm_gmem_fallocate } = await import('../../../../src/engine/kvm/guest_memfd');
+  const NP = 2048;
+  const op = fc.oneof(
+    fc.record({ k: fc.constant('fault' as const), g: fc.integer({ min: 0, max: NP - 1 }) }),
+    fc.record({ k: fc.constant('convert' as const), g: fc.integer({ min: 0, max: NP - 1 }), n: fc.integer({ min: 1, max: 600 }), priv: fc.boolean() }),
+    fc.record({ k: fc.constant('punch' as const), g: fc.integer({ min: 0, max: NP - 1 }), n: fc.integer({ min: 1, max: 600 }) }),
+    fc.record({ k: fc.constant('rmp_npf' as const), g: fc.integer({ min: 0, max: NP - 1 }) }),
+  );
+  fc.assert(
+    fc.property(fc.array(op, { minLength: 1, maxLength: 25 }), (ops) => {
+      const { v, kvm, sev, f, fd } = snp(true);
+      for (const o of ops) {
+        if (o.k === 'fault') {
+          if (kvm.kvm_mem_is_private(GFN + o.g)) v.fault(0, (GFN + o.g) * 4096, PFERR_USER_MASK | PFERR_WRITE_MASK, ERR_HI);
+        } else if (o.k === 'convert') {
+          kvm_vm_set_mem_attributes(kvm, GFN + o.g, GFN + Math.min(NP, o.g + o.n), o.priv ? KVM_MEMORY_ATTRIBUTE_PRIVATE : 0);
+        } else if (o.k === 'punch') {
+          kvm_gmem_fallocate(kvm, fd, FALLOC_FL_KEEP_SIZE | FALLOC_FL_PUNCH_HOLE, o.g * 4096, (Math.min(NP, o.g + o.n) - o.g) * 4096);
+        } else if (kvm.kvm_mem_is_private(GFN + o.g)) {
+          sev_handle_rmp_fault(v.vcpus[0]!, (GFN + o.g) * 4096, PFERR_GUEST_RMP_MASK | PFERR_PRESENT_MASK | PFERR_USER_MASK, ERR_HI);
+        }
+        for (let g = 0; g < NP; g++) {
+          const l = leaf(v, GFN + g);
+          if (l === undefined) continue;
+          const pfn = f.pfn_base + g;
+          if (l.pfn !== pfn - (l.level === 2 ? g % 512 : 0)) return false;
+          const e = sev.rmp.entry(pfn);
+          if (!e.assigned) return false;
+          const rmpLevel = sev.rmp.entry(pfn - (pfn % 512)).pagesize ? 2 : 1;
+          if (l.level > rmpLevel) return false;
+          if (l.level === 2) g += 511 - (g % 512);
+        }
+      }
+      return true;
+    }),
+    { numRuns: 40 },
+  );
+});

@@ -353,3 +353,41 @@ test('after a 2M region is returned shared, a 4K assignment inside it reads back
   // ... and a 2M assignment over the region now overlaps that 4K page.
   assert.equal(rmpupdate_insn(rmp, H, { gpa: 0, assigned: true, pagesize: RMP_PG_SIZE_2M, immutable: false, asid: ASID }), RMPUPDATE_FAIL_OVERLAP);
 });
+
+test('property: RMP invariants hold under any sequence of RMPUPDATE / PSMASH / PVALIDATE', async () => {
+  const fc = (await import('fast-check')).default;
+  const op = fc.record({
+    k: fc.constantFrom('private', 'shared', 'psmash', 'pvalidate'),
+    pfn: fc.integer({ min: 0, max: 1023 }),
+    two_m: fc.boolean(),
+  });
+  fc.assert(
+    fc.property(fc.array(op, { minLength: 1, maxLength: 40 }), (ops) => {
+      const rmp = new SnpRmpTable();
+      for (const o of ops) {
+        const pfn = H + (o.two_m ? o.pfn - (o.pfn % 512) : o.pfn);
+        const gpa = (pfn - H) * 4096;
+        if (o.k === 'private') rmp_make_private(rmp, pfn, gpa, o.two_m ? 2 : 1, ASID, false);
+        else if (o.k === 'shared') rmp_make_shared(rmp, pfn, o.two_m ? 2 : 1);
+        else if (o.k === 'psmash') psmash(rmp, pfn);
+        else pvalidate(rmp, ASID, gpa, pfn, o.two_m ? 2 : 1, o.two_m ? RMP_PG_SIZE_2M : RMP_PG_SIZE_4K, true);
+        for (let r = 0; r < 2; r++) {
+          const head = H + r * 512;
+          const he = rmp.entry(head);
+          const huge = he.assigned && he.pagesize === 1;
+          for (let k = 0; k < 512; k++) {
+            const e = rmp.entry(head + k);
+            if (huge && !(e.assigned && e.pagesize === 1 && e.asid === he.asid && e.gpa === he.gpa + k * 4096)) return false;
+            if (!huge && e.assigned && e.pagesize === 1) return false;
+            const l = lk();
+            snp_lookup_rmpentry(rmp, head + k, l);
+            if (l.assigned && l.level === 2 && !huge) return false;
+            if (e.assigned && e.gpa !== (head + k - H) * 4096) return false;
+          }
+        }
+      }
+      return true;
+    }),
+    { numRuns: 200 },
+  );
+});
