@@ -178,9 +178,10 @@ export class TraceParser {
     this.closeStack();
   }
 
-  warn(line: number, message: string): void {
+  /** Count a warning; the message may be a function, called only when the warning is kept in full. */
+  warn(line: number, message: string | (() => string)): void {
     this.warningCount++;
-    if (this.warnings.length < this.maxDetails) this.warnings.push({ line, message });
+    if (this.warnings.length < this.maxDetails) this.warnings.push({ line, message: typeof message === 'string' ? message : message() });
   }
 
   private unrecognizedAt(line: number, reason: string, text: string): void {

@@ -230,7 +230,7 @@ export class Rebuilder {
 
   /** Warning sink (line, message); the replay passes the parser's. */
   constructor(
-    private readonly warn: (line: number, message: string) => void = () => {},
+    private readonly warn: (line: number, message: string | (() => string)) => void = () => {},
     opts: DetectorOptions = {},
   ) {
     this.faultLoopThreshold = opts.faultLoop ?? 8;
@@ -536,7 +536,8 @@ export class Rebuilder {
   private mismatch(ev: ParsedEvent, r: Root, level: number, gfn: number, s: number, oLo: number, oHi: number): void {
     this.warn(
       ev.line,
-      `${ev.schema.name}: old_spte ${hexHalves(oLo, oHi)} at as ${r.asId} gfn ${gfn.toString(16)} level ${level} differs from the rebuilt ${hexHalves(this.lo[s]!, this.hi[s]!)} (set at line ${this.lineOf[s]})`,
+      () =>
+        `${ev.schema.name}: old_spte ${hexHalves(oLo, oHi)} at as ${r.asId} gfn ${gfn.toString(16)} level ${level} differs from the rebuilt ${hexHalves(this.lo[s]!, this.hi[s]!)} (set at line ${this.lineOf[s]})`,
     );
   }
 
