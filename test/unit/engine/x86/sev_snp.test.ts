@@ -12,8 +12,9 @@ import {
   rmpupdate_insn, sev_gmem_invalidate, sev_gmem_max_mapping_level, sev_gmem_prepare, sev_handle_rmp_fault, sev_snp_init,
   snp_host_write_faults, snp_lookup_rmpentry, snp_rmp_check_guest_access, snp_begin_psc, vmm_handle_map_gpa_range,
   SNP_PAGE_STATE_SHARED, SNP_PAGE_STATE_PRIVATE, KVM_HC_MAP_GPA_RANGE, KVM_MAP_GPA_RANGE_ENCRYPTED, KVM_MAP_GPA_RANGE_PAGE_SZ_2M,
-  snp_rmp_view, type RmpLookup,
+  snp_rmp_view, RMPENTRY_RAW_FIELDS, type RmpLookup,
 } from '../../../../src/engine/x86/sev_snp';
+import { decodeFields } from '../../../../src/engine/bits/fields';
 import { pk, recordingMmu, vmWithGmemSlot } from '../kvm/private_helpers';
 
 const H = 0x40_0000; // a 2M-aligned host pfn
@@ -390,4 +391,17 @@ test('property: RMP invariants hold under any sequence of RMPUPDATE / PSMASH / P
     }),
     { numRuns: 200 },
   );
+});
+
+test('RMPENTRY_RAW_FIELDS names the rmpentry_raw bits: assigned 0, pagesize 1, immutable 2, gpa 12-50, asid 51-60, vmsa 61, validated 62', () => {
+  assert.deepEqual(RMPENTRY_RAW_FIELDS.map((f) => [f.name, f.msb, f.lsb]), [
+    ['assigned', 0, 0], ['pagesize', 1, 1], ['immutable', 2, 2], ['gpa', 50, 12], ['asid', 60, 51], ['vmsa', 61, 61], ['validated', 62, 62],
+  ]);
+  const rmp = new SnpRmpTable();
+  rmp_make_private(rmp, H, 0x7f_ffe0_0000, 2, 0x3ff, false);
+  pvalidate(rmp, 0x3ff, 0x7f_ffe0_0000, H, 2, RMP_PG_SIZE_2M, true);
+  const raw = rmp.raw(H);
+  const d = Object.fromEntries(decodeFields(raw.lo, raw.hi, RMPENTRY_RAW_FIELDS).map((f) => [f.name, f.value]));
+  assert.deepEqual(d, { assigned: 1, pagesize: 1, immutable: 0, gpa: 0x7f_ffe0_0000 / 4096, asid: 0x3ff, vmsa: 0, validated: 1 });
+  assert.equal(bits(raw.lo, raw.hi), 3n | (0x7fffe00n << 12n) | (0x3ffn << 51n) | (1n << 62n));
 });
