@@ -72,6 +72,8 @@ export interface AccessOp {
   /** undefined: the VM type decides (no C-bit / shared bit given). */
   private: boolean | undefined;
   value: bigint;
+  /** The statement gave `value=` (a write then stores it in guest memory). */
+  hasValue: boolean;
 }
 
 export interface RangeOp {
@@ -101,7 +103,7 @@ export interface ScenarioEngine {
 
   setRegs?(op: { vcpu: number; cr0?: bigint; cr3?: bigint; cr4?: bigint; efer?: bigint }): Outcome;
   guestMap?(op: { cr3: number; gvaStart: bigint; gvaEnd: bigint; gpa: number; pageSize: number; flags: string[]; mode: string; pool?: { start: number; end: number } }): Outcome;
-  guestWritePte?(op: { vcpu: number; gva: bigint; level: number; value: bigint; cr3?: number }): Outcome;
+  guestWritePte?(op: { vcpu: number; gva: bigint; level: number; value: bigint; cr3?: number; via?: bigint }): Outcome;
   /** One access; the runner loops over ranges and stops at the first exit. */
   access?(op: AccessOp): Outcome;
   invlpg?(op: { vcpu: number; gva: bigint }): Outcome;

@@ -432,7 +432,11 @@ export class ScenarioRunner {
       }
       case 'guest write_pte': {
         const cr3 = st.args['cr3'] ? this.num(st, 'cr3') : undefined;
-        o = this.need(st, 'guestWritePte')({ vcpu: this.vcpu(st), gva: this.optBig(st, 'gva')!, level: this.num(st, 'level'), value: this.optBig(st, 'value')!, ...(cr3 !== undefined ? { cr3 } : {}) });
+        const via = this.optBig(st, 'via');
+        o = this.need(st, 'guestWritePte')({
+          vcpu: this.vcpu(st), gva: this.optBig(st, 'gva')!, level: this.num(st, 'level'), value: this.optBig(st, 'value')!,
+          ...(cr3 !== undefined ? { cr3 } : {}), ...(via !== undefined ? { via } : {}),
+        });
         break;
       }
       case 'guest read':
@@ -513,6 +517,7 @@ export class ScenarioRunner {
     const op: AccessOp = {
       vcpu: this.vcpu(st), kind: st.keyword.slice(6) as AccessOp['kind'], space, addr: 0, lo: 0, hi: 0,
       user: cpl === 'user', private: vis === undefined ? undefined : vis === 'private', value: this.optBig(st, 'value') ?? 0n,
+      hasValue: st.args['value'] !== undefined,
     };
     let last: Outcome = {};
     const stepN = Number(step);

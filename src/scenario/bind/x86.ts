@@ -24,6 +24,7 @@ import {
 } from '../engine_api';
 import { roleExpectFields, spteExpectFields } from './x86_fields';
 import { X86Guest } from './x86_guest';
+import { createShadowEngine } from './x86_shadow';
 
 const KVM_EXIT_MMIO = 6;
 const KVM_EXIT_MEMORY_FAULT = 39;
@@ -207,9 +208,17 @@ class X86Engine implements ScenarioEngine {
       if (stop?.ret !== undefined) return { ret: stop.ret };
       // A #PF is delivered to the guest; with TDP KVM does not intercept it.
       if (t.gpa === undefined) return {};
-      return this.gpaAccess(op.vcpu, t.gpa, op.kind, op.private);
+      return this.store(op, t.gpa, this.gpaAccess(op.vcpu, t.gpa, op.kind, op.private));
     }
-    return this.gpaAccess(op.vcpu, op.addr, op.kind, op.private);
+    return this.store(op, op.addr, this.gpaAccess(op.vcpu, op.addr, op.kind, op.private));
+  }
+
+  /** A completed write with `value=` lands in guest memory (8 bytes, aligned down), where the guest's tables live. */
+  private store(op: AccessOp, gpa: number, o: Outcome): Outcome {
+    if (op.kind === 'write' && op.hasValue && !o.exit && o.ret === undefined) {
+      this.guest.writeEntry(gpa - (gpa % 8), op.value, 8);
+    }
+    return o;
   }
 
   private gpaAccess(id: number, addr: number, k: 'read' | 'write' | 'fetch', priv?: boolean): Outcome {
@@ -405,14 +414,7 @@ const VM_TYPES: Record<string, number> = {
 };
 
 export function createX86Engine(cfg: VmConfig): ScenarioEngine | string {
-  if (!cfg.tdp) return 'shadow paging (tdp=off) is not in the x86 model yet';
-  for (const v of ['split_access', 'pae_root', 'gmem_prepare'] as const) {
-    const val = cfg.variants[v];
-    if (val !== undefined && val !== 'upstream') return `variant ${v}=${val} is not modelled by the x86 TDP MMU engine yet`;
-  }
   const p = cfg.params;
-  if (p['ept'] !== undefined && !yes(p['ept'], true)) return 'ept=N means shadow paging, which is not in the x86 model yet';
-  if (p['npt'] !== undefined && !yes(p['npt'], true)) return 'npt=N means shadow paging, which is not in the x86 model yet';
   const params: Partial<KvmX86ModuleParams> = {};
   if (p['tdp_mmu'] !== undefined) params.tdp_mmu = yes(p['tdp_mmu'], true);
   if (p['eager_page_split'] !== undefined) params.eager_page_split = yes(p['eager_page_split'], true);
@@ -422,6 +424,15 @@ export function createX86Engine(cfg: VmConfig): ScenarioEngine | string {
   if (p['nx_huge_pages_recovery_period_ms'] !== undefined) params.nx_huge_pages_recovery_period_ms = Number(p['nx_huge_pages_recovery_period_ms']);
   if (p['mmio_caching'] !== undefined) params.mmio_caching = yes(p['mmio_caching'], true);
   if (p['tdp_root_level'] !== undefined) params.tdp_root_level = Number(p['tdp_root_level']);
+  // ept=N / npt=N turn TDP off as the vm line's tdp=off does.
+  const tdp = cfg.tdp && !(p['ept'] !== undefined && !yes(p['ept'], true)) && !(p['npt'] !== undefined && !yes(p['npt'], true));
+  if (!tdp) return createShadowEngine(cfg, params);
+  for (const v of ['split_access', 'pae_root', 'gmem_prepare'] as const) {
+    const val = cfg.variants[v];
+    if (val !== undefined && val !== 'upstream') {
+      return v === 'gmem_prepare' ? 'variant gmem_prepare only shows in SEV-SNP VMs, which the binding does not run yet' : `variant ${v} concerns the shadow MMU: use tdp=off`;
+    }
+  }
   if (params.tdp_mmu === false) return 'tdp_mmu=N (the shadow MMU under TDP) is not in the x86 model yet';
   const vendor_config: Partial<KvmX86VendorConfig> = {
     max_tdp_level: cfg.tdpLevels === 5 ? 5 : 4,

@@ -87,12 +87,24 @@ export class X86Guest {
   private readonly walker = new GuestWalker();
   private readonly wvcpu = { vcpu_id: 0, rflags: 0, pkru: 0 };
 
+  /** `vm`: the TDP VM whose tables the CPU's table accesses go through (none under shadow paging). */
   constructor(
-    readonly vm: X86Vm,
+    private readonly tdpVm: X86Vm | undefined,
     readonly maxphyaddr: number,
     readonly amd: boolean,
+    mem?: GuestMemory,
   ) {
-    this.mem = new GuestMemory(2 ** maxphyaddr);
+    this.mem = mem ?? new GuestMemory(2 ** maxphyaddr);
+  }
+
+  private get vm(): X86Vm {
+    if (!this.tdpVm) throw new Error('TDP table accesses on a shadow-paging VM');
+    return this.tdpVm;
+  }
+
+  /** Current registers of a vCPU. */
+  regs(id: number): { cr0: bigint; cr3: bigint; cr4: bigint; efer: bigint } {
+    return { ...this.vc(id).regs };
   }
 
   private vc(id: number): VcpuGuest {

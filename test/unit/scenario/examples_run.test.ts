@@ -78,6 +78,12 @@ describe('examples run against the engine', () => {
     assert.equal(r.expects.find((e) => !e.ok)!.text, 'expect spte gpa=0x201000 kind=leaf level=1 x=1');
   });
 
+  it('shadow-paging: every expect holds', () => {
+    const r = runExample('shadow-paging.kvmmmu');
+    assert.deepEqual(r.problems.map(formatDiagnostic), []);
+    assert.equal(r.expects.length, 15);
+  });
+
   it('arm64-stage2-faults: every expect holds', () => {
     const r = runExample('arm64-stage2-faults.kvmmmu');
     assert.deepEqual(r.problems.map(formatDiagnostic), []);

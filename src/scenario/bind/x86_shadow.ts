@@ -1,0 +1,190 @@
+/**
+ * The x86 binding with TDP off: the shadow MMU through its facade (src/engine/x86/shadow_vm.ts). The
+ * facade models one memslot at GPA 0 and one vCPU; the VM is built when the scenario creates that
+ * slot. Guest page tables live in the facade's guest memory, written by `guest map` and read by the
+ * shadow MMU when it shadows them; guest stores go through the MMU (a store to a write-protected guest
+ * table faults and is emulated).
+ */
+import { ShadowVm } from '../../engine/x86/shadow_vm';
+import type { HostBacking } from '../../engine/x86/memslot';
+import type { KvmX86ModuleParams } from '../../engine/x86/params';
+import {
+  type AccessOp,
+  type Fields,
+  type MemoryRegionOp,
+  NotSupportedYet,
+  type Outcome,
+  type RangeOp,
+  type ScenarioEngine,
+  type VmConfig,
+} from '../engine_api';
+import { roleExpectFields, spteExpectFields } from './x86_fields';
+import { X86Guest } from './x86_guest';
+
+const PAGE = 4096;
+const HVA_BASE = 0x7f00_0000_0000;
+const CR0_PG = 1n << 31n;
+
+function backingOf(bytes: number): HostBacking {
+  return bytes >= 2 ** 30 ? '1g-hugetlb' : bytes >= 2 ** 21 ? '2m-thp' : '4k';
+}
+
+class ShadowEngine implements ScenarioEngine {
+  readonly name: string;
+  private vm: ShadowVm | undefined;
+  private guestSide: X86Guest | undefined;
+
+  constructor(
+    readonly cfg: VmConfig,
+    private readonly params: Partial<KvmX86ModuleParams>,
+  ) {
+    this.name = `x86 shadow MMU (tdp=off, ${cfg.vendor})`;
+  }
+
+  private get sv(): ShadowVm {
+    if (!this.vm) throw new NotSupportedYet('the shadow-paging model needs its memslot first: KVM_SET_USER_MEMORY_REGION2 slot=0 gpa=0 size=...');
+    return this.vm;
+  }
+
+  private get guest(): X86Guest {
+    void this.sv;
+    return this.guestSide!;
+  }
+
+  setUserMemoryRegion2(op: MemoryRegionOp): Outcome {
+    if (this.vm) throw new NotSupportedYet('the shadow-paging model has one memslot; it cannot add, move or delete slots');
+    if (op.slot !== 0 || op.asId !== 0 || op.gpa !== 0 || op.flags !== 0 || op.guestMemfd !== undefined || op.size === 0) {
+      throw new NotSupportedYet('the shadow-paging model has exactly one memslot: slot 0 at GPA 0, no flags');
+    }
+    const v = this.cfg.variants;
+    this.vm = new ShadowVm({
+      vendor: this.cfg.vendor === 'amd' ? 'svm' : 'vmx',
+      mem_bytes: op.size,
+      host_backing: backingOf(op.backing),
+      // The vCPU comes out of reset with paging off.
+      cr0: 0x10, cr4: 0, efer: 0, cr3: 0,
+      cpu: { maxphyaddr: this.cfg.maxphyaddr },
+      split_access: v['split_access'] === 'proposed' ? 'propagate' : 'cached',
+      pae_root: v['pae_root'] === 'proposed' ? 'shadow_page' : 'special',
+      kvm: { params: this.params },
+    });
+    this.guestSide = new X86Guest(undefined, this.cfg.maxphyaddr, this.cfg.vendor === 'amd', this.vm.mem);
+    return { ret: 0 };
+  }
+
+  setRegs(op: { vcpu: number; cr0?: bigint; cr3?: bigint; cr4?: bigint; efer?: bigint }): Outcome {
+    const sv = this.sv;
+    const r = this.guest.setRegs(0, op);
+    if (r < 0) return { ret: r };
+    const g = this.guest.regs(0);
+    sv.setRegs(Number(g.cr0 & 0xffff_ffffn), Number(g.cr4 & 0xffff_ffffn), Number(g.efer & 0xffff_ffffn), Number(g.cr3));
+    return { ret: 0 };
+  }
+
+  guestMap(op: { cr3: number; gvaStart: bigint; gvaEnd: bigint; gpa: number; pageSize: number; flags: string[]; mode: string; pool?: { start: number; end: number } }): Outcome {
+    return { ret: this.guest.map(op) };
+  }
+
+  /** The guest's store to its own PTE, through the GVA where it maps that table. */
+  guestWritePte(op: { vcpu: number; gva: bigint; level: number; value: bigint; cr3?: number; via?: bigint }): Outcome {
+    const sv = this.sv;
+    if (op.via === undefined) throw new NotSupportedYet('under shadow paging the store needs the GVA of the page table: add via=');
+    const at = this.guest.entryGpa(0, op.gva, op.level, op.cr3);
+    const t = this.guest.translate(0, op.via, 'write', false, true);
+    if (at === undefined || t.gpa === undefined || t.gpa - (t.gpa % PAGE) !== at - (at % PAGE)) return { ret: -14 }; // via does not map the table
+    const via = Number(op.via) + (at % PAGE) - Number(op.via % 4096n);
+    const size = this.guest.entrySize(0);
+    sv.guestWrite(via, Number(op.value & 0xffff_ffffn), Number((op.value >> 32n) & 0xffff_ffffn), size);
+    return {};
+  }
+
+  access(op: AccessOp): Outcome {
+    const sv = this.sv;
+    let gva = op.addr;
+    if (op.space === 'gpa') {
+      if ((this.guest.regs(0).cr0 & CR0_PG) !== 0n) throw new NotSupportedYet('with shadow paging and CR0.PG set, guest accesses are by GVA');
+      gva = op.addr;
+    }
+    if (op.private !== undefined) throw new NotSupportedYet('private/shared accesses under shadow paging');
+    if (op.kind === 'write' && op.hasValue) {
+      sv.guestWrite(gva - (gva % 8), Number(op.value & 0xffff_ffffn), Number((op.value >> 32n) & 0xffff_ffffn), 8);
+      return {};
+    }
+    sv.access(gva, op.kind === 'write', op.user, op.kind === 'fetch');
+    return {};
+  }
+
+  invlpg(op: { vcpu: number; gva: bigint }): Outcome {
+    this.sv.invlpg(Number(op.gva));
+    return {};
+  }
+
+  invalidateRange(op: RangeOp & { event: string }): Outcome {
+    const sv = this.sv;
+    const base = op.space === 'hva' ? HVA_BASE : 0;
+    const start = Math.max(0, Math.floor((op.start - base) / PAGE));
+    const end = Math.min(sv.slot.npages, Math.ceil((op.end - base) / PAGE));
+    if (start < end) sv.notifierInvalidate(start, end);
+    return {};
+  }
+
+  query(subject: string, sel: Fields): Fields[] | undefined {
+    const sv = this.sv;
+    switch (subject) {
+      case 'spte': {
+        if (sel['gva'] === undefined && (this.guest.regs(0).cr0 & CR0_PG) !== 0n) {
+          throw new NotSupportedYet('under shadow paging with CR0.PG set, SPTEs are found by gva=');
+        }
+        const gva = Number(sel['gva'] ?? sel['gpa'] ?? Number(sel['gfn']) * PAGE);
+        const path = sv.sptes(gva);
+        if (sel['at_level'] !== undefined) {
+          const e = path.find((p) => p.level === Number(sel['at_level']));
+          return e ? [spteExpectFields(sv.kvm.masks, e.lo, e.hi, e.level, e.sptep)] : [];
+        }
+        const last = path[path.length - 1];
+        return last ? [spteExpectFields(sv.kvm.masks, last.lo, last.hi, last.level, last.sptep)] : [];
+      }
+      case 'sp':
+        return sv.shadowPages()
+          .filter((p) => (sel['gfn'] === undefined || p.gfn === Number(sel['gfn'])) && (sel['level'] === undefined || (p.role & 0xf) === Number(sel['level'])))
+          .map((p) => roleExpectFields(p.role & ~(1 << 20), {
+            gfn: p.gfn, level: p.role & 0xf, unsync: p.unsync ? 1 : 0, unsync_children: p.unsync_children, parent_count: p.parent_count,
+            pae_root: p.decoded.pae_root ? 1 : 0, root_count: p.root_count, tdp_mmu_page: 0,
+          }));
+      case 'root': {
+        const r = sv.roots();
+        const f = roleExpectFields(r.root_role, { kind: r.kind });
+        if (r.root) f['root_count'] = r.root.root_count;
+        return [f];
+      }
+      case 'roots': {
+        const r = sv.roots();
+        const all = [r.root, ...r.prev.map((p) => p.root)].filter((x) => x !== null);
+        return all.map((p) => roleExpectFields(p.role & ~(1 << 20), { root_count: p.root_count, gfn: p.gfn }));
+      }
+      case 'walk': {
+        const id = 0;
+        const t = this.guest.translate(id, BigInt(sel['gva']!), ((sel['access'] as string | undefined) ?? 'read') as 'read', sel['cpl'] === 'user', true);
+        const w = t.walker;
+        return [t.gpa !== undefined ? { gpa: t.gpa, fault: 0, level: w.level, pte_access: w.pte_access } : { fault: 1, error_code: w.error_code, level: w.level }];
+      }
+      case 'memslot': {
+        if (Number(sel['slot']) !== 0) return [];
+        return [{ base_gfn: 0, npages: sv.slot.npages, flags: sv.slot.flags, userspace_addr: sv.slot.userspace_addr, dirty_logging: 0 }];
+      }
+      default:
+        return undefined;
+    }
+  }
+
+  stats(): Record<string, number> {
+    return this.vm ? this.vm.stats() : {};
+  }
+}
+
+export function createShadowEngine(cfg: VmConfig, params: Partial<KvmX86ModuleParams>): ScenarioEngine | string {
+  if (cfg.vcpus !== 1) return 'the shadow-paging model has one vCPU (vcpus=1)';
+  if (cfg.type !== 'default') return `VM type ${cfg.type} needs TDP`;
+  if (cfg.variants['gmem_prepare'] !== undefined && cfg.variants['gmem_prepare'] !== 'upstream') return 'gmem_prepare concerns SEV-SNP, which needs TDP';
+  return new ShadowEngine(cfg, params);
+}
