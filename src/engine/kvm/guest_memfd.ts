@@ -324,6 +324,26 @@ export function kvm_gmem_get_pfn(kvm: PrivateMemKvm, slot: KvmMemorySlot, gfn: n
   return 0;
 }
 
+/**
+ * kvm_gmem_mapping_order(): the order KVM may map gfn at given the folio there now (no allocation, no
+ * prepare): 0 without a folio or when the folio is not congruent with / inside the slot. `pfn_out[0]`
+ * receives the pfn (or -1 without a folio).
+ */
+export function kvm_gmem_mapping_order(kvm: PrivateMemKvm, slot: KvmMemorySlot, gfn: number, pfn_out?: number[]): number {
+  if (pfn_out) pfn_out[0] = -1;
+  const b = kvm_gmem_get_file(kvm, slot);
+  if (b === undefined) return 0;
+  const file = b.file;
+  const index = kvm_gmem_get_index(slot, b.pgoff, gfn);
+  const order = file.folio_order(index);
+  if (order < 0) return 0;
+  if (pfn_out) pfn_out[0] = file.pfn_base + index;
+  if (order === 0) return 0;
+  const n = 2 ** order;
+  const head_gfn = gfn - (index % n);
+  return head_gfn % n === 0 && head_gfn >= slot.base_gfn && head_gfn + n <= slot.base_gfn + slot.npages ? order : 0;
+}
+
 /** The gfn ranges of the file's bindings overlapping file pages [start, end). */
 function bound_gfn_ranges(file: KvmGmemFile, start: number, end: number): Array<{ slot: KvmMemorySlot; start: number; end: number }> {
   const out: Array<{ slot: KvmMemorySlot; start: number; end: number }> = [];

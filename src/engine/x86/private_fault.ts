@@ -8,7 +8,7 @@
  */
 import { defineProbe, probes } from '../probes';
 import { EFAULT, KVM_X86_TDX_VM, kvm_private_ctx, kvm_private_mem_init, kvm_slot_has_gmem, type PrivateMemKvm } from '../kvm/attributes';
-import { kvm_gmem_get_pfn, type GmemPfn } from '../kvm/guest_memfd';
+import { kvm_gmem_get_pfn, kvm_gmem_mapping_order, type GmemPfn } from '../kvm/guest_memfd';
 import { KVM_MEM_READONLY, PG_LEVEL_1G, PG_LEVEL_2M, PG_LEVEL_4K, type KvmMemorySlot } from './memslot';
 import { PFERR_PRIVATE_ACCESS_BIT, PFERR_PRIVATE_ACCESS_HI } from './pferr';
 import { RET_PF_CONTINUE } from './ret_pf';
@@ -85,6 +85,21 @@ export function kvm_max_private_mapping_level(kvm: PrivateMemKvm, pfn: number, m
   const req = kvm_x86_gmem_max_mapping_level(kvm, pfn, true);
   if (req !== 0) max_level = Math.min(max_level, req);
   return max_level;
+}
+
+const pfn1 = [0];
+
+/**
+ * kvm_gmem_max_mapping_level() outside a fault (huge page recovery, collapse): the level of the folio
+ * mapped at gfn now, capped by the vendor for that pfn. 4K when nothing is allocated there.
+ */
+export function kvm_gmem_max_mapping_level(kvm: PrivateMemKvm, slot: KvmMemorySlot, gfn: number, is_private: boolean): number {
+  const order = kvm_gmem_mapping_order(kvm, slot, gfn, pfn1);
+  let level = kvm_max_level_for_order(order);
+  if (level === PG_LEVEL_4K || pfn1[0]! < 0) return PG_LEVEL_4K;
+  const req = kvm_x86_gmem_max_mapping_level(kvm, pfn1[0]!, is_private);
+  if (req !== 0) level = Math.min(level, req);
+  return level;
 }
 
 /**

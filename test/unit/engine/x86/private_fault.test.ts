@@ -109,3 +109,15 @@ test('TDX private mappings are capped at 4K by the vendor hook', () => {
   const kvm = new Kvm({ vendor: 'vmx', vm_type: KVM_X86_TDX_VM, vendor_config: { host_maxphyaddr: 52 } });
   assert.equal(kvm_max_private_mapping_level(pk(kvm), 0x1000, 3, 9), 1);
 });
+
+test('kvm_gmem_max_mapping_level (recovery path): the folio there now, capped by the RMP; 4K without a folio', async () => {
+  const { kvm_gmem_max_mapping_level } = await import('../../../../src/engine/x86/private_fault');
+  const { kvm, slot } = vmWithGmemSlot(KVM_X86_SNP_VM, BASE * 4096, 4 << 20, { huge: true });
+  const sev = sev_snp_init(pk(kvm), { asid: 3 });
+  assert.equal(kvm_gmem_max_mapping_level(pk(kvm), slot, BASE + 0x210, true), 1);
+  const f = fault(BASE + 0x210, { slot });
+  kvm_mmu_faultin_pfn_private(vcpuOf(kvm), f);
+  assert.equal(kvm_gmem_max_mapping_level(pk(kvm), slot, BASE + 0x3ff, true), 2);
+  psmash(sev.rmp, f.pfn - 0x10);
+  assert.equal(kvm_gmem_max_mapping_level(pk(kvm), slot, BASE + 0x3ff, true), 1);
+});
