@@ -34,6 +34,9 @@ export function atLeast(v: KernelVersion, major: number, minor: number): boolean
  * 6.12, moving FIXED from 4 to 5 and SPURIOUS from 5 to 6; `fast_page_fault`'s `ret` is rebuilt from the
  * printed `spurious`/`fixed` comparisons with the numbers of the capture's kernel.
  */
-export function retPfNumbers(v: KernelVersion): { fixed: number; spurious: number } {
-  return atLeast(v, 6, 12) ? { fixed: 5, spurious: 6 } : { fixed: 4, spurious: 5 };
+const RET_PF_NOW = Object.freeze({ fixed: 5, spurious: 6 });
+const RET_PF_BEFORE_6_12 = Object.freeze({ fixed: 4, spurious: 5 });
+
+export function retPfNumbers(v: KernelVersion): { readonly fixed: number; readonly spurious: number } {
+  return atLeast(v, 6, 12) ? RET_PF_NOW : RET_PF_BEFORE_6_12;
 }

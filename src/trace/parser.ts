@@ -5,12 +5,13 @@
  *   COMM may hold spaces and slashes or be `<...>`);
  * - `trace-cmd report`: no FLAGS, event names padded, `cpus=N` / `CPU N is empty` lines;
  * - `perf script`: `COMM PID[/TID] [CPU] SECONDS: SYSTEM:EVENT: PAYLOAD`;
- * - `<stack trace>` blocks (` => func` frames) attached to the event before them;
+ * - `<stack trace>` blocks (` => func` frames) attached to the event before them, and `perf script -g`
+ *   callchains (indented `ADDRESS symbol+off (dso)` lines) attached to the perf event before them;
  * - mail-wrapped copies (the payload continues on the next line) and trimmed `EVENT: PAYLOAD` lines.
  *
  * Nothing is dropped silently: every line that is neither an event, a header, a stack frame nor a
- * continuation is counted in `unrecognizedCount` and (the first `maxUnrecognized`) listed with its line
- * number and the reason.
+ * continuation is counted in `unrecognizedCount` and (the first `maxDetails`) listed with its line number
+ * and the reason. Well-formed lines of events that are not modelled count there too (and in `otherEvents`).
  *
  * Hot path: one `indexOf('\n')` per line, a few `indexOf`/`charCodeAt` for the prefix, event names found
  * by length and `startsWith` (no substring), and the payload parser of ./payload.ts. Text is pushed chunk by chunk;

@@ -5,7 +5,7 @@ import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import fc from 'fast-check';
-import { parseTraceText, parseStream, TraceParser, AbortError, parseKernelVersion, type TraceRecord } from '../../../src/trace/index';
+import { parseTraceText, parseStream, TraceParser, AbortError, parseKernelVersion, retPfNumbers, type TraceRecord } from '../../../src/trace/index';
 
 const FIX = join(__dirname, '../../fixtures/traces');
 const read = (f: string): string => readFileSync(join(FIX, f), 'utf8');
@@ -292,4 +292,16 @@ test('an indented hex token after a raw-trace event is not a callchain frame', (
   assert.equal(records.length, 1);
   assert.equal(records[0]!.stack, undefined);
   assert.equal(parser.unrecognizedCount, 1);
+});
+
+test('kernel versions: parsing and the RET_PF_WRITE_PROTECTED shift at 6.12', () => {
+  assert.deepEqual(parseKernelVersion('6.18'), { major: 6, minor: 18 });
+  assert.deepEqual(parseKernelVersion('v6.8'), { major: 6, minor: 8 });
+  assert.deepEqual(parseKernelVersion('5.10.0-rc3'), { major: 5, minor: 10 });
+  assert.deepEqual(parseKernelVersion('6.1.55-generic'), { major: 6, minor: 1 });
+  assert.equal(parseKernelVersion('banana'), undefined);
+  assert.equal(parseKernelVersion('6'), undefined);
+  // kvm-x86-mmu.md 4.2: FIXED 5 / SPURIOUS 6 with WRITE_PROTECTED (3), FIXED 4 / SPURIOUS 5 before
+  assert.deepEqual({ ...retPfNumbers({ major: 6, minor: 12 }) }, { fixed: 5, spurious: 6 });
+  assert.deepEqual({ ...retPfNumbers({ major: 6, minor: 8 }) }, { fixed: 4, spurious: 5 });
 });
