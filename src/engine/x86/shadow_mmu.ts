@@ -174,7 +174,7 @@ export class ShadowMmu {
   default_pae_pdpte_hi = 0;
   readonly vcpus: ShadowVcpu[] = [];
   /** Model counters used by reports. */
-  readonly counters = { sp_created: 0, sp_freed: 0, validate_direct_drops: 0, split_huge_pages: 0 };
+  readonly counters = { sp_created: 0, sp_freed: 0, validate_direct_drops: 0, split_huge_pages: 0, root_loads: 0, dma32_pages: 0 };
   readonly rmap_it = new RmapIterator();
 
   constructor(kvm: Kvm, opts: { split_access?: SplitAccessVariant; pae_root?: PaeRootVariant; n_max_mmu_pages?: number } = {}) {
@@ -736,7 +736,10 @@ export function kvm_mmu_alloc_shadow_page(sk: ShadowMmu, sv: ShadowVcpu | null, 
   let sp: KvmMmuPage;
   if ((role & ROLE_PAE_ROOT) !== 0) {
     let pfn = sv !== null ? sv.mmu_pae_root_cache : -1;
-    if (pfn < 0) pfn = sk.host.alloc_page(__GFP_DMA32);
+    if (pfn < 0) {
+      pfn = sk.host.alloc_page(__GFP_DMA32);
+      sk.counters.dma32_pages++;
+    }
     else sv!.mmu_pae_root_cache = -1;
     const spt = sk.host.page(pfn);
     for (let i = 0; i < 1024; i += 2) {
@@ -824,10 +827,13 @@ export function kvm_mmu_get_shadow_page(sv: ShadowVcpu, gfn: number, role: numbe
 
 /**
  * kvm_mmu_child_role() including the `shadow_page` PAE variant: a level-2 child of a PAE-root shadow
- * page for a 2-level guest takes quadrant = PDPTE index (each quarter of the 4-byte PD).
+ * page takes the root's access, and for a 2-level guest quadrant = PDPTE index (each quarter of the
+ * 4-byte PD), i.e. the role an upstream PAE root would have.
  */
 export function shadow_child_role(parent: KvmMmuPage, index: number, direct: boolean, access: number): number {
   if ((parent.role & ROLE_PAE_ROOT) !== 0) {
+    // A PDPTE carries no access bits: the child keeps the root's access, as an upstream PAE root does.
+    access = (parent.role >>> ROLE_ACCESS_SHIFT) & ACC_ALL;
     let r = kvm_mmu_child_role(parent.role & ~ROLE_PAE_ROOT, index, direct, access) & ~ROLE_PAE_ROOT;
     if ((r & ROLE_HAS_4_BYTE_GPTE) !== 0) r = (r & ~ROLE_QUADRANT_MASK) | ((index & 3) << ROLE_QUADRANT_SHIFT);
     return r >>> 0;
@@ -1317,6 +1323,7 @@ function kvm_mmu_free_shadow_page(sk: ShadowMmu, sp: KvmMmuPage): void {
     sk.extra_sp.delete(sp.spt_pfn);
     sp.freed = true;
     sk.host.free_page(sp.spt_pfn);
+    sk.counters.dma32_pages--;
   } else {
     sk.kvm.pool.free(sp);
   }

@@ -50,6 +50,7 @@ export const INVALID_PAE_ROOT = 0;
 export function mmu_alloc_pae_root_page(sv: ShadowVcpu): void {
   if (sv.pae_root_pfn >= 0) return;
   const pfn = sv.sk.host.alloc_page(__GFP_DMA32);
+  sv.sk.counters.dma32_pages++;
   sv.pae_root_pfn = pfn;
   sv.pae_root = sv.sk.host.page(pfn);
   sv.pae_root.fill(0);
@@ -60,6 +61,7 @@ export function mmu_topup_pae_root_cache(sv: ShadowVcpu): void {
   if (sv.sk.pae_root_variant !== 'shadow_page' || sv.root_level !== PT32E_ROOT_LEVEL) return;
   if (sv.mmu_pae_root_cache >= 0) return;
   sv.mmu_pae_root_cache = sv.sk.host.alloc_page(__GFP_DMA32);
+  sv.sk.counters.dma32_pages++;
 }
 
 /** mmu_alloc_root(): root_role with level/quadrant, then get the SP and ++root_count. */
@@ -133,6 +135,25 @@ function pae_root_sp_revalidate(sv: ShadowVcpu, root: KvmMmuPage, two_level: boo
   }
 }
 
+/** mmu->get_pdptr for i = 0..3 into mmu->pdptrs; a PDPTR whose gfn isn't visible counts as 0. */
+function load_pdptrs(sv: ShadowVcpu): void {
+  const out = new Uint32Array(2);
+  for (let i = 0; i < 4; i++) {
+    sv.src!.get_pdptr(i, out);
+    let lo = out[0]!;
+    let hi = out[1]!;
+    if ((lo & PT_PRESENT_MASK) !== 0) {
+      const gfn = Math.floor(lo / 4096) + (hi & 0xfffff) * 0x10_0000;
+      if (!kvm_vcpu_is_visible_gfn(sv, gfn)) {
+        lo = 0;
+        hi = 0;
+      }
+    }
+    sv.pdptrs[2 * i] = lo;
+    sv.pdptrs[2 * i + 1] = hi;
+  }
+}
+
 /** mmu_alloc_shadow_roots(). */
 export function mmu_alloc_shadow_roots(sv: ShadowVcpu): number {
   const sk = sv.sk;
@@ -150,23 +171,7 @@ export function mmu_alloc_shadow_roots(sv: ShadowVcpu): number {
     sv.vcpu.mmu.root = null;
     return 0;
   }
-  if (cpu_level === PT32E_ROOT_LEVEL) {
-    for (let i = 0; i < 4; i++) {
-      const out = new Uint32Array(2);
-      sv.src!.get_pdptr(i, out);
-      let lo = out[0]!;
-      let hi = out[1]!;
-      if ((lo & PT_PRESENT_MASK) !== 0) {
-        const gfn = Math.floor(lo / 4096) + (hi & 0xfffff) * 0x10_0000;
-        if (!kvm_vcpu_is_visible_gfn(sv, gfn)) {
-          lo = 0;
-          hi = 0;
-        }
-      }
-      sv.pdptrs[2 * i] = lo;
-      sv.pdptrs[2 * i + 1] = hi;
-    }
-  }
+  if (cpu_level === PT32E_ROOT_LEVEL) load_pdptrs(sv);
   sk.shadow_root_allocated = true;
   const r = make_mmu_pages_available(sv);
   if (r !== 0) return r;
@@ -212,6 +217,7 @@ export function mmu_alloc_shadow_roots(sv: ShadowVcpu): number {
 /** kvm_mmu_load(). */
 export function kvm_mmu_load(sv: ShadowVcpu): number {
   if (probes.armed) probes.hit(PR_LOAD, { role: sv.root_role });
+  sv.sk.counters.root_loads++;
   mmu_topup_pae_root_cache(sv);
   const r = sv.direct ? mmu_alloc_direct_roots(sv) : mmu_alloc_shadow_roots(sv);
   if (r !== 0) return r;
@@ -368,7 +374,15 @@ export function kvm_mmu_new_pgd(sv: ShadowVcpu, new_pgd: number): boolean {
     kvm_mmu_free_roots(sv, KVM_MMU_ROOT_CURRENT);
     return false;
   }
-  if (!sv.direct && sv.root_sp !== null) sv.root_sp.write_flooding_count = 0;
+  const root = sv.root_sp;
+  if (!sv.direct && root !== null) {
+    root.write_flooding_count = 0;
+    // Variant `shadow_page`: a cached PAE-root SP is only as good as its PDPTE links.
+    if ((root.role & ROLE_PAE_ROOT) !== 0) {
+      if (sv.cpu_level === PT32E_ROOT_LEVEL) load_pdptrs(sv);
+      pae_root_sp_revalidate(sv, root, (sv.root_role & ROLE_HAS_4_BYTE_GPTE) !== 0, Math.floor(new_pgd / 4096));
+    }
+  }
   return true;
 }
 

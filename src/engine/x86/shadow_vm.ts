@@ -208,6 +208,7 @@ export class ShadowVm {
   access(gva: number, write = false, user = false, fetch = false): number {
     let faults = 0;
     for (let i = 0; i < 8; i++) {
+      this.reload();
       const ec = this.hwAccess(gva, write, user, fetch);
       if (ec < 0) return faults;
       faults++;
@@ -224,6 +225,7 @@ export class ShadowVm {
    */
   guestWrite(gva: number, lo: number, hi = 0, bytes: 4 | 8 = 8): 'direct' | 'emulated' | 'pf' {
     for (let i = 0; i < 8; i++) {
+      this.reload();
       const ec = this.hwAccess(gva, true, false, false);
       if (ec < 0) break;
       const r = this.fault(gva, ec);
