@@ -76,6 +76,17 @@ export class KvmMmuDebugSession extends LoggingDebugSession {
   }
 
   protected override async launchRequest(response: DebugProtocol.LaunchResponse, args: KvmMmuLaunchArguments): Promise<void> {
+    // This handler is async: a throw here would be an unhandled rejection that ends the adapter process,
+    // so malformed arguments (null, a number for a path) are refused up front.
+    if (this.runtime) {
+      this.sendErrorResponse(response, 2007, 'a program is already running in this session');
+      return;
+    }
+    const bad = launchArgumentsProblem(args);
+    if (bad) {
+      this.sendErrorResponse(response, 2001, bad);
+      return;
+    }
     const cwd = args.cwd ?? process.cwd();
     const options: LaunchOptions = {
       program: args.program ? resolve(cwd, args.program) : undefined,
@@ -315,4 +326,19 @@ export class KvmMmuDebugSession extends LoggingDebugSession {
       this.sendErrorResponse(response, 2006, `internal error in '${request.command}': ${(e as Error).message}`);
     }
   }
+}
+
+/** Why launch arguments cannot be used (wrong JSON types), or undefined when they can. */
+function launchArgumentsProblem(args: unknown): string | undefined {
+  if (!args || typeof args !== 'object' || Array.isArray(args)) return 'launch needs an object of arguments with "program" or "trace"';
+  const a = args as Record<string, unknown>;
+  for (const k of ['program', 'trace', 'cwd', 'kernelSource']) {
+    if (a[k] !== undefined && a[k] !== null && typeof a[k] !== 'string') return `launch argument "${k}" must be a string`;
+  }
+  if (a['stopOnEntry'] !== undefined && typeof a['stopOnEntry'] !== 'boolean') return 'launch argument "stopOnEntry" must be true or false';
+  for (const k of ['variants', 'parameters']) {
+    const v = a[k];
+    if (v !== undefined && v !== null && (typeof v !== 'object' || Array.isArray(v))) return `launch argument "${k}" must be an object of NAME: VALUE`;
+  }
+  return undefined;
 }
