@@ -288,8 +288,9 @@ function overlapping_slots(kvm: PrivateMemKvm, start: number, end: number): Slot
 
 /**
  * kvm_vm_set_mem_attributes(): nothing to do if the range already has the attributes; otherwise, under one
- * invalidation (begun on the first slot found, ended after the post hooks), add each slot part to the
- * invalidation range and run the pre hook (flush if any zapped), store the attribute, run the post hook.
+ * invalidation (begun when the pre pass finds its first slot, ended when the post pass finds its first),
+ * add each slot part to the invalidation range and run the pre hook (flush if any zapped), store the
+ * attribute, run the post hook.
  */
 export function kvm_vm_set_mem_attributes(kvm: PrivateMemKvm, start: number, end: number, attributes: number): number {
   if (probes.armed) probes.hit(PR_SET_ATTRS, { start, end, attributes });
@@ -305,8 +306,12 @@ export function kvm_vm_set_mem_attributes(kvm: PrivateMemKvm, start: number, end
   }
   if (flush) kvm.kvm_flush_remote_tlbs();
   kvm.set_private_range(start, end, (attributes & KVM_MEMORY_ATTRIBUTE_PRIVATE) !== 0);
-  for (const p of parts) kvm_arch_post_set_memory_attributes(kvm, p.slot, p.start, p.end, attributes);
-  if (parts.length !== 0) kvm.kvm_mmu_invalidate_end();
+  // The post pass runs kvm_mmu_invalidate_end as its on_lock callback, i.e. under mmu_lock before the
+  // MIXED updates (no fault can slip in between: both happen with mmu_lock held for write).
+  for (let i = 0; i < parts.length; i++) {
+    if (i === 0) kvm.kvm_mmu_invalidate_end();
+    kvm_arch_post_set_memory_attributes(kvm, parts[i]!.slot, parts[i]!.start, parts[i]!.end, attributes);
+  }
   return 0;
 }
 

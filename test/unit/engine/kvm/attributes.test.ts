@@ -150,3 +150,25 @@ test('property: after any conversions, MIXED matches the attributes of each 2M a
     { numRuns: 40 },
   );
 });
+
+test('order of one conversion: pre hook, flush, invalidation end, then the post hook', async () => {
+  const { probes } = await import('../../../../src/engine/probes');
+  const { kvm } = setup();
+  const seen: string[] = [];
+  const end = kvm.kvm_mmu_invalidate_end.bind(kvm);
+  kvm.kvm_mmu_invalidate_end = () => {
+    seen.push('kvm_mmu_invalidate_end');
+    end();
+  };
+  probes.listen((n) => seen.push(n));
+  try {
+    kvm_vm_set_mem_attributes(pk(kvm), BASE + 1, BASE + 2, P);
+  } finally {
+    probes.listen(undefined);
+  }
+  // The recording MMU reports a zap, so the pre pass flushes before the attribute is stored.
+  assert.deepEqual(seen, [
+    'kvm_vm_set_mem_attributes', 'kvm_arch_pre_set_memory_attributes', 'kvm_flush_remote_tlbs', 'kvm_mmu_invalidate_end',
+    'kvm_arch_post_set_memory_attributes',
+  ]);
+});
