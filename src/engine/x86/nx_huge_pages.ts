@@ -7,7 +7,7 @@ import { kvm_slot_dirty_track_enabled } from './memslot';
 import { kvm_mmu_page_as_id, type KvmMmuPage } from './mmu_page';
 import { kvm_mmu_zap_all_fast } from './mmu';
 import { nx_huge_pages_recovery_period, type NxHugePagesMode } from './params';
-import { kvm_tdp_mmu_zap_sp } from './tdp_mmu';
+import { kvm_tdp_mmu_zap_possible_nx_huge_page } from './tdp_mmu';
 import { EBUSY, type Kvm } from './vm';
 
 const PR_RECOVER = defineProbe('kvm_recover_nx_huge_pages', 'nx', 'arch/x86/kvm/mmu/mmu.c', 'zap a share of NX-split tables so huge pages can return', ['to_zap', 'nx_lpage_splits']);
@@ -36,31 +36,36 @@ export function unaccount_nx_huge_page(kvm: Kvm, sp: KvmMmuPage): void {
   untrack_possible_nx_huge_page(kvm, sp);
 }
 
+/** kvm_mmu_sp_dirty_logging_enabled(): only consulted when some slot logs (the lookup is not free). */
+function kvm_mmu_sp_dirty_logging_enabled(kvm: Kvm, sp: KvmMmuPage): boolean {
+  if (kvm.nr_memslots_dirty_logging === 0) return false;
+  const slot = kvm.kvm_memslots(kvm_mmu_page_as_id(sp)).lookup(sp.gfn);
+  kvm.WARN_ON_ONCE(slot === undefined, 'NX-split table without a memslot');
+  return slot !== undefined && kvm_slot_dirty_track_enabled(slot);
+}
+
 /**
- * kvm_recover_nx_huge_pages(): zap ceil(nx_lpage_splits / ratio) tables from the head of the list.
- * Tables in dirty-logged slots are only unaccounted (they would come back as 4K anyway). Returns the
- * number of tables handled.
+ * kvm_recover_nx_huge_pages() for the TDP MMU list (6.17+: separate lists per MMU type, recovered with
+ * mmu_lock held for read): take ceil(nr_pages / ratio) tables from the head, unaccount each, and zap it
+ * unless its slot is dirty-logged (it would only come back as 4K). Returns the number handled.
  */
 export function kvm_recover_nx_huge_pages(kvm: Kvm): number {
   const ratio = kvm.params.nx_huge_pages_recovery_ratio;
-  let to_zap = ratio ? Math.ceil(kvm.stat.nx_lpage_splits / ratio) : 0;
+  let to_zap = ratio ? Math.ceil(kvm.arch.possible_nx_huge_pages.size / ratio) : 0;
   if (probes.armed) probes.hit(PR_RECOVER, { to_zap, nx_lpage_splits: kvm.stat.nx_lpage_splits });
   let flush = false;
   let done = 0;
-  const dirty_logging = kvm.memslots.some((ms) => ms.slots.some((s) => kvm_slot_dirty_track_enabled(s)));
   for (; to_zap > 0; to_zap--) {
     const first = kvm.arch.possible_nx_huge_pages.values().next();
     if (first.done) break;
     const sp = first.value;
     kvm.WARN_ON_ONCE(!sp.nx_huge_page_disallowed, 'NX list entry without nx_huge_page_disallowed');
-    let slot = undefined;
-    if (dirty_logging) slot = kvm.kvm_memslots(kvm_mmu_page_as_id(sp)).lookup(sp.gfn);
-    if (slot && kvm_slot_dirty_track_enabled(slot)) unaccount_nx_huge_page(kvm, sp);
-    else if (sp.tdp_mmu_page) flush = kvm_tdp_mmu_zap_sp(kvm, sp) || flush;
-    else throw new Error('shadow-MMU NX pages are zapped by the shadow MMU');
+    unaccount_nx_huge_page(kvm, sp);
+    if (!kvm_mmu_sp_dirty_logging_enabled(kvm, sp)) {
+      if (sp.tdp_mmu_page) flush = kvm_tdp_mmu_zap_possible_nx_huge_page(kvm, sp) || flush;
+      else throw new Error('shadow-MMU NX pages are zapped by the shadow MMU');
+    }
     kvm.WARN_ON_ONCE(sp.nx_huge_page_disallowed, 'NX page still disallowed after recovery');
-    // A table that could not be zapped must not be picked again forever.
-    if (sp.on_possible_nx_list) untrack_possible_nx_huge_page(kvm, sp);
     done++;
   }
   if (flush) kvm.kvm_flush_remote_tlbs();

@@ -469,18 +469,35 @@ export function tdp_mmu_zap_root(kvm: Kvm, root: KvmMmuPage, shared: boolean): v
   __tdp_mmu_zap_root(kvm, root, shared, root.role & ROLE_LEVEL_MASK);
 }
 
-/** kvm_tdp_mmu_zap_sp(): zap the parent SPTE of a non-root SP (NX huge page recovery). */
-export function kvm_tdp_mmu_zap_sp(kvm: Kvm, sp: KvmMmuPage): boolean {
+/**
+ * kvm_tdp_mmu_zap_possible_nx_huge_page() (6.17+, formerly kvm_tdp_mmu_zap_sp): NX recovery zaps the
+ * parent SPTE of an NX-split table with mmu_lock held for read, so atomically, and only if that SPTE
+ * still points at this table.
+ */
+export function kvm_tdp_mmu_zap_possible_nx_huge_page(kvm: Kvm, sp: KvmMmuPage): boolean {
+  if (!sp.tdp_mmu_page && kvm.WARN_ON_ONCE(true, 'not a TDP MMU page')) return false;
   const parent = sp.parent;
-  if (kvm.WARN_ON_ONCE(parent === null, 'kvm_tdp_mmu_zap_sp on a root')) return false;
-  const j = sp.parent_index << 1;
-  const old_lo = parent!.spt[j]!;
-  const old_hi = parent!.spt[j + 1]!;
-  if (kvm.WARN_ON_ONCE((old_lo & 0x800) === 0, 'kvm_tdp_mmu_zap_sp: parent SPTE not present')) return false;
-  const level = (sp.role & ROLE_LEVEL_MASK) + 1;
-  tdp_mmu_set_spte(kvm, kvm_mmu_page_as_id(sp), parent!, sp.parent_index, old_lo, old_hi, SHADOW_NONPRESENT_VALUE_LO, SHADOW_NONPRESENT_VALUE_HI, sp.gfn, level, sp_is_external(kvm, parent!));
+  // Roots have no parent SPTE, and can never be possible NX huge pages.
+  if (parent === null && kvm.WARN_ON_ONCE(true, 'NX recovery of a root')) return false;
+  const iter = zap_sp_iter;
+  iter.pool = kvm.pool;
+  iter.sp = parent;
+  iter.index = sp.parent_index;
+  iter.level = (sp.role & ROLE_LEVEL_MASK) + 1;
+  iter.gfn = sp.gfn;
+  iter.gfn_bits = sp.gfn_stolen_bits;
+  iter.as_id = kvm_mmu_page_as_id(sp);
+  iter.yielded = false;
+  iter.read_old();
+  if (spte_to_child_sp(kvm.pool, iter.old_lo, iter.old_hi, iter.level) !== sp) return false;
+  if (tdp_mmu_set_spte_atomic(kvm, iter, SHADOW_NONPRESENT_VALUE_LO, SHADOW_NONPRESENT_VALUE_HI) !== 0) {
+    if (spte_to_child_sp(kvm.pool, iter.old_lo, iter.old_hi, iter.level) === sp) kvm.WARN_ON_ONCE(true, 'failed to zap an NX-split table');
+    return false;
+  }
   return true;
 }
+
+const zap_sp_iter = new tdp_iter();
 
 /** tdp_mmu_zap_leafs(). */
 function tdp_mmu_zap_leafs(kvm: Kvm, root: KvmMmuPage, gfn_bits: number, start: number, end: number, can_yield: boolean, flush: boolean): boolean {

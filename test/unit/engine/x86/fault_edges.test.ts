@@ -79,7 +79,7 @@ test('FROZEN_SPTE under the read lock: recovering a huge page freezes all 512 en
   assert.ok(frozen.every((e) => (e.fields['new_spte'] as string) === FROZEN && e.fields['level'] === 1));
 });
 
-test('FROZEN_SPTE under the write lock: only present entries of a zapped table are frozen and traced', () => {
+test('NX recovery (6.17+, mmu_lock for read): the NX-split table is frozen entry by entry, present or not', () => {
   const v = vm({ params: { nx_huge_pages: 'on' } });
   slot(v, 0, 0, GiB, { backing: '2m-thp' });
   v.access(0, 0x20_1000, 'exec');
@@ -87,12 +87,28 @@ test('FROZEN_SPTE under the write lock: only present entries of a zapped table a
   const c = capture();
   assert.equal(v.recover_nx_huge_pages(), 1);
   c.stop();
-  const names = c.events.map((e) => e.name);
-  assert.deepEqual(names, ['kvm_tdp_mmu_spte_changed', 'kvm_mmu_prepare_zap_page', 'kvm_tdp_mmu_spte_changed', 'kvm_tdp_mmu_spte_changed']);
+  assert.equal(c.events[0]!.name, 'kvm_tdp_mmu_spte_changed');
+  assert.match(c.events[0]!.text, /^as id 0 gfn 200 level 2 old_spte [0-9a-f]+ new_spte 8000000000000000$/);
   assert.equal(c.events[1]!.text, 'sp gen 0 gfn 200 l1 8-byte q0 direct wux nxe ad root 0 sync');
-  assert.equal(c.events[2]!.fields['new_spte'], FROZEN);
+  const frozen = c.events.slice(2);
+  assert.equal(frozen.length, 512);
+  assert.ok(frozen.every((e) => e.fields['new_spte'] === FROZEN));
   assert.equal(v.stats().vm.pages_4k, 0);
   assert.equal(v.stats().vm.nx_lpage_splits, 0);
+});
+
+test('teardown zaps under the write lock: leaves go in the 4K pass, tables are then removed without FROZEN writes', () => {
+  const v = vm();
+  slot(v, 0, 0, GiB);
+  v.access(0, 0x20_1000, 'write');
+  const c = capture();
+  v.destroy();
+  c.stop();
+  assert.deepEqual(c.events.map((e) => (e.name === 'kvm_tdp_mmu_spte_changed' ? `changed l${e.fields['level'] as number}` : `zap l${/ l(\d) /.exec(e.text)![1]}`)), [
+    'changed l1', 'changed l2', 'zap l1', 'changed l3', 'zap l2', 'changed l4', 'zap l3',
+  ]);
+  assert.equal(c.events.some((e) => e.fields['new_spte'] === FROZEN), false);
+  assert.equal(v.kvm.pool.live, 0);
 });
 
 test('KVM_PRE_FAULT_MEMORY: prefetch faults map huge where possible, leave Accessed clear and count no guest faults', () => {
