@@ -678,14 +678,26 @@ export class ScenarioRunner {
     const counts: CheckNode[] = [];
     const rest: CheckNode[] = [];
     for (const c of st.checks) (c.name === 'count' || c.name === 'exists' || (subject === 'roots' && (c.name === 'valid' || c.name === 'invalid')) ? counts : rest).push(c);
-    const agg: Fields = { count: objs.length, exists: objs.length > 0 ? 1 : 0 };
-    if (subject === 'roots') {
-      const inv = objs.filter((o) => o['role.invalid'] === true || o['role.invalid'] === 1).length;
-      agg['invalid'] = inv;
-      agg['valid'] = objs.length - inv;
+    if (counts.length) {
+      // Counting: how many of the selected objects also satisfy the other checks.
+      const matching = rest.length ? objs.filter((o) => failedChecks(rest, o).length === 0) : objs;
+      const agg: Fields = { count: matching.length, exists: matching.length > 0 ? 1 : 0 };
+      if (subject === 'roots') {
+        const inv = matching.filter((o) => o['role.invalid'] === true || o['role.invalid'] === 1).length;
+        agg['invalid'] = inv;
+        agg['valid'] = matching.length - inv;
+      }
+      const failures = failedChecks(counts, agg);
+      if (failures.length && rest.length && matching.length === 0 && objs.length > 0) {
+        const other = objs.find((o) => failedChecks(rest, o).length > 0)!;
+        this.fail(st, `${describeFailures(failures)} (of ${objs.length} selected, ${objs.length - matching.length} differ, e.g. ${describeFailures(failedChecks(rest, other))})`, failures[0]!.check.col, failures[0]!.check.endCol);
+        return;
+      }
+      this.judge(st, failures);
+      return;
     }
-    const failures = failedChecks(counts, agg);
-    if (failures.length === 0 && rest.length) {
+    const failures: ReturnType<typeof failedChecks> = [];
+    if (rest.length) {
       if (objs.length === 0) {
         this.fail(st, `no ${subject} matches ${fmtFields(sel).trim() || 'the selector'}`);
         return;

@@ -84,6 +84,12 @@ describe('examples run against the engine', () => {
     assert.equal(r.expects.length, 15);
   });
 
+  it('pae-roots: upstream passes; the proposed PAE root is a shadow page', () => {
+    assert.deepEqual(runExample('pae-roots.kvmmmu').problems.map(formatDiagnostic), []);
+    const r = runExample('pae-roots.kvmmmu', { pae_root: 'proposed' });
+    assert.deepEqual(r.expects.filter((e) => !e.ok).map((e) => e.line), [18, 21]);
+  });
+
   it('arm64-stage2-faults: every expect holds', () => {
     const r = runExample('arm64-stage2-faults.kvmmmu');
     assert.deepEqual(r.problems.map(formatDiagnostic), []);
