@@ -941,8 +941,9 @@ export function kvm_vm_set_mem_attributes(kvm: Kvm, gpa: number, size: number, a
   }
   if (flush) kvm.kvm_flush_remote_tlbs();
   kvm.set_private_range(start, end, to_private);
-  for (const [slot, a, b] of ranges) kvm_arch_post_set_memory_attributes(kvm, slot, a, b);
+  // The post pass takes mmu_lock with kvm_mmu_invalidate_end as its on_lock, then updates MIXED.
   if (ranges.length !== 0) kvm.kvm_mmu_invalidate_end();
+  for (const [slot, a, b] of ranges) kvm_arch_post_set_memory_attributes(kvm, slot, a, b);
   return 0;
 }
 
