@@ -118,6 +118,8 @@ const KVM_SET_USER_MEMORY_REGION2 = defineProbe(
   ['slot', 'flags', 'guest_phys_addr', 'memory_size', 'userspace_addr', 'change'],
 );
 const KVM_FLUSH_REMOTE_TLBS = defineProbe('kvm_flush_remote_tlbs', 'tlb', 'virt/kvm/kvm_main.c', 'flush every vCPU\'s TLB for this VM', ['kind', 'gfn', 'pages']);
+const KVM_FLUSH_REMOTE_TLBS_RANGE = defineProbe('kvm_flush_remote_tlbs_range', 'tlb', 'virt/kvm/kvm_main.c', 'flush a gfn range (a full flush without a ranged hook)', ['gfn', 'pages']);
+const KVM_FLUSH_REMOTE_TLBS_MEMSLOT = defineProbe('kvm_flush_remote_tlbs_memslot', 'tlb', 'virt/kvm/kvm_main.c', 'flush a memslot\'s range after a dirty-logging change', ['slot']);
 
 export interface UserspaceMemoryRegion2 {
   /** as_id << 16 | slot id. */
@@ -389,15 +391,17 @@ export class Kvm {
 
   /** kvm_flush_remote_tlbs_range(): no ranged flush hook on bare-metal VMX/SVM, so it becomes a full flush. */
   kvm_flush_remote_tlbs_range(gfn: number, pages: number): void {
+    if (probes.armed) probes.hit(KVM_FLUSH_REMOTE_TLBS_RANGE, { gfn, pages });
     this.record_flush('range', gfn, pages);
   }
 
   kvm_flush_remote_tlbs_memslot(slot: KvmMemorySlot): void {
+    if (probes.armed) probes.hit(KVM_FLUSH_REMOTE_TLBS_MEMSLOT, { slot: slot.id });
     this.record_flush('memslot', slot.base_gfn, slot.npages);
   }
 
   private record_flush(kind: FlushRecord['kind'], gfn: number, pages: number): void {
-    if (probes.armed) probes.hit(KVM_FLUSH_REMOTE_TLBS, { kind, gfn, pages });
+    if (kind === 'all' && probes.armed) probes.hit(KVM_FLUSH_REMOTE_TLBS, { kind, gfn, pages });
     this.stat.remote_tlb_flush_requests++;
     this.stat.remote_tlb_flush++;
     this.kvm_make_all_cpus_request(KVM_REQ_TLB_FLUSH);
