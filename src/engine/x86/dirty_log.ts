@@ -7,7 +7,7 @@ import { defineProbe, probes } from '../probes';
 import { trace } from '../trace_sink';
 import { emitTracepoint } from '../tracepoints/index';
 import { KVM_MEM_LOG_DIRTY_PAGES, KVM_MEM_READONLY, KVM_USER_MEM_SLOTS, type KvmMemorySlot } from './memslot';
-import { hva_range_to_gfn_ranges, kvm_age_gfn } from './mmu';
+import { hva_range_to_gfn_ranges, kvm_age_gfn, kvm_test_age_gfn } from './mmu';
 import {
   kvm_tdp_mmu_clear_dirty_pt_masked, kvm_tdp_mmu_clear_dirty_slot, kvm_tdp_mmu_recover_huge_pages, kvm_tdp_mmu_try_split_huge_pages,
   kvm_tdp_mmu_wrprot_slot, kvm_tdp_mmu_write_protect_gfn,
@@ -198,7 +198,7 @@ export function kvm_mmu_notifier_age(kvm: Kvm, hva_start: number, hva_end: numbe
   if (kind !== 'test_young' && trace.enabled) emitTracepoint('kvm_age_hva', kvm.cur_vcpu, { start: hva_start, end: hva_end });
   let young = false;
   for (const r of hva_range_to_gfn_ranges(kvm, hva_start, hva_end)) {
-    young = kvm_age_gfn(kvm, r.slot, r.start, r.end, kind === 'test_young') || young;
+    young = (kind === 'test_young' ? kvm_test_age_gfn(kvm, r.slot, r.start, r.end) : kvm_age_gfn(kvm, r.slot, r.start, r.end)) || young;
   }
   if (young && kind === 'clear_flush_young') kvm.kvm_flush_remote_tlbs();
   return young;

@@ -868,10 +868,21 @@ export function kvm_mmu_notifier_invalidate_range_end(kvm: Kvm, hva_start: numbe
   if (hva_range_to_gfn_ranges(kvm, hva_start, hva_end).length !== 0) kvm.kvm_mmu_invalidate_end();
 }
 
-/** kvm_age_gfn() / kvm_test_age_gfn() for one slot range (TDP MMU part). */
-export function kvm_age_gfn(kvm: Kvm, slot: KvmMemorySlot, start: number, end: number, test_only: boolean): boolean {
+const PR_AGE_GFN = defineProbe('kvm_age_gfn', 'aging', F, 'clear_young / clear_flush_young: clear Accessed on the range, report if any was young', ['slot', 'start', 'end']);
+const PR_TEST_AGE_GFN = defineProbe('kvm_test_age_gfn', 'aging', F, 'test_young: is any page of the range young?', ['slot', 'start', 'end']);
+
+/** kvm_age_gfn() for one slot range (TDP MMU part; shadow rmaps belong to the shadow MMU). */
+export function kvm_age_gfn(kvm: Kvm, slot: KvmMemorySlot, start: number, end: number): boolean {
+  if (probes.armed) probes.hit(PR_AGE_GFN, { slot: slot.id, start, end });
   if (!kvm.params.tdp_mmu) return false;
-  return __kvm_tdp_mmu_age_gfn_range(kvm, slot.as_id, start, end, KVM_FILTER_SHARED, test_only);
+  return __kvm_tdp_mmu_age_gfn_range(kvm, slot.as_id, start, end, KVM_FILTER_SHARED, false);
+}
+
+/** kvm_test_age_gfn(). */
+export function kvm_test_age_gfn(kvm: Kvm, slot: KvmMemorySlot, start: number, end: number): boolean {
+  if (probes.armed) probes.hit(PR_TEST_AGE_GFN, { slot: slot.id, start, end });
+  if (!kvm.params.tdp_mmu) return false;
+  return __kvm_tdp_mmu_age_gfn_range(kvm, slot.as_id, start, end, KVM_FILTER_SHARED, true);
 }
 
 export { kvm_mmu_page_as_id };
