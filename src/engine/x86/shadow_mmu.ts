@@ -353,10 +353,13 @@ export function shadow_walk_init(it: ShadowWalkIterator, sv: ShadowVcpu, addr: n
   if (it.table === null) it.level = 0;
 }
 
+/** Bytes mapped by one entry at each level (index 1..5). */
+const LEVEL_SIZE = new Float64Array([0, 4096, 2 ** 21, 2 ** 30, 2 ** 39, 2 ** 48]);
+
 /** shadow_walk_okay: computes the index at this level. */
 export function shadow_walk_okay(it: ShadowWalkIterator): boolean {
   if (it.level < PG_LEVEL_4K) return false;
-  it.index = Math.floor(it.addr / 2 ** (12 + 9 * (it.level - 1))) & 511;
+  it.index = Math.floor(it.addr / LEVEL_SIZE[it.level]!) % 512;
   it.sptep = it.table_pfn * 512 + it.index;
   return true;
 }
@@ -607,7 +610,7 @@ export function drop_parent_pte(sk: ShadowMmu, sp: KvmMmuPage, sptep: number): v
   const nlo = pae ? sk.default_pae_pdpte_lo : SHADOW_NONPRESENT_VALUE_LO;
   const nhi = pae ? sk.default_pae_pdpte_hi : SHADOW_NONPRESENT_VALUE_HI;
   if (probes.armed) {
-    probes.hit(PR_DROP_PARENT, { as_id: sp_as_id(parent_sp), gfn: kvm_mmu_page_get_gfn(parent_sp, sptep & 511), level: sp_level(parent_sp), sptep, old_spte: spte_obj(olo, ohi), new_spte: spte_obj(nlo, nhi), sp });
+    probes.hit(PR_DROP_PARENT, { as_id: sp_as_id(parent_sp), gfn: kvm_mmu_page_get_gfn(parent_sp, sptep & 511), level: sp_level(parent_sp), sptep, old_spte: spte_obj(olo, ohi), new_spte: spte_obj(nlo, nhi), sp: parent_sp, child: sp });
   }
   mmu_page_remove_parent_pte(sk, sp, sptep);
   mmu_spte_set(sk, sptep, nlo, nhi);
@@ -756,7 +759,8 @@ export function kvm_mmu_alloc_shadow_page(sk: ShadowMmu, sv: ShadowVcpu | null, 
     sp = sk.kvm.pool.alloc(role, gfn, false);
   }
   sp.shadowed_translation = (role & ROLE_DIRECT) === 0 && (role & ROLE_LEVEL_MASK) <= KVM_MAX_HUGEPAGE_LEVEL && (role & ROLE_PAE_ROOT) === 0 ? new Float64Array(512) : null;
-  sp.unsync_child_bitmap = new Uint32Array(16);
+  // unsync_child_bitmap is allocated on the first mark_unsync (most SPs never need it).
+  sp.unsync_child_bitmap = null;
   sp.mmu_valid_gen = sk.kvm.arch.mmu_valid_gen;
   active_list_add_head(sk, sp);
   sk.kvm.arch.n_used_mmu_pages++;
@@ -768,10 +772,13 @@ export function kvm_mmu_alloc_shadow_page(sk: ShadowMmu, sv: ShadowVcpu | null, 
   return sp;
 }
 
+/** Reused invalid_list of kvm_mmu_find_shadow_page (emptied by kvm_mmu_commit_zap_page before return). */
+const find_invalid_list: KvmMmuPage[] = [];
+
 /** kvm_mmu_find_shadow_page(). */
 export function kvm_mmu_find_shadow_page(sk: ShadowMmu, sv: ShadowVcpu | null, gfn: number, role: number): KvmMmuPage | null {
   if (probes.armed) probes.hit(PR_FIND_SP, { gfn, role });
-  const invalid_list: KvmMmuPage[] = [];
+  const invalid_list = find_invalid_list;
   let collisions = 0;
   let found: KvmMmuPage | null = null;
   let sp: KvmMmuPage | null = sk.mmu_page_hash[kvm_page_table_hashfn(gfn)]!;
@@ -858,6 +865,12 @@ export function make_pae_pdpte(sk: ShadowMmu, child: KvmMmuPage, out: U64): void
   out.hi = (pfn_pa_hi(child.spt_pfn) | sk.masks.shadow_me_value.hi) >>> 0;
 }
 
+/** The SPTE that links `sp` under `parent`: make_pae_pdpte in a PAE-root SP, else make_nonleaf_spte. */
+function link_spte_value(sk: ShadowMmu, parent: KvmMmuPage, sp: KvmMmuPage, out: U64): void {
+  if ((parent.role & ROLE_PAE_ROOT) !== 0) make_pae_pdpte(sk, sp, out);
+  else make_nonleaf_spte(sk.masks, pfn_pa_lo(sp.spt_pfn), pfn_pa_hi(sp.spt_pfn), (sp.role & ROLE_AD_DISABLED) !== 0, out);
+}
+
 /** __link_shadow_page(). */
 export function __link_shadow_page(sk: ShadowMmu, sptep: number, sp: KvmMmuPage, flush: boolean): void {
   const parent = sptep_to_sp(sk, sptep);
@@ -865,8 +878,7 @@ export function __link_shadow_page(sk: ShadowMmu, sptep: number, sp: KvmMmuPage,
   const olo = parent.spt[j]!;
   const ohi = parent.spt[j + 1]!;
   if (is_shadow_present_pte(olo, ohi)) drop_large_spte(sk, sptep, flush);
-  if ((parent.role & ROLE_PAE_ROOT) !== 0) make_pae_pdpte(sk, sp, tmp);
-  else make_nonleaf_spte(sk.masks, pfn_pa_lo(sp.spt_pfn), pfn_pa_hi(sp.spt_pfn), (sp.role & ROLE_AD_DISABLED) !== 0, tmp);
+  link_spte_value(sk, parent, sp, tmp);
   if (probes.armed) probes.hit(PR___LINK, { sptep, parent_spte: spte_obj(olo, ohi), new_spte: spte_obj(tmp.lo, tmp.hi), sp, role: sp.role });
   mmu_spte_set(sk, sptep, tmp.lo, tmp.hi);
   mmu_page_add_parent_pte(sk, sp, sptep);
@@ -878,7 +890,9 @@ export function link_shadow_page(sv: ShadowVcpu, sptep: number, sp: KvmMmuPage):
   if (probes.armed) {
     const parent = sptep_to_sp(sv.sk, sptep);
     const j = 2 * (sptep & 511);
-    probes.hit(PR_LINK, { sptep, parent_spte: spte_obj(parent.spt[j]!, parent.spt[j + 1]!), new_spte: null, sp, role: sp.role });
+    const v = { lo: 0, hi: 0 };
+    link_spte_value(sv.sk, parent, sp, v);
+    probes.hit(PR_LINK, { sptep, parent_spte: spte_obj(parent.spt[j]!, parent.spt[j + 1]!), new_spte: v, sp, role: sp.role });
   }
   __link_shadow_page(sv.sk, sptep, sp, true);
 }

@@ -178,6 +178,16 @@ export function slot_rmap_write_protect(sk: ShadowMmu, slot: KvmMemorySlot, star
     for (let i = 0; i < arr.length; i++) {
       const head = arr[i]!;
       if (head === 0) continue;
+      if (head > 0) {
+        // Single-entry rmap: the head is the sptep itself.
+        const t = sptep_to_sp(sk, head).spt;
+        const j = 2 * (head & 511);
+        if ((t[j]! & PT_WRITABLE_MASK) !== 0) {
+          t[j] = (t[j]! & ~PT_WRITABLE_MASK) >>> 0;
+          flush = true;
+        }
+        continue;
+      }
       const it = sk.rmap_it;
       for (let s = rmap_get_first(sk.desc_pool, head, it); s !== 0; s = rmap_get_next(sk.desc_pool, it)) {
         const sp = sptep_to_sp(sk, s);

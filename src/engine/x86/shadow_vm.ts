@@ -260,6 +260,19 @@ export class ShadowVm {
     return base * 4096 + (gva % per);
   }
 
+  private readonly probe_it = new ShadowWalkIterator();
+
+  /** Whether a present leaf SPTE maps `gva` (no allocation; for loops and the bench). */
+  leafPresent(gva: number): boolean {
+    const it = this.probe_it;
+    for (shadow_walk_init(it, this.sv, gva); shadow_walk_okay(it); shadow_walk_next(it, this.sk)) {
+      const lo = it.table![2 * it.index]!;
+      if ((lo & 0x800) === 0) return false;
+      if (it.level === 1 || (lo & 0x80) !== 0) return true;
+    }
+    return false;
+  }
+
   /** The shadow walk for `gva`: every SPTE on the path, root first. */
   sptes(gva: number): ShadowSpteInfo[] {
     const out: ShadowSpteInfo[] = [];
@@ -414,10 +427,10 @@ export class GuestPageTableBuilder {
         const t = this.allocTable();
         // PAE PDPTEs only have P (bits 1-2, 5-8 are reserved).
         const flags = this.levels === 3 && l === 3 ? GPTE_P : GPTE_P | GPTE_W | GPTE_U | GPTE_A;
-        this.write(gpa, t + flags, 0);
+        this.write(gpa, (t % 0x1_0000_0000) + flags, Math.floor(t / 0x1_0000_0000));
         table = t;
       } else {
-        table = (e.lo & ~0xfff) + (e.hi & 0xfffff) * 0x1_0000_0000;
+        table = ((e.lo & ~0xfff) >>> 0) + (e.hi & 0xfffff) * 0x1_0000_0000;
       }
     }
     return table + this.index(gva, level) * this.size();
@@ -483,4 +496,51 @@ export function splitAccessReport(huge_pages = 64, touch = 16): SplitAccessRepor
   const cached = run('cached');
   const propagate = run('propagate');
   return { cached, propagate, extra_faults: propagate.faults_after_split - cached.faults_after_split, extra_shadow_pages: propagate.shadow_pages_created - cached.shadow_pages_created };
+}
+
+export interface ShadowBenchResult {
+  fault_pages: number;
+  faults: number;
+  fault_ms: number;
+  faults_per_s: number;
+  split_huge_pages: number;
+  split_ms: number;
+}
+
+/**
+ * Bench workloads (timed by the caller's clock `now`): (1) fault in `fault_gib` GiB through guest 4K
+ * page tables, touching every page once in order (faults only where no leaf is present yet, so
+ * prefetch counts); (2) eager split of `split_gib` GiB of 2M mappings (dirty logging on, L1 split).
+ */
+export function shadowBench(now: () => number, fault_gib = 1, split_gib = 64): ShadowBenchResult {
+  const N = fault_gib * 262144;
+  const vm = new ShadowVm({ mem_bytes: fault_gib * 2 ** 30 + (64 << 20) });
+  vm.kvm.record_flushes = false;
+  const b = new GuestPageTableBuilder(vm.mem, 4, fault_gib * 2 ** 30);
+  vm.setRegs(vm.cr0, vm.cr4, vm.efer, b.cr3);
+  for (let i = 0; i < N; i++) b.map(0x100_0000_0000 + i * 4096, i * 4096, GPTE_P | GPTE_W | GPTE_U | GPTE_A | GPTE_D);
+  vm.reload();
+  let faults = 0;
+  let t0 = now();
+  for (let i = 0; i < N; i++) {
+    const gva = 0x100_0000_0000 + i * 4096;
+    if (!vm.leafPresent(gva)) {
+      vm.fault(gva, 0);
+      faults++;
+    }
+  }
+  const fault_ms = now() - t0;
+
+  const H = split_gib * 512;
+  const sv = new ShadowVm({ mem_bytes: split_gib * 2 ** 30 + (64 << 20), host_backing: '2m-thp', eager_split_l1: true });
+  sv.kvm.record_flushes = false;
+  const sb = new GuestPageTableBuilder(sv.mem, 4, split_gib * 2 ** 30);
+  sv.setRegs(sv.cr0, sv.cr4, sv.efer, sb.cr3);
+  for (let i = 0; i < H; i++) sb.map(0x100_0000_0000 + i * 0x20_0000, i * 0x20_0000, GPTE_P | GPTE_W | GPTE_U | GPTE_A | GPTE_D, 2);
+  sv.reload();
+  for (let i = 0; i < H; i++) sv.fault(0x100_0000_0000 + i * 0x20_0000, 0);
+  t0 = now();
+  sv.setDirtyLogging(true);
+  const split_ms = now() - t0;
+  return { fault_pages: N, faults, fault_ms, faults_per_s: faults / (fault_ms / 1000), split_huge_pages: sv.sk.counters.split_huge_pages, split_ms };
 }
