@@ -111,10 +111,10 @@ export class EventsTree implements vscode.TreeDataProvider<EventNode> {
     const e = n.ev;
     const item = new vscode.TreeItem(e.name);
     item.id = `ev:${e.index}`;
-    item.description = `#${e.index} vcpu${e.vcpu}  ${e.text}`;
+    item.description = `#${e.index} ${e.vcpu >= 0 ? `vcpu${e.vcpu}` : 'vm'}  ${e.text}`;
     item.iconPath = new vscode.ThemeIcon(iconFor(e.name));
     const md = new vscode.MarkdownString();
-    md.appendMarkdown(`**${e.name}** — event #${e.index}, vCPU ${e.vcpu}, statement ${e.step + 1}\n\n`);
+    md.appendMarkdown(`**${e.name}** — event #${e.index}, ${e.vcpu >= 0 ? `vCPU ${e.vcpu}` : 'VM context (no vCPU)'}, statement ${e.step + 1}\n\n`);
     md.appendCodeblock(`${e.name}: ${e.text}`, 'text');
     item.tooltip = md;
     item.contextValue = 'event';

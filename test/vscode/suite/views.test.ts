@@ -72,10 +72,28 @@ async function stepToLine(api: Api, session: vscode.DebugSession, line: number):
   throw new Error(`never reached line ${line}`);
 }
 
+async function setTheme(name: string): Promise<void> {
+  await vscode.workspace.getConfiguration('workbench').update('colorTheme', name, vscode.ConfigurationTarget.Global);
+  const kind = /Light/.test(name) ? vscode.ColorThemeKind.Light : /High Contrast/.test(name) ? vscode.ColorThemeKind.HighContrast : vscode.ColorThemeKind.Dark;
+  await waitFor(`theme ${name}`, () => (vscode.window.activeColorTheme.kind === kind ? true : undefined));
+  await new Promise((r) => setTimeout(r, 300));
+}
+
+/** Give the side bar room for descriptions before a screenshot. */
+async function widenSideBar(): Promise<void> {
+  await vscode.commands.executeCommand('workbench.action.focusSideBar');
+  for (let i = 0; i < 5; i++) await vscode.commands.executeCommand('workbench.action.increaseViewSize');
+}
+
 describe('KVM MMU views', () => {
   let api: Api;
   before(async () => {
     api = await activateExtension<Api>();
+    await vscode.commands.executeCommand('workbench.action.closeAllEditors');
+    await vscode.commands.executeCommand('workbench.action.closePanel');
+  });
+  after(async () => {
+    await setTheme('Default Dark Modern');
   });
   afterEach(async () => {
     if (vscode.debug.activeDebugSession) await vscode.debug.stopDebugging();
@@ -210,9 +228,14 @@ describe('KVM MMU views', () => {
     assert.strictEqual(dataId, 'spte:0:0:2');
     const decoded = await vscode.commands.executeCommand<{ kind: string; value: string; level: number }>('kvmMmu.pages.decode', node);
     assert.deepStrictEqual(decoded, { kind: 'ept-spte', value: copied, level: 2 });
+    await vscode.commands.executeCommand('workbench.action.closeAllEditors');
     await vscode.commands.executeCommand('kvmMmu.pages.focus');
-    await api.views.pagesView.reveal(node, { select: true, focus: false, expand: false });
+    await api.views.pagesView.reveal(node, { select: true, focus: true, expand: false });
+    await widenSideBar();
     await screenshot('pages-view-dark');
+    await setTheme('Default Light Modern');
+    await screenshot('pages-view-light');
+    await setTheme('Default Dark Modern');
 
     // Line 36 maps the other 511 huge pages: the PD now pages 256 at a time.
     await stepToLine(api, session, 37);
