@@ -38,11 +38,19 @@ export interface Exit {
   fields: Fields;
 }
 
+export interface GuestException {
+  /** PF, VC, GP: delivered to the guest, no exit to userspace. */
+  vector: 'PF' | 'VC' | 'GP';
+  fields: Fields;
+}
+
 export interface Outcome {
   /** 0 or -errno, for ioctls and hypercalls. */
   ret?: number;
   /** Set when the vCPU returned to userspace. */
   exit?: Exit;
+  /** Set when the access ended in an exception inside the guest instead. */
+  exception?: GuestException;
 }
 
 export interface MemoryRegionOp {

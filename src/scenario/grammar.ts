@@ -469,6 +469,16 @@ export const STATEMENTS: readonly StmtSpec[] = [
     example: 'expect exit KVM_EXIT_MEMORY_FAULT gpa=0x100000000 size=4K flags=KVM_MEMORY_EXIT_FLAG_PRIVATE',
   },
   {
+    keyword: 'expect exception', group: 'expect',
+    doc: 'Check the exception the last statement raised inside the guest (no exit to userspace): a #PF from the guest\'s own tables, a #VC for an unvalidated SEV-SNP page, or none.',
+    args: [
+      { name: 'vector', type: 'enum', positional: true, required: true, values: ['none', 'PF', 'VC', 'GP'], doc: 'exception vector (without #)' },
+      vcpu,
+    ],
+    checks: ['error_code', 'address'], compare: true,
+    example: 'expect exception PF error_code=5 address=0x401000',
+  },
+  {
     keyword: 'expect ret', group: 'expect',
     doc: 'Check the return value of the last statement (0, -errno, or a count such as the notifier\'s "young").',
     args: [{ name: 'value', type: 'errno', positional: true, required: true, doc: '0, 1, -EINVAL, -EPERM, ...' }],

@@ -11,6 +11,7 @@ import {
   type AccessOp,
   type Exit,
   type Fields,
+  type GuestException,
   type MemoryRegionOp,
   type Outcome,
   type ScenarioEngine,
@@ -155,6 +156,7 @@ export class ScenarioRunner {
   private allEvents: TraceEvent[] = [];
   private allEventsDropped = 0;
   private lastExits: RecordedExit[] = [];
+  private lastException: (GuestException & { vcpu: number }) | undefined;
   private lastRet: { st: Statement; ret: number } | undefined;
   /** The last non-expect statement, when it could not run. */
   private lastDidNotRun: Statement | undefined;
@@ -227,6 +229,7 @@ export class ScenarioRunner {
       this.lastExits = [];
       this.lastRet = undefined;
       this.lastDidNotRun = undefined;
+      this.lastException = undefined;
     }
     const evBefore = this.eventTotal;
     try {
@@ -324,6 +327,7 @@ export class ScenarioRunner {
   }
 
   private recordExit(st: Statement, o: Outcome): void {
+    if (o.exception) this.lastException = { ...o.exception, vcpu: this.task };
     if (!o.exit) return;
     const r: RecordedExit = { ...o.exit, file: st.file, line: st.line };
     this.exits.push(r);
@@ -531,7 +535,7 @@ export class ScenarioRunner {
           op.lo = a >>> 0;
           op.hi = Math.floor(a / 0x1_0000_0000) >>> 0;
           last = fn(op);
-          if (last.exit) return last;
+          if (last.exit || last.exception) return last;
         }
       } else {
         for (let a = r.start; a < r.end; a += step) {
@@ -539,7 +543,7 @@ export class ScenarioRunner {
           op.lo = Number(a & 0xffff_ffffn);
           op.hi = Number((a >> 32n) & 0xffff_ffffn);
           last = fn(op);
-          if (last.exit) return last;
+          if (last.exit || last.exception) return last;
         }
       }
     }
@@ -563,7 +567,7 @@ export class ScenarioRunner {
   }
 
   private runExpect(st: Statement): void {
-    const aboutLast = st.keyword === 'expect ret' || st.keyword === 'expect exit' || (st.keyword === 'expect trace' && this.word(st, 'scope', 'last') === 'last');
+    const aboutLast = st.keyword === 'expect ret' || st.keyword === 'expect exit' || st.keyword === 'expect exception' || (st.keyword === 'expect trace' && this.word(st, 'scope', 'last') === 'last');
     if (aboutLast && this.lastDidNotRun) {
       this.fail(st, `line ${this.lastDidNotRun.line} (${this.lastDidNotRun.keyword}) did not run, so there is nothing to check`);
       return;
@@ -593,6 +597,21 @@ export class ScenarioRunner {
         }
         const results = match.map((e) => failedChecks(st.checks, e.fields));
         this.judge(st, results.find((r) => r.length === 0) ?? results[0]!);
+        return;
+      }
+      case 'expect exception': {
+        const want = this.word(st, 'vector', 'none');
+        const have = this.lastException;
+        if (want === 'none') {
+          if (!have) this.pass(st);
+          else this.fail(st, `expected no exception, got #${have.vector}${fmtFields(have.fields)}`);
+          return;
+        }
+        if (!have || have.vector !== want) {
+          this.fail(st, `expected #${want}, got ${have ? `#${have.vector}` : 'no exception'}`);
+          return;
+        }
+        this.judge(st, failedChecks(st.checks, have.fields));
         return;
       }
       case 'expect stat': {

@@ -25,6 +25,7 @@ import {
 import { roleExpectFields, spteExpectFields } from './x86_fields';
 import { X86Guest } from './x86_guest';
 import { createShadowEngine } from './x86_shadow';
+import { SnpLayer } from './x86_snp';
 
 const KVM_EXIT_MMIO = 6;
 const KVM_EXIT_MEMORY_FAULT = 39;
@@ -52,6 +53,8 @@ class X86Engine implements ScenarioEngine {
   private readonly gmemFds = new Map<string, number>();
   private migratedPfn = 0x7_0000_0000 / PAGE;
   private guestSide: X86Guest | undefined;
+  /** SEV-SNP VMs: the RMP and the hardware's checks. */
+  private readonly snp: SnpLayer | undefined;
 
   private get guest(): X86Guest {
     this.guestSide ??= new X86Guest(this.vm, this.cfg.maxphyaddr, this.cfg.vendor === 'amd');
@@ -111,6 +114,20 @@ class X86Engine implements ScenarioEngine {
     return { ret: 0 };
   }
 
+  pvalidate(op: { vcpu: number; gva?: bigint; gpa?: number; size: number; validate: boolean }): Outcome {
+    if (!this.snp) throw new NotSupportedYet('PVALIDATE needs an SEV-SNP VM (vm type=snp vendor=amd)');
+    if (op.gpa === undefined) throw new NotSupportedYet('PVALIDATE by GVA in SEV-SNP guests; use gpa=');
+    const r = this.snp.pvalidate(op.vcpu, op.gpa, op.size, op.validate);
+    // As the guest kernel's pvalidate() helper: CF set (nothing to change) reads as PVALIDATE_FAIL_NOUPDATE.
+    if (!r.exit && r.ret === 0 && r.cf) return { ret: 255 };
+    return r.exit ? { exit: r.exit } : { ret: r.ret ?? 0 };
+  }
+
+  psc(op: { vcpu: number; start: number; end: number; to: 'private' | 'shared' }): Outcome {
+    if (!this.snp) throw new NotSupportedYet('page-state changes need an SEV-SNP VM (TDX MapGPA is not bound)');
+    return this.snp.psc(op.vcpu, op.start, op.end, op.to);
+  }
+
   /** INVLPG is not intercepted under EPT/NPT: the guest's TLB flush runs no KVM code. */
   invlpg(op: { vcpu: number; gva: bigint }): Outcome {
     this.vm.vcpu(op.vcpu);
@@ -125,6 +142,7 @@ class X86Engine implements ScenarioEngine {
       kvm_unmap_gfn_range: (_k, slot, start, end, filter) => kvm_unmap_gfn_range(kvm, slot, start, end, filter, true),
       kvm_zap_gfn_range: (_k, start, end) => kvm_zap_gfn_range(kvm, start, end),
     });
+    this.snp = cfg.type === 'snp' ? new SnpLayer(this.vm) : undefined;
     this.name = `x86 TDP MMU (${cfg.vendor === 'amd' ? 'NPT' : 'EPT'}, ${this.vm.kvm.vendor.max_tdp_level}-level)`;
   }
 
@@ -199,6 +217,7 @@ class X86Engine implements ScenarioEngine {
 
   access(op: AccessOp): Outcome {
     if (op.space === 'gva') {
+      if (this.snp) throw new NotSupportedYet('GVA accesses in SEV-SNP guests (C-bit from the guest tables); use gpa= with private/shared');
       const g = this.guest;
       const gva = (BigInt(op.hi) << 32n) | BigInt(op.lo);
       const t = g.translate(op.vcpu, gva, op.kind, op.user);
@@ -207,7 +226,7 @@ class X86Engine implements ScenarioEngine {
       if (stop?.exit) return { exit: { reason: stop.exit.reason, vcpu: op.vcpu, fields: stop.exit.fields } };
       if (stop?.ret !== undefined) return { ret: stop.ret };
       // A #PF is delivered to the guest; with TDP KVM does not intercept it.
-      if (t.gpa === undefined) return {};
+      if (t.gpa === undefined) return { exception: { vector: 'PF', fields: { error_code: t.walker.error_code, address: op.addr } } };
       return this.store(op, t.gpa, this.gpaAccess(op.vcpu, t.gpa, op.kind, op.private));
     }
     return this.store(op, op.addr, this.gpaAccess(op.vcpu, op.addr, op.kind, op.private));
@@ -222,6 +241,11 @@ class X86Engine implements ScenarioEngine {
   }
 
   private gpaAccess(id: number, addr: number, k: 'read' | 'write' | 'fetch', priv?: boolean): Outcome {
+    if (this.snp) {
+      // The C-bit: private only when the access says so.
+      const r = this.snp.access(id, addr, k, priv === true);
+      return r.vc ? { exception: { vector: 'VC', fields: { address: addr } } } : r;
+    }
     const op = { vcpu: id, kind: k, private: priv };
     const kvm = this.vm.kvm;
     let gpa = addr;
@@ -360,6 +384,8 @@ class X86Engine implements ScenarioEngine {
         const r = this.rootFor(sel);
         return r ? [roleExpectFields(r.role, { hpa: r.spt_pfn * PAGE, root_count: r.root_count })] : [];
       }
+      case 'rmp':
+        return this.snp ? this.snp.query(sel) : undefined;
       case 'walk': {
         const id = sel['vcpu'] !== undefined ? Number(sel['vcpu']) : 0;
         const gva = BigInt(sel['gva']!);
@@ -440,6 +466,7 @@ export function createX86Engine(cfg: VmConfig): ScenarioEngine | string {
   };
   if (p['eptad'] !== undefined) vendor_config.ept_ad = yes(p['eptad'], true);
   if (p['pml'] !== undefined) vendor_config.pml = yes(p['pml'], false);
+  if (cfg.type === 'snp' && cfg.vendor !== 'amd') return 'SEV-SNP VMs need vendor=amd';
   const vmType = VM_TYPES[cfg.type];
   if (vmType === undefined) return `VM type ${cfg.type} is not an x86 type`;
   const tdx = cfg.variants['tdx_stolen_bits'];

@@ -110,7 +110,9 @@ class ShadowEngine implements ScenarioEngine {
       sv.guestWrite(gva - (gva % 8), Number(op.value & 0xffff_ffffn), Number((op.value >> 32n) & 0xffff_ffffn), 8);
       return {};
     }
-    sv.access(gva, op.kind === 'write', op.user, op.kind === 'fetch');
+    if (sv.access(gva, op.kind === 'write', op.user, op.kind === 'fetch') < 0 && sv.sv.injected) {
+      return { exception: { vector: 'PF', fields: { error_code: sv.sv.injected.error_code, address: sv.sv.injected.address } } };
+    }
     return {};
   }
 

@@ -81,13 +81,19 @@ describe('examples run against the engine', () => {
   it('shadow-paging: every expect holds', () => {
     const r = runExample('shadow-paging.kvmmmu');
     assert.deepEqual(r.problems.map(formatDiagnostic), []);
-    assert.equal(r.expects.length, 15);
+    assert.equal(r.expects.length, 17);
   });
 
   it('pae-roots: upstream passes; the proposed PAE root is a shadow page', () => {
     assert.deepEqual(runExample('pae-roots.kvmmmu').problems.map(formatDiagnostic), []);
     const r = runExample('pae-roots.kvmmmu', { pae_root: 'proposed' });
     assert.deepEqual(r.expects.filter((e) => !e.ok).map((e) => e.line), [18, 21]);
+  });
+
+  it('snp-rmp: every expect holds', () => {
+    const r = runExample('snp-rmp.kvmmmu');
+    assert.deepEqual(r.problems.map(formatDiagnostic), []);
+    assert.equal(r.expects.length, 10);
   });
 
   it('arm64-stage2-faults: every expect holds', () => {
