@@ -513,7 +513,7 @@ function rmap_add(sk: ShadowMmu, slot: KvmMemorySlot, sptep: number, gfn: number
   const res = rmap_res;
   const count = pte_list_add(sk.desc_pool, arr[idx]!, sptep, res);
   arr[idx] = res.head;
-  if (count + 1 > sk.kvm.stat.max_mmu_rmap_size) sk.kvm.stat.max_mmu_rmap_size = count + 1;
+  if (count > sk.kvm.stat.max_mmu_rmap_size) sk.kvm.stat.max_mmu_rmap_size = count;
   if (count > RMAP_RECYCLE_THRESHOLD) {
     kvm_zap_all_rmap_sptes(sk, arr, idx);
     kvm_flush_remote_tlbs_gfn(sk, gfn, level);

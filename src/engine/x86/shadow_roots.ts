@@ -38,6 +38,7 @@ const PR_ALLOC_SHADOW = defineProbe('mmu_alloc_shadow_roots', 'roots', F, 'roots
 const PR_LOAD = defineProbe('kvm_mmu_load', 'roots', F, 'allocate (or reuse) the vCPU\'s roots and load them', ['role']);
 const PR_FREE_ROOTS = defineProbe('kvm_mmu_free_roots', 'roots', F, 'drop the vCPU\'s references to its roots', ['roots_to_free']);
 const PR_SYNC_ROOTS = defineProbe('kvm_mmu_sync_roots', 'roots', F, 'sync unsync pages below the current root(s)', ['level']);
+const PR_SPECIAL_ROOTS = defineProbe('mmu_alloc_special_roots', 'roots', F, 'pae_root/pml4_root/pml5_root for a 4/5-level host root over a < 4-level guest', ['level']);
 const PR_NEW_PGD = defineProbe('kvm_mmu_new_pgd', 'roots', F, 'CR3 load: switch to a cached root or drop the current one', ['new_pgd']);
 
 export const KVM_MMU_ROOT_CURRENT = 1 << 0;
@@ -208,10 +209,47 @@ export function mmu_alloc_shadow_roots(sv: ShadowVcpu): number {
     t[2 * i] = (pfn_pa_lo(root.spt_pfn) | pm_lo) >>> 0;
     t[2 * i + 1] = (pfn_pa_hi(root.spt_pfn) | me.hi) >>> 0;
   }
+  if (sv.root_level >= 4) {
+    // pml4_root[0] -> pae_root, pml5_root[0] -> pml4_root, with the same P|A|W|U|me mask.
+    const p4 = sv.pml4_root!;
+    p4[0] = (pfn_pa_lo(sv.pae_root_pfn) | pm_lo) >>> 0;
+    p4[1] = (pfn_pa_hi(sv.pae_root_pfn) | me.hi) >>> 0;
+    if (sv.root_level === 5) {
+      const p5 = sv.pml5_root!;
+      p5[0] = (pfn_pa_lo(sv.pml4_root_pfn) | pm_lo) >>> 0;
+      p5[1] = (pfn_pa_hi(sv.pml4_root_pfn) | me.hi) >>> 0;
+    }
+  }
   sv.root_kind = sv.root_level === 5 ? ROOT_PML5 : sv.root_level === 4 ? ROOT_PML4 : ROOT_PAE;
   sv.root_sp = null;
   sv.vcpu.mmu.root = null;
   return 0;
+}
+
+/**
+ * mmu_alloc_special_roots(): only for an indirect MMU whose host root level is 4/5 over a guest of
+ * level < 4 (shadow NPT of a 32-bit/PAE L1). pae_root, pml4_root and pml5_root come from normal
+ * memory here, allocated once.
+ */
+export function mmu_alloc_special_roots(sv: ShadowVcpu): void {
+  if (sv.direct || sv.cpu_level >= 4 || sv.root_level < 4) return;
+  if (probes.armed) probes.hit(PR_SPECIAL_ROOTS, { level: sv.root_level });
+  const host = sv.sk.host;
+  if (sv.pae_root_pfn < 0) {
+    sv.pae_root_pfn = host.alloc_page(0);
+    sv.pae_root = host.page(sv.pae_root_pfn);
+    sv.pae_root.fill(0);
+  }
+  if (sv.pml4_root_pfn < 0) {
+    sv.pml4_root_pfn = host.alloc_page(0);
+    sv.pml4_root = host.page(sv.pml4_root_pfn);
+    sv.pml4_root.fill(0);
+  }
+  if (sv.root_level === 5 && sv.pml5_root_pfn < 0) {
+    sv.pml5_root_pfn = host.alloc_page(0);
+    sv.pml5_root = host.page(sv.pml5_root_pfn);
+    sv.pml5_root.fill(0);
+  }
 }
 
 /** kvm_mmu_load(). */
@@ -219,6 +257,7 @@ export function kvm_mmu_load(sv: ShadowVcpu): number {
   if (probes.armed) probes.hit(PR_LOAD, { role: sv.root_role });
   sv.sk.counters.root_loads++;
   mmu_topup_pae_root_cache(sv);
+  mmu_alloc_special_roots(sv);
   const r = sv.direct ? mmu_alloc_direct_roots(sv) : mmu_alloc_shadow_roots(sv);
   if (r !== 0) return r;
   kvm_mmu_sync_roots(sv);

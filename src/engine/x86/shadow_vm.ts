@@ -53,6 +53,11 @@ export interface ShadowVmOptions {
   cpu?: Partial<GuestCpuModel>;
   split_access?: SplitAccessVariant;
   pae_root?: PaeRootVariant;
+  /**
+   * Host root level for guests below 4 levels: 3 (shadow paging, default), or 4/5 to model a 64-bit
+   * shadow over a 32-bit/PAE guest (shadow NPT) with the pml4/pml5 special roots.
+   */
+  host_root_level?: 3 | 4 | 5;
   /** Eager splitting also covers L1 shadow pages (model knob; upstream splits nested pages only). */
   eager_split_l1?: boolean;
   /** n_max_mmu_pages (default: kvm_mmu_calculate_default_mmu_pages of guest RAM). */
@@ -92,11 +97,13 @@ export class ShadowVm {
   cr4 = 0;
   efer = 0;
   cr3 = 0;
+  readonly host_root_level: number;
   /** Emulated writes performed by guestWrite (write-protected guest tables). */
   emulated_writes = 0;
 
   constructor(o: ShadowVmOptions = {}) {
     const vendor = o.vendor ?? 'vmx';
+    this.host_root_level = o.host_root_level ?? 3;
     this.kvm = new Kvm({ ...o.kvm, vendor });
     // With TDP off the host uses the legacy (non-EPT) SPTE format on both vendors.
     kvm_mmu_reset_all_pte_masks(this.kvm.masks, { maxphyaddr: this.kvm.vendor.host_maxphyaddr, mmio_caching: this.kvm.params.mmio_caching });
@@ -144,6 +151,8 @@ export class ShadowVm {
       sv.cpu_role_base = role.lo;
       sv.cpu_role_ext = role.hi;
       sv.root_role = shadowMmuRootRole(role.lo);
+      const hl = this.host_root_level;
+      if (hl > 3 && (role.lo & ROLE_LEVEL_MASK) < 4 && (role.lo & 0x80) === 0) sv.root_role = ((sv.root_role & ~ROLE_LEVEL_MASK) | hl) >>> 0;
       sv.guest = createGuestMmu(
         {
           cr0_pg: (cr0 & X86_CR0_PG) !== 0, cr0_wp: (cr0 & X86_CR0_WP) !== 0, cr4_pae: (cr4 & X86_CR4_PAE) !== 0, cr4_pse: (cr4 & X86_CR4_PSE) !== 0,

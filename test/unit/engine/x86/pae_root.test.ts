@@ -121,3 +121,22 @@ test('report: the shadow_page variant caches PAE roots across CR3 switches', () 
   assert.equal(r.special.faults, r.shadow_page.faults);
   assert.equal(r.shadow_page.shadow_pages_created - r.special.shadow_pages_created, 2, 'one PAE-root SP per process');
 });
+
+test('special roots over a 2-level guest with a 4/5-level host root: pml4_root[0] -> pae_root with P|A|W|U', () => {
+  for (const hl of [4, 5] as const) {
+    const vm = new ShadowVm({ mem_bytes: 128 << 20, host_root_level: hl, cr0: CR0, cr4: CR4_PSE, efer: 0 });
+    const b = new GuestPageTableBuilder(vm.mem, 2, 0x10_0000);
+    b.map(0x4000_3000, 0x80_0000, ALL);
+    vm.setRegs(CR0, CR4_PSE, 0, b.cr3);
+    assert.equal(vm.access(0x4000_3000), 1);
+    const sv = vm.sv;
+    assert.equal(vm.roots().kind, hl === 4 ? 'pml4' : 'pml5');
+    const pm = 1 | 0x20 | 2 | 4;
+    assert.equal(sv.pml4_root![0], ((sv.pae_root_pfn * 4096) % 2 ** 32 | pm) >>> 0);
+    if (hl === 5) assert.equal(sv.pml5_root![0], ((sv.pml4_root_pfn * 4096) % 2 ** 32 | pm) >>> 0);
+    for (let i = 0; i < 4; i++) assert.equal(sv.pae_root![2 * i]! & 0xfff, pm, `pae_root[${i}] flags`);
+    const l2 = vm.shadowPages().filter((s) => (s.role & 0xf) === 2);
+    assert.deepEqual(l2.map((s) => (s.role >>> 5) & 3).sort(), [0, 1, 2, 3], 'quadrants 0-3');
+    assert.equal(vm.gvaToGpa(0x4000_3000), 0x80_0000);
+  }
+});

@@ -244,3 +244,64 @@ test('kvm_mmu_get_page trace: created for new pages, existing on reuse, root cou
   void PF_W;
   void RET_PF_EMULATE;
 });
+
+test('RMAP_RECYCLE_THRESHOLD: adding to a gfn rmap that already holds 1001 SPTEs zaps them all', () => {
+  const { vm, b } = setup();
+  const target = 0x400_0000;
+  const gvaOf = (i: number) => 0x1_0000_0000 + i * 0x1000;
+  for (let i = 0; i < 1002; i++) b.map(gvaOf(i), target, ALL);
+  // Every 8th page faults; prefetch maps the rest of its group, the last group is 1000..1001.
+  for (let i = 0; i < 1000; i++) if (!vm.leafPresent(gvaOf(i))) vm.fault(gvaOf(i), 0);
+  assert.equal(gfn_rmap_count(vm.sk, vm.slot, target / 4096, 1), 1000);
+  vm.fault(gvaOf(1000), 0);
+  assert.equal(vm.stats().max_mmu_rmap_size, 1001, 'max_mmu_rmap_size: entries found before the add');
+  assert.equal(gfn_rmap_count(vm.sk, vm.slot, target / 4096, 1), 0, 'the 1002nd add zapped the whole rmap');
+  assert.equal(vm.translate(gvaOf(0)), null);
+  assert.equal(vm.stats().pages_4k, 0);
+});
+
+test('2-level guest: an emulated PDE write zaps both shadow PDEs of the matching quadrant', () => {
+  const vm = new ShadowVm({ mem_bytes: 64 << 20, cr0: CR0, cr4: 1 << 4, efer: 0 });
+  const b = new GuestPageTableBuilder(vm.mem, 2, 0x10_0000);
+  vm.setRegs(CR0, 1 << 4, 0, b.cr3);
+  // Guest PDE 257 covers 0x4040_0000..0x407f_ffff: PAE root 1 (quadrant 1), shadow PDEs 2 and 3.
+  const lo = 0x4040_0000, hi = 0x4060_0000;
+  b.map(lo + 0x1000, 0x80_0000, ALL);
+  b.map(hi + 0x1000, 0x90_0000, ALL);
+  b.map(0x100_0000, b.cr3, ALL); // alias of the page directory
+  vm.fault(lo + 0x1000, 0);
+  vm.fault(hi + 0x1000, 0);
+  vm.access(0x100_0000);
+  assert.notEqual(vm.translate(lo + 0x1000), null);
+  assert.notEqual(vm.translate(hi + 0x1000), null);
+  const pde = b.entryGpa(lo, 2) & 0xfff;
+  assert.equal(pde, 257 * 4);
+  const cur = vm.mem.page(b.cr3 / 4096)[257]!;
+  assert.equal(vm.guestWrite(0x100_0000 + pde, cur, 0, 4), 'emulated');
+  assert.equal(vm.translate(lo + 0x1000), null);
+  assert.equal(vm.translate(hi + 0x1000), null, 'both 2 MiB halves of the 4 MiB PDE were zapped');
+  assert.equal(vm.stats().mmu_pde_zapped, 2);
+});
+
+test('mmu_sync_children handles more unsync pages than one KVM_PAGE_ARRAY_NR batch', () => {
+  const { vm, b } = setup(1 << 30);
+  const n = 20;
+  const ptAliases: number[] = [];
+  for (let i = 0; i < n; i++) {
+    const gva = 0x1000_0000 + i * 0x20_0000;
+    b.map(gva, 0x400_0000 + i * 0x1000, ALL);
+    vm.fault(gva, 0);
+    const ptGpa = b.entryGpa(gva, 1) & ~0xfff;
+    const alias = 0x2000_0000 + i * 0x1000;
+    b.map(alias, ptGpa, ALL);
+    ptAliases.push(alias);
+  }
+  for (const a of ptAliases) vm.access(a, true);
+  assert.equal(vm.shadowPages().filter((s) => s.unsync).length, n);
+  assert.equal(vm.stats().mmu_unsync, n);
+  vm.loadCr3(b.cr3);
+  assert.equal(vm.shadowPages().filter((s) => s.unsync).length, 0);
+  assert.equal(vm.stats().mmu_unsync, 0);
+  assert.ok(vm.shadowPages().every((s) => s.unsync_children === 0));
+  for (const a of ptAliases) assert.equal(vm.translate(a)!.lo & 2, 0, 'write-protected again');
+});
