@@ -23,7 +23,10 @@ export interface FieldSpec {
  * - `d`      `%d`                            signed decimal of the field's width
  * - `x08`    `%08x`
  * - `x016`   `%016llx`
- * - `p`      `%p` (tracefs prints raw pointers with the `hash-ptr` option off: 16 zero-padded hex digits)
+ * - `p`      `%p`: 16 zero-padded hex digits. tracefs's default (`hash-ptr` on) prints a hashed id there
+ *            (the upper 32 bits of a siphash of the pointer, so `00000000xxxxxxxx`); with `hash-ptr` off it
+ *            prints the pointer. The model prints its own pointer value, as with `hash-ptr` off; the parser
+ *            reads either form (replay never uses the value).
  * - `x#`     `%#llx`   (`0x` prefix, also for 0: the kernel's vsprintf prints `0x0`)
  * - `x#016`  `%#016lx` (`0x` counts toward the width of 16, so 14 digits are zero-padded)
  */

@@ -305,3 +305,13 @@ test('kernel versions: parsing and the RET_PF_WRITE_PROTECTED shift at 6.12', ()
   assert.deepEqual({ ...retPfNumbers({ major: 6, minor: 12 }) }, { fixed: 5, spurious: 6 });
   assert.deepEqual({ ...retPfNumbers({ major: 6, minor: 8 }) }, { fixed: 4, spurious: 5 });
 });
+
+test('hashed %p values (tracefs default hash-ptr) parse like raw pointers', () => {
+  const { records, parser } = parseTraceText(
+    'fast_page_fault: vcpu 0 gva 1000 error_code P|W sptep 000000003a1b2c3d old 0x600000003f001b75 new 600000003f001b77 spurious 0 fixed 1\n' +
+      'mark_mmio_spte: sptep:00000000a1b2c3d4 gfn febf0 access 6 gen 12\n',
+  );
+  assert.equal(parser.unrecognizedCount, 0);
+  assert.equal(records[0]!.fields['sptep'], 0x3a1b2c3d);
+  assert.equal(records[1]!.fields['sptep'], 0xa1b2c3d4);
+});

@@ -1,6 +1,7 @@
 // Expected strings are written by hand from the 6.18 `print fmt` lines in
 // /work/shared/reference/tracefs-6.18/*.format and the kernel's vsprintf rules (%#llx of 0 is "0x0";
-// %#016lx counts the 0x in the width; %p with hash-ptr off prints 16 zero-padded hex digits).
+// %#016lx counts the 0x in the width; %p prints 16 zero-padded hex digits: the model's pointer, as tracefs
+// does with its hash-ptr option off).
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { formatTracepoint, emitTracepoint, EVENTS, tracepointSystem } from '../../../../src/engine/tracepoints/index';
