@@ -1,6 +1,6 @@
 /** A scenario with its `include` lines expanded, ready to run. */
 import type { Statement } from './ast';
-import { type Diagnostic, diag } from './diagnostics';
+import { type Diagnostic, diag, didYouMean } from './diagnostics';
 import { parseScenario } from './parser';
 
 export interface Program {
@@ -87,7 +87,26 @@ export function loadScenario(file: string, reader: FileReader, text?: string): P
         `'${st.keyword}' after the VM was created (${shortName(created.file)}:${created.line} created it)`, 'include set-up files first'));
     }
   }
+  checkNames(prog);
   return prog;
+}
+
+/** guest_memfd names must come from an earlier KVM_CREATE_GUEST_MEMFD (in any file of the program). */
+function checkNames(prog: Program): void {
+  const created = new Set<string>();
+  for (const st of prog.statements) {
+    if (st.keyword === 'KVM_CREATE_GUEST_MEMFD') {
+      const v = st.args['fd']?.value;
+      if (v?.kind === 'word') created.add(v.v);
+      continue;
+    }
+    const use = st.keyword === 'fallocate' ? st.args['fd'] : st.keyword === 'KVM_SET_USER_MEMORY_REGION2' ? st.args['guest_memfd'] : undefined;
+    if (use && use.value.kind === 'word' && !created.has(use.value.v)) {
+      const dm = didYouMean(use.value.v, created);
+      prog.diagnostics.push(diag(st.file, st.line, use.valueCol, use.endCol, 'unknown-name',
+        `no guest_memfd named '${use.value.v}' was created before this line`, dm || `create it first: KVM_CREATE_GUEST_MEMFD fd=${use.value.v} size=...`));
+    }
+  }
 }
 
 function shortName(p: string): string {

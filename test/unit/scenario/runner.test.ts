@@ -225,3 +225,14 @@ describe('expectations about a statement that did not run', () => {
     assert.match(r.expects[0]!.message, /line 2 \(KVM_CREATE_GUEST_MEMFD\) did not run/);
   });
 });
+
+describe('names across the program', () => {
+  it('a guest_memfd must be created before use, in this file or an included one', () => {
+    const prog = loadScenario('m', memReader({
+      m: 'include "g"\nKVM_SET_USER_MEMORY_REGION2 slot=1 gpa=0 size=4K flags=KVM_MEM_GUEST_MEMFD guest_memfd=gmem0\nfallocate fd=gmme0 mode=FALLOC_FL_KEEP_SIZE offset=0 len=4K',
+      g: 'KVM_CREATE_GUEST_MEMFD fd=gmem0 size=4K',
+    }));
+    assert.deepEqual(prog.diagnostics.map((d) => [d.file, d.line, d.col, d.code]), [['m', 3, 14, 'unknown-name']]);
+    assert.match(prog.diagnostics[0]!.hint, /did you mean 'gmem0'\?/);
+  });
+});
