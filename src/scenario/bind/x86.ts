@@ -351,7 +351,13 @@ class X86Engine implements ScenarioEngine {
       case 'spte': {
         const root = this.rootFor(sel);
         if (!root) return [];
-        const gfn = sel['gfn'] !== undefined ? Number(sel['gfn']) : Math.floor(Number(sel['gpa']) / PAGE);
+        let gfn: number;
+        if (sel['gva'] !== undefined) {
+          // The EPT/NPT entry behind a GVA: the guest's translation first (no A/D updates).
+          const t = this.guest.translate(sel['vcpu'] !== undefined ? Number(sel['vcpu']) : 0, BigInt(sel['gva']), 'read', false, true);
+          if (t.gpa === undefined) return [];
+          gfn = Math.floor(t.gpa / PAGE);
+        } else gfn = sel['gfn'] !== undefined ? Number(sel['gfn']) : Math.floor(Number(sel['gpa']) / PAGE);
         if (sel['at_level'] !== undefined) {
           const v = this.vm.read_spte(gfn, Number(sel['at_level']), root);
           return v ? [spteExpectFields(kvm.masks, v.lo, v.hi, v.level, v.sptep)] : [];
