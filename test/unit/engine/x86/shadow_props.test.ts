@@ -12,7 +12,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import fc from 'fast-check';
 import { ShadowVm, GuestPageTableBuilder, GPTE_P, GPTE_W, GPTE_U, GPTE_A, GPTE_D } from '../../../../src/engine/x86/shadow_vm';
-import { gfn_rmap_entries, kvm_mmu_page_get_gfn, is_obsolete_sp, type ShadowMmu } from '../../../../src/engine/x86/shadow_mmu';
+import { gfn_rmap_entries, kvm_mmu_page_get_gfn, is_obsolete_sp, ROLE_PAE_ROOT, type ShadowMmu } from '../../../../src/engine/x86/shadow_mmu';
 import { pte_list_entries } from '../../../../src/engine/x86/rmap';
 import type { KvmMmuPage } from '../../../../src/engine/x86/mmu_page';
 
@@ -25,7 +25,12 @@ function spsOf(sk: ShadowMmu): KvmMmuPage[] {
   const out: KvmMmuPage[] = [];
   for (let sp = sk.active_head; sp !== null; sp = sp.link_next) out.push(sp);
   // Zapped roots leave the active list but stay accounted while a vCPU (current or prev_roots) holds them.
-  for (const v of sk.vcpus) for (const r of [v.root_sp, ...v.prev_roots.map((p) => p.sp)]) if (r !== null && !out.includes(r)) out.push(r);
+  for (const v of sk.vcpus) {
+    const held: Array<KvmMmuPage | null | undefined> = [v.root_sp, ...v.prev_roots.map((p) => p.sp)];
+    // Level-2 roots referenced by the special PAE root.
+    if (v.pae_root !== null) for (let i = 0; i < 4; i++) if ((v.pae_root[2 * i]! & 1) !== 0) held.push(sk.sp_of_pfn(Math.floor(((v.pae_root[2 * i + 1]! & 0xfffff) * 2 ** 32 + v.pae_root[2 * i]!) / 4096)));
+    for (const r of held) if (r !== null && r !== undefined && !out.includes(r)) out.push(r);
+  }
   return out;
 }
 
@@ -42,7 +47,7 @@ function checkInvariants(vm: ShadowVm): void {
     if (sp.unsync_child_bitmap !== null) for (const w of sp.unsync_child_bitmap) for (let x = w; x !== 0; x &= x - 1) bits++;
     assert.equal(sp.unsync_children, bits, 'unsync_children = popcount(bitmap)');
     if (sp.unsync) assert.equal(level, 1, 'only 4K pages are unsync');
-    if ((sp.role & 0x800) === 0 && (sp.role & 0x80) === 0 && level > 1) tracked.set(sp.gfn, (tracked.get(sp.gfn) ?? 0) + 1);
+    if ((sp.role & (0x800 | 0x80 | ROLE_PAE_ROOT)) === 0 && level > 1) tracked.set(sp.gfn, (tracked.get(sp.gfn) ?? 0) + 1);
     for (let i = 0; i < 512; i++) {
       const lo = sp.spt[2 * i]!;
       if ((lo & 0x800) === 0) continue;
@@ -74,15 +79,23 @@ function checkInvariants(vm: ShadowVm): void {
   for (const sp of sps) if (!is_obsolete_sp(sk, sp)) assert.equal(sp.mmu_valid_gen, sk.kvm.arch.mmu_valid_gen);
 }
 
-/** The guest's own 4-level walk (no A/D updates): gpa and effective W/U/NX, or null. */
-function guestWalk(vm: ShadowVm, cr3: number, gva: number): { gpa: number; w: boolean; u: boolean; nx: boolean; d: boolean } | null {
+/** The guest's own walk (no A/D updates) for 2-, 3- (PAE) or 4-level tables: gpa and effective W/U/NX, or null. */
+function guestWalk(vm: ShadowVm, levels: number, cr3: number, gva: number): { gpa: number; w: boolean; u: boolean; nx: boolean; d: boolean } | null {
   let table = cr3;
   let w = true, u = true, nx = false;
   const e = new Uint32Array(2);
-  for (let level = 4; level >= 1; level--) {
-    const idx = Math.floor(gva / 2 ** (12 + 9 * (level - 1))) % 512;
-    vm.mem.readEntry(table + idx * 8, 8, e);
-    const lo = e[0]!, hi = e[1]!;
+  const size = levels === 2 ? 4 : 8;
+  let level = levels;
+  if (levels === 3) {
+    vm.mem.readEntry(cr3 + Math.floor(gva / 2 ** 30) * 8, 8, e);
+    if ((e[0]! & 1) === 0) return null;
+    table = ((e[0]! & ~0xfff) >>> 0) + (e[1]! & 0xfffff) * 2 ** 32;
+    level = 2;
+  }
+  for (; level >= 1; level--) {
+    const idx = size === 4 ? Math.floor(gva / 2 ** (12 + 10 * (level - 1))) % 1024 : Math.floor(gva / 2 ** (12 + 9 * (level - 1))) % 512;
+    vm.mem.readEntry(table + idx * size, size, e);
+    const lo = e[0]!, hi = size === 4 ? 0 : e[1]!;
     if ((lo & 1) === 0) return null;
     w &&= (lo & 2) !== 0;
     u &&= (lo & 4) !== 0;
@@ -94,7 +107,7 @@ function guestWalk(vm: ShadowVm, cr3: number, gva: number): { gpa: number; w: bo
   return null;
 }
 
-test('property: random guest activity keeps shadow MMU invariants; after a flushing CR3 load shadows agree with the guest', () => {
+for (const [levels, pae] of [[2, 'special'], [2, 'shadow_page'], [3, 'special'], [3, 'shadow_page'], [4, 'special']] as const) test(`property (${levels}-level guest, pae_root=${pae}): random guest activity keeps shadow MMU invariants; after a flushing CR3 load shadows agree with the guest`, () => {
   const op = fc.oneof(
     fc.record({ k: fc.constant('access' as const), i: fc.nat(NG - 1), w: fc.boolean(), u: fc.boolean() }),
     fc.record({ k: fc.constant('rewrite' as const), i: fc.nat(NG - 1), frame: fc.nat(31), flags: fc.constantFrom(ALL, GPTE_P | GPTE_A, GPTE_P | GPTE_W | GPTE_A, GPTE_P | GPTE_U | GPTE_A | GPTE_D, 0), nx: fc.boolean() }),
@@ -106,14 +119,16 @@ test('property: random guest activity keeps shadow MMU invariants; after a flush
   );
   fc.assert(
     fc.property(fc.array(op, { minLength: 10, maxLength: 60 }), (ops) => {
-      const vm = new ShadowVm({ mem_bytes: 64 << 20, efer: 0x500 | 0x800 });
-      const b = new GuestPageTableBuilder(vm.mem, 4, 0x10_0000);
+      const cr4 = levels === 2 ? 0x10 : 0x30;
+      const efer = levels === 4 ? 0x500 | 0x800 : levels === 3 ? 0x800 : 0;
+      const vm = new ShadowVm({ mem_bytes: 64 << 20, cr4, efer, pae_root: pae });
+      const b = new GuestPageTableBuilder(vm.mem, levels, 0x10_0000);
       for (let i = 0; i < NG; i++) b.map(gvaOf(i), 0x100_0000 + (i % 32) * 0x1000, ALL);
       // Aliases of every guest table page so the guest can rewrite its own PTEs.
       const tables: number[] = [];
       for (let p = 0x10_0000; p < 0x10_0000 + 16 * 4096; p += 4096) tables.push(p);
       tables.forEach((p, t) => b.map(ALIAS + t * 0x1000, p, ALL));
-      vm.setRegs(vm.cr0, vm.cr4, vm.efer, b.cr3);
+      vm.setRegs(vm.cr0, cr4, efer, b.cr3);
       const pteGpa = (i: number) => b.entryGpa(gvaOf(i), 1, false);
       for (const o of ops) {
         switch (o.k) {
@@ -124,7 +139,7 @@ test('property: random guest activity keeps shadow MMU invariants; after a flush
             const g = pteGpa(o.i);
             const t = tables.indexOf(g & ~0xfff);
             const lo = (0x100_0000 + o.frame * 0x1000) | o.flags;
-            vm.guestWrite(ALIAS + t * 0x1000 + (g & 0xfff), lo >>> 0, o.nx ? 0x8000_0000 : 0, 8);
+            vm.guestWrite(ALIAS + t * 0x1000 + (g & 0xfff), lo >>> 0, o.nx && levels > 2 ? 0x8000_0000 : 0, levels === 2 ? 4 : 8);
             break;
           }
           case 'invlpg':
@@ -151,7 +166,7 @@ test('property: random guest activity keeps shadow MMU invariants; after a flush
       for (let i = 0; i < NG; i++) {
         const leaf = vm.translate(gvaOf(i));
         if (leaf === null) continue;
-        const g = guestWalk(vm, b.cr3, gvaOf(i));
+        const g = guestWalk(vm, levels, b.cr3, gvaOf(i));
         assert.ok(g !== null, 'no shadow leaf without a guest mapping');
         assert.equal(vm.gvaToGpa(gvaOf(i)), g.gpa, 'same frame as the guest');
         if ((leaf.lo & 2) !== 0) assert.ok(g.w && g.d, 'writable only if the guest allows it and D is set');
@@ -159,6 +174,6 @@ test('property: random guest activity keeps shadow MMU invariants; after a flush
         if (g.nx) assert.ok((leaf.hi & 0x8000_0000) !== 0, 'guest NX is kept');
       }
     }),
-    { numRuns: 100 },
+    { numRuns: 70 },
   );
 });
