@@ -657,9 +657,12 @@ export function parseScenario(text: string, file: string, opts: ParseOptions = {
       } else if (isArm && tv === 'protected' && !(mode?.kind === 'word' && mode.v === 'protected')) {
         err(ctx, st.args['type']!.col, st.args['type']!.endCol, 'needs-pkvm', 'a protected VM needs protected KVM', 'add mode=protected (kvm-arm.mode=protected)');
       }
-      if (isArm && (st.args['vendor'] || st.args['tdp_levels'] || st.args['maxphyaddr'] || st.args['gpaw'])) {
-        const bad = st.args['vendor'] ?? st.args['tdp_levels'] ?? st.args['maxphyaddr'] ?? st.args['gpaw'];
-        err(ctx, bad!.col, bad!.endCol, 'wrong-arch', `'${bad!.name}' is an x86 setting; this VM is arm64`, bad!.name === 'maxphyaddr' ? 'use ipa_bits=' : '');
+      const x86Only = ['vendor', 'tdp', 'tdp_levels', 'maxphyaddr', 'gpaw'].map((n) => st.args[n]).find((a) => a);
+      const armOnly = ['ipa_bits', 'pa_bits', 'host_memory'].map((n) => st.args[n]).find((a) => a);
+      if (isArm && x86Only) {
+        err(ctx, x86Only.col, x86Only.endCol, 'wrong-arch', `'${x86Only.name}' is an x86 setting; this VM is arm64`, x86Only.name === 'maxphyaddr' ? 'use ipa_bits=' : '');
+      } else if (!isArm && armOnly) {
+        err(ctx, armOnly.col, armOnly.endCol, 'wrong-arch', `'${armOnly.name}' is an arm64 setting`, 'add arch=arm64');
       }
     }
     if (SETUP.has(st.keyword) && st.keyword !== 'include' && ctx.nonSetupLine) {

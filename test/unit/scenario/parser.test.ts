@@ -222,3 +222,13 @@ describe('scenario parser: module-qualified parameters', () => {
     assert.deepEqual(r.statements[0]!.checks.map((c) => c.name), ['pml', 'tdp_mmu']);
   });
 });
+
+describe('scenario parser: settings of the other architecture', () => {
+  it('x86 settings on arm64 and arm64 settings on x86', () => {
+    const a = one('vm arch=arm64 tdp=on');
+    assert.deepEqual([a.code, a.col], ['wrong-arch', 15]);
+    const b = one('vm arch=x86 ipa_bits=40');
+    assert.deepEqual([b.code, b.col], ['wrong-arch', 13]);
+    assert.match(b.hint, /arch=arm64/);
+  });
+});
