@@ -485,6 +485,7 @@ function mmu_spte_clear_no_track(sk: ShadowMmu, sptep: number): void {
 
 /** gfn_to_rmap(): slot->arch.rmap[level - 1] and the index; allocates the level array on first use. */
 function slot_rmap(sk: ShadowMmu, slot: KvmMemorySlot, level: number): Int32Array {
+  if (slot === last_rmap_slot && sk === last_rmap_sk) return last_rmap_arrays![level - 1]!;
   let r = sk.rmaps.get(slot);
   if (r === undefined) {
     r = [];
@@ -494,7 +495,25 @@ function slot_rmap(sk: ShadowMmu, slot: KvmMemorySlot, level: number): Int32Arra
     }
     sk.rmaps.set(slot, r);
   }
+  last_rmap_sk = sk;
+  last_rmap_slot = slot;
+  last_rmap_arrays = r;
   return r[level - 1]!;
+}
+
+/** One-entry cache of the last slot's rmap arrays (the fault path hits the same slot over and over). */
+let last_rmap_sk: ShadowMmu | null = null;
+let last_rmap_slot: KvmMemorySlot | null = null;
+let last_rmap_arrays: Int32Array[] | null = null;
+
+/** Forget cached rmap arrays of a slot whose rmaps are being dropped. */
+function slot_rmap_forget(sk: ShadowMmu, slot: KvmMemorySlot): void {
+  sk.rmaps.delete(slot);
+  if (last_rmap_slot === slot) {
+    last_rmap_sk = null;
+    last_rmap_slot = null;
+    last_rmap_arrays = null;
+  }
 }
 
 function slot_of_sp_gfn(sk: ShadowMmu, sp: KvmMmuPage, gfn: number): KvmMemorySlot | null {
@@ -502,8 +521,8 @@ function slot_of_sp_gfn(sk: ShadowMmu, sp: KvmMmuPage, gfn: number): KvmMemorySl
 }
 
 /** rmap_add() / __rmap_add(). */
-function rmap_add(sk: ShadowMmu, slot: KvmMemorySlot, sptep: number, gfn: number, access: number): void {
-  const sp = sptep_to_sp(sk, sptep);
+function rmap_add(sk: ShadowMmu, slot: KvmMemorySlot, sptep: number, gfn: number, access: number, sp_: KvmMmuPage | null = null): void {
+  const sp = sp_ ?? sptep_to_sp(sk, sptep);
   const level = sp_level(sp);
   if (probes.armed) probes.hit(PR_RMAP_ADD, { sptep, gfn, access, level });
   kvm_mmu_page_set_translation(sp, sptep & 511, gfn, access);
@@ -986,7 +1005,10 @@ export function mmu_set_spte(sv: ShadowVcpu, slot: KvmMemorySlot | null, sptep: 
     ret = RET_PF_SPURIOUS;
   } else {
     if (probes.armed) probes.hit(PR_SET_SPTE, { as_id: sp_as_id(sp), gfn, level, sptep, old_spte: spte_obj(clo, chi), new_spte: spte_obj(nlo, nhi), sp });
-    flush = mmu_spte_update(sk, sptep, nlo, nhi) || flush;
+    sp.spt[j] = nlo;
+    sp.spt[j + 1] = nhi;
+    // mmu_spte_update(): only a change of a present SPTE can need a flush.
+    if (is_shadow_present_pte(clo, chi) && leaf_spte_change_needs_tlb_flush(sk.masks, clo, chi, nlo, nhi)) flush = true;
     if (trace.enabled) {
       const m = sk.masks;
       const um = m.shadow_user_mask;
@@ -1001,7 +1023,7 @@ export function mmu_set_spte(sv: ShadowVcpu, slot: KvmMemorySlot | null, sptep: 
   if (wrprot && write_fault) ret = RET_PF_WRITE_PROTECTED;
   if (flush) kvm_flush_remote_tlbs_gfn(sk, gfn, level);
   if (!was_rmapped) {
-    if (slot !== null) rmap_add(sk, slot, sptep, gfn, pte_access);
+    if (slot !== null) rmap_add(sk, slot, sptep, gfn, pte_access, sp);
     else kvm_mmu_page_set_translation(sp, idx, gfn, pte_access);
   } else {
     kvm_mmu_page_set_access(sp, idx, pte_access);
@@ -1492,7 +1514,7 @@ export function kvm_mmu_zap_memslot(sk: ShadowMmu, slot: KvmMemorySlot): void {
   kvm_zap_gfn_range_rmaps(sk, slot, slot.base_gfn, end);
   kvm_mmu_commit_zap_page(sk, invalid_list);
   sk.kvm.kvm_flush_remote_tlbs_memslot(slot);
-  sk.rmaps.delete(slot);
+  slot_rmap_forget(sk, slot);
 }
 
 /** The rmap count of (gfn, level) (tests and views). */
