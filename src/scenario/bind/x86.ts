@@ -219,15 +219,14 @@ class X86Engine implements ScenarioEngine {
     if (op.space === 'gva') {
       if (this.snp) throw new NotSupportedYet('GVA accesses in SEV-SNP guests (C-bit from the guest tables); use gpa= with private/shared');
       const g = this.guest;
-      const gva = (BigInt(op.hi) << 32n) | BigInt(op.lo);
-      const t = g.translate(op.vcpu, gva, op.kind, op.user);
+      const gpa = g.translateHalves(op.vcpu, op.lo, op.hi, op.kind, op.user);
       // Table accesses happen whether or not the walk ends in a #PF.
       const stop = g.tableAccesses(op.vcpu);
       if (stop?.exit) return { exit: { reason: stop.exit.reason, vcpu: op.vcpu, fields: stop.exit.fields } };
       if (stop?.ret !== undefined) return { ret: stop.ret };
       // A #PF is delivered to the guest; with TDP KVM does not intercept it.
-      if (t.gpa === undefined) return { exception: { vector: 'PF', fields: { error_code: t.walker.error_code, address: op.addr } } };
-      return this.store(op, t.gpa, this.gpaAccess(op.vcpu, t.gpa, op.kind, op.private));
+      if (gpa < 0) return { exception: { vector: 'PF', fields: { error_code: g.walkErrorCode, address: op.addr } } };
+      return this.store(op, gpa, this.gpaAccess(op.vcpu, gpa, op.kind, op.private));
     }
     return this.store(op, op.addr, this.gpaAccess(op.vcpu, op.addr, op.kind, op.private));
   }

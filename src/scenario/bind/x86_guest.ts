@@ -65,19 +65,7 @@ export interface GuestStop {
   ret?: number;
 }
 
-/** Run `fn` with tracepoints and probes muted: the hardware's walk runs no KVM code. */
-function hardware<T>(fn: () => T): T {
-  const t = trace.enabled;
-  const p = probes.armed;
-  trace.enabled = false;
-  probes.armed = false;
-  try {
-    return fn();
-  } finally {
-    trace.enabled = t;
-    probes.armed = p;
-  }
-}
+const ALWAYS = (): boolean => true;
 
 export class X86Guest {
   readonly mem: GuestMemory;
@@ -100,6 +88,11 @@ export class X86Guest {
   private get vm(): X86Vm {
     if (!this.tdpVm) throw new Error('TDP table accesses on a shadow-paging VM');
     return this.tdpVm;
+  }
+
+  /** Error code of the last failed walk. */
+  get walkErrorCode(): number {
+    return this.walker.error_code;
   }
 
   /** Current registers of a vCPU. */
@@ -257,16 +250,29 @@ export class X86Guest {
 
   /** The hardware walk for an access; returns the GPA, or undefined with the #PF in `walker`. */
   translate(id: number, gva: bigint, kind: 'read' | 'write' | 'fetch', user: boolean, readOnly = false): { gpa?: number; walker: GuestWalker } {
+    const gpa = this.translateHalves(id, Number(gva & 0xffff_ffffn), Number(gva >> 32n), kind, user, readOnly);
+    return gpa < 0 ? { walker: this.walker } : { gpa, walker: this.walker };
+  }
+
+  /** `translate` for the access loop: halves in, GPA or -1 (the #PF is in `walker`) out, no allocation. */
+  translateHalves(id: number, lo: number, hi: number, kind: 'read' | 'write' | 'fetch', user: boolean, readOnly = false): number {
     const v = this.vc(id);
-    if (v.mmu.direct) return { gpa: Number(gva & 0xffff_ffffn), walker: this.walker };
+    if (v.mmu.direct) return lo >>> 0;
     const access = (kind === 'write' ? PFERR_WRITE_MASK : 0) | (kind === 'fetch' ? PFERR_FETCH_MASK : 0) | (user ? PFERR_USER_MASK : 0);
     this.wvcpu.vcpu_id = id;
     const prev = v.src.readOnly;
-    if (readOnly) v.src.readOnly = () => true;
+    if (readOnly) v.src.readOnly = ALWAYS;
+    // The hardware's walk runs no KVM code: no tracepoints, no probes.
+    const t = trace.enabled;
+    const p = probes.armed;
+    trace.enabled = false;
+    probes.armed = false;
     try {
-      const ok = hardware(() => walk_addr_generic(this.walker, this.wvcpu, v.mmu, v.src, Number(gva & 0xffff_ffffn), Number(gva >> 32n), access));
-      return ok ? { gpa: this.walker.gpa(Number(gva & 0xffff_ffffn)), walker: this.walker } : { walker: this.walker };
+      const ok = walk_addr_generic(this.walker, this.wvcpu, v.mmu, v.src, lo, hi, access);
+      return ok ? this.walker.gpa(lo) : -1;
     } finally {
+      trace.enabled = t;
+      probes.armed = p;
       v.src.readOnly = prev;
     }
   }
