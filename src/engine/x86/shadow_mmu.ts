@@ -66,6 +66,7 @@ import { type KvmMemorySlot, gfn_to_index, kvm_mmu_gfn_allow_lpage, kvm_mmu_gfn_
 import type { KvmVcpu, kvm_page_fault } from './vcpu';
 import { is_noslot_pfn } from './vcpu';
 import { mark_page_dirty_in_slot } from './mmu';
+import { sptep_va } from './tdp_mmu';
 import { RET_PF_EMULATE, RET_PF_FIXED, RET_PF_SPURIOUS, RET_PF_WRITE_PROTECTED } from './ret_pf';
 import type { GuestMmu, GuestPageTableAccess, GuestWalker } from './paging_tmpl';
 
@@ -314,6 +315,15 @@ function table_of_pfn(sk: ShadowMmu, sv: ShadowVcpu | null, pfn: number): Uint32
 /** The table behind a present SPTE's address bits (child SP or special table). */
 function spte_table_pfn(sk: ShadowMmu, lo: number, hi: number): number {
   return spte_to_pfn(sk.masks, lo, hi);
+}
+
+/** shadow_walk_init_using_root() for a root shadow page (prev_roots entries are always SPs). */
+export function shadow_walk_init_using_root(it: ShadowWalkIterator, sv: ShadowVcpu, root: KvmMmuPage, addr: number): void {
+  it.addr = addr;
+  it.level = root.role & ROLE_LEVEL_MASK;
+  it.table_pfn = root.spt_pfn;
+  it.table = root.spt;
+  if (it.level >= 4 && !sv.direct && sv.cpu_level < 4) it.level = 0;
 }
 
 /** shadow_walk_init_using_root + shadow_walk_init. */
@@ -941,7 +951,7 @@ function mark_mmio_spte(sv: ShadowVcpu, sptep: number, gfn: number, access: numb
   make_mmio_spte(sk.masks, gfn, access, gen, tmp, sk.kvm.arch.shadow_mmio_value);
   mmu_spte_set(sk, sptep, tmp.lo, tmp.hi);
   sv.vcpu.stat.pf_mmio_spte_created++;
-  if (trace.enabled) emitTracepoint('mark_mmio_spte', sv.vcpu.vcpu_id, { sptep: sp.sptep_pa(sptep & 511), gfn, access, gen });
+  if (trace.enabled) emitTracepoint('mark_mmio_spte', sv.vcpu.vcpu_id, { sptep: sptep_va(sp, sptep & 511), gfn, access, gen });
 }
 
 /**

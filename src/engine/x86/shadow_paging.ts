@@ -46,6 +46,7 @@ import {
   ROOT_SP,
   PTE_PREFETCH_NUM,
   shadow_walk_init,
+  shadow_walk_init_using_root,
   shadow_walk_okay,
   shadow_walk_next,
   sptep_to_sp,
@@ -605,14 +606,10 @@ function zap_pte_no_list(sv: ShadowVcpu, sp: KvmMmuPage, i: number): void {
   }
 }
 
-/** kvm_mmu_invlpg() → kvm_mmu_invalidate_addr() on the current root. */
-export function kvm_mmu_invlpg(sv: ShadowVcpu, gva: number): void {
-  if (probes.armed) probes.hit(PR_INVLPG, { gva });
+/** __kvm_mmu_invalidate_addr(): resync the gPTE for `addr` in unsync pages on the path from one root. */
+function __kvm_mmu_invalidate_addr(sv: ShadowVcpu, it: ShadowWalkIterator): void {
   const sk = sv.sk;
-  sv.vcpu.stat.invlpg++;
-  if (sv.root_kind === ROOT_INVALID || sv.root_kind === ROOT_DUMMY) return;
-  const it = new ShadowWalkIterator();
-  for (shadow_walk_init(it, sv, gva); shadow_walk_okay(it); shadow_walk_next(it, sk)) {
+  for (; shadow_walk_okay(it); shadow_walk_next(it, sk)) {
     const sp = sptep_to_sp(sk, it.sptep);
     if (sp.unsync) {
       const ret = sv.sync_spte!(sv, sp, it.index);
@@ -620,6 +617,24 @@ export function kvm_mmu_invlpg(sv: ShadowVcpu, gva: number): void {
       if (ret !== 0) kvm_flush_remote_tlbs_gfn(sk, kvm_mmu_page_get_gfn(sp, it.index), sp.role & ROLE_LEVEL_MASK);
     }
     if (sp.unsync_children === 0) break;
+  }
+}
+
+/** kvm_mmu_invlpg() → kvm_mmu_invalidate_addr(KVM_MMU_ROOTS_ALL): the current root and every prev root. */
+export function kvm_mmu_invlpg(sv: ShadowVcpu, gva: number): void {
+  if (probes.armed) probes.hit(PR_INVLPG, { gva });
+  sv.vcpu.stat.invlpg++;
+  // vcpu_clear_mmio_info().
+  if (sv.vcpu.mmio_gva === (gva - (gva % 4096))) sv.vcpu.mmio_gva = 0;
+  const it = new ShadowWalkIterator();
+  if (sv.root_kind !== ROOT_INVALID && sv.root_kind !== ROOT_DUMMY) {
+    shadow_walk_init(it, sv, gva);
+    __kvm_mmu_invalidate_addr(sv, it);
+  }
+  for (const p of sv.prev_roots) {
+    if (p.sp === null) continue;
+    shadow_walk_init_using_root(it, sv, p.sp, gva);
+    __kvm_mmu_invalidate_addr(sv, it);
   }
 }
 

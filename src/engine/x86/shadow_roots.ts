@@ -356,6 +356,13 @@ export function kvm_mmu_sync_roots(sv: ShadowVcpu): void {
   }
 }
 
+/** kvm_mmu_sync_prev_roots(): unsync prev roots are synced by freeing them. */
+export function kvm_mmu_sync_prev_roots(sv: ShadowVcpu): void {
+  let roots_to_free = 0;
+  for (let i = 0; i < 3; i++) if (is_unsync_root(sv.prev_roots[i]!.sp)) roots_to_free |= KVM_MMU_ROOT_PREVIOUS(i);
+  kvm_mmu_free_roots(sv, roots_to_free);
+}
+
 function is_root_usable(sv: ShadowVcpu, pgd: number, sp: KvmMmuPage | null, new_pgd: number, new_role: number): boolean {
   if (sp === null) return false;
   if ((new_role & ROLE_DIRECT) === 0 && pgd !== new_pgd) return false;

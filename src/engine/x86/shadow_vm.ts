@@ -37,7 +37,7 @@ import {
   type SplitAccessVariant,
   type PaeRootVariant,
 } from './shadow_mmu';
-import { kvm_mmu_free_roots, kvm_mmu_new_pgd, kvm_mmu_reload, kvm_mmu_sync_roots, KVM_MMU_ROOTS_ALL, pae_root_entries, pae_root_pfn } from './shadow_roots';
+import { kvm_mmu_free_roots, kvm_mmu_new_pgd, kvm_mmu_reload, kvm_mmu_sync_roots, kvm_mmu_sync_prev_roots, KVM_MMU_ROOTS_ALL, pae_root_entries, pae_root_pfn } from './shadow_roots';
 import { shadow_mmu_slot_apply_flags } from './shadow_split';
 import { kvm_mmu_page_fault, kvm_mmu_track_write, kvm_mmu_invlpg, shadow_paging_init_hooks } from './shadow_paging';
 
@@ -331,6 +331,12 @@ export class ShadowVm {
       root: sv.root_sp !== null ? this.spInfo(sv.root_sp) : null, pae, pae_root_pfn: pae_root_pfn(sv),
       prev: sv.prev_roots.map((p) => ({ pgd: p.pgd, root: p.sp !== null ? this.spInfo(p.sp) : null })),
     };
+  }
+
+  /** KVM_REQ_TLB_FLUSH_GUEST (e.g. INVPCID all-context): sync the current roots, free unsync prev roots. */
+  flushTlbGuest(): void {
+    kvm_mmu_sync_roots(this.sv);
+    kvm_mmu_sync_prev_roots(this.sv);
   }
 
   invlpg(gva: number): void {

@@ -305,3 +305,46 @@ test('mmu_sync_children handles more unsync pages than one KVM_PAGE_ARRAY_NR bat
   assert.ok(vm.shadowPages().every((s) => s.unsync_children === 0));
   for (const a of ptAliases) assert.equal(vm.translate(a)!.lo & 2, 0, 'write-protected again');
 });
+
+test('a guest mapping of a gpa without a memslot becomes an MMIO SPTE and the access is emulated', () => {
+  const { vm, b } = setup(64 << 20);
+  b.map(0x3000, 0xfee0_0000, ALL);
+  const { events, stop } = capture();
+  let r: number;
+  try {
+    r = vm.fault(0x3000, 0);
+  } finally {
+    stop();
+  }
+  assert.equal(r, RET_PF_EMULATE);
+  const ev = events.find((e) => e.name === 'mark_mmio_spte')!;
+  // gen: the address space's memslot generation (what kvm_memslots()->generation gives).
+  assert.match(ev.text, new RegExp(`^sptep:ffff888[0-9a-f]{9} gfn fee00 access 7 gen ${vm.kvm.mmio_gen(0).toString(16)}$`));
+  assert.equal(vm.stats().pf_mmio_spte_created, 1);
+  assert.equal(vm.stats().pf_emulate, 1);
+  const leaf = vm.sptes(0x3000).pop()!;
+  assert.equal(leaf.lo & 0x800, 0, 'an MMIO SPTE is not shadow-present');
+});
+
+test('INVLPG also resyncs unsync pages under prev_roots; a guest TLB flush frees unsync prev roots', () => {
+  const { vm, b } = setup();
+  const gva = 0x60_0000;
+  b.map(gva, 0x400_0000, ALL);
+  vm.fault(gva, 0);
+  const ptGpa = b.entryGpa(gva, 1) & ~0xfff;
+  b.map(0x7000_0000, ptGpa, ALL);
+  vm.access(0x7000_0000, true); // PT unsync
+  const b2 = new GuestPageTableBuilder(vm.mem, 4, 0x80_0000);
+  b2.map(0x1000, 0x410_0000, ALL);
+  vm.loadCr3(b2.cr3, true); // no flush: the first root goes to prev_roots[0] still unsync below
+  assert.equal(vm.roots().prev[0]!.root!.unsync_children, 1);
+  const pteOff = b.entryGpa(gva, 1) & 0xfff;
+  vm.mem.write64(ptGpa + pteOff, (0x400_0000 | GPTE_P | GPTE_U | GPTE_A) >>> 0, 0);
+  const pt = vm.sk.active_list().find((s) => s.gfn === ptGpa / 4096)!;
+  const i = (gva / 4096) % 512;
+  assert.equal(pt.spt[2 * i]! & 2, 2);
+  vm.invlpg(gva);
+  assert.equal(pt.spt[2 * i]! & 2, 0, 'synced through prev_roots[0]');
+  vm.flushTlbGuest();
+  assert.equal(vm.roots().prev[0]!.root, null, 'the unsync prev root was freed');
+});
