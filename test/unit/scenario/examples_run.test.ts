@@ -96,6 +96,12 @@ describe('examples run against the engine', () => {
     assert.equal(r.expects.length, 10);
   });
 
+  it('dirty-log-manual: every expect holds', () => {
+    const r = runExample('dirty-log-manual.kvmmmu');
+    assert.deepEqual(r.problems.map(formatDiagnostic), []);
+    assert.equal(r.expects.length, 12);
+  });
+
   it('arm64-stage2-faults: every expect holds', () => {
     const r = runExample('arm64-stage2-faults.kvmmmu');
     assert.deepEqual(r.problems.map(formatDiagnostic), []);
