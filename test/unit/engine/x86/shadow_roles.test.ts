@@ -79,7 +79,6 @@ test('access accumulates down the walk: a read-only supervisor PDE gives childre
   const pt = sps(vm)[0]!;
   assert.equal(pt.role, role({ level: 1, access: ACC_X }), 'PT shadow page role.access = pt_access below the PDE');
   void ACC_W;
-  void ACC_U;
 });
 
 test('5-level guest: a level-5 root', () => {
@@ -162,6 +161,13 @@ test('reuse by role: a second mapping under the same tables creates no shadow pa
   // Prefetch may already have mapped it; either way no new shadow page.
   assert.equal(vm.shadowPages().length, n);
   assert.equal(vm.stats().mmu_cache_miss, miss);
+  // A second guest PDE pointing at the same PT but read-only: same gfn, different role.access.
+  const pt = b.entryGpa(0x1000, 1) & ~0xfff;
+  const pde2 = b.entryGpa(0x20_0000 * 7, 2);
+  b.write(pde2, (pt | GPTE_P | GPTE_U | GPTE_A) >>> 0, 0);
+  assert.equal(vm.fault(0x20_0000 * 7 + 0x1000, 0), RET_PF_FIXED);
+  const pts = sps(vm).filter((s) => s.gfn === pt / 4096);
+  assert.deepEqual(pts.map((s) => s.role).sort((x, y) => x - y), [role({ level: 1, access: ACC_X | ACC_U }), role({ level: 1, access: ACC_ALL })].sort((x, y) => x - y));
   void RET_PF_RETRY;
 });
 
