@@ -9,6 +9,7 @@ import { describeSpte } from '../../engine/x86/spte_decode';
 import { role_trace_text } from '../../engine/x86/role';
 import { hex0x } from '../../engine/bits/u64';
 import type { Arm64Vm } from '../../engine/arm64/mmu';
+import { dirty_bitmap_test, lpage_info_slot } from '../../engine/x86/memslot';
 import { KVM_PGTABLE_WALK_LEAF, kvm_pgtable_walk, type KvmPgtableVisitCtx } from '../../engine/arm64/pgtable';
 import { pageStateName } from '../../engine/arm64/pkvm_mem_protect';
 import { ownerName } from '../../engine/arm64/variants';
@@ -227,6 +228,115 @@ function stage2Ownership(program: DebugProgram, start: number, count: number): {
   };
 }
 
+// ---------------------------------------------------------------------------------------------------
+// "Where is GFN X?": everything the model knows about one guest frame, in one answer.
+
+export interface WhereRow {
+  key: string;
+  value: string;
+  /** Raw 64-bit value a view can decode (SPTEs, descriptors). */
+  decode?: { kind: string; value: string; level: number };
+}
+export interface WhereSection {
+  title: string;
+  rows: WhereRow[];
+  note?: string;
+}
+
+function whereX86(kvm: Kvm, gfn: number): WhereSection[] {
+  const out: WhereSection[] = [];
+  const fmt = kvm.masks.is_ept ? 'ept-spte' : 'npt-spte';
+  for (let as = 0; as < kvm.nr_as_ids; as++) {
+    const slot = kvm.kvm_memslots(as).lookup(gfn);
+    const title = `memslot (address space ${as})`;
+    if (!slot) {
+      if (as === 0) out.push({ title, rows: [], note: 'no memslot covers this gfn: an access is emulated MMIO (KVM_EXIT_MMIO) or a fault to userspace' });
+      continue;
+    }
+    const rel = gfn - slot.base_gfn;
+    const rows: WhereRow[] = [
+      { key: 'slot', value: `${slot.id}` },
+      { key: 'base_gfn / npages', value: `0x${slot.base_gfn.toString(16)} / 0x${slot.npages.toString(16)}` },
+      { key: 'hva', value: '0x' + (slot.userspace_addr + rel * 4096).toString(16) },
+      { key: 'flags', value: X86_SLOT_FLAGS.filter(([m]) => (slot.flags & m) !== 0).map(([, n]) => n).join(' | ') || '0' },
+      { key: 'host backing', value: slot.host_backing },
+    ];
+    if (slot.dirty_bitmap) rows.push({ key: 'dirty_bitmap', value: dirty_bitmap_test(slot.dirty_bitmap, rel) ? 'set (dirty since the last GET/CLEAR_DIRTY_LOG)' : 'clear' });
+    for (const level of [2, 3]) {
+      try {
+        const v = lpage_info_slot(gfn, slot, level) >>> 0;
+        rows.push({ key: `lpage_info[${level === 2 ? '2M' : '1G'}].disallow_lpage`, value: `0x${v.toString(16)}${(v & 0x8000_0000) !== 0 ? ' (KVM_LPAGE_MIXED_FLAG)' : ''}${v === 0 ? ' (huge page allowed)' : ''}` });
+      } catch {
+        // No lpage_info at this level for this slot.
+      }
+    }
+    out.push({ title, rows });
+  }
+  out.push({ title: 'attributes', rows: [{ key: 'KVM_MEMORY_ATTRIBUTE_PRIVATE', value: kvm.kvm_mem_is_private(gfn) ? 'set: private (guest_memfd)' : 'clear: shared' }] });
+  if (kvm.arch.tdp_mmu_roots.length === 0) out.push({ title: 'SPTEs', rows: [], note: 'no TDP MMU root yet' });
+  for (const root of kvm.arch.tdp_mmu_roots) {
+    const rows: WhereRow[] = [];
+    let sp: KvmMmuPage | undefined = root;
+    while (sp) {
+      const level: number = sp.role & 0xf;
+      const idx = Math.floor(gfn / pagesPer(level)) % 512;
+      const lo = sp.spt[2 * idx]! >>> 0;
+      const hi = sp.spt[2 * idx + 1]! >>> 0;
+      const d = describeSpte(kvm.masks, lo, hi, level);
+      const extra = d.kind === 'leaf' || d.kind === 'nonleaf' ? ` ${d.traceFlags} pfn ${d.pfn}` : '';
+      const nx = sp.nx_huge_page_disallowed ? ' (sp: nx_huge_page_disallowed)' : '';
+      rows.push({ key: `level ${level} [${idx}]`, value: `${hex0x(lo, hi, 16)}  ${d.kind}${d.large ? ' (huge)' : ''}${extra}${nx}`, decode: { kind: fmt, value: hex0x(lo, hi), level } });
+      sp = d.kind === 'nonleaf' ? kvm.pool.sp_of_pfn(Number(BigInt(d.pfn))) : undefined;
+    }
+    const as = root.role >>> 24 !== 0 ? 1 : 0;
+    out.push({ title: `SPTEs in ${(root.role & 0x8_0000) !== 0 ? 'mirror ' : ''}root 0x${(root.spt_pfn * 4096).toString(16)} (as ${as}${(root.role & 0x800) !== 0 ? ', invalid' : ''}): ${role_trace_text(root.role)}`, rows });
+  }
+  out.push({ title: 'rmap', rows: [], note: 'the TDP MMU keeps no rmaps: SPTEs are found by walking each root' });
+  return out;
+}
+
+function whereArm64(vm: Arm64Vm, gfn: number): WhereSection[] {
+  const ipa = gfn * vm.pageSize;
+  const out: WhereSection[] = [];
+  const slot = vm.memslotFor(ipa);
+  out.push(slot
+    ? { title: 'memslot', rows: [
+        { key: 'slot', value: String(slot.id) },
+        { key: 'ipa range', value: `0x${slot.gpa.toString(16)}-0x${(slot.gpa + slot.size - 1).toString(16)}` },
+        { key: 'hva', value: '0x' + (slot.hva + ipa - slot.gpa).toString(16) },
+        { key: 'pa (host)', value: '0x' + (slot.pa + ipa - slot.gpa).toString(16) },
+        { key: 'dirty logging', value: slot.logDirty ? (slot.dirty.has(gfn) ? 'on, page dirty' : 'on, page clean') : 'off' },
+      ] }
+    : { title: 'memslot', rows: [], note: 'no memslot covers this IPA: an access is an MMIO exit (io_mem_abort)' });
+  const d = vm.descriptorAt(ipa);
+  out.push({
+    title: 'guest stage-2',
+    rows: d ? [
+      { key: `level ${d.level}`, value: `${d.kind}${d.outputAddress ? ` -> ${d.outputAddress}` : ''}${d.owner ? ` owner ${d.owner.name}` : ''}` },
+      ...d.fields.filter((f) => f.value !== 0).map((f) => ({ key: f.name + ' ' + f.bits, value: f.hex + ' ' + f.meaning })),
+    ] : [],
+    note: d ? undefined : 'not mapped',
+  });
+  if (vm.pkvm && slot) {
+    const pa = slot.pa + ipa - slot.gpa;
+    const own = vm.pkvm.ownerOf(pa);
+    out.push({ title: 'pKVM ownership of the backing page', rows: [
+      { key: 'owner', value: ownerName(own.owner) + (own.handle !== undefined ? ` handle 0x${own.handle.toString(16)}` : '') },
+      { key: 'host state', value: pageStateName(own.hostState) },
+      { key: 'hyp state', value: pageStateName(own.hypState) },
+    ] });
+  }
+  return out;
+}
+
+function whereIsGfn(program: DebugProgram, gfn: number): { gfn: string; gpa: string; sections: WhereSection[] } {
+  const kvm = x86Kvm(program);
+  if (kvm) return { gfn: '0x' + gfn.toString(16), gpa: '0x' + (gfn * 4096).toString(16), sections: whereX86(kvm, gfn) };
+  const vm = arm64Vm(program);
+  if (vm) return { gfn: '0x' + gfn.toString(16), gpa: '0x' + (gfn * vm.pageSize).toString(16), sections: whereArm64(vm, gfn) };
+  throw new Error('not available for this VM (the engine has not started yet)');
+}
+
 export function handleQuery(name: string, args: Record<string, unknown>, ctx: QueryContext): unknown {
   switch (name) {
     case 'kvmMmu/query': {
@@ -278,6 +388,11 @@ export function handleQuery(name: string, args: Record<string, unknown>, ctx: Qu
       return memslotRows(ctx.program);
     case 'kvmMmu/stage2Ownership':
       return stage2Ownership(ctx.program, int(args.start, 0), int(args.count, 500, 0, 10_000));
+    case 'kvmMmu/whereIsGfn': {
+      const gfn = int(args.gfn, -1, -1, 2 ** 52);
+      if (gfn < 0) throw new Error('gfn must be a non-negative integer');
+      return whereIsGfn(ctx.program, gfn);
+    }
     case 'kvmMmu/vm':
       return { kind: ctx.program.kind, file: ctx.program.file, vm: vmOf(ctx.program) };
     default:

@@ -36,7 +36,7 @@ export class DecoderPanel {
       if (req) DecoderPanel.current.decode(req);
       return DecoderPanel.current;
     }
-    const panel = vscode.window.createWebviewPanel(DECODER_VIEW_TYPE, 'Bit Decoder', vscode.ViewColumn.Active, webviewOptions(extensionUri));
+    const panel = vscode.window.createWebviewPanel(DECODER_VIEW_TYPE, 'Bit Decoder', { viewColumn: vscode.window.activeTextEditor ? vscode.ViewColumn.Beside : vscode.ViewColumn.Active, preserveFocus: false }, webviewOptions(extensionUri));
     return new DecoderPanel(panel, extensionUri, req);
   }
 

@@ -323,6 +323,10 @@ export function registerPagesView(context: vscode.ExtensionContext, events: Sess
       if (!s) return undefined;
       return vscode.commands.executeCommand('kvmMmu.decodeValue', { kind: tree.format === 'npt' ? 'npt-spte' : 'ept-spte', value: s.row.value, level: s.row.level });
     }),
+    vscode.commands.registerCommand('kvmMmu.pages.whereIsGfn', (n?: PageNode) => {
+      const s = spteOf(n);
+      return s ? vscode.commands.executeCommand('kvmMmu.whereIsGfn', { gfn: s.row.gfn }) : undefined;
+    }),
     vscode.commands.registerCommand('kvmMmu.pages.copyValue', async (n?: PageNode) => {
       const s = spteOf(n);
       if (!s) return undefined;

@@ -9,6 +9,7 @@ import { registerEventsView, type EventsTree, type EventNode } from './events_vi
 import { registerDecoderPanel, DecoderPanel } from '../panels/decoder_panel';
 import { registerPagesView, type PagesTree, type PageNode } from './pages_view';
 import { registerStateViews, type StateViews } from './state_views';
+import { registerWherePanel, WherePanel } from '../panels/where_panel';
 
 export interface VmContext {
   arch: string;
@@ -28,6 +29,8 @@ export interface KvmMmuViews {
   readonly state: StateViews;
   /** The open Bit Decoder panel, if any. */
   decoder(): DecoderPanel | undefined;
+  /** The open "Where is GFN X?" panel, if any. */
+  where(): WherePanel | undefined;
   /** VM facts of the active session (undefined without one). */
   vm(): VmContext | undefined;
 }
@@ -44,6 +47,7 @@ export function registerViews(context: vscode.ExtensionContext): KvmMmuViews {
   registerDecoderPanel(context);
   const { tree: pages, view: pagesView } = registerPagesView(context, events);
   const state = registerStateViews(context, events);
+  registerWherePanel(context, events);
 
   let vm: VmContext | undefined;
   const applyVm = (v: VmContext | undefined): void => {
@@ -75,5 +79,5 @@ export function registerViews(context: vscode.ExtensionContext): KvmMmuViews {
   applyVm(undefined);
   setContext('kvmMmu.sessionActive', false);
 
-  return { events, probes, eventsTree, eventsView, pages, pagesView, state, decoder: () => DecoderPanel.current, vm: () => vm };
+  return { events, probes, eventsTree, eventsView, pages, pagesView, state, decoder: () => DecoderPanel.current, where: () => WherePanel.current, vm: () => vm };
 }

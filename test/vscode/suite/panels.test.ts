@@ -13,8 +13,16 @@ interface DecoderLike {
   readonly panel: vscode.WebviewPanel;
   toggleBit(bit: number): void;
 }
+interface WhereLike {
+  answer: { gfn: string; gpa: string; sections: Array<{ title: string; rows: Array<{ key: string; value: string }>; note?: string }> } | undefined;
+  onDidAnswer: vscode.Event<unknown>;
+}
 interface Api {
-  views: { decoder(): DecoderLike | undefined };
+  views: {
+    decoder(): DecoderLike | undefined;
+    where(): WhereLike | undefined;
+    events: { onStopped: vscode.Event<{ reason: string; session: vscode.DebugSession }> };
+  };
 }
 
 async function setTheme(name: string): Promise<void> {
@@ -68,6 +76,65 @@ describe('Bit Decoder panel', () => {
     await vscode.commands.executeCommand('kvmMmu.decodeValue', { kind: 's2-desc', value: '0x800107ff', level: 3 });
     await waitFor('stage-2 drawn', () => (api.views.decoder()?.rendered?.value === '0x800107ff' ? true : undefined));
     await screenshot('decoder-s2-hc');
+  });
+
+  it('"Where is GFN X?" answers from the session and follows it at each stop', async function () {
+    this.timeout(60000);
+    const root = process.env.KVM_MMU_ROOT ?? '';
+    const program = `${root}/examples/tdp-basics.kvmmmu`;
+    const name = `where ${Date.now()}`;
+    await vscode.commands.executeCommand('workbench.action.closeAllGroups');
+    const stops: string[] = [];
+    const sub = api.views.events.onStopped((e) => {
+      if (e.session.name === name) stops.push(e.reason);
+    });
+    try {
+      await vscode.debug.startDebugging(undefined, { type: 'kvm-mmu', request: 'launch', name, program, stopOnEntry: true });
+      await waitFor('entry', () => (stops.length ? true : undefined));
+      const session = vscode.debug.activeDebugSession!;
+      // Run to line 27 (after the first fault) with a line breakpoint.
+      const bp = new vscode.SourceBreakpoint(new vscode.Location(vscode.Uri.file(program), new vscode.Position(26, 0)));
+      vscode.debug.addBreakpoints([bp]);
+      await sleep(300);
+      const before = stops.length;
+      await session.customRequest('continue', { threadId: 1 });
+      await waitFor('breakpoint', () => (stops.length > before ? true : undefined));
+      vscode.debug.removeBreakpoints([bp]);
+      const a = await vscode.commands.executeCommand<WhereLike['answer']>('kvmMmu.whereIsGfn', 'gpa 0x1000');
+      assert.ok(a, 'an answer');
+      assert.strictEqual(a.gfn, '0x1');
+      const titles = a.sections.map((x) => x.title);
+      assert.ok(titles[0].startsWith('memslot (address space 0)'), titles.join(' | '));
+      assert.deepStrictEqual(a.sections[0].rows.find((r) => r.key === 'hva')?.value, '0x7f0000001000');
+      const sptes = a.sections.find((x) => x.title.startsWith('SPTEs in root'))!;
+      assert.deepStrictEqual(sptes.rows.map((r) => r.key), ['level 4 [0]', 'level 3 [0]', 'level 2 [0]'], 'the walk ends at the 2M leaf');
+      assert.match(sptes.rows[2].value, /leaf \(huge\)/);
+      await screenshot('where-gfn-dark');
+
+      // After dirty logging splits the huge page the walk reaches level 1.
+      const bp2 = new vscode.SourceBreakpoint(new vscode.Location(vscode.Uri.file(program), new vscode.Position(41, 0)));
+      vscode.debug.addBreakpoints([bp2]);
+      await sleep(300);
+      const answered = new Promise<void>((resolve) => {
+        const s2 = api.views.where()!.onDidAnswer(() => {
+          s2.dispose();
+          resolve();
+        });
+      });
+      await session.customRequest('continue', { threadId: 1 });
+      await answered;
+      vscode.debug.removeBreakpoints([bp2]);
+      const b = api.views.where()!.answer!;
+      const sptes2 = b.sections.find((x) => x.title.startsWith('SPTEs in root'))!;
+      assert.deepStrictEqual(sptes2.rows.map((r) => r.key), ['level 4 [0]', 'level 3 [0]', 'level 2 [0]', 'level 1 [1]']);
+      assert.match(b.sections[0].rows.find((r) => r.key === 'flags')?.value ?? '', /KVM_MEM_LOG_DIRTY_PAGES/);
+      await setTheme('Default Light Modern');
+      await screenshot('where-gfn-light');
+      await setTheme('Default Dark Modern');
+    } finally {
+      sub.dispose();
+      await vscode.debug.stopDebugging();
+    }
   });
 
   it('decodes a Variables value passed by the debug/variables/context menu', async () => {
