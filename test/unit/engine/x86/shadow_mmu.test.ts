@@ -8,7 +8,7 @@ import assert from 'node:assert/strict';
 import { ShadowVm, GuestPageTableBuilder, GPTE_P, GPTE_W, GPTE_U, GPTE_A, GPTE_D } from '../../../../src/engine/x86/shadow_vm';
 import { RET_PF_FIXED, RET_PF_EMULATE, RET_PF_SPURIOUS } from '../../../../src/engine/x86/ret_pf';
 import { lpage_info_slot } from '../../../../src/engine/x86/memslot';
-import { gfn_rmap_count, kvm_page_table_hashfn } from '../../../../src/engine/x86/shadow_mmu';
+import { gfn_rmap_count, kvm_page_table_hashfn, kvm_mmu_get_shadow_page } from '../../../../src/engine/x86/shadow_mmu';
 import { trace, type TraceEvent } from '../../../../src/engine/trace_sink';
 
 const CR0 = (1 | 0x10 | (1 << 16) | (1 << 31)) >>> 0;
@@ -347,4 +347,39 @@ test('INVLPG also resyncs unsync pages under prev_roots; a guest TLB flush frees
   assert.equal(pt.spt[2 * i]! & 2, 0, 'synced through prev_roots[0]');
   vm.flushTlbGuest();
   assert.equal(vm.roots().prev[0]!.root, null, 'the unsync prev root was freed');
+});
+
+test('hash collisions: a lookup walking past an SP of another gfn in the bucket counts max_mmu_page_hash_collisions', () => {
+  const { vm } = setup();
+  vm.reload();
+  const g1 = 0x1234;
+  let g2 = g1 + 1;
+  while (kvm_page_table_hashfn(g2) !== kvm_page_table_hashfn(g1)) g2++;
+  const role = (1 | (1 << 7) | (7 << 8) | (1 << 12) | (1 << 13)) >>> 0;
+  const a = kvm_mmu_get_shadow_page(vm.sv, g1, role);
+  const miss = vm.stats().mmu_cache_miss!;
+  const b2 = kvm_mmu_get_shadow_page(vm.sv, g2, role);
+  assert.notEqual(a, b2);
+  assert.equal(vm.stats().mmu_cache_miss, miss + 1);
+  assert.equal(vm.stats().max_mmu_page_hash_collisions, 1);
+  // Bucket order is newest first: looking up g1 now walks past g2.
+  assert.equal(kvm_mmu_get_shadow_page(vm.sv, g1, role), a);
+  assert.equal(vm.stats().max_mmu_page_hash_collisions, 1);
+});
+
+test('a guest 2M page over a shadowed guest page table is mapped with 4K SPTEs (huge pages disallowed over it)', () => {
+  const vm = new ShadowVm({ mem_bytes: 256 << 20, host_backing: '2m-thp', cr0: CR0, cr4: CR4, efer: EFER, cr3: 0 });
+  const b = new GuestPageTableBuilder(vm.mem, 4, 0x10_0000);
+  vm.setRegs(CR0, CR4, EFER, b.cr3);
+  // 2M guest pages over gpa 0 (holds the guest's own tables at 1 MiB) and over 0x400_0000 (plain RAM).
+  b.map(0x4000_0000, 0, ALL, 2);
+  b.map(0x4020_0000, 0x400_0000, ALL, 2);
+  vm.fault(0x4020_0000, 0);
+  assert.equal(vm.translate(0x4020_0000)!.level, 2, 'plain RAM: a 2M SPTE');
+  vm.fault(0x4000_0000 + 0x5000, 0);
+  const leaf = vm.translate(0x4000_0000 + 0x5000)!;
+  assert.equal(leaf.level, 1, 'the range holds shadowed tables: 4K');
+  const direct = vm.shadowPages()[0]!;
+  assert.equal(direct.decoded.direct, true);
+  assert.equal(direct.gfn, 0);
 });
