@@ -383,3 +383,16 @@ test('a guest 2M page over a shadowed guest page table is mapped with 4K SPTEs (
   assert.equal(direct.decoded.direct, true);
   assert.equal(direct.gfn, 0);
 });
+
+test('a failed guest walk injects #PF with the guest error code and address, and builds nothing', () => {
+  const { vm, b } = setup();
+  b.map(0x5000, 0x400_0000, GPTE_P | GPTE_W | GPTE_A | GPTE_D); // supervisor-only
+  vm.reload();
+  const before = vm.kvm.arch.n_used_mmu_pages;
+  vm.fault(0x9000_0000, PF_W);
+  assert.deepEqual(vm.sv.injected, { vector: 14, error_code: PF_W, address: 0x9000_0000 }, 'not present: P clear, W kept');
+  assert.equal(vm.kvm.arch.n_used_mmu_pages, before);
+  vm.fault(0x5000, 4 /* U */);
+  assert.deepEqual(vm.sv.injected, { vector: 14, error_code: PF_P | 4, address: 0x5000 }, 'protection: P|U');
+  assert.equal(vm.stats().pf_guest, 2);
+});
