@@ -465,7 +465,7 @@ export const STATEMENTS: readonly StmtSpec[] = [
       { name: 'reason', type: 'enum', positional: true, required: true, values: EXIT_REASONS, doc: 'exit_reason' },
       vcpu,
     ],
-    checks: ['gpa', 'size', 'flags', 'is_write', 'len', 'data', 'nr', 'args0', 'args1', 'args2', 'ret'], compare: true,
+    checks: ['gpa', 'size', 'flags', 'is_write', 'len', 'data', 'nr', 'args0', 'args1', 'args2', 'ret', 'exits'], compare: true,
     example: 'expect exit KVM_EXIT_MEMORY_FAULT gpa=0x100000000 size=4K flags=KVM_MEMORY_EXIT_FLAG_PRIVATE',
   },
   {
