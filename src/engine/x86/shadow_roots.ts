@@ -35,8 +35,9 @@ const F = 'arch/x86/kvm/mmu/mmu.c';
 const PR_ALLOC_ROOT = defineProbe('mmu_alloc_root', 'roots', F, 'root shadow page for (gfn, quadrant, level); takes a root_count reference', ['gfn', 'quadrant', 'level']);
 const PR_ALLOC_DIRECT = defineProbe('mmu_alloc_direct_roots', 'roots', F, 'direct roots for CR0.PG=0 shadow paging: four PAE roots or one 4/5-level root', ['level']);
 const PR_ALLOC_SHADOW = defineProbe('mmu_alloc_shadow_roots', 'roots', F, 'roots shadowing the guest CR3 (one root, or four PAE roots from the PDPTEs / quadrants)', ['pgd', 'level']);
-const PR_LOAD = defineProbe('kvm_mmu_load', 'roots', F, 'allocate (or reuse) the vCPU\'s roots and load them', ['role']);
-const PR_FREE_ROOTS = defineProbe('kvm_mmu_free_roots', 'roots', F, 'drop the vCPU\'s references to its roots', ['roots_to_free']);
+// Defined by mmu.ts (same kernel functions, shared with the TDP MMU): hit by name.
+const PR_LOAD = 'kvm_mmu_load';
+const PR_FREE_ROOTS = 'kvm_mmu_free_roots';
 const PR_SYNC_ROOTS = defineProbe('kvm_mmu_sync_roots', 'roots', F, 'sync unsync pages below the current root(s)', ['level']);
 const PR_SPECIAL_ROOTS = defineProbe('mmu_alloc_special_roots', 'roots', F, 'pae_root/pml4_root/pml5_root for a 4/5-level host root over a < 4-level guest', ['level']);
 const PR_NEW_PGD = defineProbe('kvm_mmu_new_pgd', 'roots', F, 'CR3 load: switch to a cached root or drop the current one', ['new_pgd']);
@@ -303,7 +304,7 @@ function mmu_free_root_page(sv: ShadowVcpu, sp: KvmMmuPage | null, invalid_list:
 
 /** kvm_mmu_free_roots(). */
 export function kvm_mmu_free_roots(sv: ShadowVcpu, roots_to_free: number): void {
-  if (probes.armed) probes.hit(PR_FREE_ROOTS, { roots_to_free });
+  if (probes.armed) probes.hit(PR_FREE_ROOTS, { roots: roots_to_free });
   const sk = sv.sk;
   const invalid_list: KvmMmuPage[] = [];
   for (let i = 0; i < 3; i++) {
