@@ -440,3 +440,26 @@ export function compare_gmem_prepare_variants(
 ): { on_alloc: GmemVariantReport; on_fault: GmemVariantReport } {
   return { on_alloc: run_gmem_prepare_workload('on_alloc', w, backend), on_fault: run_gmem_prepare_workload('on_fault', w, backend) };
 }
+
+/** The comparison as text lines (a table a CLI or view can print as is). */
+export function format_gmem_variant_comparison(c: { on_alloc: GmemVariantReport; on_fault: GmemVariantReport }): string[] {
+  const rows: Array<[string, (r: GmemVariantReport) => string]> = [
+    ['RMP entries 2M', (r) => String(r.rmp_2m)],
+    ['RMP entries 4K', (r) => String(r.rmp_4k)],
+    ['PSMASH', (r) => String(r.psmash)],
+    ['RMPUPDATE', (r) => String(r.rmpupdate)],
+    ['RMP #NPF', (r) => String(r.rmp_npf)],
+    ['NPT faults', (r) => String(r.faults)],
+    ['  of which stale (RETRY)', (r) => String(r.retries)],
+    ['PVALIDATE', (r) => String(r.pvalidate)],
+    ['NPT leaves 2M', (r) => String(r.npt_2m)],
+    ['NPT leaves 4K', (r) => String(r.npt_4k)],
+    ['per 2M chunk (RMP/NPT level)', (r) => r.chunks.map((x) => `${x.rmp_level}/${x.npt_level}`).join(' ')],
+  ];
+  const w0 = Math.max(...rows.map((r) => r[0].length));
+  const a = rows.map((r) => r[1](c.on_alloc));
+  const w1 = Math.max('on_alloc'.length, ...a.map((x) => x.length));
+  const out = [`${''.padEnd(w0)}  ${'on_alloc'.padStart(w1)}  on_fault`];
+  rows.forEach((r, i) => out.push(`${r[0].padEnd(w0)}  ${a[i]!.padStart(w1)}  ${r[1](c.on_fault)}`));
+  return out;
+}

@@ -796,3 +796,23 @@ export function snp_rmp_view(kvm: PrivateMemKvm, gfn: number): RmpGfnView | unde
   snp_lookup_rmpentry(sev.rmp, pfn, l);
   return { gfn, pfn, level: l.level, ...sev.rmp.entry(pfn) };
 }
+
+// ---------------------------------------------------------------------------------------------------
+// VM-level conveniences for the facade (the VM's ASID and RMP).
+
+/**
+ * The RMP check of an SNP guest access that the NPT translated: `pfn` is the 4K host page reached,
+ * `npt_level` the leaf's level. null for VMs that are not SNP (no RMP check).
+ */
+export function snp_check_guest_access(kvm: PrivateMemKvm, gpa: number, pfn: number, npt_level: number, is_private: boolean, write: boolean): SnpCheck | null {
+  const sev = to_kvm_sev_info(kvm);
+  if (sev === undefined) return null;
+  return snp_rmp_check_guest_access(sev.rmp, sev.asid, gpa, pfn, npt_level, is_private, write);
+}
+
+/** The guest's PVALIDATE with the VM's ASID and RMP; null for VMs that are not SNP. */
+export function snp_guest_pvalidate(kvm: PrivateMemKvm, gpa: number, pfn: number, npt_level: number, size: number, validate: boolean): PvalidateResult | null {
+  const sev = to_kvm_sev_info(kvm);
+  if (sev === undefined) return null;
+  return pvalidate(sev.rmp, sev.asid, gpa, pfn, npt_level, size, validate);
+}

@@ -2,7 +2,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { kvmStack, probes } from '../../../../src/engine/probes';
 import {
-  compare_gmem_prepare_variants, default_gmem_workload, run_gmem_prepare_workload, type GmemWorkload,
+  compare_gmem_prepare_variants, default_gmem_workload, format_gmem_variant_comparison, run_gmem_prepare_workload, type GmemWorkload,
 } from '../../../../src/engine/x86/gmem_prepare_variant';
 
 test('on_alloc: 2M RMP entries survive a transient 4K fault; the mixed chunk is PSMASHed once on the first 4K access', () => {
@@ -119,4 +119,12 @@ test('KVM call stacks: the RFC hook under the private faultin of kvm_mmu_page_fa
   } finally {
     probes.listen(undefined);
   }
+});
+
+test('the comparison table prints both columns per row', () => {
+  const lines = format_gmem_variant_comparison(compare_gmem_prepare_variants(default_gmem_workload(), 'model'));
+  assert.match(lines[0]!, /on_alloc +on_fault$/);
+  assert.match(lines.find((l) => l.startsWith('PSMASH'))!, /^PSMASH +1 +0$/);
+  assert.match(lines.find((l) => l.startsWith('RMP entries 4K'))!, /^RMP entries 4K +512 +1024$/);
+  assert.match(lines.at(-1)!, /2\/2 1\/1 2\/2 0\/0 +2\/2 1\/1 1\/1 0\/0$/);
 });

@@ -12,7 +12,7 @@ import {
   rmpupdate_insn, sev_gmem_invalidate, sev_gmem_max_mapping_level, sev_gmem_prepare, sev_handle_rmp_fault, sev_snp_init,
   snp_host_write_faults, snp_lookup_rmpentry, snp_rmp_check_guest_access, snp_begin_psc, vmm_handle_map_gpa_range,
   SNP_PAGE_STATE_SHARED, SNP_PAGE_STATE_PRIVATE, KVM_HC_MAP_GPA_RANGE, KVM_MAP_GPA_RANGE_ENCRYPTED, KVM_MAP_GPA_RANGE_PAGE_SZ_2M,
-  snp_rmp_view, RMPENTRY_RAW_FIELDS, type RmpLookup,
+  snp_rmp_view, RMPENTRY_RAW_FIELDS, snp_check_guest_access, snp_guest_pvalidate, type RmpLookup,
 } from '../../../../src/engine/x86/sev_snp';
 import { decodeFields } from '../../../../src/engine/bits/fields';
 import { pk, recordingMmu, vmWithGmemSlot } from '../kvm/private_helpers';
@@ -404,4 +404,16 @@ test('RMPENTRY_RAW_FIELDS names the rmpentry_raw bits: assigned 0, pagesize 1, i
   const d = Object.fromEntries(decodeFields(raw.lo, raw.hi, RMPENTRY_RAW_FIELDS).map((f) => [f.name, f.value]));
   assert.deepEqual(d, { assigned: 1, pagesize: 1, immutable: 0, gpa: 0x7f_ffe0_0000 / 4096, asid: 0x3ff, vmsa: 0, validated: 1 });
   assert.equal(bits(raw.lo, raw.hi), 3n | (0x7fffe00n << 12n) | (0x3ffn << 51n) | (1n << 62n));
+});
+
+test('VM-level helpers use the VM ASID and RMP, and are null for non-SNP VMs', () => {
+  const { kvm } = snpVm();
+  const sev = sev_snp_init(pk(kvm), { asid: 9 });
+  rmp_make_private(sev.rmp, H, 0x1_0000_0000, 1, 9, false);
+  assert.equal(snp_guest_pvalidate(pk(kvm), 0x1_0000_0000, H, 1, RMP_PG_SIZE_4K, true)!.rc, 0);
+  assert.equal(snp_check_guest_access(pk(kvm), 0x1_0000_0000, H, 1, true, true)!.result, 'ok');
+  assert.equal(snp_check_guest_access(pk(kvm), 0x1_0000_0000, H, 2, true, true)!.result, 'npf');
+  const sw = new Kvm({ vendor: 'svm', vm_type: KVM_X86_SW_PROTECTED_VM });
+  assert.equal(snp_check_guest_access(pk(sw), 0, H, 1, true, false), null);
+  assert.equal(snp_guest_pvalidate(pk(sw), 0, H, 1, 0, true), null);
 });
