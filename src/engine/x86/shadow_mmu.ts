@@ -124,6 +124,28 @@ const PR_SYNC_PAGE = defineProbe('kvm_sync_page', 'shadow_mmu', F, 're-read ever
 const PR_WRPROT = defineProbe('kvm_mmu_slot_gfn_write_protect', 'shadow_mmu', F, 'clear W (and MMU-writable) in every SPTE mapping a gfn', ['gfn', 'min_level']);
 const PR_ZAP_GFN_RMAP = defineProbe('kvm_zap_rmap', 'shadow_mmu', F, 'zap every SPTE in one gfn rmap', ['gfn', 'level']);
 
+const PR2_DROP_LARGE_SPTE = defineProbe('drop_large_spte', 'shadow_mmu', F, 'drop a huge leaf SPTE that a table is about to replace', ['sptep', 'flush']);
+const PR2_RMAP_REMOVE = defineProbe('rmap_remove', 'shadow_mmu', F, 'remove an SPTE from its gfn rmap', ['sptep']);
+const PR2_MARK_UNSYNC = defineProbe('mark_unsync', 'shadow_mmu', F, 'set the bit of the SPTE in the parent unsync_child_bitmap, recursing up on 0 -> 1', ['sptep']);
+const PR2_KVM_MMU_MARK_PARENTS_UNSYNC = defineProbe('kvm_mmu_mark_parents_unsync', 'shadow_mmu', F, 'mark_unsync on every parent SPTE', ['sp']);
+const PR2_KVM_UNLINK_UNSYNC_PAGE = defineProbe('kvm_unlink_unsync_page', 'shadow_mmu', F, 'clear sp->unsync; traces kvm_mmu_sync_page', ['sp']);
+const PR2_KVM_SYNC_PAGE = defineProbe('__kvm_sync_page', 'shadow_mmu', F, 'role check, then sync_spte for every present entry', ['sp']);
+const PR2_MMU_UNSYNC_WALK = defineProbe('mmu_unsync_walk', 'shadow_mmu', F, 'gather unsync 4K pages below a shadow page (KVM_PAGE_ARRAY_NR per batch)', ['sp']);
+const PR2_MMU_PAGE_ZAP_PTE = defineProbe('mmu_page_zap_pte', 'shadow_mmu', F, 'zap one SPTE: leaf -> drop_spte, table -> drop_parent_pte, MMIO -> clear', ['sp', 'index']);
+const PR2_KVM_MMU_PAGE_UNLINK_CHILDREN = defineProbe('kvm_mmu_page_unlink_children', 'shadow_mmu', F, 'mmu_page_zap_pte on every entry', ['sp']);
+const PR2_KVM_MMU_UNLINK_PARENTS = defineProbe('kvm_mmu_unlink_parents', 'shadow_mmu', F, 'drop every parent SPTE pointing at the page', ['sp']);
+const PR2_MMU_ZAP_UNSYNC_CHILDREN = defineProbe('mmu_zap_unsync_children', 'shadow_mmu', F, 'zap the unsync pages below a page being zapped', ['sp']);
+const PR2_KVM_MMU_PREPARE_ZAP_PAGE = defineProbe('kvm_mmu_prepare_zap_page', 'shadow_mmu', F, '__kvm_mmu_prepare_zap_page without the zapped count', ['sp']);
+const PR2_KVM_MMU_FREE_SHADOW_PAGE = defineProbe('kvm_mmu_free_shadow_page', 'shadow_mmu', F, 'unhash and free a zapped shadow page', ['sp']);
+const PR2_KVM_MMU_CHANGE_MMU_PAGES = defineProbe('kvm_mmu_change_mmu_pages', 'shadow_mmu', F, 'set n_max_mmu_pages, zapping the oldest pages down to it', ['goal']);
+const PR2_KVM_MMU_ZAP_ALL = defineProbe('kvm_mmu_zap_all', 'shadow_mmu', F, 'zap every shadow page', []);
+const PR2_KVM_MMU_ZAP_MEMSLOT = defineProbe('kvm_mmu_zap_memslot', 'shadow_mmu', F, 'zap shadow pages and rmaps of one memslot', ['slot']);
+const PR2_DIRECT_PTE_PREFETCH = defineProbe('direct_pte_prefetch', 'shadow_mmu', F, 'prefetch the neighbours of a direct 4K SPTE', ['sptep']);
+const PR2___DIRECT_PTE_PREFETCH = defineProbe('__direct_pte_prefetch', 'shadow_mmu', F, 'find runs of non-present SPTEs in the 8-entry group', ['sptep']);
+const PR2_DIRECT_PTE_PREFETCH_MANY = defineProbe('direct_pte_prefetch_many', 'shadow_mmu', F, 'map a run of direct SPTEs from the memslot', ['start', 'end']);
+const PR2_SPTE_WRITE_PROTECT = defineProbe('spte_write_protect', 'shadow_mmu', F, 'clear W (and MMU-writable with pt_protect)', ['sptep', 'pt_protect']);
+const PR2_MARK_MMIO_SPTE = defineProbe('mark_mmio_spte', 'shadow_mmu', F, 'install an MMIO SPTE with the memslot generation', ['sptep', 'gfn', 'access']);
+
 /** hash_64(gfn, KVM_MMU_HASH_SHIFT): the top 12 bits of gfn * GOLDEN_RATIO_64 (mod 2^64), in 32-bit pieces. */
 export function kvm_page_table_hashfn(gfn: number): number {
   const gl = gfn >>> 0;
@@ -551,6 +573,7 @@ function rmap_add(sk: ShadowMmu, slot: KvmMemorySlot, sptep: number, gfn: number
 
 /** rmap_remove(). */
 function rmap_remove(sk: ShadowMmu, sptep: number): void {
+  if (probes.armed) probes.hit(PR2_RMAP_REMOVE, { sptep });
   const sp = sptep_to_sp(sk, sptep);
   const gfn = kvm_mmu_page_get_gfn(sp, sptep & 511);
   const slot = slot_of_sp_gfn(sk, sp, gfn);
@@ -597,6 +620,7 @@ export function drop_spte(sk: ShadowMmu, sptep: number): void {
 
 /** drop_large_spte(). */
 function drop_large_spte(sk: ShadowMmu, sptep: number, flush: boolean): void {
+  if (probes.armed) probes.hit(PR2_DROP_LARGE_SPTE, { sptep, flush });
   const sp = sptep_to_sp(sk, sptep);
   const j = 2 * (sptep & 511);
   if (!is_large_pte(sp.spt[j]!, sp.spt[j + 1]!)) return;
@@ -655,6 +679,7 @@ function test_and_set_bit(bm: Uint32Array, i: number): boolean {
 
 /** mark_unsync(). */
 function mark_unsync(sk: ShadowMmu, sptep: number): void {
+  if (probes.armed) probes.hit(PR2_MARK_UNSYNC, { sptep });
   const sp = sptep_to_sp(sk, sptep);
   if (sp.unsync_child_bitmap === null) sp.unsync_child_bitmap = new Uint32Array(16);
   if (test_and_set_bit(sp.unsync_child_bitmap, sptep & 511)) return;
@@ -664,6 +689,7 @@ function mark_unsync(sk: ShadowMmu, sptep: number): void {
 
 /** kvm_mmu_mark_parents_unsync(). */
 function kvm_mmu_mark_parents_unsync(sk: ShadowMmu, sp: KvmMmuPage): void {
+  if (probes.armed) probes.hit(PR2_KVM_MMU_MARK_PARENTS_UNSYNC, { sp });
   const it = new RmapIterator();
   for (let s = rmap_get_first(sk.desc_pool, sp.parent_ptes, it); s !== 0; s = rmap_get_next(sk.desc_pool, it)) mark_unsync(sk, s);
 }
@@ -945,6 +971,7 @@ export function validate_direct_spte(sv: ShadowVcpu, sptep: number, direct_acces
 
 /** mark_mmio_spte(). */
 function mark_mmio_spte(sv: ShadowVcpu, sptep: number, gfn: number, access: number): void {
+  if (probes.armed) probes.hit(PR2_MARK_MMIO_SPTE, { sptep, gfn, access });
   const sk = sv.sk;
   const sp = sptep_to_sp(sk, sptep);
   const gen = sk.kvm.mmio_gen(sp_as_id(sp));
@@ -1055,6 +1082,7 @@ export function gfn_to_memslot_dirty_bitmap(sv: ShadowVcpu, gfn: number, no_dirt
 
 /** direct_pte_prefetch_many(). */
 function direct_pte_prefetch_many(sv: ShadowVcpu, sp: KvmMmuPage, start: number, end: number): number {
+  if (probes.armed) probes.hit(PR2_DIRECT_PTE_PREFETCH_MANY, { start, end });
   let gfn = kvm_mmu_page_get_gfn(sp, start);
   const access = (sp.role >>> ROLE_ACCESS_SHIFT) & ACC_ALL;
   const slot = gfn_to_memslot_dirty_bitmap(sv, gfn, (access & ACC_WRITE_MASK) !== 0);
@@ -1069,6 +1097,7 @@ function direct_pte_prefetch_many(sv: ShadowVcpu, sp: KvmMmuPage, start: number,
 
 /** __direct_pte_prefetch(). */
 export function __direct_pte_prefetch(sv: ShadowVcpu, sp: KvmMmuPage, sptep: number): void {
+  if (probes.armed) probes.hit(PR2___DIRECT_PTE_PREFETCH, { sptep });
   const first = (sptep & 511) & ~(PTE_PREFETCH_NUM - 1);
   let start = -1;
   let i = first;
@@ -1087,6 +1116,7 @@ export function __direct_pte_prefetch(sv: ShadowVcpu, sp: KvmMmuPage, sptep: num
 
 /** direct_pte_prefetch(). */
 export function direct_pte_prefetch(sv: ShadowVcpu, sptep: number): void {
+  if (probes.armed) probes.hit(PR2_DIRECT_PTE_PREFETCH, { sptep });
   const sp = sptep_to_sp(sv.sk, sptep);
   if ((sp.role & ROLE_AD_DISABLED) !== 0) return;
   if (sp_level(sp) > PG_LEVEL_4K) return;
@@ -1099,6 +1129,7 @@ export function direct_pte_prefetch(sv: ShadowVcpu, sptep: number): void {
 
 /** spte_write_protect(). */
 function spte_write_protect(sk: ShadowMmu, sptep: number, pt_protect: boolean): boolean {
+  if (probes.armed) probes.hit(PR2_SPTE_WRITE_PROTECT, { sptep, pt_protect });
   const sp = sptep_to_sp(sk, sptep);
   const j = 2 * (sptep & 511);
   const lo = sp.spt[j]!;
@@ -1161,6 +1192,7 @@ export function mmu_try_to_unsync_pages(sk: ShadowMmu, _slot: KvmMemorySlot | nu
 
 /** kvm_unlink_unsync_page(). */
 function kvm_unlink_unsync_page(sk: ShadowMmu, sp: KvmMmuPage, vcpu_id: number): void {
+  if (probes.armed) probes.hit(PR2_KVM_UNLINK_UNSYNC_PAGE, { sp });
   if (trace.enabled) emit_sp('kvm_mmu_sync_page', sp, vcpu_id);
   sp.unsync = false;
   sk.kvm.stat.mmu_unsync--;
@@ -1174,11 +1206,14 @@ function kvm_sync_page_check(sv: ShadowVcpu, sp: KvmMmuPage): boolean {
 
 /** __kvm_sync_page(): -1 failed, else whether a flush is needed (1/0). */
 function __kvm_sync_page(sv: ShadowVcpu, sp: KvmMmuPage): number {
+  if (probes.armed) probes.hit(PR2_KVM_SYNC_PAGE, { sp });
   if (!kvm_sync_page_check(sv, sp)) return -1;
   let flush = 0;
   for (let i = 0; i < 512; i++) {
     if (sp.spt[2 * i] === SHADOW_NONPRESENT_VALUE_LO && sp.spt[2 * i + 1] === SHADOW_NONPRESENT_VALUE_HI) continue;
-    const ret = sv.sync_spte!(sv, sp, i);
+    // Called as a plain function so the stack frame carries the FNAME(sync_spte) name, not the hook's.
+    const sync_spte = sv.sync_spte!;
+    const ret = sync_spte(sv, sp, i);
     if (ret < 0) return -1;
     flush |= ret;
   }
@@ -1201,6 +1236,7 @@ interface UnsyncEntry {
 
 /** mmu_unsync_walk(): up to KVM_PAGE_ARRAY_NR unsync 4K pages below `parent`. */
 function mmu_unsync_walk(sk: ShadowMmu, parent: KvmMmuPage, out: UnsyncEntry[], path: Array<{ sp: KvmMmuPage; idx: number }>): void {
+  if (probes.armed) probes.hit(PR2_MMU_UNSYNC_WALK, { sp: parent });
   if (parent.unsync_child_bitmap === null) return;
   for (let w = 0; w < 16; w++) {
     let bits = parent.unsync_child_bitmap[w]!;
@@ -1278,6 +1314,7 @@ export function mmu_sync_children(sv: ShadowVcpu, parent: KvmMmuPage, can_yield:
 
 /** mmu_page_zap_pte(): returns the number of SPs it zapped. */
 function mmu_page_zap_pte(sk: ShadowMmu, sp: KvmMmuPage, i: number, invalid_list: KvmMmuPage[]): number {
+  if (probes.armed) probes.hit(PR2_MMU_PAGE_ZAP_PTE, { sp, index: i });
   const lo = sp.spt[2 * i]!;
   const hi = sp.spt[2 * i + 1]!;
   const sptep = sp.spt_pfn * 512 + i;
@@ -1295,6 +1332,7 @@ function mmu_page_zap_pte(sk: ShadowMmu, sp: KvmMmuPage, i: number, invalid_list
 }
 
 function kvm_mmu_page_unlink_children(sk: ShadowMmu, sp: KvmMmuPage, invalid_list: KvmMmuPage[]): number {
+  if (probes.armed) probes.hit(PR2_KVM_MMU_PAGE_UNLINK_CHILDREN, { sp });
   let zapped = 0;
   // A PAE-root shadow page only has four PDPTEs; default PDPTEs are not shadow-present.
   for (let i = 0; i < 512; i++) zapped += mmu_page_zap_pte(sk, sp, i, invalid_list);
@@ -1302,6 +1340,7 @@ function kvm_mmu_page_unlink_children(sk: ShadowMmu, sp: KvmMmuPage, invalid_lis
 }
 
 function kvm_mmu_unlink_parents(sk: ShadowMmu, sp: KvmMmuPage): void {
+  if (probes.armed) probes.hit(PR2_KVM_MMU_UNLINK_PARENTS, { sp });
   const it = new RmapIterator();
   for (;;) {
     const s = rmap_get_first(sk.desc_pool, sp.parent_ptes, it);
@@ -1312,6 +1351,7 @@ function kvm_mmu_unlink_parents(sk: ShadowMmu, sp: KvmMmuPage): void {
 
 /** mmu_zap_unsync_children(). */
 function mmu_zap_unsync_children(sk: ShadowMmu, parent: KvmMmuPage, invalid_list: KvmMmuPage[]): number {
+  if (probes.armed) probes.hit(PR2_MMU_ZAP_UNSYNC_CHILDREN, { sp: parent });
   if (sp_level(parent) === PG_LEVEL_4K) return 0;
   let zapped = 0;
   for (;;) {
@@ -1355,6 +1395,7 @@ export function __kvm_mmu_prepare_zap_page(sk: ShadowMmu, sp: KvmMmuPage, invali
 
 /** kvm_mmu_prepare_zap_page(). */
 export function kvm_mmu_prepare_zap_page(sk: ShadowMmu, sp: KvmMmuPage, invalid_list: KvmMmuPage[]): boolean {
+  if (probes.armed) probes.hit(PR2_KVM_MMU_PREPARE_ZAP_PAGE, { sp });
   const nr = { zapped: 0 };
   __kvm_mmu_prepare_zap_page(sk, sp, invalid_list, nr);
   return nr.zapped !== 0;
@@ -1362,6 +1403,7 @@ export function kvm_mmu_prepare_zap_page(sk: ShadowMmu, sp: KvmMmuPage, invalid_
 
 /** kvm_mmu_free_shadow_page(). */
 function kvm_mmu_free_shadow_page(sk: ShadowMmu, sp: KvmMmuPage): void {
+  if (probes.armed) probes.hit(PR2_KVM_MMU_FREE_SHADOW_PAGE, { sp });
   hash_del(sk, sp);
   active_list_del(sk, sp);
   sk.counters.sp_freed++;
@@ -1433,6 +1475,7 @@ export function make_mmu_pages_available(sv: ShadowVcpu): number {
 
 /** kvm_mmu_change_mmu_pages(): a new budget; zaps the oldest pages down to it. */
 export function kvm_mmu_change_mmu_pages(sk: ShadowMmu, goal: number): void {
+  if (probes.armed) probes.hit(PR2_KVM_MMU_CHANGE_MMU_PAGES, { goal });
   const used = sk.kvm.arch.n_used_mmu_pages;
   if (used > goal) {
     kvm_mmu_zap_oldest_mmu_pages(sk, used - goal);
@@ -1448,6 +1491,7 @@ export function kvm_mmu_calculate_default_mmu_pages(total_pages: number): number
 
 /** Zap every shadow page (kvm_mmu_zap_all): roots in use become invalid and are freed when released. */
 export function kvm_mmu_zap_all(sk: ShadowMmu): void {
+  if (probes.armed) probes.hit(PR2_KVM_MMU_ZAP_ALL, {});
   const invalid_list: KvmMmuPage[] = [];
   const nr = { zapped: 0 };
   restart: for (;;) {
@@ -1509,6 +1553,7 @@ export function kvm_unmap_gfn_range(sk: ShadowMmu, slot: KvmMemorySlot, start: n
  * lies in the slot, then the slot's rmaps; the rmaps are dropped with the slot.
  */
 export function kvm_mmu_zap_memslot(sk: ShadowMmu, slot: KvmMemorySlot): void {
+  if (probes.armed) probes.hit(PR2_KVM_MMU_ZAP_MEMSLOT, { slot: slot.id });
   const invalid_list: KvmMmuPage[] = [];
   const end = slot.base_gfn + slot.npages;
   restart: for (;;) {

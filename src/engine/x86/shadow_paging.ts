@@ -612,7 +612,8 @@ function __kvm_mmu_invalidate_addr(sv: ShadowVcpu, it: ShadowWalkIterator): void
   for (; shadow_walk_okay(it); shadow_walk_next(it, sk)) {
     const sp = sptep_to_sp(sk, it.sptep);
     if (sp.unsync) {
-      const ret = sv.sync_spte!(sv, sp, it.index);
+      const sync_spte = sv.sync_spte!;
+      const ret = sync_spte(sv, sp, it.index);
       if (ret < 0) zap_pte_no_list(sv, sp, it.index);
       if (ret !== 0) kvm_flush_remote_tlbs_gfn(sk, kvm_mmu_page_get_gfn(sp, it.index), sp.role & ROLE_LEVEL_MASK);
     }

@@ -83,3 +83,28 @@ test('memslot deletion without the quirk zaps only shadow pages and rmaps of tha
   assert.equal(vm.translate(0x2000), null, 'the leaf into slot 1 is gone');
   assert.notEqual(vm.translate(0x1000), null);
 });
+
+test('with probes armed, unsync/sync/zap/split paths run and report their kernel functions', () => {
+  const { vm, b } = vm4();
+  const gva = 0x60_0000;
+  b.map(gva, 0x40_0000, ALL);
+  b.map(0x80_0000, 0x60_0000, ALL, 2);
+  const hits = withProbes(() => {
+    vm.access(gva);
+    b.map(0x7000_0000, b.entryGpa(gva, 1) & ~0xfff, ALL);
+    vm.access(0x7000_0000, true);
+    vm.loadCr3(b.cr3);
+    vm.invlpg(gva);
+    vm.notifierInvalidate(0x400, 0x401);
+    vm.zapAll();
+    vm.access(gva);
+  });
+  const names = new Set(hits.map((h) => h.name));
+  for (const n of ['mmu_try_to_unsync_pages', 'kvm_unsync_page', 'mark_unsync', 'mmu_sync_children', 'kvm_sync_page', 'paging64_sync_spte',
+    'kvm_mmu_invlpg', 'kvm_mmu_zap_all', '__kvm_mmu_prepare_zap_page', 'kvm_mmu_page_unlink_children', 'mmu_page_zap_pte', 'drop_parent_pte',
+    'kvm_mmu_commit_zap_page', 'kvm_mmu_free_shadow_page', 'account_shadowed', 'unaccount_shadowed', 'rmap_add', 'rmap_remove', 'kvm_mmu_free_roots', 'kvm_mmu_load']) {
+    assert.ok(names.has(n), `${n} was hit`);
+  }
+  const sync = hits.find((h) => h.name === 'paging64_sync_spte')!;
+  assert.deepEqual(sync.stack.slice(0, 4), ['paging64_sync_spte', '__kvm_sync_page', 'kvm_sync_page', 'mmu_sync_children']);
+});
