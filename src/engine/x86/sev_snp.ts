@@ -310,7 +310,7 @@ export interface RmpLookup {
 
 /**
  * snp_lookup_rmpentry(): `assigned` from the pfn's own entry, the level from the 2M-aligned entry's
- * page-size bit. 0, or -ENOENT (-EINVAL here) for a pfn outside the RMP.
+ * page-size bit. 0, or -ENOENT for a pfn outside the RMP.
  */
 export function snp_lookup_rmpentry(rmp: SnpRmpTable, pfn: number, out: RmpLookup): number {
   if (pfn < 0 || pfn > rmp.max_pfn) return -ENOENT;
