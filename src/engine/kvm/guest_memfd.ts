@@ -33,6 +33,7 @@ const PR_INV_BEGIN = P('kvm_gmem_invalidate_begin', 'start an invalidation and u
 const PR_INV_END = P('kvm_gmem_invalidate_end', 'end the invalidation begun by kvm_gmem_invalidate_begin', ['start', 'end']);
 const PR_FREE = P('kvm_gmem_free_folio', 'a folio leaves the page cache: the arch invalidate hook gets its pfns', ['pfn', 'order']);
 const PR_ARCH_INV = defineProbe('kvm_arch_gmem_invalidate', 'private', 'arch/x86/kvm/x86.c', 'vendor invalidate hook (SEV-SNP: back to shared in the RMP)', ['start', 'end']);
+const PR_ERROR = P('kvm_gmem_error_folio', 'memory failure on a folio: zap its private mappings, keep it (MF_DELAYED), lookups fail with -EHWPOISON', ['fd', 'index', 'order']);
 const PR_RELEASE = P('kvm_gmem_release', 'last close of the file: zap every binding and unbind the slots', ['fd']);
 
 /** One binding: slot gfns [base_gfn, base_gfn + npages) are file pages [start, end). */
@@ -478,4 +479,25 @@ export function kvm_gmem_release(kvm: PrivateMemKvm, fd: number): number {
   truncate_inode_pages_range(file, 0, file.npages);
   files(kvm).delete(fd);
   return 0;
+}
+
+/** MF_DELAYED: the folio stays in the file until it is truncated. */
+export const MF_DELAYED = 2;
+
+/**
+ * kvm_gmem_error_folio() (a_ops.error_remove_folio): the folio holding file page `index` is poisoned. Its
+ * private mappings are zapped but it is not truncated; later lookups return -EHWPOISON.
+ */
+export function kvm_gmem_error_folio(kvm: PrivateMemKvm, fd: number, index: number): number {
+  const file = files(kvm).get(fd);
+  if (file === undefined || file.released) return -EBADF;
+  const o = file.folio_order(index);
+  if (o < 0) return -EINVAL;
+  const head = file.folio_head(index);
+  const n = 2 ** o;
+  if (probes.armed) probes.hit(PR_ERROR, { fd, index, order: o });
+  const begun = kvm_gmem_invalidate_begin(file, head, head + n);
+  for (let i = head; i < head + n; i++) file.hwpoison[i] = 1;
+  kvm_gmem_invalidate_end(file, head, head + n, begun);
+  return MF_DELAYED;
 }

@@ -163,3 +163,18 @@ test('release zaps every binding, unbinds the slots and frees the folios', () =>
   assert.equal(kvm_gmem_get_pfn(pk(kvm), slot, BASE + 1, out()), -14);
   assert.equal(kvm_gmem_release(pk(kvm), fd), -9);
 });
+
+test('a poisoned folio: private mappings zapped, not freed, lookups fail with -EHWPOISON', async () => {
+  const { kvm_gmem_error_folio, MF_DELAYED } = await import('../../../../src/engine/kvm/guest_memfd');
+  const { kvm, fd, slot } = vmWithGmemSlot(KVM_X86_SW_PROTECTED_VM, BASE * 4096, 2 << 20);
+  const calls = recordingMmu(kvm);
+  const log = recordingArch(kvm);
+  assert.equal(kvm_gmem_get_pfn(pk(kvm), slot, BASE + 9, out()), 0);
+  log.length = 0;
+  assert.equal(kvm_gmem_error_folio(pk(kvm), fd, 9), MF_DELAYED);
+  assert.deepEqual(calls.map((c) => [c.start, c.end, c.filter]), [[BASE + 9, BASE + 10, KVM_FILTER_PRIVATE]]);
+  assert.equal(log.length, 0);
+  assert.equal(kvm_gmem_file(pk(kvm), fd)!.nr_folios(), 1);
+  assert.equal(kvm_gmem_get_pfn(pk(kvm), slot, BASE + 9, out()), -133);
+  assert.equal(kvm_gmem_get_pfn(pk(kvm), slot, BASE + 10, out()), 0);
+});
