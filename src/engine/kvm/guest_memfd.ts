@@ -397,9 +397,11 @@ export function kvm_gmem_free_folio(file: KvmGmemFile, head: number): void {
   const pfn = file.pfn_base + head;
   if (probes.armed) probes.hit(PR_FREE, { pfn, order });
   kvm_arch_gmem_invalidate(file.kvm, pfn, pfn + n);
+  // A later folio at these offsets is a different page: the poison goes with the freed one.
   for (let i = head; i < head + n; i++) {
     file.order[i] = -1;
     file.uptodate[i] = 0;
+    file.hwpoison[i] = 0;
   }
   file.folios_freed++;
 }

@@ -177,4 +177,7 @@ test('a poisoned folio: private mappings zapped, not freed, lookups fail with -E
   assert.equal(kvm_gmem_file(pk(kvm), fd)!.nr_folios(), 1);
   assert.equal(kvm_gmem_get_pfn(pk(kvm), slot, BASE + 9, out()), -133);
   assert.equal(kvm_gmem_get_pfn(pk(kvm), slot, BASE + 10, out()), 0);
+  // Punching the poisoned page out frees it; the next lookup gets a fresh folio.
+  kvm_gmem_fallocate(pk(kvm), fd, FALLOC_FL_KEEP_SIZE | FALLOC_FL_PUNCH_HOLE, 9 * 4096, 4096);
+  assert.equal(kvm_gmem_get_pfn(pk(kvm), slot, BASE + 9, out()), 0);
 });
