@@ -30,6 +30,7 @@ import {
   PFERR_FETCH_MASK, PFERR_GUEST_ENC_MASK_HI, PFERR_GUEST_FINAL_MASK_HI, PFERR_PRIVATE_ACCESS_HI, PFERR_USER_MASK, PFERR_WRITE_MASK,
 } from './pferr';
 import { X86Vm } from './index';
+import { kvm_unmap_gfn_range, kvm_zap_gfn_range } from './mmu';
 import {
   PVALIDATE_FAIL_SIZEMISMATCH, RMP_PG_SIZE_2M, RMP_PG_SIZE_4K, SNP_PAGE_STATE_PRIVATE, SNP_PAGE_STATE_SHARED, pvalidate, sev_gmem_prepare,
   sev_handle_rmp_fault, sev_snp_init, snp_begin_psc, snp_rmp_check_guest_access, vmm_handle_map_gpa_range, type SevInfo,
@@ -144,7 +145,7 @@ class GmemSim {
     if (backend === 'tdp_mmu') {
       this.x86 = new X86Vm({ vendor: 'svm', vm_type: KVM_X86_SNP_VM });
       this.kvm = this.x86.kvm;
-      kvm_x86_private_mem_init(this.kvm);
+      kvm_x86_private_mem_init(this.kvm, { kvm_unmap_gfn_range, kvm_zap_gfn_range });
     } else {
       this.x86 = null;
       this.kvm = new Kvm({ vendor: 'svm', vm_type: KVM_X86_SNP_VM });

@@ -12,8 +12,7 @@ import { kvm_gmem_get_pfn, kvm_gmem_mapping_order, type GmemPfn } from '../kvm/g
 import { KVM_MEM_READONLY, PG_LEVEL_1G, PG_LEVEL_2M, PG_LEVEL_4K, type KvmMemorySlot } from './memslot';
 import { PFERR_PRIVATE_ACCESS_BIT, PFERR_PRIVATE_ACCESS_HI } from './pferr';
 import { RET_PF_CONTINUE } from './ret_pf';
-import { kvm_unmap_gfn_range, kvm_zap_gfn_range } from './mmu';
-import type { Kvm } from './vm';
+import type { PrivateMemMmuHooks } from '../kvm/attributes';
 
 export { PFERR_PRIVATE_ACCESS_BIT, PFERR_PRIVATE_ACCESS_HI };
 
@@ -156,14 +155,20 @@ export function kvm_mmu_faultin_pfn_private(vcpu: PrivateVcpu, fault: PrivateFau
   return RET_PF_CONTINUE;
 }
 
+/** A VM whose fault path takes a private-faultin replacement (the engine's Kvm). */
+export interface PrivateFaultinHost extends PrivateMemKvm {
+  private_faultin: ((vcpu: never, fault: never) => number) | null;
+}
+
 /**
  * Wire the private-memory model into a VM of the engine's TDP MMU: the attribute, guest_memfd and SEV-SNP
- * code zap through the MMU's kvm_unmap_gfn_range / kvm_zap_gfn_range, and the fault path's private
- * faultin is this module's kvm_mmu_faultin_pfn_private (guest_memfd pfns, folio order and RMP caps).
+ * code zap through the MMU's entry points (pass mmu.ts's kvm_unmap_gfn_range and kvm_zap_gfn_range
+ * themselves, not wrappers, so each appears once on the KVM call stack), and the fault path's private
+ * faultin becomes this module's kvm_mmu_faultin_pfn_private (guest_memfd pfns, folio order and RMP caps).
+ * Taking the MMU functions as an argument keeps this module free of imports from mmu.ts.
  */
-export function kvm_x86_private_mem_init(kvm: Kvm): void {
-  // The MMU's functions themselves (not wrappers), so each appears once on the KVM call stack.
-  kvm_private_mem_init(kvm, { kvm_unmap_gfn_range, kvm_zap_gfn_range });
+export function kvm_x86_private_mem_init(kvm: PrivateFaultinHost, mmu: PrivateMemMmuHooks): void {
+  kvm_private_mem_init(kvm, mmu);
   kvm.private_faultin = kvm_mmu_faultin_pfn_private;
 }
 

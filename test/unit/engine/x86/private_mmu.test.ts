@@ -10,6 +10,7 @@ import { PFERR_GUEST_FINAL_MASK_HI, PFERR_GUEST_ENC_MASK_HI, PFERR_PRIVATE_ACCES
 import { KVM_MEMORY_ATTRIBUTE_PRIVATE, KVM_X86_SNP_VM, kvm_vm_set_mem_attributes } from '../../../../src/engine/kvm/attributes';
 import { kvm_gmem_create, kvm_gmem_file } from '../../../../src/engine/kvm/guest_memfd';
 import { kvm_x86_private_mem_init } from '../../../../src/engine/x86/private_fault';
+import { kvm_unmap_gfn_range, kvm_zap_gfn_range } from '../../../../src/engine/x86/mmu';
 import { sev_handle_rmp_fault, sev_snp_init } from '../../../../src/engine/x86/sev_snp';
 
 const GPA = 0x1_0000_0000;
@@ -19,7 +20,7 @@ const ERR_HI = PFERR_GUEST_FINAL_MASK_HI | PFERR_GUEST_ENC_MASK_HI | PFERR_PRIVA
 function snp(huge: boolean) {
   const v = new X86Vm({ vendor: 'svm', vm_type: KVM_X86_SNP_VM });
   const kvm = v.kvm;
-  kvm_x86_private_mem_init(kvm);
+  kvm_x86_private_mem_init(kvm, { kvm_unmap_gfn_range, kvm_zap_gfn_range });
   const sev = sev_snp_init(kvm, { asid: 7 });
   const fd = kvm_gmem_create(kvm, { size: 8 << 20, flags: 0 }, { huge_folios: huge });
   assert.equal(v.add_slot(0, GPA, 8 << 20, { flags: KVM_MEM_GUEST_MEMFD, guest_memfd: fd }), 0);
