@@ -5,8 +5,10 @@ import { traceParse } from './trace_parse';
 import { activation } from './activation';
 import { vsixSize } from './vsix_size';
 import { dapStop } from './dap';
+import { shadowMmu } from './shadow';
+import { tdpOps } from './tdp_ops';
 
-export const METRICS: Metric[] = [tdpFaultIn, traceParse, dapStop, activation, vsixSize];
+export const METRICS: Metric[] = [tdpFaultIn, tdpOps, shadowMmu, traceParse, dapStop, activation, vsixSize];
 
 export async function runBench(opts: { quick: boolean; only?: string[]; log: (s: string) => void }): Promise<MetricResult[]> {
   enableGc();
