@@ -7,12 +7,13 @@
  * `kvm_page_fault` and `KvmVcpu` objects straight in.
  */
 import { defineProbe, probes } from '../probes';
-import { EFAULT, KVM_X86_TDX_VM, kvm_private_ctx, kvm_private_mem_init, kvm_slot_has_gmem, type PrivateMemKvm } from '../kvm/attributes';
+import {
+  EFAULT, KVM_X86_TDX_VM, kvm_private_ctx, kvm_private_mem_init, kvm_slot_has_gmem, type PrivateMemKvm, type PrivateMemMmuHooks,
+} from '../kvm/attributes';
 import { kvm_gmem_get_pfn, kvm_gmem_mapping_order, type GmemPfn } from '../kvm/guest_memfd';
 import { KVM_MEM_READONLY, PG_LEVEL_1G, PG_LEVEL_2M, PG_LEVEL_4K, type KvmMemorySlot } from './memslot';
 import { PFERR_PRIVATE_ACCESS_BIT, PFERR_PRIVATE_ACCESS_HI } from './pferr';
 import { RET_PF_CONTINUE } from './ret_pf';
-import type { PrivateMemMmuHooks } from '../kvm/attributes';
 
 export { PFERR_PRIVATE_ACCESS_BIT, PFERR_PRIVATE_ACCESS_HI };
 
