@@ -106,4 +106,32 @@ describe('DAP: the TDP MMU', () => {
     const a = Object.fromEntries((await args(dc)).map((v) => [v.name, v.value]));
     assert.equal(a.event, '"kvm_mmu_set_spte"');
   });
+
+  it('a page-table page opens as memory (readMemory) and its 512 entries page in Variables', async () => {
+    dc = await startClient();
+    await launchStopped(dc, { program: ZAP, stopOnEntry: false }, (c) => c.setFunctionBreakpointsRequest({ breakpoints: [{ name: 'tdp_mmu_link_sp' }] }));
+    const sp = (await args(dc)).find((v) => v.name === 'sp')!;
+    const spt = (await dc.variablesRequest({ variablesReference: sp.variablesReference })).body.variables.find((v) => v.name === 'spt')!;
+    assert.ok(spt.memoryReference, 'the table has a memory reference');
+    assert.equal(spt.indexedVariables, 512);
+    const page = await dc.variablesRequest({ variablesReference: spt.variablesReference, filter: 'indexed', start: 510, count: 2 });
+    assert.deepEqual(page.body.variables.map((v) => v.name), ['[510]', '[511]']);
+    const mem = (await dc.customRequest('readMemory', { memoryReference: spt.memoryReference!, offset: 0, count: 4096 })) as DebugProtocol.ReadMemoryResponse;
+    assert.equal(Buffer.from(mem.body!.data!, 'base64').length, 4096, 'a 4 KiB table');
+    // A freshly allocated TDP table holds SHADOW_NONPRESENT_VALUE (bit 63) in every entry: bytes 7 = 0x80.
+    const bytes = Buffer.from(mem.body!.data!, 'base64');
+    assert.equal(bytes[7], 0x80);
+    assert.equal(bytes.readUInt32LE(0), 0);
+  });
+
+  it('hex display: numbers follow the client format option', async () => {
+    dc = await startClient();
+    await launchStopped(dc, { program: ZAP, stopOnEntry: false }, (c) => c.setFunctionBreakpointsRequest({ breakpoints: [{ name: 'kvm_tdp_mmu_map' }] }));
+    const scopes = await dc.scopesRequest({ frameId: (await topFrame(dc)).id });
+    const fault = (await dc.variablesRequest({ variablesReference: scopes.body.scopes[0]!.variablesReference })).body.variables.find((v) => v.name === 'fault')!;
+    const dec = (await dc.variablesRequest({ variablesReference: fault.variablesReference })).body.variables.find((v) => v.name === 'goal_level')!;
+    const hex = (await dc.variablesRequest({ variablesReference: fault.variablesReference, format: { hex: true } })).body.variables.find((v) => v.name === 'goal_level')!;
+    assert.equal(dec.value, '1');
+    assert.equal(hex.value, '0x1');
+  });
 });
