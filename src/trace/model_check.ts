@@ -1,0 +1,498 @@
+/**
+ * Model check (`kvm-mmu replay FILE --model-check`): drive the x86 engine with the faults of a real capture and compare the SPTE changes it
+ * makes with the ones the capture recorded, per (address space, gfn, level), in order. The first event
+ * where the two differ is reported with both sides.
+ *
+ * How the traced VM is reconstructed (what the tracepoints can and cannot tell):
+ * - Vendor / SPTE format: `kvm_exit` names the ISA (VMX -> EPT, SVM -> NPT); without exits the SPTE values
+ *   decide (an EPT leaf carries a memory type in bits 3-5, WB = 6; an NPT non-leaf carries the accessed
+ *   bit 5, which EPT leaves clear on non-leaf entries).
+ * - TDP levels: the level of a TDP root shadow page (`kvm_mmu_get_page` of a direct page at gfn 0), else
+ *   the highest level a `kvm_tdp_mmu_spte_changed` names; 4 when neither appears.
+ * - Memslots: the capture never shows them. Every 2 MiB region that a fault, a requested gfn or an
+ *   installed SPTE touches gets memory; contiguous regions merge into one slot (slot ids in GPA order,
+ *   HVA = the facade's default), backed by 4 KiB host pages, or by THP (2M) / hugetlb (1G) pages when the
+ *   capture installed a leaf of that size in the slot (a 1G leaf widens its region to the whole 1 GiB),
+ *   so the model can map at the level the host allowed. Host pfns are the model's own, so SPTEs are
+ *   compared with bits 51:12 masked: what must agree is where a change happens, its kind, permissions,
+ *   memory type, A/D and software bits.
+ * - Module parameters and vendor knobs are the engine's defaults (tdp_mmu, eager_page_split on;
+ *   nx_huge_pages off; EPT A/D on; PML off): a capture does not show them.
+ * - Operations, read in capture order per task: a fault is `kvm_page_fault` (address = GPA under TDP; VMX
+ *   traces the EPT exit qualification, replayed through handle_ept_violation; SVM the #NPF error code,
+ *   through npf_interception) up to that task's `kvm_entry` or next fault; without any `kvm_page_fault`,
+ *   each `kvm_mmu_spte_requested` is a write fault on its gfn. Outside faults, a task's run of changes
+ *   with `kvm_mmu_split_huge_page` is enabling dirty logging on the slots split (eager split), a run
+ *   after `kvm_mmu_zap_all_fast` is that, and a run of removals only is a zap of those ranges; any
+ *   other run (aging, dirty-log clearing, ...) is not replayed and its changes are counted, not compared.
+ *   Such runs end when a vCPU faults again.
+ * - Comparison: per operation, each (address space, gfn, level) sequence of `kvm_tdp_mmu_spte_changed`
+ *   of the model against the capture's; the earliest line where they disagree is reported.
+ * - Only TDP MMU captures are checked (shadow paging faults on GVAs whose guest page tables are not traced).
+ */
+import { createReadStream } from 'node:fs';
+import { EVENT_BY_NAME, hexHalves, KVM_ISA_SVM, KVM_ISA_VMX } from '../engine/tracepoints/index';
+import { trace, type TraceEvent } from '../engine/trace_sink';
+import { X86Vm, type HostBacking } from '../engine/x86/index';
+import { handle_ept_violation, npf_interception } from '../engine/x86/mmu';
+import type { ParsedEvent } from './event';
+import { TraceParser } from './parser';
+import { parseStream, type StreamOptions } from './stream';
+import { DEFAULT_KERNEL, type KernelVersion } from './kernel_version';
+
+const S_CHANGED = EVENT_BY_NAME.get('kvm_tdp_mmu_spte_changed')!;
+const S_SET = EVENT_BY_NAME.get('kvm_mmu_set_spte')!;
+const S_PF = EVENT_BY_NAME.get('kvm_page_fault')!;
+const S_REQ = EVENT_BY_NAME.get('kvm_mmu_spte_requested')!;
+const S_EXIT = EVENT_BY_NAME.get('kvm_exit')!;
+const S_GET = EVENT_BY_NAME.get('kvm_mmu_get_page')!;
+
+const TWO32 = 0x1_0000_0000;
+const SPAN = [0, 1, 512, 512 * 512, 512 * 512 * 512, 512 ** 4];
+
+// ---------------------------------------------------------------------------------------------------
+// What the capture says about the VM
+
+/** Evidence for the SPTE format and the TDP depth, gathered event by event. */
+export class VmEvidence {
+  vmxExits = 0;
+  svmExits = 0;
+  eptLooking = 0;
+  nptLooking = 0;
+  tdpChanges = 0;
+  maxLevel = 0;
+  rootLevel = 0;
+  faults = 0;
+  requested = 0;
+
+  onEvent(ev: ParsedEvent): void {
+    const s = ev.schema;
+    if (s === S_EXIT) {
+      const isa = ev.lo[S_EXIT.index['isa']!]!;
+      if (isa === KVM_ISA_VMX) this.vmxExits++;
+      else if (isa === KVM_ISA_SVM) this.svmExits++;
+    } else if (s === S_CHANGED) {
+      this.tdpChanges++;
+      const level = ev.lo[S_CHANGED.index['level']!]!;
+      if (level > this.maxLevel && level <= 5) this.maxLevel = level;
+      this.vote(ev.lo[S_CHANGED.index['new_spte']!]!, level);
+    } else if (s === S_SET) {
+      this.vote(ev.lo[S_SET.index['spte']!]!, ev.lo[S_SET.index['level']!]!);
+    } else if (s === S_GET) {
+      const role = ev.lo[S_GET.index['role']!]!;
+      const gfn = ev.lo[S_GET.index['gfn']!]! + ev.hi[S_GET.index['gfn']!]! * TWO32;
+      if ((role & 0x80) !== 0 && gfn === 0 && (role & 0xf) >= 4) this.rootLevel = Math.max(this.rootLevel, role & 0xf);
+    } else if (s === S_PF) this.faults++;
+    else if (s === S_REQ) this.requested++;
+  }
+
+  private vote(lo: number, level: number): void {
+    // MMU-present (bit 11) values only; leaves have PS (bit 7) or sit at level 1
+    if ((lo & 0x800) === 0) return;
+    const leaf = level === 1 || (lo & 0x80) !== 0;
+    if (leaf && (lo & 0x38) === 0x30) this.eptLooking++;
+    else if (!leaf && (lo & 0x20) !== 0) this.nptLooking++;
+    else if (!leaf && (lo & 0x7) === 0x7 && (lo & 0x20) === 0) this.eptLooking++;
+  }
+
+  get format(): 'ept' | 'npt' {
+    if (this.vmxExits !== this.svmExits) return this.vmxExits > this.svmExits ? 'ept' : 'npt';
+    return this.nptLooking > this.eptLooking ? 'npt' : 'ept';
+  }
+
+  get levels(): 4 | 5 {
+    const l = this.rootLevel || this.maxLevel;
+    return l === 5 ? 5 : 4;
+  }
+
+  describe(): string {
+    const why = this.vmxExits !== this.svmExits ? `${this.vmxExits > this.svmExits ? 'VMX' : 'SVM'} kvm_exit events` : this.eptLooking + this.nptLooking > 0 ? 'SPTE bit patterns' : 'default';
+    return `${this.format.toUpperCase()} (${why}), ${this.levels}-level TDP`;
+  }
+}
+
+// ---------------------------------------------------------------------------------------------------
+// The comparison
+
+/** One SPTE change, real or modelled. */
+export interface SpteChange {
+  asId: number;
+  gfn: number;
+  level: number;
+  oldLo: number;
+  oldHi: number;
+  newLo: number;
+  newHi: number;
+  /** Capture line (real changes). */
+  line?: number;
+}
+
+export interface ModelCheckOptions extends StreamOptions {
+  kernel?: KernelVersion;
+  /** Stop after this many mismatches (default 1: the first is what the report is about). */
+  maxMismatches?: number;
+}
+
+export interface Mismatch {
+  /** Capture line of the real event that disagrees (or of the fault whose model changes were not seen). */
+  line: number;
+  asId: number;
+  gfn: string;
+  level: number;
+  reason: string;
+  real?: { old: string; new: string; text: string };
+  model?: { old: string; new: string; text: string };
+}
+
+export interface ModelCheckResult {
+  ok: boolean;
+  vm: { format: 'ept' | 'npt'; levels: number; description: string; slots: Array<{ slot: number; gpa: string; size: string; backing: string }> };
+  faultsReplayed: number;
+  /** How faults were taken from the capture. */
+  faultSource: 'kvm_page_fault' | 'kvm_mmu_spte_requested' | 'none';
+  realChanges: number;
+  modelChanges: number;
+  compared: number;
+  /** Real changes of operations the model is not driven with (not compared). */
+  notReplayed: number;
+  /** Operations replayed, by kind (fault, dirty_log, zap_all, zap, other). */
+  operations: Record<string, number>;
+  mismatches: Mismatch[];
+  /** Why the check could not run, if it could not. */
+  skipped?: string;
+}
+
+/** Bits of an SPTE that depend on the host, not on the MMU's decisions: the pfn (51:12). */
+function maskPfn(lo: number, hi: number): { lo: number; hi: number } {
+  return { lo: (lo & 0xfff) >>> 0, hi: (hi & 0xfff0_0000) >>> 0 };
+}
+
+function sameShape(aLo: number, aHi: number, bLo: number, bHi: number): boolean {
+  const a = maskPfn(aLo, aHi);
+  const b = maskPfn(bLo, bHi);
+  return a.lo === b.lo && a.hi === b.hi;
+}
+
+function changeText(c: SpteChange): string {
+  return `as id ${c.asId} gfn ${c.gfn.toString(16)} level ${c.level} old_spte ${hexHalves(c.oldLo, c.oldHi)} new_spte ${hexHalves(c.newLo, c.newHi)}`;
+}
+
+function key(asId: number, gfn: number, level: number): string {
+  return `${asId}:${gfn}:${level}`;
+}
+
+/**
+ * A stretch of the capture the model can replay as one operation: a vCPU's fault (from `kvm_page_fault`
+ * until that task's `kvm_entry` or next fault), enabling dirty logging (a task's run of
+ * `kvm_mmu_split_huge_page`), `kvm_mmu_zap_all_fast`, a zap (a task's run of removals outside a fault),
+ * or something the model is not driven with (`other`: its changes are listed as not replayed).
+ */
+interface Episode {
+  kind: 'fault' | 'dirty_log' | 'zap_all' | 'zap' | 'other';
+  line: number;
+  pid: number;
+  vcpu: number;
+  gpa: number;
+  errLo: number;
+  errHi: number;
+  changes: SpteChange[];
+  /** Split gfns (dirty_log). */
+  splits: number[];
+}
+
+interface Capture {
+  evidence: VmEvidence;
+  episodes: Episode[];
+  realChanges: number;
+  /** Huge leaves the capture installed: 2M region index -> largest level. */
+  hugeAt: Map<number, number>;
+  regions: Set<number>;
+  vcpus: number;
+  sawPageFault: boolean;
+}
+
+const S_SPLIT = EVENT_BY_NAME.get('kvm_mmu_split_huge_page')!;
+const S_ENTRY = EVENT_BY_NAME.get('kvm_entry')!;
+const S_ZAP_ALL = EVENT_BY_NAME.get('kvm_mmu_zap_all_fast')!;
+
+async function readCapture(source: AsyncIterable<Uint8Array | string>, opts: ModelCheckOptions): Promise<Capture> {
+  const cap: Capture = { evidence: new VmEvidence(), episodes: [], realChanges: 0, hugeAt: new Map(), regions: new Set(), vcpus: 1, sawPageFault: false };
+  const PF = S_PF.index;
+  const C = S_CHANGED.index;
+  const R = S_REQ.index;
+  const SP = S_SPLIT.index;
+  const open = new Map<number, Episode>();
+  const start = (kind: Episode['kind'], ev: ParsedEvent, f?: Partial<Episode>): Episode => {
+    const e: Episode = { kind, line: ev.line, pid: ev.pid, vcpu: 0, gpa: 0, errLo: 0, errHi: 0, changes: [], splits: [], ...f };
+    cap.episodes.push(e);
+    open.set(ev.pid, e);
+    return e;
+  };
+  const parser = new TraceParser({
+    kernel: opts.kernel ?? DEFAULT_KERNEL,
+    onEvent: (ev) => {
+      cap.evidence.onEvent(ev);
+      const s = ev.schema;
+      if (s === S_PF) {
+        const gpa = ev.hi[PF['fault_address']!]! * TWO32 + ev.lo[PF['fault_address']!]!;
+        const vcpu = ev.has & (1 << PF['vcpu_id']!) ? ev.lo[PF['vcpu_id']!]! : 0;
+        cap.vcpus = Math.max(cap.vcpus, Math.min(vcpu, 63) + 1);
+        cap.sawPageFault = true;
+        // an ioctl's run of changes ends when a vCPU faults again (a sequential reading of the capture)
+        for (const [pid, e] of open) if (e.kind !== 'fault') open.delete(pid);
+        start('fault', ev, { vcpu, gpa, errLo: ev.lo[PF['error_code']!]!, errHi: ev.hi[PF['error_code']!]! });
+        cap.regions.add(Math.floor(gpa / 0x20_0000));
+      } else if (s === S_REQ) {
+        const gfn = ev.hi[R['gfn']!]! * TWO32 + ev.lo[R['gfn']!]!;
+        cap.regions.add(Math.floor(gfn / 512));
+        // Without kvm_page_fault events, the request is the fault (its access is unknown: a write).
+        if (!cap.sawPageFault && open.get(ev.pid)?.kind !== 'fault') start('fault', ev, { gpa: gfn * 4096, errLo: 0x2 });
+      } else if (s === S_ENTRY) {
+        if (open.get(ev.pid)?.kind === 'fault') open.delete(ev.pid);
+      } else if (s === S_SPLIT) {
+        const cur = open.get(ev.pid);
+        const gfn = ev.hi[SP['gfn']!]! * TWO32 + ev.lo[SP['gfn']!]!;
+        if (cur?.kind === 'fault') return;
+        // the split is traced after the change that links the new table: the run it ends is the split
+        const ep = cur ?? start('dirty_log', ev);
+        ep.kind = 'dirty_log';
+        ep.splits.push(gfn);
+      } else if (s === S_ZAP_ALL) {
+        start('zap_all', ev);
+      } else if (s === S_CHANGED) {
+        const level = ev.lo[C['level']!]!;
+        if (level < 1 || level > 5) return;
+        const gfnRaw = ev.hi[C['gfn']!]! * TWO32 + ev.lo[C['gfn']!]!;
+        const gfn = gfnRaw - (gfnRaw % (SPAN[level] ?? 1));
+        const c: SpteChange = {
+          asId: ev.lo[C['as_id']!]!, gfn, level,
+          oldLo: ev.lo[C['old_spte']!]!, oldHi: ev.hi[C['old_spte']!]!, newLo: ev.lo[C['new_spte']!]!, newHi: ev.hi[C['new_spte']!]!, line: ev.line,
+        };
+        cap.realChanges++;
+        const removal = (c.newLo & 0x800) === 0;
+        let ep = open.get(ev.pid);
+        if (!ep) ep = start(removal ? 'zap' : 'other', ev);
+        else if (ep.kind === 'zap' && !removal) ep.kind = 'other';
+        else if (ep.kind === 'zap_all' && !removal) ep.kind = 'other';
+        ep.changes.push(c);
+        if (level === 1 && !removal) cap.regions.add(Math.floor(gfn / 512));
+        if (level >= 2 && !removal && (c.newLo & 0x80) !== 0) {
+          const r = Math.floor(gfn / 512);
+          cap.hugeAt.set(r, Math.max(cap.hugeAt.get(r) ?? 0, level));
+          cap.regions.add(r);
+        }
+      }
+    },
+  });
+  const streamOpts: StreamOptions = {};
+  if (opts.onProgress) streamOpts.onProgress = opts.onProgress;
+  if (opts.signal) streamOpts.signal = opts.signal;
+  await parseStream(source, parser, streamOpts);
+  return cap;
+}
+
+/**
+ * Memslots from the regions the capture touched (2 MiB units): a 1G leaf widens its region to the whole
+ * 1 GiB, contiguous regions merge, and a slot is backed by the largest page any huge leaf in it needs.
+ */
+export function inferSlots(regions: Set<number>, hugeAt: Map<number, number>): Array<{ slot: number; gpa: number; size: number; backing: HostBacking }> {
+  const all = new Set(regions);
+  for (const [r, level] of hugeAt) {
+    if (level >= 3) {
+      const base = r - (r % 512);
+      for (let i = 0; i < 512; i++) all.add(base + i);
+    } else all.add(r);
+  }
+  const sorted = [...all].sort((a, b) => a - b);
+  const out: Array<{ slot: number; gpa: number; size: number; backing: HostBacking }> = [];
+  let first = -1;
+  let prev = -2;
+  let maxHuge = 0;
+  const flush = () => {
+    if (first < 0) return;
+    const backing: HostBacking = maxHuge >= 3 ? '1g-hugetlb' : maxHuge === 2 ? '2m-thp' : '4k';
+    out.push({ slot: out.length, gpa: first * 0x20_0000, size: (prev + 1 - first) * 0x20_0000, backing });
+  };
+  for (const r of sorted) {
+    if (r !== prev + 1) {
+      flush();
+      first = r;
+      maxHuge = 0;
+    }
+    maxHuge = Math.max(maxHuge, hugeAt.get(r) ?? 0);
+    prev = r;
+  }
+  flush();
+  return out;
+}
+
+/** Model-check a capture from a stream. */
+export async function modelCheckStream(source: AsyncIterable<Uint8Array | string>, opts: ModelCheckOptions = {}): Promise<ModelCheckResult> {
+  const cap = await readCapture(source, opts);
+  return runModel(cap, opts.maxMismatches ?? 1);
+}
+
+/** Model-check a capture file (any size; read in 1 MiB chunks). */
+export function modelCheckFile(path: string, opts: ModelCheckOptions = {}): Promise<ModelCheckResult> {
+  return modelCheckStream(createReadStream(path, { highWaterMark: 1 << 20 }), opts);
+}
+
+function runModel(cap: Capture, maxMismatches: number): ModelCheckResult {
+  const ev = cap.evidence;
+  const faultCount = cap.episodes.filter((e) => e.kind === 'fault').length;
+  const slots = inferSlots(cap.regions, cap.hugeAt);
+  const result: ModelCheckResult = {
+    ok: true,
+    vm: {
+      format: ev.format, levels: ev.levels, description: ev.describe(),
+      slots: slots.map((s) => ({ slot: s.slot, gpa: '0x' + s.gpa.toString(16), size: '0x' + s.size.toString(16), backing: s.backing })),
+    },
+    faultsReplayed: 0,
+    faultSource: cap.sawPageFault ? 'kvm_page_fault' : faultCount ? 'kvm_mmu_spte_requested' : 'none',
+    realChanges: cap.realChanges, modelChanges: 0, compared: 0, notReplayed: 0, operations: {}, mismatches: [],
+  };
+  if (ev.tdpChanges === 0) {
+    result.skipped = 'no kvm_tdp_mmu_spte_changed events: only TDP MMU captures can be model-checked';
+    return result;
+  }
+  if (faultCount === 0) {
+    result.skipped = 'no kvm_page_fault or kvm_mmu_spte_requested events to drive the model with';
+    return result;
+  }
+  const vm = new X86Vm({
+    vendor: ev.format === 'ept' ? 'vmx' : 'svm',
+    vendor_config: { max_tdp_level: ev.levels },
+    guest_maxphyaddr: ev.levels === 5 ? 52 : 46,
+    nr_vcpus: cap.vcpus,
+  });
+  for (const s of slots) vm.add_slot(s.slot, s.gpa, s.size, { host_backing: s.backing });
+  const slotOf = (gfn: number) => slots.find((s) => gfn * 4096 >= s.gpa && gfn * 4096 < s.gpa + s.size)?.slot;
+
+  // The model's changes, collected from its own tracepoints while an operation runs.
+  const modelChanges: SpteChange[] = [];
+  const unsubscribe = trace.subscribe((e: TraceEvent) => {
+    if (e.name !== 'kvm_tdp_mmu_spte_changed') return;
+    const f = e.fields;
+    const o = halves(f['old_spte']);
+    const n = halves(f['new_spte']);
+    const level = Number(f['level']);
+    const gfnRaw = Number(f['gfn']);
+    modelChanges.push({ asId: Number(f['as_id']), gfn: gfnRaw - (gfnRaw % (SPAN[level] ?? 1)), level, oldLo: o.lo, oldHi: o.hi, newLo: n.lo, newHi: n.hi });
+  });
+  const touchedOutside = new Map<string, number>();
+  try {
+    for (const ep of cap.episodes) {
+      if (result.mismatches.length >= maxMismatches) break;
+      modelChanges.length = 0;
+      result.operations[ep.kind] = (result.operations[ep.kind] ?? 0) + 1;
+      try {
+        switch (ep.kind) {
+          case 'fault': {
+            const vcpu = vm.vcpu(Math.min(ep.vcpu, 63));
+            vm.enter(vcpu);
+            // VMX traces the exit qualification, SVM the #NPF error code: each goes to its own handler.
+            if (ev.format === 'ept') handle_ept_violation(vcpu, ep.gpa, ep.errLo >>> 0);
+            else npf_interception(vcpu, ep.gpa, ep.errLo >>> 0, ep.errHi >>> 0);
+            result.faultsReplayed++;
+            break;
+          }
+          case 'dirty_log': {
+            const ids = new Set<number>();
+            for (const g of ep.splits) {
+              const id = slotOf(g);
+              if (id !== undefined) ids.add(id);
+            }
+            for (const id of ids) vm.set_dirty_logging(id, true);
+            break;
+          }
+          case 'zap_all':
+            vm.zap_all_fast();
+            break;
+          case 'zap':
+            for (const c of ep.changes) if ((c.oldLo & 0x800) !== 0 && (c.level === 1 || (c.oldLo & 0x80) !== 0)) vm.zap_gfn_range(c.gfn, c.gfn + (SPAN[c.level] ?? 1));
+            break;
+          case 'other':
+            result.notReplayed += ep.changes.length;
+            for (const c of ep.changes) touchedOutside.set(key(c.asId, c.gfn, c.level), c.line!);
+            continue;
+        }
+      } catch (e) {
+        report(result, { line: ep.line, asId: 0, gfn: Math.floor(ep.gpa / 4096).toString(16), level: 0, reason: `the model failed replaying this ${ep.kind}: ${(e as Error).message}` });
+        continue;
+      }
+      result.modelChanges += modelChanges.length;
+      compareEpisode(ep, modelChanges, result, touchedOutside);
+    }
+  } finally {
+    unsubscribe();
+    vm.destroy();
+  }
+  result.mismatches.sort((a, b) => a.line - b.line);
+  if (result.mismatches.length > maxMismatches) result.mismatches.length = maxMismatches;
+  result.ok = result.mismatches.length === 0;
+  return result;
+}
+
+function report(result: ModelCheckResult, m: Mismatch): void {
+  result.ok = false;
+  result.mismatches.push(m);
+}
+
+/** Both sides' changes of one operation, per (as, gfn, level) in order; the earliest disagreement wins. */
+function compareEpisode(ep: Episode, model: SpteChange[], result: ModelCheckResult, touchedOutside: Map<string, number>): void {
+  const realBy = new Map<string, SpteChange[]>();
+  for (const c of ep.changes) {
+    const k = key(c.asId, c.gfn, c.level);
+    let l = realBy.get(k);
+    if (!l) realBy.set(k, (l = []));
+    l.push(c);
+  }
+  const modelBy = new Map<string, SpteChange[]>();
+  for (const c of model) {
+    const k = key(c.asId, c.gfn, c.level);
+    let l = modelBy.get(k);
+    if (!l) modelBy.set(k, (l = []));
+    l.push(c);
+  }
+  let best: Mismatch | undefined;
+  const consider = (m: Mismatch) => {
+    if (!best || m.line < best.line) best = m;
+  };
+  const side = (c: SpteChange) => ({ old: hexHalves(c.oldLo, c.oldHi), new: hexHalves(c.newLo, c.newHi), text: changeText(c) });
+  const note = (k: string) => (touchedOutside.has(k) ? ` (the capture also changed it at line ${touchedOutside.get(k)} outside anything the model replays)` : '');
+  for (const [k, reals] of realBy) {
+    const models = modelBy.get(k) ?? [];
+    for (let i = 0; i < reals.length; i++) {
+      const r = reals[i]!;
+      const m = models[i];
+      if (!m) {
+        consider({ line: r.line!, asId: r.asId, gfn: r.gfn.toString(16), level: r.level, reason: `the capture changes this SPTE in this ${ep.kind} (line ${ep.line}), the model does not${note(k)}`, real: side(r) });
+        break;
+      }
+      result.compared++;
+      const oldOk = sameShape(r.oldLo, r.oldHi, m.oldLo, m.oldHi);
+      const newOk = sameShape(r.newLo, r.newHi, m.newLo, m.newHi);
+      if (!oldOk || !newOk) {
+        consider({ line: r.line!, asId: r.asId, gfn: r.gfn.toString(16), level: r.level, reason: `${newOk ? 'old_spte' : 'new_spte'} differs (pfn bits 51:12 not compared)${note(k)}`, real: side(r), model: side(m) });
+        break;
+      }
+    }
+    if (models.length > reals.length) {
+      const m = models[reals.length]!;
+      const last = reals[reals.length - 1]!;
+      consider({ line: last.line!, asId: m.asId, gfn: m.gfn.toString(16), level: m.level, reason: `the model changes this SPTE once more in this ${ep.kind} (line ${ep.line})`, model: side(m) });
+    }
+  }
+  for (const [k, models] of modelBy) {
+    if (realBy.has(k)) continue;
+    const m = models[0]!;
+    consider({ line: ep.line, asId: m.asId, gfn: m.gfn.toString(16), level: m.level, reason: `the model changes this SPTE in this ${ep.kind}, the capture does not${note(k)}`, model: side(m) });
+  }
+  if (best) report(result, best);
+}
+
+function halves(v: unknown): { lo: number; hi: number } {
+  if (typeof v === 'number') return { lo: v >>> 0, hi: Math.floor(v / TWO32) >>> 0 };
+  const h = String(v).replace(/^0x/, '').padStart(16, '0');
+  return { lo: parseInt(h.slice(8), 16) >>> 0, hi: parseInt(h.slice(0, 8), 16) >>> 0 };
+}
