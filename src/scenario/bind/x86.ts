@@ -7,7 +7,8 @@
 import { type HostBacking, type KvmMmuPage, KVM_X86_DEFAULT_VM, KVM_X86_SNP_VM, KVM_X86_SW_PROTECTED_VM, KVM_X86_TDX_VM, X86Vm } from '../../engine/x86/index';
 import { lpage_info_slot } from '../../engine/x86/memslot';
 import { kvm_mmu_do_page_fault, kvm_unmap_gfn_range, kvm_zap_gfn_range } from '../../engine/x86/mmu';
-import { kvm_private_mem_init } from '../../engine/kvm/attributes';
+import { kvm_x86_private_mem_init } from '../../engine/x86/private_fault';
+import { set_gmem_prepare_variant } from '../../engine/x86/gmem_prepare_variant';
 import { kvm_gmem_create, kvm_gmem_fallocate } from '../../engine/kvm/guest_memfd';
 import { PFERR_GUEST_FINAL_MASK_HI, PFERR_PRIVATE_ACCESS_HI } from '../../engine/x86/pferr';
 import { RET_PF_EMULATE, RET_PF_FIXED, RET_PF_RETRY, RET_PF_SPURIOUS, RET_PF_WRITE_PROTECTED } from '../../engine/x86/ret_pf';
@@ -137,12 +138,12 @@ class X86Engine implements ScenarioEngine {
   constructor(readonly cfg: VmConfig, opts: ConstructorParameters<typeof X86Vm>[0]) {
     this.vm = new X86Vm(opts);
     const kvm = this.vm.kvm;
-    // guest_memfd's invalidations (PUNCH_HOLE, release) reach the TDP MMU through these entry points.
-    kvm_private_mem_init(kvm, {
-      kvm_unmap_gfn_range: (_k, slot, start, end, filter) => kvm_unmap_gfn_range(kvm, slot, start, end, filter, true),
-      kvm_zap_gfn_range: (_k, start, end) => kvm_zap_gfn_range(kvm, start, end),
-    });
+    // The private-memory model (attributes, guest_memfd, SEV-SNP) zaps through the TDP MMU's entry
+    // points, and private faults resolve through guest_memfd.
+    kvm_x86_private_mem_init(kvm, { kvm_unmap_gfn_range, kvm_zap_gfn_range });
     this.snp = cfg.type === 'snp' ? new SnpLayer(this.vm) : undefined;
+    const gp = cfg.variants['gmem_prepare'];
+    if (this.snp && gp !== undefined) set_gmem_prepare_variant(kvm, gp === 'proposed' ? 'on_fault' : 'on_alloc');
     this.name = `x86 TDP MMU (${cfg.vendor === 'amd' ? 'NPT' : 'EPT'}, ${this.vm.kvm.vendor.max_tdp_level}-level)`;
   }
 
@@ -461,7 +462,8 @@ export function createX86Engine(cfg: VmConfig): ScenarioEngine | string {
   for (const v of ['split_access', 'pae_root', 'gmem_prepare'] as const) {
     const val = cfg.variants[v];
     if (val !== undefined && val !== 'upstream') {
-      return v === 'gmem_prepare' ? 'variant gmem_prepare only shows in SEV-SNP VMs, which the binding does not run yet' : `variant ${v} concerns the shadow MMU: use tdp=off`;
+      if (v === 'gmem_prepare' && cfg.type === 'snp') continue;
+      return v === 'gmem_prepare' ? 'variant gmem_prepare only shows in SEV-SNP VMs (type=snp)' : `variant ${v} concerns the shadow MMU: use tdp=off`;
     }
   }
   if (params.tdp_mmu === false) return 'tdp_mmu=N (the shadow MMU under TDP) is not in the x86 model yet';

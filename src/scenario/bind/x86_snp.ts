@@ -11,7 +11,6 @@ import { npf_interception } from '../../engine/x86/mmu';
 import {
   PFERR_FETCH_MASK, PFERR_GUEST_ENC_MASK_HI, PFERR_GUEST_FINAL_MASK_HI, PFERR_GUEST_RMP_MASK, PFERR_PRESENT_MASK, PFERR_USER_MASK, PFERR_WRITE_MASK,
 } from '../../engine/x86/pferr';
-import { kvm_mmu_faultin_pfn_private, type PrivateFault, type PrivateVcpu } from '../../engine/x86/private_fault';
 import {
   RMP_PG_SIZE_2M, RMP_PG_SIZE_4K, SNP_PAGE_STATE_PRIVATE, SNP_PAGE_STATE_SHARED, pvalidate, sev_handle_rmp_fault, sev_snp_init, snp_begin_psc,
   snp_lookup_rmpentry, snp_rmp_check_guest_access, snp_rmp_view, type PscEntry, type SevInfo,
@@ -35,9 +34,9 @@ export class SnpLayer {
 
   constructor(readonly vm: X86Vm) {
     this.pk = vm.kvm as unknown as PrivateMemKvm;
+    // Private faults already resolve through guest_memfd (kvm_x86_private_mem_init); its prepare hook
+    // now assigns the page in the RMP.
     this.sev = sev_snp_init(this.pk, { asid: 1 });
-    // Private faults resolve through guest_memfd, whose prepare hook assigns the page in the RMP.
-    vm.kvm.private_faultin = (vcpu, fault) => kvm_mmu_faultin_pfn_private(vcpu as unknown as PrivateVcpu, fault as unknown as PrivateFault);
   }
 
   /** The NPT leaf for a gfn in the vCPU's root: permissions (P/RW/NX), level, and the pfn behind the gfn. */
