@@ -98,9 +98,12 @@ export const PARAMS: Readonly<Record<string, readonly string[]>> = {
 export const VARIANTS: Readonly<Record<string, readonly string[]>> = {
   // upstream = role.is_mirror + mirror roots; proposed = sp->gfn_stolen_bits (2021 RFC)
   tdx_stolen_bits: ['upstream', 'proposed', 'mirror_role', 'sp_field'],
-  split_access: ['upstream', 'proposed'],
-  pae_root: ['upstream', 'proposed'],
-  gmem_prepare: ['upstream', 'proposed'],
+  // upstream = access bits cached in shadowed_translation; proposed = propagate and repair
+  split_access: ['upstream', 'proposed', 'cached', 'propagate'],
+  // upstream = special PAE root (mmu->pae_root); proposed = a shadow page with a pae_root role bit
+  pae_root: ['upstream', 'proposed', 'special', 'shadow_page'],
+  // upstream = private at guest_memfd prepare; proposed = private at fault, at the mapping size
+  gmem_prepare: ['upstream', 'proposed', 'on_alloc', 'on_fault'],
   // upstream = today's typed annotations (2026); proposed = the 2021 set_owner layout (bits 9:2)
   owner_encoding: ['upstream', 'proposed', 'annotate_2026', 'set_owner_2021'],
 };

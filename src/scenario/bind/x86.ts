@@ -143,7 +143,7 @@ class X86Engine implements ScenarioEngine {
     kvm_x86_private_mem_init(kvm, { kvm_unmap_gfn_range, kvm_zap_gfn_range });
     this.snp = cfg.type === 'snp' ? new SnpLayer(this.vm) : undefined;
     const gp = cfg.variants['gmem_prepare'];
-    if (this.snp && gp !== undefined) set_gmem_prepare_variant(kvm, gp === 'proposed' ? 'on_fault' : 'on_alloc');
+    if (this.snp && gp !== undefined) set_gmem_prepare_variant(kvm, gp === 'proposed' || gp === 'on_fault' ? 'on_fault' : 'on_alloc');
     this.name = `x86 TDP MMU (${cfg.vendor === 'amd' ? 'NPT' : 'EPT'}, ${this.vm.kvm.vendor.max_tdp_level}-level)`;
   }
 
@@ -461,7 +461,7 @@ export function createX86Engine(cfg: VmConfig): ScenarioEngine | string {
   if (!tdp) return createShadowEngine(cfg, params);
   for (const v of ['split_access', 'pae_root', 'gmem_prepare'] as const) {
     const val = cfg.variants[v];
-    if (val !== undefined && val !== 'upstream') {
+    if (val !== undefined && val !== 'upstream' && val !== 'cached' && val !== 'special' && val !== 'on_alloc') {
       if (v === 'gmem_prepare' && cfg.type === 'snp') continue;
       return v === 'gmem_prepare' ? 'variant gmem_prepare only shows in SEV-SNP VMs (type=snp)' : `variant ${v} concerns the shadow MMU: use tdp=off`;
     }

@@ -64,8 +64,8 @@ class ShadowEngine implements ScenarioEngine {
       // The vCPU comes out of reset with paging off.
       cr0: 0x10, cr4: 0, efer: 0, cr3: 0,
       cpu: { maxphyaddr: this.cfg.maxphyaddr },
-      split_access: v['split_access'] === 'proposed' ? 'propagate' : 'cached',
-      pae_root: v['pae_root'] === 'proposed' ? 'shadow_page' : 'special',
+      split_access: v['split_access'] === 'proposed' || v['split_access'] === 'propagate' ? 'propagate' : 'cached',
+      pae_root: v['pae_root'] === 'proposed' || v['pae_root'] === 'shadow_page' ? 'shadow_page' : 'special',
       kvm: { params: this.params },
     });
     this.guestSide = new X86Guest(undefined, this.cfg.maxphyaddr, this.cfg.vendor === 'amd', this.vm.mem);
@@ -187,6 +187,7 @@ class ShadowEngine implements ScenarioEngine {
 export function createShadowEngine(cfg: VmConfig, params: Partial<KvmX86ModuleParams>): ScenarioEngine | string {
   if (cfg.vcpus !== 1) return 'the shadow-paging model has one vCPU (vcpus=1)';
   if (cfg.type !== 'default') return `VM type ${cfg.type} needs TDP`;
-  if (cfg.variants['gmem_prepare'] !== undefined && cfg.variants['gmem_prepare'] !== 'upstream') return 'gmem_prepare concerns SEV-SNP, which needs TDP';
+  const gp = cfg.variants['gmem_prepare'];
+  if (gp !== undefined && gp !== 'upstream' && gp !== 'on_alloc') return 'gmem_prepare concerns SEV-SNP, which needs TDP';
   return new ShadowEngine(cfg, params);
 }
