@@ -3,8 +3,11 @@ import { existsSync } from 'node:fs';
 import type { DebugProgram } from './program';
 import type { LaunchOptions } from './protocol';
 import { ScenarioProgram } from './scenario_program';
+import { TraceProgram } from './trace_program';
+import { parseKernelVersion } from '../trace/kernel_version';
 
-export function createProgram(o: LaunchOptions): DebugProgram {
+/** `onProgress` reports reading a large capture (bytes read, file size). */
+export function createProgram(o: LaunchOptions, onProgress?: (bytesRead: number, total: number) => void): DebugProgram {
   if (o.program && o.trace) throw new Error('a launch takes "program" or "trace", not both');
   if (o.program) {
     if (!existsSync(o.program)) throw new Error(`scenario not found: ${o.program}`);
@@ -14,7 +17,14 @@ export function createProgram(o: LaunchOptions): DebugProgram {
     return new ScenarioProgram(o.program, overrides);
   }
   if (o.trace) {
-    throw new Error('trace replay sessions arrive with the trace replay issue; use `kvm-mmu replay FILE` meanwhile');
+    if (!existsSync(o.trace)) throw new Error(`trace not found: ${o.trace}`);
+    const kernel = o.parameters?.['kernel'];
+    if (kernel !== undefined) {
+      const k = parseKernelVersion(String(kernel));
+      if (!k) throw new Error(`parameters.kernel: '${kernel}' is not a kernel version (e.g. 6.18)`);
+      return new TraceProgram(o.trace, { kernel: k, onProgress });
+    }
+    return new TraceProgram(o.trace, { onProgress });
   }
   throw new Error('nothing to run: set "program" (a .kvmmmu scenario) or "trace" (a captured trace)');
 }

@@ -4,6 +4,8 @@
  * relies on: going back is resetting and running forward to an earlier position.
  */
 
+import type { KvmFrame } from '../engine/probes';
+
 export interface SourceLocation {
   file: string;
   /** 1-based. */
@@ -39,6 +41,11 @@ export interface DebugProgram {
   query?(subject: string, selector: Record<string, string | number | boolean>): Array<Record<string, unknown>> | undefined;
   /** Tracepoint events emitted so far, oldest first (a bounded window of the most recent ones). */
   events?(start: number, count: number, filter?: string): { total: number; first: number; events: ProgramEvent[] };
+  /**
+   * The call stack of the current step when the program knows it better than the engine's JavaScript
+   * stack (a replayed event's recorded `<stack trace>`), innermost first; empty when it does not.
+   */
+  frames?(): KvmFrame[];
 }
 
 export interface ProgramEvent {

@@ -626,7 +626,9 @@ export class Controller {
   private stackTrace(): DebugProtocol.StackTraceResponse['body'] {
     const frames: DebugProtocol.StackFrame[] = [];
     this.frameIds = [];
-    const kvm = this.stop?.probe?.frames ?? [];
+    // A replayed event knows its real call stack; the engine's JavaScript stack does not have it.
+    const own = this.program.frames?.() ?? [];
+    const kvm = own.length ? own : this.stop?.probe?.frames ?? [];
     for (const f of kvm) {
       this.frameIds.push({ kind: 'kvm', frame: f });
       const id = this.frameIds.length;
@@ -661,7 +663,7 @@ export class Controller {
     const scopes: DebugProtocol.Scope[] = [];
     const frame = this.frameIds[frameId - 1];
     const probe = this.stop?.probe;
-    if (probe && frame?.kind === 'kvm' && frame.frame === probe.frames[0]) {
+    if (probe && frame?.kind === 'kvm' && (frame.frame === probe.frames[0] || (probe.frames.length === 0 && frameId === 1))) {
       scopes.push({ name: `Arguments of ${probe.name}`, variablesReference: this.vars.addObject(probe.args), expensive: false, presentationHint: 'arguments' });
     } else if (probe && frame?.kind === 'kvm') {
       scopes.push({ name: `Probe ${probe.name} (innermost)`, variablesReference: this.vars.addObject(probe.args), expensive: false, presentationHint: 'arguments' });
