@@ -6,6 +6,7 @@ import type { DebugProgram } from '../program';
 import { configOf, loadScenario, nodeReader } from '../../scenario';
 import type { Kvm, KvmMmuPage } from '../../engine/x86/index';
 import { describeSpte } from '../../engine/x86/spte_decode';
+import { classifySpte } from '../../engine/x86/spte';
 import { role_trace_text } from '../../engine/x86/role';
 import { hex0x } from '../../engine/bits/u64';
 import type { Arm64Vm } from '../../engine/arm64/mmu';
@@ -130,6 +131,48 @@ function tableRows(kvm: Kvm, sp: KvmMmuPage, start: number, count: number, all: 
     rows.push(row);
   }
   return { total: idx.length, empty: 512 - idx.filter((i) => !isInitialNonPresent(kvm, sp.spt[2 * i]!, sp.spt[2 * i + 1]!)).length, rows };
+}
+
+/**
+ * The page-table map of one root: every table reachable from it, breadth first (so by level), each with
+ * one letter per entry: '.' never written (SHADOW_NONPRESENT_VALUE), 'n' other non-present, 'L' 4K leaf,
+ * 'H' huge leaf, 'T' table, 'M' MMIO, 'F' frozen. Bounded by `maxTables`.
+ */
+function tableMap(kvm: Kvm, rootPfn: number, maxTables: number): Record<string, unknown> {
+  const root = kvm.arch.tdp_mmu_roots.find((r) => r.spt_pfn === rootPfn) ?? kvm.arch.tdp_mmu_roots[0];
+  const roots = kvm.arch.tdp_mmu_roots.map((r) => ({
+    table: r.spt_pfn,
+    label: `${(r.role & 0x8_0000) !== 0 ? 'mirror ' : ''}root 0x${(r.spt_pfn * 4096).toString(16)} as ${r.role >>> 24 !== 0 ? 1 : 0}${(r.role & 0x800) !== 0 ? ' invalid' : ''}`,
+  }));
+  if (!root) return { format: kvm.masks.is_ept ? 'ept' : 'npt', roots, root: -1, rootLevel: 0, tables: [], truncated: false };
+  const tables: Array<{ pfn: number; level: number; gfn: number; parent: number; parentIndex: number; kinds: string }> = [];
+  const queue: Array<{ sp: KvmMmuPage; parent: number; parentIndex: number }> = [{ sp: root, parent: -1, parentIndex: -1 }];
+  let truncated = false;
+  for (let q = 0; q < queue.length; q++) {
+    if (tables.length >= maxTables) {
+      truncated = true;
+      break;
+    }
+    const { sp, parent, parentIndex } = queue[q]!;
+    const level = sp.role & 0xf;
+    let kinds = '';
+    for (let i = 0; i < 512; i++) {
+      const lo = sp.spt[2 * i]! >>> 0;
+      const hi = sp.spt[2 * i + 1]! >>> 0;
+      if (isInitialNonPresent(kvm, lo, hi)) {
+        kinds += '.';
+        continue;
+      }
+      const k = classifySpte(kvm.masks, lo, hi, level);
+      if (k === 'nonleaf') {
+        kinds += 'T';
+        const child = kvm.pool.sp_of_pfn(Number(BigInt(describeSpte(kvm.masks, lo, hi, level).pfn)));
+        if (child && !child.freed) queue.push({ sp: child, parent: tables.length, parentIndex: i });
+      } else kinds += k === 'leaf' ? ((lo & 0x80) !== 0 && level > 1 ? 'H' : 'L') : k === 'mmio' ? 'M' : k === 'frozen' ? 'F' : 'n';
+    }
+    tables.push({ pfn: sp.spt_pfn, level, gfn: sp.gfn, parent, parentIndex, kinds });
+  }
+  return { format: kvm.masks.is_ept ? 'ept' : 'npt', roots, root: root.spt_pfn, rootLevel: root.role & 0xf, tables, truncated };
 }
 
 // ---------------------------------------------------------------------------------------------------
@@ -388,6 +431,11 @@ export function handleQuery(name: string, args: Record<string, unknown>, ctx: Qu
       return memslotRows(ctx.program);
     case 'kvmMmu/stage2Ownership':
       return stage2Ownership(ctx.program, int(args.start, 0), int(args.count, 500, 0, 10_000));
+    case 'kvmMmu/tableMap': {
+      const kvm = x86Kvm(ctx.program);
+      if (!kvm) throw new Error('not available for this VM (no x86 TDP MMU)');
+      return tableMap(kvm, int(args.root, -1, -1), int(args.maxTables, 4096, 1, 65536));
+    }
     case 'kvmMmu/whereIsGfn': {
       const gfn = int(args.gfn, -1, -1, 2 ** 52);
       if (gfn < 0) throw new Error('gfn must be a non-negative integer');

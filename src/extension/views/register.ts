@@ -10,6 +10,7 @@ import { registerDecoderPanel, DecoderPanel } from '../panels/decoder_panel';
 import { registerPagesView, type PagesTree, type PageNode } from './pages_view';
 import { registerStateViews, type StateViews } from './state_views';
 import { registerWherePanel, WherePanel } from '../panels/where_panel';
+import { registerPtMapPanel, PtMapPanel } from '../panels/ptmap_panel';
 
 export interface VmContext {
   arch: string;
@@ -31,6 +32,8 @@ export interface KvmMmuViews {
   decoder(): DecoderPanel | undefined;
   /** The open "Where is GFN X?" panel, if any. */
   where(): WherePanel | undefined;
+  /** The open Page-Table Map panel, if any. */
+  ptmap(): PtMapPanel | undefined;
   /** VM facts of the active session (undefined without one). */
   vm(): VmContext | undefined;
 }
@@ -48,6 +51,7 @@ export function registerViews(context: vscode.ExtensionContext): KvmMmuViews {
   const { tree: pages, view: pagesView } = registerPagesView(context, events);
   const state = registerStateViews(context, events);
   registerWherePanel(context, events);
+  registerPtMapPanel(context, events);
 
   let vm: VmContext | undefined;
   const applyVm = (v: VmContext | undefined): void => {
@@ -79,5 +83,5 @@ export function registerViews(context: vscode.ExtensionContext): KvmMmuViews {
   applyVm(undefined);
   setContext('kvmMmu.sessionActive', false);
 
-  return { events, probes, eventsTree, eventsView, pages, pagesView, state, decoder: () => DecoderPanel.current, where: () => WherePanel.current, vm: () => vm };
+  return { events, probes, eventsTree, eventsView, pages, pagesView, state, decoder: () => DecoderPanel.current, where: () => WherePanel.current, ptmap: () => PtMapPanel.current, vm: () => vm };
 }

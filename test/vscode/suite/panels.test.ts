@@ -21,13 +21,16 @@ interface Api {
   views: {
     decoder(): DecoderLike | undefined;
     where(): WhereLike | undefined;
+    ptmap(): { rendered: { tables: number; drawn: number } | undefined; map: { tables: Array<{ level: number; kinds: string }> } | undefined } | undefined;
     events: { onStopped: vscode.Event<{ reason: string; session: vscode.DebugSession }> };
   };
 }
 
 async function setTheme(name: string): Promise<void> {
   await vscode.workspace.getConfiguration('workbench').update('colorTheme', name, vscode.ConfigurationTarget.Global);
-  await sleep(600);
+  const kind = /Light/.test(name) ? vscode.ColorThemeKind.Light : /High Contrast/.test(name) ? vscode.ColorThemeKind.HighContrast : vscode.ColorThemeKind.Dark;
+  await waitFor(`theme ${name}`, () => (vscode.window.activeColorTheme.kind === kind ? true : undefined));
+  await sleep(400);
 }
 
 describe('Bit Decoder panel', () => {
@@ -84,6 +87,7 @@ describe('Bit Decoder panel', () => {
     const program = `${root}/examples/tdp-basics.kvmmmu`;
     const name = `where ${Date.now()}`;
     await vscode.commands.executeCommand('workbench.action.closeAllGroups');
+    await setTheme('Default Dark Modern');
     const stops: string[] = [];
     const sub = api.views.events.onStopped((e) => {
       if (e.session.name === name) stops.push(e.reason);
@@ -130,7 +134,21 @@ describe('Bit Decoder panel', () => {
       assert.match(b.sections[0].rows.find((r) => r.key === 'flags')?.value ?? '', /KVM_MEM_LOG_DIRTY_PAGES/);
       await setTheme('Default Light Modern');
       await screenshot('where-gfn-light');
+
+      // The page-table map of the same moment: 1 PML4 + 1 PDPT + 1 PD + 512 PTs after the eager split.
+      const map = await vscode.commands.executeCommand<{ tables: Array<{ level: number; kinds: string }> }>('kvmMmu.showPageTableMap');
+      assert.ok(map, 'a map');
+      assert.strictEqual(map.tables.length, 515);
+      assert.deepStrictEqual(map.tables.slice(0, 3).map((t) => t.level), [4, 3, 2]);
+      assert.strictEqual(map.tables[2].kinds, 'T'.repeat(512), 'every PD entry now points to a PT');
+      assert.ok(map.tables.slice(3).every((t) => t.level === 1 && /^L{512}$/.test(t.kinds)), 'every PT is full of 4K leaves');
+      const drawn = await waitFor('canvas drawn', () => api.views.ptmap()?.rendered);
+      assert.strictEqual(drawn.tables, 515);
+      assert.ok(drawn.drawn > 0 && drawn.drawn < 515, `virtualised: ${drawn.drawn} of 515 blocks drawn`);
+      await screenshot('ptmap-light');
       await setTheme('Default Dark Modern');
+      await sleep(300);
+      await screenshot('ptmap-dark');
     } finally {
       sub.dispose();
       await vscode.debug.stopDebugging();

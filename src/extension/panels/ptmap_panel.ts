@@ -1,0 +1,116 @@
+/**
+ * Page-Table Map panel: all tables of one TDP MMU root drawn on a virtualised canvas (see
+ * webview/ptmap). The extension reads `kvmMmu/tableMap` at each stop while the panel is visible.
+ */
+import * as vscode from 'vscode';
+import { webviewHtml, webviewOptions } from './webview_html';
+import { parseFromMap, parseToMap, type MapData, type ToMap } from '../../../webview/shared/ptmap_protocol';
+import { activeKvmSession, errorText, type SessionEvents } from '../views/session_events';
+
+export const PTMAP_VIEW_TYPE = 'kvmMmu.pageTableMap';
+
+export class PtMapPanel {
+  static current: PtMapPanel | undefined;
+  private root: number | undefined;
+  map: MapData | undefined;
+  rendered: { tables: number; drawn: number } | undefined;
+  private readonly renderedEmitter = new vscode.EventEmitter<{ tables: number; drawn: number }>();
+  readonly onDidRender = this.renderedEmitter.event;
+  private readonly subs: vscode.Disposable[] = [];
+
+  static show(extensionUri: vscode.Uri, events: SessionEvents): PtMapPanel {
+    if (PtMapPanel.current) {
+      PtMapPanel.current.panel.reveal(undefined, false);
+      void PtMapPanel.current.refresh();
+      return PtMapPanel.current;
+    }
+    const panel = vscode.window.createWebviewPanel(PTMAP_VIEW_TYPE, 'Page-Table Map', { viewColumn: vscode.ViewColumn.Beside, preserveFocus: false }, webviewOptions(extensionUri));
+    return new PtMapPanel(panel, extensionUri, events);
+  }
+
+  constructor(readonly panel: vscode.WebviewPanel, extensionUri: vscode.Uri, events: SessionEvents, root?: number) {
+    PtMapPanel.current = this;
+    this.root = root;
+    panel.webview.options = webviewOptions(extensionUri);
+    panel.webview.html = webviewHtml(panel.webview, extensionUri, 'ptmap', 'Page-Table Map');
+    this.subs.push(
+      panel.webview.onDidReceiveMessage((m) => this.onMessage(m)),
+      panel.onDidDispose(() => this.dispose()),
+      events.onStopped(() => {
+        if (panel.visible) void this.refresh();
+      }),
+      events.onSessionChanged(() => {
+        if (panel.visible) void this.refresh();
+      }),
+      panel.onDidChangeViewState((e) => {
+        if (e.webviewPanel.visible) void this.refresh();
+      }),
+    );
+  }
+
+  private post(m: ToMap): void {
+    void this.panel.webview.postMessage(m);
+  }
+
+  async refresh(): Promise<MapData | undefined> {
+    const s = activeKvmSession();
+    if (!s) {
+      this.post({ type: 'error', message: 'No KVM MMU debug session is running.' });
+      return undefined;
+    }
+    try {
+      const raw = (await s.customRequest('kvmMmu/tableMap', { root: this.root ?? -1, maxTables: 8192 })) as Record<string, unknown>;
+      const parsed = parseToMap({ type: 'map', map: raw });
+      if (!parsed || parsed.type !== 'map') throw new Error('malformed kvmMmu/tableMap response');
+      this.map = parsed.map;
+      this.root = parsed.map.root >= 0 ? parsed.map.root : undefined;
+      this.panel.title = `Page-Table Map (${parsed.map.tables.length} tables)`;
+      this.post(parsed);
+      return parsed.map;
+    } catch (e) {
+      const msg = errorText(e);
+      this.post({ type: 'error', message: /not available|unknown request/.test(msg) ? 'not available for this VM' : msg });
+      return undefined;
+    }
+  }
+
+  private onMessage(raw: unknown): void {
+    const m = parseFromMap(raw);
+    if (!m) return;
+    if (m.type === 'ready') {
+      if (this.root === undefined && m.root !== undefined) this.root = m.root;
+      void this.refresh();
+    } else if (m.type === 'selectRoot') {
+      this.root = m.root;
+      void this.refresh();
+    } else if (m.type === 'where') {
+      void vscode.commands.executeCommand('kvmMmu.whereIsGfn', m.gfn);
+    } else if (m.type === 'rendered') {
+      this.rendered = { tables: m.tables, drawn: m.drawn };
+      this.renderedEmitter.fire(this.rendered);
+    }
+  }
+
+  dispose(): void {
+    if (PtMapPanel.current === this) PtMapPanel.current = undefined;
+    for (const s of this.subs) s.dispose();
+    this.renderedEmitter.dispose();
+    this.panel.dispose();
+  }
+}
+
+export function registerPtMapPanel(context: vscode.ExtensionContext, events: SessionEvents): void {
+  const uri = context.extensionUri;
+  context.subscriptions.push(
+    vscode.commands.registerCommand('kvmMmu.showPageTableMap', async () => {
+      const p = PtMapPanel.show(uri, events);
+      return p.refresh();
+    }),
+    vscode.window.registerWebviewPanelSerializer(PTMAP_VIEW_TYPE, {
+      deserializeWebviewPanel: async (panel, state) => {
+        const root = state && typeof state === 'object' && typeof (state as { root?: unknown }).root === 'number' ? (state as { root: number }).root : undefined;
+        new PtMapPanel(panel, uri, events, root);
+      },
+    }),
+  );
+}
