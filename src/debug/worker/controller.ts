@@ -663,7 +663,8 @@ export class Controller {
     const scopes: DebugProtocol.Scope[] = [];
     const frame = this.frameIds[frameId - 1];
     const probe = this.stop?.probe;
-    if (probe && frame?.kind === 'kvm' && (frame.frame === probe.frames[0] || (probe.frames.length === 0 && frameId === 1))) {
+    // Without any KVM frame (a replayed event with no recorded stack) the arguments go with the only frame.
+    if (probe && ((frame?.kind === 'kvm' && (frame.frame === probe.frames[0] || (probe.frames.length === 0 && frameId === 1))) || (frame?.kind === 'program' && this.frameIds.length === 1))) {
       scopes.push({ name: `Arguments of ${probe.name}`, variablesReference: this.vars.addObject(probe.args), expensive: false, presentationHint: 'arguments' });
     } else if (probe && frame?.kind === 'kvm') {
       scopes.push({ name: `Probe ${probe.name} (innermost)`, variablesReference: this.vars.addObject(probe.args), expensive: false, presentationHint: 'arguments' });

@@ -1,0 +1,143 @@
+// A captured trace as a debug session through a real DAP client: each modelled event is a step at its
+// line in the capture, events are probes (function breakpoints with conditions on their fields, data
+// breakpoints on an SPTE by address space, gfn and level), the recorded `<stack trace>` is the call
+// stack, and going back re-replays the capture.
+//
+// Line numbers below are those of test/fixtures/traces/tdp_stacks.txt (a hand-written 6.18 raw capture:
+// two EPT faults on gfns 1a2 and 1a3, an MMU-notifier zap of 1a2, and a refault of 1a2).
+import { describe, it, afterEach } from 'node:test';
+import assert from 'node:assert/strict';
+import { join } from 'node:path';
+import type { DebugClient } from '@vscode/debugadapter-testsupport';
+import type { DebugProtocol } from '@vscode/debugprotocol';
+import { ROOT, frames, launchStopped, startClient, topFrame } from './helpers';
+
+const TRACE = join(ROOT, 'test', 'fixtures', 'traces', 'tdp_stacks.txt');
+/** Capture lines of the events the tests stop at. */
+const L = {
+  firstExit: 5,
+  firstFault: 6,
+  install1a2: 17,
+  install1a2Stack: 18,
+  install1a3: 32,
+  zap1a2: 42,
+  refault1a2: 52,
+};
+let dc: DebugClient | undefined;
+
+afterEach(async () => {
+  await dc?.stop();
+  dc = undefined;
+});
+
+async function argsOfTop(c: DebugClient): Promise<Record<string, string>> {
+  const scopes = await c.scopesRequest({ frameId: (await topFrame(c)).id });
+  const args = scopes.body.scopes.find((s) => s.presentationHint === 'arguments');
+  assert.ok(args, `an arguments scope among ${scopes.body.scopes.map((s) => s.name).join(', ')}`);
+  const vars = await c.variablesRequest({ variablesReference: args.variablesReference });
+  return Object.fromEntries(vars.body.variables.map((v) => [v.name, v.value]));
+}
+
+async function next(c: DebugClient): Promise<void> {
+  await Promise.all([c.nextRequest({ threadId: 1 }), c.waitForEvent('stopped')]);
+}
+
+describe('DAP: replaying a captured trace', () => {
+  it('stops on entry at the first event line, steps forward event by event and back', async () => {
+    dc = await startClient();
+    const ev = await launchStopped(dc, { trace: TRACE, stopOnEntry: true });
+    assert.equal(ev.body.reason, 'entry');
+    const f = await topFrame(dc);
+    assert.equal(f.line, L.firstExit);
+    assert.equal(f.source?.path, TRACE);
+    assert.match(f.name, /^kvm_exit: vcpu 0 reason EPT_VIOLATION/);
+    await next(dc);
+    assert.equal((await frames(dc)).at(-1)!.line, L.firstFault);
+    // The stack trace lines after the fault are frames, not events: the next event is the request.
+    await next(dc);
+    const bottom = (await frames(dc)).at(-1)!;
+    assert.equal(bottom.line, L.firstFault + 7);
+    assert.match(bottom.name, /^kvm_mmu_spte_requested: gfn 1a2 pfn 3f00a2 level 1$/);
+    await Promise.all([dc.stepBackRequest({ threadId: 1 }), dc.waitForEvent('stopped')]);
+    assert.equal((await frames(dc)).at(-1)!.line, L.firstFault);
+    await Promise.all([dc.stepBackRequest({ threadId: 1 }), dc.waitForEvent('stopped')]);
+    assert.equal((await frames(dc)).at(-1)!.line, L.firstExit);
+  });
+
+  it('a line breakpoint in the capture stops at that event', async () => {
+    dc = await startClient();
+    let bps: DebugProtocol.Breakpoint[] = [];
+    const ev = await launchStopped(dc, { trace: TRACE, stopOnEntry: false }, async (c) => {
+      // line 20 is a stack frame: the breakpoint moves to the next event (kvm_mmu_set_spte, line 27)
+      bps = (await c.setBreakpointsRequest({ source: { path: TRACE }, breakpoints: [{ line: L.install1a3 }, { line: 20 }] })).body.breakpoints;
+    });
+    assert.deepEqual(bps.map((b) => [b.verified, b.line]), [[true, L.install1a3], [true, 27]]);
+    assert.equal(ev.body.reason, 'breakpoint');
+    assert.equal((await topFrame(dc)).line, 27);
+    await Promise.all([dc.continueRequest({ threadId: 1 }), dc.waitForEvent('stopped')]);
+    assert.equal((await frames(dc)).at(-1)!.line, L.install1a3);
+  });
+
+  it('a function breakpoint on an event name with a condition on a field stops at the matching event', async () => {
+    dc = await startClient();
+    const ev = await launchStopped(dc, { trace: TRACE, stopOnEntry: false }, (c) =>
+      c.setFunctionBreakpointsRequest({ breakpoints: [{ name: 'kvm_tdp_mmu_spte_changed', condition: 'gfn == 0x1a3' }] }));
+    assert.equal(ev.body.reason, 'function breakpoint');
+    const all = await frames(dc);
+    assert.equal(all.at(-1)!.line, L.install1a3);
+    const args = await argsOfTop(dc);
+    assert.equal(args.gfn, '0x1a3');
+    assert.equal(args.level, '1');
+    assert.equal(args.new_spte, '0x86000003f00a3b77');
+    // A second condition over the same event: the level-4 entry of the first fault.
+    await dc.setFunctionBreakpointsRequest({ breakpoints: [{ name: 'kvm_tdp_mmu_spte_changed', condition: 'level == 4' }] });
+    await Promise.all([dc.reverseContinueRequest({ threadId: 1 }), dc.waitForEvent('stopped')]);
+    assert.equal((await frames(dc)).at(-1)!.line, 14);
+  });
+
+  it('a data breakpoint on (gfn, level) stops at each change of that SPTE: install, zap, reinstall', async () => {
+    dc = await startClient();
+    let bp: DebugProtocol.Breakpoint | undefined;
+    const ev = await launchStopped(dc, { trace: TRACE, stopOnEntry: false }, async (c) => {
+      bp = (await c.setDataBreakpointsRequest({ breakpoints: [{ dataId: 'spte:0:1a2:1' }] })).body.breakpoints[0];
+    });
+    assert.equal(bp?.verified, true);
+    assert.equal(ev.body.reason, 'data breakpoint');
+    const lines: number[] = [(await frames(dc)).at(-1)!.line];
+    let args = await argsOfTop(dc);
+    assert.equal(args.old_spte, '0x8000000000000000');
+    assert.equal(args.new_spte, '0x86000003f00a2b77');
+    for (let i = 0; i < 2; i++) {
+      await Promise.all([dc.continueRequest({ threadId: 1 }), dc.waitForEvent('stopped')]);
+      lines.push((await frames(dc)).at(-1)!.line);
+    }
+    // kvm_mmu_set_spte after each install repeats the value already installed: not a change.
+    assert.deepEqual(lines, [L.install1a2, L.zap1a2, L.refault1a2]);
+    args = await argsOfTop(dc);
+    assert.equal(args.old_spte, '0x8000000000000000');
+    assert.equal(args.new_spte, '0x86000003f00b7b77');
+    await Promise.all([dc.continueRequest({ threadId: 1 }), dc.waitForEvent('terminated')]);
+  });
+
+  it('the call stack at an event is its recorded <stack trace>, each frame at its line in the capture', async () => {
+    dc = await startClient();
+    await launchStopped(dc, { trace: TRACE, stopOnEntry: false }, (c) =>
+      c.setFunctionBreakpointsRequest({ breakpoints: [{ name: 'kvm_tdp_mmu_spte_changed', condition: 'gfn == 0x1a2 && level == 1' }] }));
+    const all = await frames(dc);
+    assert.deepEqual(all.map((f) => f.name), [
+      'handle_changed_spte', 'tdp_mmu_set_spte_atomic', 'tdp_mmu_map_handle_target_level', 'kvm_tdp_mmu_map',
+      'kvm_tdp_page_fault', 'kvm_mmu_do_page_fault', 'kvm_mmu_page_fault', 'vmx_handle_exit',
+      'kvm_tdp_mmu_spte_changed: as id 0 gfn 1a2 level 1 old_spte 8000000000000000 new_spte 86000003f00a2b77',
+    ]);
+    // frames are the lines after the `<stack trace>` marker, innermost first
+    assert.deepEqual(all.slice(0, -1).map((f) => f.line), [19, 20, 21, 22, 23, 24, 25, 26]);
+    for (const f of all) assert.equal(f.source?.path, TRACE);
+    assert.equal(all.at(-1)!.line, L.install1a2);
+    // The rebuilt state at the stop already holds the change (the tracepoint follows the write).
+    const rows = (await dc.customRequest('kvmMmu/query', { subject: 'spte', selector: { gfn: 0x1a2 } })).body as { rows?: Array<Record<string, unknown>> } | Array<Record<string, unknown>>;
+    const list = Array.isArray(rows) ? rows : rows.rows ?? [];
+    assert.equal(list[0]?.kind, 'leaf');
+    assert.equal(list[0]?.level, 1);
+    assert.equal(list[0]?.w, 1);
+  });
+});
