@@ -134,4 +134,28 @@ describe('DAP: the TDP MMU', () => {
     assert.equal(dec.value, '1');
     assert.equal(hex.value, '0x1');
   });
+
+  it('shadow MMU: a stop at link_shadow_page shows the parent SPTE, the child shadow page and its role bits', async () => {
+    const SHADOW = join(FIXTURES, 'shadow-link.kvmmmu');
+    dc = await startClient();
+    await launchStopped(dc, { program: SHADOW, stopOnEntry: false }, (c) => c.setFunctionBreakpointsRequest({ breakpoints: [{ name: 'link_shadow_page' }] }));
+    const names = (await frames(dc)).map((f) => f.name);
+    assert.equal(names[0], 'link_shadow_page');
+    for (const fn of ['kvm_mmu_page_fault']) assert.ok(names.includes(fn), `${fn} in ${names.join(' > ')}`);
+    assert.ok(names.some((n) => /^paging(64|32)_fetch$/.test(n)), `FNAME(fetch) in ${names.join(' > ')}`);
+    const vars = await args(dc);
+    const byName = Object.fromEntries(vars.map((v) => [v.name, v]));
+    assert.ok(byName.sptep, 'the parent sptep');
+    assert.ok(byName.sp && byName.sp.variablesReference > 0, 'the child shadow page');
+    const sp = (await dc.variablesRequest({ variablesReference: byName.sp.variablesReference })).body.variables;
+    const role = sp.find((v) => v.name === 'role')!;
+    const bits = (await dc.variablesRequest({ variablesReference: role.variablesReference })).body.variables;
+    const level = bits.find((b) => b.name.startsWith('level'))!;
+    const direct = bits.find((b) => b.name.startsWith('direct'))!;
+    // The first link under the 4-level shadow root is the PDPT's shadow page: level 3, indirect
+    // (it shadows a guest table, so role.direct = 0), 8-byte guest PTEs.
+    assert.match(level.value, /^0x3\b/);
+    assert.match(direct.value, /^0\b/);
+    assert.match(bits.find((b) => b.name.startsWith('has_4_byte_gpte'))!.value, /^0\b/);
+  });
 });
