@@ -3,11 +3,16 @@
  * kvm/kvmmmu capture (raw trace, trace-cmd report, perf script, mail-wrapped or trimmed), rebuild the
  * SPTE / shadow-page state and run the detectors. Exit 0 on a completed replay (findings are output, not
  * failures), 2 on bad arguments or an unreadable file.
+ *
+ * `--model-check [--mismatches N]`: instead, drive the x86 model with the capture's faults and report the
+ * first SPTE change that differs from the capture (src/trace/model_check.ts). Exit 0 when the model agrees,
+ * 1 on a mismatch, 3 when the capture cannot be model-checked (no TDP MMU changes or no faults).
  */
 import { statSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import { parseKernelVersion } from '../../trace/kernel_version';
 import { replayFile, replayStream, type ReplayOptions, type ReplayResult } from '../../trace/replay';
+import { modelCheckFile, modelCheckStream, type ModelCheckOptions, type ModelCheckResult } from '../../trace/model_check';
 
 const USAGE = `usage: kvm-mmu replay FILE [--json] [--kernel VERSION] [--fault-loop N] [--storm N] [--max N] [--max-sptes N]
 
@@ -19,7 +24,11 @@ Parse a kvm/kvmmmu trace capture and rebuild the MMU state from it. FILE '-' rea
   --storm N         spurious fast_page_faults in a row on one (vCPU, gfn) before a storm is reported (default 16)
   --max N           unrecognized lines / warnings / stacks listed in full (all are counted; default 100)
   --max-sptes N     rebuilt SPTEs listed in the JSON (all are counted in sptesTotal; default 100000)
-exit status: 0 replayed, 2 bad arguments or unreadable file`;
+  --model-check     drive the x86 model with the capture's faults (VM, memslots and operations inferred
+                    from the capture) and report the first SPTE change where model and capture differ
+  --mismatches N    with --model-check: report up to N mismatches (default 1)
+exit status: 0 replayed (with --model-check: the model agrees), 1 model mismatch, 2 bad arguments or
+unreadable file, 3 the capture cannot be model-checked`;
 
 function fail2(msg: string): number {
   process.stderr.write(`kvm-mmu replay: ${msg}\n`);
@@ -59,6 +68,29 @@ function human(r: ReplayResult, file: string): string {
   return out.join('\n');
 }
 
+function modelCheckText(r: ModelCheckResult, file: string): string {
+  const out: string[] = [];
+  out.push(`${file}: model check against the x86 model: ${r.vm.description}`);
+  out.push(`  memslots (inferred): ${r.vm.slots.map((s) => `${s.slot}: gpa ${s.gpa} size ${s.size} ${s.backing}`).join('; ') || 'none'}`);
+  if (r.skipped) {
+    out.push(`not checked: ${r.skipped}`);
+    return out.join('\n');
+  }
+  out.push(`  operations replayed: ${Object.entries(r.operations).map(([k, n]) => `${k} ${n}`).join(', ')} (faults from ${r.faultSource})`);
+  out.push(`  SPTE changes: capture ${r.realChanges}, model ${r.modelChanges}, compared ${r.compared}, not replayed ${r.notReplayed}`);
+  if (r.ok) {
+    out.push('result: the model makes the same SPTE changes as the capture (pfn bits not compared)');
+    return out.join('\n');
+  }
+  out.push(`result: ${r.mismatches.length} mismatch(es)`);
+  for (const m of r.mismatches) {
+    out.push(`  line ${m.line}: as ${m.asId} gfn ${m.gfn} level ${m.level}: ${m.reason}`);
+    if (m.real) out.push(`    capture: ${m.real.text}`);
+    if (m.model) out.push(`    model:   ${m.model.text}`);
+  }
+  return out.join('\n');
+}
+
 export async function run(argv: string[]): Promise<number> {
   let parsed;
   try {
@@ -73,6 +105,8 @@ export async function run(argv: string[]): Promise<number> {
         storm: { type: 'string' },
         max: { type: 'string' },
         'max-sptes': { type: 'string' },
+        'model-check': { type: 'boolean' },
+        mismatches: { type: 'string' },
         help: { type: 'boolean', short: 'h' },
       },
     });
@@ -96,7 +130,9 @@ export async function run(argv: string[]): Promise<number> {
   const storm = posInt(values.storm, 'storm');
   const max = posInt(values.max, 'max');
   const maxSptes = posInt(values['max-sptes'], 'max-sptes');
-  for (const v of [loop, storm, max, maxSptes]) if (typeof v === 'string') return fail2(v);
+  const mismatches = posInt(values.mismatches, 'mismatches');
+  for (const v of [loop, storm, max, maxSptes, mismatches]) if (typeof v === 'string') return fail2(v);
+  if (mismatches !== undefined && !values['model-check']) return fail2(`--mismatches goes with --model-check`);
   opts.detectors = {};
   if (typeof loop === 'number') opts.detectors.faultLoop = loop;
   if (typeof storm === 'number') opts.detectors.spuriousStorm = storm;
@@ -126,6 +162,22 @@ export async function run(argv: string[]): Promise<number> {
       const mib = (bytes / 1048576).toFixed(1);
       process.stderr.write(stdin ? `\rkvm-mmu replay: ${mib} MiB` : `\rkvm-mmu replay: ${size > 0 ? Math.min(100, Math.floor((bytes * 100) / size)) : 100}% (${mib} MiB)`);
     };
+  }
+  if (values['model-check']) {
+    const mc: ModelCheckOptions = { maxMismatches: typeof mismatches === 'number' ? mismatches : 1 };
+    if (opts.kernel) mc.kernel = opts.kernel;
+    if (opts.onProgress) mc.onProgress = opts.onProgress;
+    let r: ModelCheckResult;
+    try {
+      r = stdin ? await modelCheckStream(process.stdin, mc) : await modelCheckFile(file, mc);
+    } catch (e) {
+      if (tty) process.stderr.write('\r\x1b[K');
+      const code = (e as NodeJS.ErrnoException).code;
+      return fail2(`${file}: ${code ? `read failed (${code})` : e instanceof Error ? e.message.split('\n')[0] : String(e)}`);
+    }
+    if (tty) process.stderr.write('\r\x1b[K');
+    process.stdout.write((values.json ? JSON.stringify(r, null, 2) : modelCheckText(r, stdin ? '<stdin>' : file)) + '\n');
+    return r.skipped ? 3 : r.ok ? 0 : 1;
   }
   let result: ReplayResult;
   try {

@@ -1,0 +1,109 @@
+// Model check: a capture the model itself wrote agrees with the model; the same capture with one SPTE
+// value edited is reported at the edited line, with both sides; memslot inference covers what was touched.
+import { describe, it, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import fc from 'fast-check';
+import { inferSlots, modelCheckFile, modelCheckStream } from '../../../src/trace/model_check';
+
+const ROOT = resolve(__dirname, '..', '..', '..');
+let dir = '';
+let capture = '';
+
+before(() => {
+  dir = mkdtempSync(join(tmpdir(), 'kvm-mmu-model-check-'));
+  capture = join(dir, 'tdp-basics.txt');
+  // The CLI from source: `kvm-mmu run examples/tdp-basics.kvmmmu --trace-out FILE`.
+  execFileSync(process.execPath, ['--import', 'tsx', join(ROOT, 'src', 'cli', 'bin.ts'), 'run', join(ROOT, 'examples', 'tdp-basics.kvmmmu'), '--trace-out', capture], { cwd: ROOT, stdio: 'pipe' });
+});
+
+after(() => {
+  if (dir) rmSync(dir, { recursive: true, force: true });
+});
+
+describe('model check', () => {
+  it('a capture written by the model checks clean, with the VM the example describes', async () => {
+    const r = await modelCheckFile(capture);
+    assert.equal(r.skipped, undefined);
+    assert.deepEqual(r.mismatches, []);
+    assert.equal(r.ok, true);
+    // examples/tdp-basics.kvmmmu: Intel host (EPT), 4 levels; 1 GiB of RAM at GPA 0 backed by 2M THPs.
+    assert.equal(r.vm.format, 'ept');
+    assert.equal(r.vm.levels, 4);
+    assert.deepEqual(r.vm.slots, [{ slot: 0, gpa: '0x0', size: '0x40000000', backing: '2m-thp' }]);
+    // 1 read at 0x1000, then 512 reads in 2M steps (the first of which hits the leaf already mapped
+    // and does not exit), then the write after dirty logging: 1 + 511 + 1 faults reach KVM.
+    assert.equal(r.faultSource, 'kvm_page_fault');
+    assert.equal(r.faultsReplayed, 513);
+    assert.equal(r.operations['dirty_log'], 1);
+    assert.ok(r.compared > 512 * 512, 'every 4K leaf of the eager split was compared');
+  });
+
+  it('an edited copy (one SPTE made read-only) is reported at the edited line with both values', async () => {
+    const lines = readFileSync(capture, 'utf8').split('\n');
+    // The first read maps a 2M leaf at gfn 0 (the example's first expectation): make it non-writable.
+    const i = lines.findIndex((l) => / kvm_tdp_mmu_spte_changed: as id 0 gfn 0 level 2 old_spte 8000000000000000 new_spte /.test(l));
+    assert.ok(i >= 0);
+    const m = /new_spte ([0-9a-f]+)$/.exec(lines[i]!)!;
+    const original = BigInt('0x' + m[1]);
+    assert.equal(original & 2n, 2n, 'the leaf the model installs is writable (example: w=1)');
+    const edited = (original & ~2n).toString(16);
+    lines[i] = lines[i]!.replace(/new_spte [0-9a-f]+$/, `new_spte ${edited}`);
+    const copy = join(dir, 'edited.txt');
+    writeFileSync(copy, lines.join('\n'));
+    const r = await modelCheckFile(copy);
+    assert.equal(r.ok, false);
+    assert.equal(r.mismatches.length, 1);
+    const x = r.mismatches[0]!;
+    assert.equal(x.line, i + 1);
+    assert.equal(x.gfn, '0');
+    assert.equal(x.level, 2);
+    assert.match(x.reason, /^new_spte differs/);
+    assert.equal(x.real?.new, edited);
+    assert.equal(x.model?.new, m[1]);
+  });
+
+  it('a missing SPTE change (the model makes one the capture lacks) is reported at the operation', async () => {
+    const text = [
+      '       CPU 0/KVM-4711    [002] .....   812.000102: kvm_page_fault: vcpu 0 rip 0xffffffff8100abcd address 0x00000000001a2000 error_code 0x181',
+      // the capture drops the level-4..2 table links the model must make for the first fault
+      '       CPU 0/KVM-4711    [002] .....   812.000108: kvm_tdp_mmu_spte_changed: as id 0 gfn 1a2 level 1 old_spte 8000000000000000 new_spte 86000003f00a2b77',
+      '',
+    ].join('\n');
+    const r = await modelCheckStream([text], { maxMismatches: 5 });
+    assert.equal(r.ok, false);
+    assert.equal(r.mismatches[0]!.line, 1);
+    assert.match(r.mismatches[0]!.reason, /the model changes this SPTE in this fault, the capture does not/);
+    assert.equal(r.mismatches[0]!.level, 4);
+  });
+
+  it('a shadow-paging capture (no TDP MMU changes) is not checked, and says why', async () => {
+    const r = await modelCheckStream(['       CPU 0/KVM-4711    [002] .....   812.000102: kvm_mmu_set_spte: gfn 1a2 spte 6000003f00a2b77 (rwxu) level 1 at 1c4f0d10\n']);
+    assert.match(r.skipped ?? '', /kvm_tdp_mmu_spte_changed/);
+  });
+
+  it('inferred memslots cover every touched 2M region, are disjoint and ordered, and back huge leaves', () => {
+    fc.assert(
+      fc.property(fc.uniqueArray(fc.integer({ min: 0, max: 4096 }), { maxLength: 40 }), fc.array(fc.tuple(fc.integer({ min: 0, max: 4096 }), fc.constantFrom(2, 3)), { maxLength: 4 }), (regions, huge) => {
+        const hugeAt = new Map<number, number>();
+        for (const [r, l] of huge) hugeAt.set(r, Math.max(hugeAt.get(r) ?? 0, l));
+        const slots = inferSlots(new Set(regions), hugeAt);
+        const MB2 = 0x20_0000;
+        const inSlot = (gpa: number) => slots.find((s) => gpa >= s.gpa && gpa < s.gpa + s.size);
+        for (const r of [...regions, ...hugeAt.keys()]) assert.ok(inSlot(r * MB2), `region ${r} covered`);
+        for (let k = 1; k < slots.length; k++) assert.ok(slots[k - 1]!.gpa + slots[k - 1]!.size < slots[k]!.gpa, 'disjoint, not adjacent, ordered');
+        for (const [r, l] of hugeAt) {
+          const s = inSlot(r * MB2)!;
+          if (l === 3) {
+            assert.equal(s.backing, '1g-hugetlb');
+            const base = r - (r % 512);
+            assert.ok(s.gpa <= base * MB2 && s.gpa + s.size >= (base + 512) * MB2, 'a 1G leaf has its whole 1 GiB');
+          } else assert.notEqual(s.backing, '4k');
+        }
+      }),
+    );
+  });
+});
