@@ -10,6 +10,10 @@ import fc from 'fast-check';
 import { inferSlots, modelCheckFile, modelCheckStream } from '../../../src/trace/model_check';
 
 const ROOT = resolve(__dirname, '..', '..', '..');
+
+async function* chunks(...texts: string[]): AsyncIterable<string> {
+  yield* texts;
+}
 let dir = '';
 let capture = '';
 
@@ -73,7 +77,7 @@ describe('model check', () => {
       '       CPU 0/KVM-4711    [002] .....   812.000108: kvm_tdp_mmu_spte_changed: as id 0 gfn 1a2 level 1 old_spte 8000000000000000 new_spte 86000003f00a2b77',
       '',
     ].join('\n');
-    const r = await modelCheckStream([text], { maxMismatches: 5 });
+    const r = await modelCheckStream(chunks(text), { maxMismatches: 5 });
     assert.equal(r.ok, false);
     assert.equal(r.mismatches[0]!.line, 1);
     assert.match(r.mismatches[0]!.reason, /the model changes this SPTE in this fault, the capture does not/);
@@ -81,7 +85,7 @@ describe('model check', () => {
   });
 
   it('a shadow-paging capture (no TDP MMU changes) is not checked, and says why', async () => {
-    const r = await modelCheckStream(['       CPU 0/KVM-4711    [002] .....   812.000102: kvm_mmu_set_spte: gfn 1a2 spte 6000003f00a2b77 (rwxu) level 1 at 1c4f0d10\n']);
+    const r = await modelCheckStream(chunks('       CPU 0/KVM-4711    [002] .....   812.000102: kvm_mmu_set_spte: gfn 1a2 spte 6000003f00a2b77 (rwxu) level 1 at 1c4f0d10\n'));
     assert.match(r.skipped ?? '', /kvm_tdp_mmu_spte_changed/);
   });
 
