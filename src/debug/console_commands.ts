@@ -16,6 +16,36 @@ export interface CommandContext {
   args: ProbeArgs | undefined;
   state: Record<string, unknown>;
   conditionResolver: Resolver;
+  /** The program's state queries (the subjects `expect` uses), when it has them. */
+  query?: (subject: string, selector: Record<string, string | number | boolean>) => Array<Record<string, unknown>> | undefined;
+}
+
+/** Console verbs that read MMU state, mapped to the query subject they ask. */
+const QUERIES: Record<string, { subject: string; usage: string }> = {
+  spte: { subject: 'spte', usage: 'spte gpa=ADDR | gfn=N | gva=ADDR [at_level=L]' },
+  sp: { subject: 'sp', usage: 'sp [gfn=N] [level=L] [root=mirror|direct]' },
+  roots: { subject: 'roots', usage: 'roots' },
+  rmp: { subject: 'rmp', usage: 'rmp pfn=N' },
+  owner: { subject: 'page_state', usage: 'owner pfn=N' },
+  stage2: { subject: 'stage2', usage: 'stage2 ipa=ADDR' },
+  memslot: { subject: 'memslot', usage: 'memslot slot=N [as_id=N]' },
+  walk: { subject: 'walk', usage: 'walk gva=ADDR [access=read|write|fetch] [cpl=user]' },
+};
+
+function parseSelector(words: string[]): Record<string, string | number | boolean> {
+  const sel: Record<string, string | number | boolean> = {};
+  for (const w of words) {
+    const m = /^([A-Za-z_][\w.]*)=(.+)$/.exec(w);
+    if (!m) throw new Error(`'${w}' is not NAME=VALUE`);
+    const v = m[2]!;
+    sel[m[1]!] = /^0x[0-9a-f]+$/i.test(v) ? Number.parseInt(v, 16) : /^\d+$/.test(v) ? Number(v) : v === 'true' ? true : v === 'false' ? false : v;
+  }
+  return sel;
+}
+
+function showRows(rows: Array<Record<string, unknown>>): string {
+  if (rows.length === 0) return 'none';
+  return rows.slice(0, 50).map((r) => Object.entries(r).map(([k, v]) => `${k}=${typeof v === 'number' ? (Number.isInteger(v) && v > 9 ? '0x' + v.toString(16) : String(v)) : typeof v === 'object' ? JSON.stringify(v) : String(v)}`).join(' ')).join('\n') + (rows.length > 50 ? `\n... ${rows.length - 50} more` : '');
 }
 
 const HELP = [
@@ -23,6 +53,12 @@ const HELP = [
   '  decode spte VALUE [ept|npt]   bit fields of an SPTE',
   '  decode role VALUE             kvm_mmu_page_role fields and tracepoint text',
   '  decode pferr VALUE            page-fault error code bits',
+  '  spte gpa=A | gfn=N | gva=A    the SPTE(s) mapping an address, per level',
+  '  sp [gfn=N] [level=L]          shadow pages / TDP tables',
+  '  roots                         the MMU roots',
+  '  rmp pfn=N                     an SEV-SNP RMP entry',
+  '  owner pfn=N                   pKVM page state (host / hyp / guest)',
+  '  stage2 ipa=A                  an arm64 stage-2 descriptor',
   '  probes [FILTER]               probe names usable as function breakpoints',
   '  cond EXPR                     evaluate a breakpoint condition here (e.g. cond gfn == 0x800 && level == 1)',
   '  NAME[.FIELD]                  a probe argument or state value (as in Watch)',
@@ -50,6 +86,13 @@ export function evaluateCommand(expr: string, ctx: CommandContext): string {
         throw new Error(`cannot decode '${words[1]}' (spte, role, pferr)`);
     }
   }
+  const q = QUERIES[words[0]!];
+  if (q) {
+    if (!ctx.query) throw new Error('this session cannot answer state queries');
+    const rows = ctx.query(q.subject, parseSelector(words.slice(1)));
+    if (rows === undefined) throw new Error(`the engine of this VM cannot answer '${words[0]}' (usage: ${q.usage})`);
+    return showRows(rows);
+  }
   if (words[0] === 'probes') {
     const filter = words[1];
     return probes.all().filter((p) => !filter || p.name.includes(filter) || p.group === filter)
@@ -73,7 +116,7 @@ export function completeCommand(text: string, column: number, _program: DebugPro
   const last = words[words.length - 1] ?? '';
   const items: DebugProtocol.CompletionItem[] = [];
   if (words.length <= 1) {
-    for (const c of ['decode', 'probes', 'cond', 'help']) if (c.startsWith(last)) items.push({ label: c, type: 'keyword' });
+    for (const c of ['decode', 'probes', 'cond', 'help', ...Object.keys(QUERIES)]) if (c.startsWith(last)) items.push({ label: c, type: 'keyword' });
   }
   if (words[0] === 'decode' && words.length === 2) {
     for (const c of ['spte', 'role', 'pferr']) if (c.startsWith(last)) items.push({ label: c, type: 'enum' });

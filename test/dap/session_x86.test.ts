@@ -158,4 +158,16 @@ describe('DAP: the TDP MMU', () => {
     assert.match(direct.value, /^0\b/);
     assert.match(bits.find((b) => b.name.startsWith('has_4_byte_gpte'))!.value, /^0\b/);
   });
+
+  it('the console reads MMU state: spte by gpa and the roots', async () => {
+    dc = await startClient();
+    const lines = (await import('node:fs')).readFileSync(ZAP, 'utf8').split('\n');
+    const inval = lines.findIndex((l) => l.startsWith('host invalidate')) + 1;
+    await launchStopped(dc, { program: ZAP, stopOnEntry: false }, (c) => c.setBreakpointsRequest({ source: { path: ZAP }, breakpoints: [{ line: inval }] }));
+    const spte = await dc.evaluateRequest({ expression: 'spte gpa=0x5000', context: 'repl' });
+    assert.match(spte.body.result, /kind=leaf/);
+    assert.match(spte.body.result, /level=1/);
+    const roots = await dc.evaluateRequest({ expression: 'roots', context: 'repl' });
+    assert.match(roots.body.result, /0x3784|14212/, 'the 4-level EPT root with A/D has role 0x3784');
+  });
 });

@@ -690,7 +690,7 @@ export class Controller {
       }
       if (context !== 'repl') throw new Error(`'${expr}' is not available here`);
     }
-    const out = evaluateCommand(expr, { args, state: this.program.state(), conditionResolver: args ? argsResolver(args) : this.stateResolver() });
+    const out = evaluateCommand(expr, { args, state: this.program.state(), conditionResolver: args ? argsResolver(args) : this.stateResolver(), query: this.program.query?.bind(this.program) });
     return { result: out, variablesReference: 0 };
   }
 

@@ -380,6 +380,63 @@ function whereIsGfn(program: DebugProgram, gfn: number): { gfn: string; gpa: str
   throw new Error('not available for this VM (the engine has not started yet)');
 }
 
+// ---------------------------------------------------------------------------------------------------
+// Timeline: the event window bucketed by event index, one lane per tracepoint, so a view of any zoom
+// costs lanes x buckets numbers however many events there are.
+
+function timeline(program: DebugProgram, fromArg: unknown, toArg: unknown, bucketsArg: unknown): Record<string, unknown> {
+  if (!program.events) throw new Error('this program records no events');
+  const all = program.events(0, Number.MAX_SAFE_INTEGER);
+  const evs = all.events;
+  const first = evs.length ? evs[0]!.index : 0;
+  const end = evs.length ? evs[evs.length - 1]!.index + 1 : 0;
+  const from = Math.max(first, int(fromArg, first));
+  const to = Math.min(end, Math.max(from + 1, int(toArg, end)));
+  const buckets = int(bucketsArg, 400, 1, 4000);
+  const laneOf = new Map<string, number>();
+  const lanes: Array<{ name: string; total: number }> = [];
+  for (const e of evs) {
+    let l = laneOf.get(e.name);
+    if (l === undefined) {
+      l = lanes.length;
+      laneOf.set(e.name, l);
+      lanes.push({ name: e.name, total: 0 });
+    }
+    lanes[l]!.total++;
+  }
+  const counts = lanes.map(() => new Array<number>(buckets).fill(0));
+  const stepAt = new Array<number>(buckets).fill(-1);
+  const firstAt = new Array<number>(buckets).fill(-1);
+  const width = (to - from) / buckets;
+  // Events are in index order: binary search the first one in range.
+  let lo = 0;
+  let hi = evs.length;
+  while (lo < hi) {
+    const mid = (lo + hi) >> 1;
+    if (evs[mid]!.index < from) lo = mid + 1;
+    else hi = mid;
+  }
+  for (let i = lo; i < evs.length && evs[i]!.index < to; i++) {
+    const e = evs[i]!;
+    const b = Math.min(buckets - 1, Math.floor((e.index - from) / width));
+    counts[laneOf.get(e.name)!]![b]!++;
+    if (firstAt[b] === -1) {
+      firstAt[b] = e.index;
+      stepAt[b] = e.step;
+    }
+  }
+  const steps: Array<{ step: number; index: number; line: number }> = [];
+  let prev = -1;
+  for (let i = lo; i < evs.length && evs[i]!.index < to; i++) {
+    const e = evs[i]!;
+    if (e.step !== prev) {
+      prev = e.step;
+      if (steps.length < 2000) steps.push({ step: e.step, index: e.index, line: program.locationOf(e.step).line });
+    }
+  }
+  return { first, end, from, to, buckets, lanes, counts, stepAt, firstAt, steps };
+}
+
 export function handleQuery(name: string, args: Record<string, unknown>, ctx: QueryContext): unknown {
   switch (name) {
     case 'kvmMmu/query': {
@@ -436,6 +493,8 @@ export function handleQuery(name: string, args: Record<string, unknown>, ctx: Qu
       if (!kvm) throw new Error('not available for this VM (no x86 TDP MMU)');
       return tableMap(kvm, int(args.root, -1, -1), int(args.maxTables, 4096, 1, 65536));
     }
+    case 'kvmMmu/timeline':
+      return timeline(ctx.program, args.from, args.to, args.buckets);
     case 'kvmMmu/whereIsGfn': {
       const gfn = int(args.gfn, -1, -1, 2 ** 52);
       if (gfn < 0) throw new Error('gfn must be a non-negative integer');
