@@ -11,6 +11,7 @@ import { registerPagesView, type PagesTree, type PageNode } from './pages_view';
 import { registerStateViews, type StateViews } from './state_views';
 import { registerWherePanel, WherePanel } from '../panels/where_panel';
 import { registerPtMapPanel, PtMapPanel } from '../panels/ptmap_panel';
+import { registerTimelinePanel, TimelinePanel } from '../panels/timeline_panel';
 
 export interface VmContext {
   arch: string;
@@ -34,6 +35,8 @@ export interface KvmMmuViews {
   where(): WherePanel | undefined;
   /** The open Page-Table Map panel, if any. */
   ptmap(): PtMapPanel | undefined;
+  /** The open Timeline panel, if any. */
+  timeline(): TimelinePanel | undefined;
   /** VM facts of the active session (undefined without one). */
   vm(): VmContext | undefined;
 }
@@ -52,6 +55,7 @@ export function registerViews(context: vscode.ExtensionContext): KvmMmuViews {
   const state = registerStateViews(context, events);
   registerWherePanel(context, events);
   registerPtMapPanel(context, events);
+  registerTimelinePanel(context, events);
 
   let vm: VmContext | undefined;
   const applyVm = (v: VmContext | undefined): void => {
@@ -83,5 +87,5 @@ export function registerViews(context: vscode.ExtensionContext): KvmMmuViews {
   applyVm(undefined);
   setContext('kvmMmu.sessionActive', false);
 
-  return { events, probes, eventsTree, eventsView, pages, pagesView, state, decoder: () => DecoderPanel.current, where: () => WherePanel.current, ptmap: () => PtMapPanel.current, vm: () => vm };
+  return { events, probes, eventsTree, eventsView, pages, pagesView, state, decoder: () => DecoderPanel.current, where: () => WherePanel.current, ptmap: () => PtMapPanel.current, timeline: () => TimelinePanel.current, vm: () => vm };
 }

@@ -21,6 +21,7 @@ interface Api {
   views: {
     decoder(): DecoderLike | undefined;
     where(): WhereLike | undefined;
+    timeline(): { rendered: { lanes: number; buckets: number } | undefined } | undefined;
     ptmap(): { rendered: { tables: number; drawn: number } | undefined; map: { tables: Array<{ level: number; kinds: string }> } | undefined } | undefined;
     events: { onStopped: vscode.Event<{ reason: string; session: vscode.DebugSession }> };
   };
@@ -149,6 +150,17 @@ describe('Bit Decoder panel', () => {
       await setTheme('Default Dark Modern');
       await sleep(300);
       await screenshot('ptmap-dark');
+
+      // The timeline of the same window: the split at line 40 is a wall of kvm_tdp_mmu_spte_changed.
+      await vscode.commands.executeCommand('workbench.action.closeAllGroups');
+      const tl = await vscode.commands.executeCommand<{ lanes: Array<{ name: string; total: number }>; steps: Array<{ line: number }>; counts: number[][] }>('kvmMmu.showTimeline');
+      assert.ok(tl, 'timeline data');
+      const changed = tl.lanes.findIndex((l) => l.name === 'kvm_tdp_mmu_spte_changed');
+      assert.ok(changed >= 0, tl.lanes.map((l) => l.name).join(','));
+      assert.ok(tl.steps.some((x) => x.line === 40), 'events of `dirty_log enable slot=0`');
+      assert.strictEqual(tl.counts[changed].reduce((a, b) => a + b, 0), tl.lanes[changed].total, 'the buckets hold every event of the lane');
+      await waitFor('timeline drawn', () => api.views.timeline()?.rendered);
+      await screenshot('timeline-dark');
     } finally {
       sub.dispose();
       await vscode.debug.stopDebugging();
