@@ -63,13 +63,17 @@ class Column<T extends Typed> {
   constructor(private readonly make: (n: number) => T) {
     this.a = make(1024);
   }
-  push(v: number): void {
-    if (this.n === this.a.length) {
-      const b = this.make(this.a.length * 2);
+  /** Room for k more values; callers then write `a[n++]` at their own (monomorphic) site. */
+  reserve(k: number): T {
+    if (this.n + k > this.a.length) {
+      const b = this.make(Math.max(this.a.length * 2, this.n + k));
       b.set(this.a as never);
       this.a = b;
     }
-    this.a[this.n++] = v;
+    return this.a;
+  }
+  push(v: number): void {
+    this.reserve(1)[this.n++] = v;
   }
 }
 
@@ -133,8 +137,6 @@ export class TraceProgram implements DebugProgram {
   private readonly flags = u8();
   private readonly roleMask = u32();
   private readonly pid = i32();
-  private readonly cpu = i32();
-  private readonly ts = f64();
   private readonly fstart = u32();
   private readonly halves = u32();
   private readonly stackAt = new Map<number, { line: number; first: number; count: number }>();
@@ -235,23 +237,27 @@ export class TraceProgram implements DebugProgram {
 
   private store(ev: ParsedEvent, offset: number): void {
     this.evidence.onEvent(ev);
-    const idx = SCHEMA_INDEX.get(ev.schema)!;
-    this.schema.push(idx);
-    this.line.push(ev.line);
-    this.offset.push(offset);
-    this.has.push(ev.has);
+    // one write site per column keeps each monomorphic (this runs once per event of the capture)
     const d = ev.derived;
-    this.flags.push((ev.variant & 1) | ((d.valid + 1) << 1) | ((d.spurious + 1) << 3) | ((d.fixed + 1) << 5));
-    this.roleMask.push(ev.roleMask);
-    this.pid.push(ev.pid);
-    this.cpu.push(ev.cpu);
-    this.ts.push(ev.ts);
-    this.fstart.push(this.halves.n);
+    const i = this.line.n;
+    this.schema.reserve(1)[i] = SCHEMA_INDEX.get(ev.schema)!;
+    this.line.reserve(1)[i] = ev.line;
+    this.offset.reserve(1)[i] = offset;
+    this.has.reserve(1)[i] = ev.has;
+    this.flags.reserve(1)[i] = (ev.variant & 1) | ((d.valid + 1) << 1) | ((d.spurious + 1) << 3) | ((d.fixed + 1) << 5);
+    this.roleMask.reserve(1)[i] = ev.roleMask;
+    this.pid.reserve(1)[i] = ev.pid;
+    const h = this.halves;
+    this.fstart.reserve(1)[i] = h.n;
+    this.schema.n = this.line.n = this.offset.n = this.has.n = this.flags.n = this.roleMask.n = this.pid.n = this.fstart.n = i + 1;
     const nf = ev.schema.fields.length;
-    for (let i = 0; i < nf; i++) {
-      this.halves.push(ev.lo[i]!);
-      this.halves.push(ev.hi[i]!);
+    const a = h.reserve(2 * nf);
+    let k = h.n;
+    for (let f = 0; f < nf; f++) {
+      a[k++] = ev.lo[f]!;
+      a[k++] = ev.hi[f]!;
     }
+    h.n = k;
   }
 
   /** Refill the reused event object with stored event i. */
@@ -268,8 +274,6 @@ export class TraceProgram implements DebugProgram {
     ev.derived.fixed = ((fl >> 5) & 3) - 1;
     ev.roleMask = this.roleMask.a[i]!;
     ev.xpid = this.pid.a[i]!;
-    ev.xcpu = this.cpu.a[i]!;
-    ev.xts = this.ts.a[i]!;
     const has = this.has.a[i]!;
     const base = this.fstart.a[i]!;
     for (let f = 0; f < schema.fields.length; f++) {
