@@ -79,8 +79,16 @@ export function halvesToValue(lo: number, hi: number): number | string {
   if (hi < 0x20_0000) return hi * TWO32 + lo;
   // SHADOW_NONPRESENT_VALUE is the old value of nearly every new mapping: don't format it each time.
   if (hi === 0x8000_0000 && lo === 0) return NONPRESENT_TEXT;
-  return hi.toString(16) + lo.toString(16).padStart(8, '0');
+  // Consecutive SPTEs share their high half (attribute bits, bit 63): format it once.
+  if (hi !== lastHi) {
+    lastHi = hi;
+    lastHiText = hi.toString(16);
+  }
+  return lastHiText + (lo >= 0x1000_0000 ? lo.toString(16) : lo.toString(16).padStart(8, '0'));
 }
+
+let lastHi = -1;
+let lastHiText = '';
 
 const NONPRESENT_TEXT = '8000000000000000';
 
