@@ -140,4 +140,54 @@ describe('DAP: replaying a captured trace', () => {
     assert.equal(list[0]?.level, 1);
     assert.equal(list[0]?.w, 1);
   });
+  it('the Events view lists the capture events; going to one stops at its line, rebuilt state up to it', async () => {
+    dc = await startClient();
+    await launchStopped(dc, { trace: TRACE, stopOnEntry: false }, (c) => c.setBreakpointsRequest({ source: { path: TRACE }, breakpoints: [{ line: 54 }] }));
+    const ev = await dc.customRequest('kvmMmu/events', { start: 0, count: 100 });
+    const events = ev.body.events as Array<{ index: number; name: string; text: string; step: number; vcpu: number }>;
+    // 23 modelled events: per fault kvm_exit, kvm_page_fault, kvm_mmu_spte_requested, the SPTE changes,
+    // kvm_mmu_set_spte, kvm_entry; plus the notifier's kvm_unmap_hva_range and its zap.
+    assert.equal(ev.body.total, 23);
+    assert.equal(events[0]!.name, 'kvm_exit');
+    assert.equal(events[1]!.text, 'vcpu 0 rip 0xffffffff8100abcd address 0x00000000001a2000 error_code 0x181');
+    assert.equal(events[1]!.vcpu, 0);
+    const zap = events.find((e) => e.name === 'kvm_tdp_mmu_spte_changed' && / new_spte 8000000000000000$/.test(e.text));
+    assert.ok(zap);
+    const filtered = await dc.customRequest('kvmMmu/events', { start: 0, count: 100, filter: 'kvm_mmu_set_spte' });
+    assert.equal(filtered.body.total, 3);
+    await Promise.all([dc.customRequest('kvmMmu/gotoEvent', { index: zap.index }), dc.waitForEvent('stopped')]);
+    const f = await frames(dc);
+    assert.equal(f.at(-1)!.line, L.zap1a2);
+    assert.deepEqual(f.slice(0, 2).map((x) => x.name), ['handle_changed_spte', 'tdp_mmu_zap_leafs']);
+    // The zap has been applied: gfn 1a2 has no rebuilt leaf, 1a3 still has its own.
+    const q = async (gfn: number) => (await dc!.customRequest('kvmMmu/query', { subject: 'spte', selector: { gfn, at_level: 1 } })).body;
+    const rows = (b: unknown) => (Array.isArray(b) ? b : ((b as { rows?: unknown[] }).rows ?? [])) as Array<Record<string, unknown>>;
+    assert.deepEqual(rows(await q(0x1a2)), []);
+    assert.equal(rows(await q(0x1a3))[0]?.value, '0x86000003f00a3b77');
+  });
+
+  it('the Variables view shows the rebuilt SPTEs per root as a tree down to the leaves, and faults per gfn', async () => {
+    dc = await startClient();
+    await launchStopped(dc, { trace: TRACE, stopOnEntry: false }, (c) => c.setBreakpointsRequest({ source: { path: TRACE }, breakpoints: [{ line: 40 }] }));
+    const top = await topFrame(dc);
+    const scopes = (await dc.scopesRequest({ frameId: top.id })).body.scopes;
+    const vars = async (ref: number) => (await dc!.variablesRequest({ variablesReference: ref })).body.variables;
+    const sptes = scopes.find((s) => s.name === 'SPTEs')!;
+    const roots = await vars(sptes.variablesReference);
+    const root = roots.find((v) => v.name === 'as 0 root 0')!;
+    const entries = (await vars(root.variablesReference)).find((v) => v.name === 'entries')!;
+    let level = await vars(entries.variablesReference);
+    // Walk down gfn 0's tables: L4 -> L3 -> L2 -> the two 4K leaves installed so far.
+    for (const name of ['L4 gfn 0x0', 'L3 gfn 0x0', 'L2 gfn 0x0']) {
+      const node = level.find((v) => v.name === name);
+      assert.ok(node, `${name} among ${level.map((v) => v.name).join(', ')}`);
+      const table = (await vars(node.variablesReference)).find((v) => v.name === 'table')!;
+      level = await vars(table.variablesReference);
+    }
+    assert.deepEqual(level.map((v) => v.name), ['L1 gfn 0x1a2', 'L1 gfn 0x1a3']);
+    assert.match(level[0]!.value, /^0x86000003f00a2b77 leaf/);
+    const faults = await vars(scopes.find((s) => s.name === 'Faults')!.variablesReference);
+    const byGfn = await vars(faults.find((v) => v.name === 'byGfn')!.variablesReference);
+    assert.deepEqual(byGfn.map((v) => [v.name, v.value]), [['0x1a2', '1'], ['0x1a3', '1']]);
+  });
 });
