@@ -31,7 +31,7 @@ export class RuntimeClient extends EventEmitter {
     this.worker = new Worker(workerPath, {
       workerData: { port: port2, sig: shared, options },
       transferList: [port2],
-      resourceLimits: { maxOldGenerationSizeMb: 8192 },
+      resourceLimits: { maxOldGenerationSizeMb: 8192, maxYoungGenerationSizeMb: 48 },
     });
     this.port.on('message', (m: WorkerMessage) => this.onMessage(m));
     this.worker.on('error', (e) => this.fail(`the engine stopped: ${e.message}`));

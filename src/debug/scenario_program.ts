@@ -4,7 +4,7 @@ import type { DebugProgram, ProgramEvent, SourceLocation, StepResult } from './p
 import { trace, type TraceEvent } from '../engine/trace_sink';
 
 /** Events kept for the Events view: the most recent ones (older ones are reached by re-execution). */
-const EVENT_WINDOW = 100_000;
+const EVENT_WINDOW = 20_000;
 
 export class ScenarioLoadError extends Error {
   constructor(readonly diagnostics: string[]) {

@@ -7,6 +7,7 @@ import { configOf, loadScenario, nodeReader } from '../../scenario';
 import type { Kvm, KvmMmuPage } from '../../engine/x86/index';
 import { describeSpte } from '../../engine/x86/spte_decode';
 import { classifySpte } from '../../engine/x86/spte';
+import { to_kvm_sev_info, type SnpRmpTable } from '../../engine/x86/sev_snp';
 import { role_trace_text } from '../../engine/x86/role';
 import { hex0x } from '../../engine/bits/u64';
 import type { Arm64Vm } from '../../engine/arm64/mmu';
@@ -437,6 +438,33 @@ function timeline(program: DebugProgram, fromArg: unknown, toArg: unknown, bucke
   return { first, end, from, to, buckets, lanes, counts, stepAt, firstAt, steps };
 }
 
+// ---------------------------------------------------------------------------------------------------
+// RMP (SEV-SNP): assigned entries of the host RMP, 2M entries as one row, paged.
+
+function rmpRows(program: DebugProgram, start: number, count: number): { total: number; asid?: number; rows: Array<Record<string, unknown>> } {
+  const kvm = x86Kvm(program);
+  const sev = kvm ? to_kvm_sev_info(kvm as unknown as Parameters<typeof to_kvm_sev_info>[0]) : undefined;
+  if (!sev) throw new Error('not available for this VM (not an SEV-SNP VM)');
+  const rmp: SnpRmpTable = sev.rmp;
+  // The table keeps written 2M regions in a private map (region -> chunk); regions never written are zero.
+  const regions = (rmp as unknown as { region?: Map<number, number> }).region;
+  if (!(regions instanceof Map)) throw new Error('this RMP model cannot be enumerated');
+  const out: Array<Record<string, unknown>> = [];
+  for (const r of [...regions.keys()].sort((a, b) => a - b)) {
+    for (let k = 0; k < 512; k++) {
+      const pfn = r * 512 + k;
+      const e = rmp.entry(pfn);
+      if (!e.assigned) continue;
+      const raw = rmp.raw(pfn);
+      const big = e.pagesize === 1;
+      out.push({ pfn, pages: big ? 512 : 1, pagesize: big ? '2M' : '4K', gpa: '0x' + e.gpa.toString(16), asid: e.asid, validated: e.validated, immutable: e.immutable, vmsa: e.vmsa, raw: hex0x(raw.lo, raw.hi, 16) });
+      // A 2M entry: the 511 entries after it carry the same state; show it once.
+      if (big && k === 0) k = 511;
+    }
+  }
+  return { total: out.length, asid: sev.asid, rows: out.slice(start, start + count) };
+}
+
 export function handleQuery(name: string, args: Record<string, unknown>, ctx: QueryContext): unknown {
   switch (name) {
     case 'kvmMmu/query': {
@@ -493,6 +521,8 @@ export function handleQuery(name: string, args: Record<string, unknown>, ctx: Qu
       if (!kvm) throw new Error('not available for this VM (no x86 TDP MMU)');
       return tableMap(kvm, int(args.root, -1, -1), int(args.maxTables, 4096, 1, 65536));
     }
+    case 'kvmMmu/rmp':
+      return rmpRows(ctx.program, int(args.start, 0), int(args.count, 500, 0, 10_000));
     case 'kvmMmu/timeline':
       return timeline(ctx.program, args.from, args.to, args.buckets);
     case 'kvmMmu/whereIsGfn': {

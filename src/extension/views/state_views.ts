@@ -105,18 +105,25 @@ async function loadMemslots(s: vscode.DebugSession): Promise<RowNode[]> {
 }
 
 async function loadRmp(s: vscode.DebugSession): Promise<RowNode[]> {
-  const r = (await s.customRequest('kvmMmu/query', { subject: 'rmp', selector: {}, start: 0, count: 500 })) as { total?: number; rows?: Array<Record<string, unknown>> };
+  const r = (await s.customRequest('kvmMmu/rmp', { start: 0, count: 1000 })) as { total?: number; rows?: Array<Record<string, unknown>> };
   const rows = Array.isArray(r?.rows) ? r.rows : [];
-  if (!rows.length) return [{ kind: 'message', label: 'no RMP entries assigned', icon: 'info' }];
-  return rows.map((e, i) => ({
-    kind: 'row',
-    id: `rmp:${String(e.pfn ?? i)}`,
-    label: e.pfn !== undefined ? `pfn ${typeof e.pfn === 'number' ? '0x' + e.pfn.toString(16) : String(e.pfn)}` : `entry ${i}`,
-    description: ['assigned', 'gpa', 'asid', 'pagesize', 'validated', 'immutable'].filter((k) => e[k] !== undefined).map((k) => `${k}=${String(e[k])}`).join(' '),
-    icon: e.assigned ? 'lock' : 'unlock',
-    tooltip: mdTable('RMP entry', e),
-    children: fieldsOf(e),
-  }));
+  if (!rows.length) return [{ kind: 'message', label: 'no RMP entry is assigned', icon: 'info' }];
+  const out: RowNode[] = rows.map((e, i) => {
+    const pfn = typeof e.pfn === 'number' ? e.pfn : i;
+    const flags = [e.validated ? 'Validated' : 'not validated', e.immutable ? 'Immutable' : '', e.vmsa ? 'VMSA' : ''].filter(Boolean).join(' ');
+    return {
+      kind: 'row' as const,
+      id: `rmp:${pfn}`,
+      label: `pfn 0x${pfn.toString(16)}${e.pages === 512 ? `-0x${(pfn + 511).toString(16)}` : ''}`,
+      description: `${String(e.pagesize)} gpa ${String(e.gpa)} asid ${String(e.asid)}  ${flags}`,
+      icon: e.validated ? 'verified-filled' : 'lock',
+      tooltip: mdTable(`RMP entry of pfn 0x${pfn.toString(16)}`, e),
+      children: fieldsOf(e),
+      contextValue: 'rmp',
+    };
+  });
+  if ((r.total ?? 0) > rows.length) out.push({ kind: 'message', label: `${(r.total ?? 0) - rows.length} more entries`, icon: 'ellipsis' });
+  return out;
 }
 
 async function loadOwnership(s: vscode.DebugSession): Promise<RowNode[]> {

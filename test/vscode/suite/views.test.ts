@@ -7,6 +7,7 @@ import { activateExtension, screenshot, waitFor } from './helpers';
 const ROOT = process.env.KVM_MMU_ROOT ?? path.resolve(__dirname, '..', '..', '..', '..');
 const TDP_BASICS = path.join(ROOT, 'examples', 'tdp-basics.kvmmmu');
 const PKVM = path.join(ROOT, 'examples', 'pkvm-stage2-ownership.kvmmmu');
+const SNP = path.join(ROOT, 'examples', 'snp-rmp.kvmmmu');
 
 type Node = { kind: string; group?: string; probes?: Array<{ name: string }>; probe?: { name: string }; ev?: { name: string; index: number; step: number; text: string }; text?: string };
 interface Tree {
@@ -298,6 +299,21 @@ describe('KVM MMU views', () => {
     assert.ok(donated, `the donated page is a range of its own: ${ranges.map((r) => r.label).join(', ')}`);
     assert.match(donated.description ?? '', /^guest handle 0x[0-9a-f]+ {2}host NOPAGE/);
     await screenshot('stage2-ownership-view-dark');
+  });
+
+  it('RMP lists the assigned entries of an SEV-SNP VM and follows PVALIDATE', async function () {
+    this.timeout(60000);
+    const session = await startAndStop(api, SNP);
+    await waitFor('snp context', () => (api.views.vm()?.type === 'snp' ? true : undefined));
+    await stepToLine(api, session, 19);
+    await vscode.commands.executeCommand('kvmMmu.rmp.focus');
+    let rows = await api.views.state.rmp.getChildren();
+    assert.strictEqual(rows.length, 1, rows.map((r) => r.label).join(', '));
+    assert.match(rows[0].description ?? '', /^4K gpa 0x5000 asid 1 {2}not validated/);
+    await stepToLine(api, session, 26);
+    rows = await api.views.state.rmp.getChildren();
+    assert.match(rows[0].description ?? '', /^4K gpa 0x5000 asid 1 {2}Validated/, 'after guest pvalidate');
+    await screenshot('rmp-view-dark');
   });
 
   it('Events says so when there is no session', async () => {
