@@ -246,7 +246,7 @@ async function readCapture(source: AsyncIterable<Uint8Array | string>, opts: Mod
         const gfn = ev.hi[R['gfn']!]! * TWO32 + ev.lo[R['gfn']!]!;
         cap.regions.add(Math.floor(gfn / 512));
         // Without kvm_page_fault events, the request is the fault (its access is unknown: a write).
-        if (!cap.sawPageFault && open.get(ev.pid)?.kind !== 'fault') start('fault', ev, { gpa: gfn * 4096, errLo: 0x2 });
+        if (!cap.sawPageFault && open.get(ev.pid)?.kind !== 'fault') start('fault', ev, { gpa: gfn * 4096, errLo: -1 });
       } else if (s === S_ENTRY) {
         if (open.get(ev.pid)?.kind === 'fault') open.delete(ev.pid);
       } else if (s === S_SPLIT) {
@@ -390,6 +390,12 @@ function runModel(cap: Capture, maxMismatches: number): ModelCheckResult {
           case 'fault': {
             const vcpu = vm.vcpu(Math.min(ep.vcpu, 63));
             vm.enter(vcpu);
+            if (ep.errLo === -1) {
+              // a fault known only from kvm_mmu_spte_requested: a guest data write to a not-present GPA
+              // (EPT qualification: write, GVA valid and translated; #NPF: W with GUEST_FINAL)
+              ep.errLo = ev.format === 'ept' ? 0x182 : 0x2;
+              ep.errHi = ev.format === 'ept' ? 0 : 0x1;
+            }
             // VMX traces the exit qualification, SVM the #NPF error code: each goes to its own handler.
             if (ev.format === 'ept') handle_ept_violation(vcpu, ep.gpa, ep.errLo >>> 0);
             else npf_interception(vcpu, ep.gpa, ep.errLo >>> 0, ep.errHi >>> 0);

@@ -70,6 +70,22 @@ describe('model check', () => {
     assert.equal(x.model?.new, m[1]);
   });
 
+  it('the hand-written EPT fixture agrees with the model; without kvm_page_fault the requests drive it', async () => {
+    // test/fixtures/traces/tdp_stacks.txt: faults on gfn 1a2 (read) and 1a3 (write), a notifier zap of
+    // 1a2, a refault of 1a2; SPTEs written by hand from the EPT format (kvm-x86-mmu.md).
+    const fixture = join(ROOT, 'test', 'fixtures', 'traces', 'tdp_stacks.txt');
+    const r = await modelCheckFile(fixture);
+    assert.deepEqual(r.mismatches, []);
+    assert.equal(r.faultsReplayed, 3);
+    assert.deepEqual(r.operations, { fault: 3, zap: 1 });
+    assert.equal(r.compared, 7);
+    const noFaults = readFileSync(fixture, 'utf8').split('\n').filter((l) => !/ kvm_page_fault: /.test(l)).join('\n');
+    const r2 = await modelCheckStream(chunks(noFaults));
+    assert.equal(r2.faultSource, 'kvm_mmu_spte_requested');
+    assert.equal(r2.faultsReplayed, 3);
+    assert.deepEqual(r2.mismatches, []);
+  });
+
   it('a missing SPTE change (the model makes one the capture lacks) is reported at the operation', async () => {
     const text = [
       '       CPU 0/KVM-4711    [002] .....   812.000102: kvm_page_fault: vcpu 0 rip 0xffffffff8100abcd address 0x00000000001a2000 error_code 0x181',
