@@ -369,7 +369,8 @@ export class TraceProgram implements DebugProgram {
         const args: Record<string, unknown> = { ...fields };
         if (idx === SET_SPTE) {
           args['as_id'] = 0;
-          args['old_spte'] = before ? '0x' + ((BigInt(before.hi) << 32n) | BigInt(before.lo)).toString(16) : undefined;
+          // the event has no old value: the rebuilt one, or 0 (non-present) when nothing was rebuilt there
+          args['old_spte'] = before ? '0x' + ((BigInt(before.hi) << 32n) | BigInt(before.lo)).toString(16) : 0;
           args['new_spte'] = fields['spte'];
         }
         args['line'] = this.line.a[step]!;
