@@ -139,7 +139,10 @@ export class TraceProgram implements DebugProgram {
   private readonly pid = i32();
   private readonly fstart = u32();
   private readonly halves = u32();
-  private readonly stackAt = new Map<number, { line: number; first: number; count: number }>();
+  /** Per event: first frame (index into frameIds, -1 without a stack), frame count, line of the first frame. */
+  private readonly stackFirst = i32();
+  private readonly stackCount = u16();
+  private readonly stackLine = u32();
   private readonly frameIds = i32();
   private readonly frameNames: string[] = [];
   private readonly frameIndex = new Map<string, number>();
@@ -192,7 +195,9 @@ export class TraceProgram implements DebugProgram {
           }
           this.frameIds.push(id);
         }
-        this.stackAt.set(s.eventSeq, { line: lastFrameLine - s.frames.length + 1, first, count: s.frames.length });
+        this.stackFirst.a[s.eventSeq] = first;
+        this.stackCount.a[s.eventSeq] = Math.min(s.frames.length, 0xffff);
+        this.stackLine.a[s.eventSeq] = lastFrameLine - s.frames.length + 1;
       },
     });
     const buf = Buffer.allocUnsafe(1 << 20);
@@ -247,9 +252,13 @@ export class TraceProgram implements DebugProgram {
     this.flags.reserve(1)[i] = (ev.variant & 1) | ((d.valid + 1) << 1) | ((d.spurious + 1) << 3) | ((d.fixed + 1) << 5);
     this.roleMask.reserve(1)[i] = ev.roleMask;
     this.pid.reserve(1)[i] = ev.pid;
+    this.stackFirst.reserve(1)[i] = -1;
+    this.stackCount.reserve(1)[i] = 0;
+    this.stackLine.reserve(1)[i] = 0;
     const h = this.halves;
     this.fstart.reserve(1)[i] = h.n;
     this.schema.n = this.line.n = this.offset.n = this.has.n = this.flags.n = this.roleMask.n = this.pid.n = this.fstart.n = i + 1;
+    this.stackFirst.n = this.stackCount.n = this.stackLine.n = i + 1;
     const nf = ev.schema.fields.length;
     const a = h.reserve(2 * nf);
     let k = h.n;
@@ -397,12 +406,14 @@ export class TraceProgram implements DebugProgram {
 
   /** The `<stack trace>` of the current event (the one about to run, or running), innermost first. */
   frames(): KvmFrame[] {
-    const s = this.stackAt.get(this.cursor < this.line.n ? this.cursor : -1);
-    if (!s) return [];
+    const i = this.cursor;
+    if (i >= this.line.n || this.stackFirst.a[i]! < 0) return [];
+    const first = this.stackFirst.a[i]!;
+    const line = this.stackLine.a[i]!;
     const out: KvmFrame[] = [];
-    for (let k = 0; k < s.count; k++) {
-      const text = this.frameNames[this.frameIds.a[s.first + k]!]!;
-      out.push({ name: frameFunction(text), file: this.file, line: s.line + k, column: 1 });
+    for (let k = 0; k < this.stackCount.a[i]!; k++) {
+      const text = this.frameNames[this.frameIds.a[first + k]!]!;
+      out.push({ name: frameFunction(text), file: this.file, line: line + k, column: 1 });
     }
     return out;
   }
@@ -451,7 +462,7 @@ export class TraceProgram implements DebugProgram {
     if (rec.pid >= 0) out['pid'] = rec.pid;
     if (rec.cpu >= 0) out['cpu'] = rec.cpu;
     const st = this.frames();
-    if (st.length) out['stack'] = st.map((f, k) => `${this.frameNames[this.frameIds.a[this.stackAt.get(i)!.first + k]!]} (line ${f.line})`);
+    if (st.length) out['stack'] = st.map((f, k) => `${this.frameNames[this.frameIds.a[this.stackFirst.a[i]! + k]!]} (line ${f.line})`);
     return out;
   }
 
