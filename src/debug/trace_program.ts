@@ -153,6 +153,8 @@ export class TraceProgram implements DebugProgram {
   // replay state
   private rebuilder!: Rebuilder;
   private readonly ev = new StoredEvent();
+  /** For inspection while paused inside an event (the Events view, the Event scope). */
+  private readonly peek = new StoredEvent();
   private cursor = 0;
   private warnings: Array<{ line: number; message: string }> = [];
   private faultsByGfn = new Map<number, number>();
@@ -269,9 +271,8 @@ export class TraceProgram implements DebugProgram {
     h.n = k;
   }
 
-  /** Refill the reused event object with stored event i. */
-  private fill(i: number): StoredEvent {
-    const ev = this.ev;
+  /** Refill a reused event object (by default the one execution uses) with stored event i. */
+  private fill(i: number, ev: StoredEvent = this.ev): StoredEvent {
     const schema = EVENTS[this.schema.a[i]!]!;
     ev.reset(schema);
     ev.line = this.line.a[i]!;
@@ -371,7 +372,7 @@ export class TraceProgram implements DebugProgram {
       this.faultsByGfn.set(gfn, (this.faultsByGfn.get(gfn) ?? 0) + 1);
     }
     if (trace.enabled || probes.armed) {
-      const fields = ev.toRecord().fields;
+      const fields = fieldsOf(ev);
       const vcpu = typeof fields['vcpu_id'] === 'number' ? fields['vcpu_id'] : -1;
       if (trace.enabled) trace.emitLazy(ev.schema.system, name, vcpu, fields, () => this.payload(step));
       if (probes.armed) {
@@ -456,8 +457,9 @@ export class TraceProgram implements DebugProgram {
   private currentEvent(): Record<string, unknown> | undefined {
     const i = this.cursor;
     if (i >= this.line.n) return undefined;
-    // Not while an event executes (a stop inside a probe): the reused event then holds the same event.
-    const rec = this.fill(i).toRecord();
+    const peek = this.fill(i, this.peek);
+    const rec = peek.toRecord();
+    rec.fields = fieldsOf(peek);
     const out: Record<string, unknown> = { index: i, name: rec.name, line: rec.line, text: this.eventText(i), ...rec.fields };
     if (rec.pid >= 0) out['pid'] = rec.pid;
     if (rec.cpu >= 0) out['cpu'] = rec.cpu;
@@ -535,7 +537,7 @@ export class TraceProgram implements DebugProgram {
   events(start: number, count: number, filter?: string): { total: number; first: number; events: ProgramEvent[] } {
     const n = this.line.n;
     const make = (i: number): ProgramEvent => {
-      const ev = this.fill(i);
+      const ev = this.fill(i, this.peek);
       const vcpu = ev.get('vcpu_id');
       return { index: i, name: ev.schema.name, vcpu: typeof vcpu === 'number' ? vcpu : -1, text: this.payload(i), step: i };
     };
@@ -560,6 +562,19 @@ export class TraceProgram implements DebugProgram {
       ...s.detectors.slice(0, 20).map((f) => `  line ${f.line}: ${f.detector}: ${f.message}`),
     ];
   }
+}
+
+/**
+ * The event's fields as probe arguments: 64-bit values too large for a number (hex text without a prefix
+ * in a record) get their `0x`, so conditions compare them as numbers (`new_spte == 0x8000000000000000`).
+ */
+function fieldsOf(ev: ParsedEvent): Record<string, number | string | boolean> {
+  const f = ev.toRecord().fields;
+  for (const k in f) {
+    const v = f[k];
+    if (typeof v === 'string' && /^[0-9a-f]+$/.test(v)) f[k] = '0x' + v;
+  }
+  return f;
 }
 
 /** `kvm_tdp_mmu_map+0x1a2/0x5e0 [kvm]` or `kvm_tdp_mmu_map+0x1a2 ([kernel.kallsyms])` -> kvm_tdp_mmu_map. */

@@ -190,4 +190,24 @@ describe('DAP: replaying a captured trace', () => {
     const byGfn = await vars(faults.find((v) => v.name === 'byGfn')!.variablesReference);
     assert.deepEqual(byGfn.map((v) => [v.name, v.value]), [['0x1a2', '1'], ['0x1a3', '1']]);
   });
+  it('line breakpoints take conditions over the event at the line, and logpoints print its fields', async () => {
+    dc = await startClient();
+    const out: string[] = [];
+    dc.on('output', (e: DebugProtocol.OutputEvent) => out.push(e.body.output));
+    const spteLines = [17, 32, 42, 52];
+    const ev = await launchStopped(dc, { trace: TRACE, stopOnEntry: false }, (c) =>
+      c.setBreakpointsRequest({
+        source: { path: TRACE },
+        breakpoints: [
+          ...spteLines.map((line) => ({ line, condition: 'Event.new_spte == 0x8000000000000000' })),
+          { line: L.firstFault, logMessage: 'fault at {Event.fault_address}' },
+        ],
+      }));
+    assert.equal(ev.body.reason, 'breakpoint');
+    // Only the zap sets the SPTE to the non-present value (its recorded stack is above the event).
+    const f = await frames(dc);
+    assert.equal(f.at(-1)!.line, L.zap1a2);
+    assert.equal(f[0]!.name, 'handle_changed_spte');
+    assert.ok(out.some((o) => o === 'fault at 0x1a2000\n'), out.join(''));
+  });
 });
