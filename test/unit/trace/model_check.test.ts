@@ -86,6 +86,28 @@ describe('model check', () => {
     assert.deepEqual(r2.mismatches, []);
   });
 
+  it('an AMD (NPT) capture of two vCPUs and two memslots, one THP-backed, checks clean', async () => {
+    const scenario = join(dir, 'npt.kvmmmu');
+    writeFileSync(scenario, [
+      'vm arch=x86 vendor=amd tdp=on tdp_levels=4 maxphyaddr=46 vcpus=2',
+      'KVM_SET_USER_MEMORY_REGION2 slot=0 gpa=0 size=16M hva=0x7f0000000000 backing=4k',
+      'KVM_SET_USER_MEMORY_REGION2 slot=1 gpa=0x40000000 size=4M hva=0x7f1000000000 backing=2M',
+      'guest read gpa=0x1000',
+      'guest write gpa=0x2000',
+      'guest write gpa=0x40001000 vcpu=1',
+      'guest fetch gpa=0x3000',
+      '',
+    ].join('\n'));
+    const out = join(dir, 'npt.txt');
+    execFileSync(process.execPath, ['--import', 'tsx', join(ROOT, 'src', 'cli', 'bin.ts'), 'run', scenario, '--trace-out', out], { cwd: ROOT, stdio: 'pipe' });
+    const r = await modelCheckFile(out);
+    assert.deepEqual(r.mismatches, []);
+    assert.equal(r.vm.format, 'npt');
+    // four first touches of unmapped pages: four #NPFs; the THP-backed slot maps its page with a 2M leaf
+    assert.equal(r.faultsReplayed, 4);
+    assert.deepEqual(r.vm.slots.map((x) => [x.gpa, x.backing]), [['0x0', '4k'], ['0x40000000', '2m-thp']]);
+  });
+
   it('a missing SPTE change (the model makes one the capture lacks) is reported at the operation', async () => {
     const text = [
       '       CPU 0/KVM-4711    [002] .....   812.000102: kvm_page_fault: vcpu 0 rip 0xffffffff8100abcd address 0x00000000001a2000 error_code 0x181',
