@@ -9,7 +9,7 @@
  * Host pfns come from a per-file contiguous range so that a huge folio is naturally 2M-aligned.
  */
 import { defineProbe, probes } from '../probes';
-import { KVM_MEM_GUEST_MEMFD, type KvmMemorySlot } from '../x86/memslot';
+import type { KvmMemorySlot } from '../x86/memslot';
 import {
   EBADF, EEXIST, EFAULT, EHWPOISON, EINVAL, EOPNOTSUPP, KVM_FILTER_PRIVATE, kvm_private_ctx, type PrivateMemKvm,
 } from './attributes';
@@ -189,31 +189,11 @@ export function kvm_gmem_unbind(slot: KvmMemorySlot): void {
   slot_bindings.delete(slot);
 }
 
-/**
- * The file a slot is bound to. A KVM_MEM_GUEST_MEMFD slot created without an explicit kvm_gmem_bind is
- * bound here on first use from its uapi fields (guest_memfd, guest_memfd_offset).
- */
-export function kvm_gmem_get_file(kvm: PrivateMemKvm, slot: KvmMemorySlot): { file: KvmGmemFile; pgoff: number } | undefined {
-  let b = slot_bindings.get(slot);
-  if (b === undefined && (slot.flags & KVM_MEM_GUEST_MEMFD) !== 0 && files(kvm).has(slot.guest_memfd)) {
-    if (kvm_gmem_bind(kvm, slot, slot.guest_memfd, slot.guest_memfd_offset) === 0) b = slot_bindings.get(slot);
-  }
+/** The file a slot is bound to (kvm_gmem_bind at KVM_SET_USER_MEMORY_REGION2), if it still is. */
+export function kvm_gmem_get_file(_kvm: PrivateMemKvm, slot: KvmMemorySlot): { file: KvmGmemFile; pgoff: number } | undefined {
+  const b = slot_bindings.get(slot);
   if (b === undefined || b.file.released) return undefined;
   return b;
-}
-
-/**
- * Bind the file's KVM_MEM_GUEST_MEMFD slots that were created without an explicit kvm_gmem_bind, so that
- * invalidations see every slot the kernel would have bound at KVM_SET_USER_MEMORY_REGION2 time.
- */
-function bind_pending_slots(file: KvmGmemFile): void {
-  for (const slots of file.kvm.memslots) {
-    for (const slot of slots.slots) {
-      if ((slot.flags & KVM_MEM_GUEST_MEMFD) !== 0 && slot.guest_memfd === file.fd && !slot_bindings.has(slot)) {
-        kvm_gmem_bind(file.kvm, slot, file.fd, slot.guest_memfd_offset);
-      }
-    }
-  }
 }
 
 /** kvm_gmem_get_index(). */
@@ -364,7 +344,6 @@ function bound_gfn_ranges(file: KvmGmemFile, start: number, end: number): Array<
  */
 export function kvm_gmem_invalidate_begin(file: KvmGmemFile, start: number, end: number): boolean {
   if (probes.armed) probes.hit(PR_INV_BEGIN, { start, end });
-  bind_pending_slots(file);
   const kvm = file.kvm;
   const mmu = kvm_private_ctx(kvm).mmu;
   let found = false;

@@ -17,23 +17,22 @@
  */
 import { defineProbe, probes } from '../probes';
 import {
-  KVM_MEMORY_ATTRIBUTE_PRIVATE, KVM_X86_SNP_VM, kvm_private_ctx, kvm_private_mem_init, kvm_vm_set_mem_attributes, max_level_by_lpage_info,
+  KVM_MEMORY_ATTRIBUTE_PRIVATE, KVM_X86_SNP_VM, kvm_private_ctx, kvm_private_mem_init, kvm_vm_ioctl_set_mem_attributes, max_level_by_lpage_info,
   type FaultForPrepare, type GmemPrepareVariant, type PrivateMemKvm,
 } from '../kvm/attributes';
 import { kvm_gmem_create, kvm_gmem_get_file } from '../kvm/guest_memfd';
 import { KVM_MEM_GUEST_MEMFD, KVM_PAGES_PER_HPAGE, PG_LEVEL_2M, PG_LEVEL_4K, type KvmMemorySlot } from './memslot';
 import {
-  kvm_max_level_for_order, kvm_mmu_faultin_pfn_private, kvm_mmu_prepare_memory_fault_exit, kvm_x86_private_mem_init, type PrivateFault,
+  kvm_max_level_for_order, kvm_mmu_faultin_pfn_gmem, kvm_mmu_prepare_memory_fault_exit, type PrivateFault,
   type PrivateVcpu,
 } from './private_fault';
 import {
   PFERR_FETCH_MASK, PFERR_GUEST_ENC_MASK_HI, PFERR_GUEST_FINAL_MASK_HI, PFERR_PRIVATE_ACCESS_HI, PFERR_USER_MASK, PFERR_WRITE_MASK,
 } from './pferr';
 import { X86Vm } from './index';
-import { kvm_unmap_gfn_range, kvm_zap_gfn_range } from './mmu';
 import {
   PVALIDATE_FAIL_SIZEMISMATCH, RMP_PG_SIZE_2M, RMP_PG_SIZE_4K, SNP_PAGE_STATE_PRIVATE, SNP_PAGE_STATE_SHARED, pvalidate, sev_gmem_prepare,
-  sev_handle_rmp_fault, sev_snp_init, snp_begin_psc, snp_rmp_check_guest_access, vmm_handle_map_gpa_range, type SevInfo,
+  sev_handle_rmp_fault, sev_snp_init, snp_begin_psc, to_kvm_sev_info, snp_rmp_check_guest_access, vmm_handle_map_gpa_range, type SevInfo,
 } from './sev_snp';
 import { RET_PF_CONTINUE, RET_PF_FIXED, RET_PF_RETRY } from './ret_pf';
 import { Kvm } from './vm';
@@ -143,15 +142,15 @@ class GmemSim {
 
   constructor(variant: GmemPrepareVariant, w: GmemWorkload, backend: GmemSimBackend) {
     if (backend === 'tdp_mmu') {
-      this.x86 = new X86Vm({ vendor: 'svm', vm_type: KVM_X86_SNP_VM });
+      // X86Vm wires the private-memory model and SEV-SNP (ASID 1) into its MMU itself.
+      this.x86 = new X86Vm({ vendor: 'svm', vm_type: KVM_X86_SNP_VM, sev_asid: 1 });
       this.kvm = this.x86.kvm;
-      kvm_x86_private_mem_init(this.kvm, { kvm_unmap_gfn_range, kvm_zap_gfn_range });
     } else {
       this.x86 = null;
       this.kvm = new Kvm({ vendor: 'svm', vm_type: KVM_X86_SNP_VM });
     }
     const kvm = this.kvm as unknown as PrivateMemKvm;
-    this.sev = sev_snp_init(kvm, { asid: 1 });
+    this.sev = this.x86 !== null ? to_kvm_sev_info(kvm)! : sev_snp_init(kvm, { asid: 1 });
     set_gmem_prepare_variant(kvm, variant);
     if (backend === 'model') {
       kvm_private_mem_init(kvm, {
@@ -177,7 +176,7 @@ class GmemSim {
     this.pfn_base = b.file.pfn_base;
     this.vcpu = { kvm, vcpu_id: 0, run_exit: null };
     // Launch: all guest memory private.
-    kvm_vm_set_mem_attributes(kvm, SLOT_GFN, SLOT_GFN + npages, KVM_MEMORY_ATTRIBUTE_PRIVATE);
+    kvm_vm_ioctl_set_mem_attributes(kvm, { address: SLOT_GFN * 4096, size: npages * 4096, attributes: KVM_MEMORY_ATTRIBUTE_PRIVATE, flags: 0 });
   }
 
   private get pk(): PrivateMemKvm {
@@ -243,7 +242,7 @@ class GmemSim {
       this.memory_fault_exits++;
       return -14;
     }
-    const r = kvm_mmu_faultin_pfn_private(this.vcpu, f);
+    const r = kvm_mmu_faultin_pfn_gmem(this.vcpu, f);
     if (r !== RET_PF_CONTINUE) {
       this.memory_fault_exits++;
       return r;

@@ -6,14 +6,18 @@
  */
 import { halvesToValue } from '../tracepoints/index';
 import { decodeRole } from './role';
-import { dirty_bitmap_test, kvm_dirty_bitmap_words32, KVM_MEM_LOG_DIRTY_PAGES, type HostBacking, type KvmMemorySlot } from './memslot';
+import { dirty_bitmap_test, kvm_dirty_bitmap_words32, KVM_MEM_GUEST_MEMFD, KVM_MEM_LOG_DIRTY_PAGES, type HostBacking, type KvmMemorySlot } from './memslot';
 import { kvm_mmu_page_as_id, type KvmMmuPage } from './mmu_page';
 import {
   EPT_VIOLATION_ACC_INSTR, EPT_VIOLATION_ACC_READ, EPT_VIOLATION_ACC_WRITE, EPT_VIOLATION_GVA_IS_VALID, EPT_VIOLATION_GVA_TRANSLATED,
   handle_ept_misconfig, handle_ept_violation, kvm_init_mmu, kvm_mmu_init_vm, kvm_mmu_notifier_invalidate_range_end,
   kvm_mmu_notifier_invalidate_range_start, kvm_mmu_page_fault, kvm_mmu_reload, kvm_mmu_unload, kvm_mmu_zap_all_fast, kvm_smm_changed,
-  kvm_vm_set_mem_attributes, kvm_zap_gfn_range, kvm_arch_vcpu_pre_fault_memory, kvm_set_cpuid_maxphyaddr, mark_page_dirty_in_slot, npf_interception, KVM_MEMORY_ATTRIBUTE_PRIVATE,
+  kvm_unmap_gfn_range, kvm_zap_gfn_range, kvm_arch_vcpu_pre_fault_memory, kvm_set_cpuid_maxphyaddr, mark_page_dirty_in_slot, npf_interception,
 } from './mmu';
+import { KVM_MEMORY_ATTRIBUTE_PRIVATE, kvm_vm_ioctl_set_mem_attributes } from '../kvm/attributes';
+import { kvm_gmem_create } from '../kvm/guest_memfd';
+import { kvm_x86_private_mem_init } from './private_fault';
+import { sev_snp_init } from './sev_snp';
 import {
   kvm_clear_dirty_log_protect, kvm_enable_manual_dirty_log_protect, kvm_get_dirty_log_protect, kvm_mmu_notifier_age,
 } from './dirty_log';
@@ -25,7 +29,7 @@ import { for_each_tdp_spte, kvm_tdp_mmu_invalidate_roots, kvm_tdp_mmu_zap_invali
 import { spte_pfn, tdp_iter, tdp_iter_next, tdp_iter_start } from './tdp_iter';
 import { tdx_mmu_release_hkid, tdx_td_init, type TdxModule } from './tdx';
 import { KvmVcpu } from './vcpu';
-import { Kvm, type KvmCreateOptions, type UserspaceMemoryRegion2 } from './vm';
+import { Kvm, KVM_X86_SNP_VM, type KvmCreateOptions, type UserspaceMemoryRegion2 } from './vm';
 
 export { Kvm, KVM_X86_DEFAULT_VM, KVM_X86_SW_PROTECTED_VM, KVM_X86_TDX_VM, KVM_X86_SNP_VM, KVM_DIRTY_LOG_INITIALLY_SET, KVM_DIRTY_LOG_MANUAL_PROTECT_ENABLE } from './vm';
 export type { KvmCreateOptions, TdxStolenBitsVariant, UserspaceMemoryRegion2, FlushRecord } from './vm';
@@ -33,7 +37,7 @@ export { KvmVcpu } from './vcpu';
 export { KVM_MEM_LOG_DIRTY_PAGES, KVM_MEM_READONLY, KVM_MEM_GUEST_MEMFD } from './memslot';
 export type { HostBacking } from './memslot';
 export type { KvmMmuPage } from './mmu_page';
-export { KVM_MEMORY_ATTRIBUTE_PRIVATE } from './mmu';
+export { KVM_MEMORY_ATTRIBUTE_PRIVATE } from '../kvm/attributes';
 export type { TdxModule } from './tdx';
 
 export type Access = 'read' | 'write' | 'exec';
@@ -72,6 +76,8 @@ export interface RootView {
 
 export interface X86VmOptions extends KvmCreateOptions {
   nr_vcpus?: number;
+  /** SEV-SNP: the guest's ASID (KVM_SEV_INIT2 / KVM_SEV_SNP_LAUNCH_START). */
+  sev_asid?: number;
 }
 
 /** One x86 VM with its vCPUs. */
@@ -85,6 +91,11 @@ export class X86Vm {
   constructor(opts: X86VmOptions = {}) {
     this.kvm = new Kvm(opts);
     kvm_mmu_init_vm(this.kvm);
+    if (this.kvm.arch.has_private_mem) {
+      // The attribute, guest_memfd and SNP code zap through the MMU's own entry points.
+      kvm_x86_private_mem_init(this.kvm.private_mem, { kvm_unmap_gfn_range, kvm_zap_gfn_range });
+      if (this.kvm.vm_type === KVM_X86_SNP_VM) sev_snp_init(this.kvm.private_mem, { asid: opts.sev_asid ?? 1 });
+    }
     if (this.kvm.is_tdx) this.tdx = tdx_td_init(this.kvm);
     const n = opts.nr_vcpus ?? 1;
     for (let i = 0; i < n; i++) this.create_vcpu();
@@ -110,16 +121,26 @@ export class X86Vm {
     return this.kvm.kvm_set_memory_region(r);
   }
 
-  /** Convenience: a slot at gpa of `size` bytes, HVA = 0x7f00_0000_0000 + gpa. */
-  add_slot(slot: number, gpa: number, size: number, opts: { flags?: number; host_backing?: HostBacking; userspace_addr?: number; guest_memfd?: number } = {}): number {
+  /**
+   * Convenience: a slot at gpa of `size` bytes, HVA = 0x7f00_0000_0000 + gpa. A KVM_MEM_GUEST_MEMFD slot
+   * without a `guest_memfd` gets a new file of the slot's size (KVM_CREATE_GUEST_MEMFD first, as a VMM does).
+   */
+  add_slot(slot: number, gpa: number, size: number, opts: { flags?: number; host_backing?: HostBacking; userspace_addr?: number; guest_memfd?: number; guest_memfd_offset?: number } = {}): number {
+    const flags = opts.flags ?? 0;
+    let guest_memfd = opts.guest_memfd;
+    if (guest_memfd === undefined && (flags & KVM_MEM_GUEST_MEMFD) !== 0) {
+      guest_memfd = kvm_gmem_create(this.kvm.private_mem, { size, flags: 0 });
+      if (guest_memfd < 0) return guest_memfd;
+    }
     return this.kvm.kvm_set_memory_region({
-      slot, flags: opts.flags ?? 0, guest_phys_addr: gpa, memory_size: size, userspace_addr: opts.userspace_addr ?? 0x7f00_0000_0000 + gpa,
-      host_backing: opts.host_backing ?? '4k', guest_memfd: opts.guest_memfd ?? (opts.flags !== undefined && (opts.flags & 4) !== 0 ? 3 : undefined),
+      slot, flags, guest_phys_addr: gpa, memory_size: size, userspace_addr: opts.userspace_addr ?? 0x7f00_0000_0000 + gpa,
+      host_backing: opts.host_backing ?? '4k', guest_memfd, guest_memfd_offset: opts.guest_memfd_offset,
     });
   }
 
+  /** KVM_SET_MEMORY_ATTRIBUTES for [gpa, gpa + size). 0 or -errno. */
   set_memory_attributes(gpa: number, size: number, attributes: number): number {
-    return kvm_vm_set_mem_attributes(this.kvm, gpa, size, attributes);
+    return kvm_vm_ioctl_set_mem_attributes(this.kvm.private_mem, { address: gpa, size, attributes, flags: 0 });
   }
 
   /** KVM_RUN entry work the MMU does: service requests and make sure a root is loaded. */

@@ -62,8 +62,6 @@ export class KvmMemorySlot {
   readonly host_split_2m = new Set<number>();
   /** Pages the host marked hardware-poisoned (page index): GUP returns KVM_PFN_ERR_HWPOISON. */
   readonly host_hwpoison = new Set<number>();
-  /** guest_memfd: host pfn of the gmem page backing the slot's first gfn (private memory). */
-  gmem_pfn_base = 0;
   /** Individual pages the host migrated: page index -> new host pfn. */
   readonly host_migrated = new Map<number, number>();
 
@@ -144,10 +142,6 @@ export function hugepage_set_mixed(slot: KvmMemorySlot, gfn: number, level: numb
 
 export function kvm_slot_dirty_track_enabled(slot: KvmMemorySlot): boolean {
   return (slot.flags & KVM_MEM_LOG_DIRTY_PAGES) !== 0;
-}
-
-export function kvm_slot_can_be_private(slot: KvmMemorySlot): boolean {
-  return (slot.flags & KVM_MEM_GUEST_MEMFD) !== 0;
 }
 
 /** __gfn_to_hva_memslot. */

@@ -11,8 +11,8 @@ import { defineProbe, probes } from '../probes';
 import { trace } from '../trace_sink';
 import { emitTracepoint, halvesToValue } from '../tracepoints/index';
 import {
-  KVM_MEM_READONLY, KVM_MEMSLOT_INVALID, KVM_PAGES_PER_HPAGE as PAGES, host_pfn_mapping_level, kvm_slot_can_be_private,
-  kvm_slot_dirty_track_enabled, lpage_info_slot, slot_gfn_to_host_pfn, dirty_bitmap_set, hugepage_set_mixed as hugepage_set_mixed_flag, type KvmMemorySlot,
+  KVM_MEM_READONLY, KVM_MEMSLOT_INVALID, KVM_PAGES_PER_HPAGE as PAGES, host_pfn_mapping_level,
+  kvm_slot_dirty_track_enabled, lpage_info_slot, slot_gfn_to_host_pfn, dirty_bitmap_set, type KvmMemorySlot,
 } from './memslot';
 import { kvm_mmu_page_as_id, type KvmMmuPage } from './mmu_page';
 import { kvm_mmu_slot_apply_flags } from './dirty_log';
@@ -34,8 +34,11 @@ import {
   KVM_FILTER_PRIVATE, KVM_FILTER_SHARED, wire_make_spte_args, __kvm_tdp_mmu_age_gfn_range, sptep_va,
 } from './tdp_mmu';
 import { spte_to_child_sp } from './tdp_iter';
+import { kvm_slot_has_gmem } from '../kvm/attributes';
+import { kvm_gmem_max_mapping_level, kvm_mmu_faultin_pfn_gmem, kvm_mmu_prepare_memory_fault_exit } from './private_fault';
+import { sev_handle_rmp_fault } from './sev_snp';
 import {
-  KvmVcpu, KVM_EXIT_MEMORY_FAULT, KVM_MEMORY_EXIT_FLAG_PRIVATE, KVM_PFN_ERR_FAULT, KVM_PFN_ERR_HWPOISON, KVM_PFN_ERR_RO_FAULT,
+  KvmVcpu, KVM_PFN_ERR_FAULT, KVM_PFN_ERR_HWPOISON, KVM_PFN_ERR_RO_FAULT,
   KVM_PFN_ERR_SIGPENDING, KVM_PFN_NOSLOT, is_error_noslot_pfn, is_error_pfn, type kvm_page_fault,
 } from './vcpu';
 import { EAGAIN, EFAULT, EINTR, EINVAL, EIO, Kvm, KVM_REQ_MMU_FREE_OBSOLETE_ROOTS, KVM_X86_DEFAULT_VM, KVM_X86_SNP_VM, KVM_X86_SW_PROTECTED_VM, type KvmMrChange } from './vm';
@@ -55,8 +58,6 @@ const PR_TDP_PAGE_FAULT = defineProbe('kvm_tdp_page_fault', 'fault', F, 'TDP fau
 const PR_TDP_MMU_PAGE_FAULT = defineProbe('kvm_tdp_mmu_page_fault', 'fault', F, 'TDP MMU fault: fast path, faultin, map under the read lock', ['fault']);
 const PR_FAST_PF = defineProbe('fast_page_fault', 'fault', F, 'lockless fix of a write-protected or access-tracked SPTE', ['fault', 'sptep', 'old_spte', 'new_spte']);
 const PR_FAULTIN = defineProbe('kvm_mmu_faultin_pfn', 'fault', F, 'resolve the pfn behind the fault gfn (or decide MMIO / retry / exit)', ['fault']);
-// 6.18 names it _gmem (it also serves gmem-only shared slots); the snapshot sheet's name was _private.
-const PR_FAULTIN_GMEM = defineProbe('kvm_mmu_faultin_pfn_gmem', 'fault', F, 'resolve a private gfn through guest_memfd', ['fault']);
 const PR_NOSLOT = defineProbe('kvm_handle_noslot_fault', 'fault', F, 'no memslot: cache MMIO info and install an MMIO SPTE or emulate', ['fault']);
 const PR_ERROR_PFN = defineProbe('kvm_handle_error_pfn', 'fault', F, 'the pfn lookup failed: emulate, signal or exit', ['fault']);
 const PR_HUGEPAGE_ADJUST = defineProbe('kvm_mmu_hugepage_adjust', 'fault', F, 'pick req_level/goal_level from lpage_info and the host mapping', ['fault']);
@@ -134,8 +135,8 @@ export function npf_interception(vcpu: KvmVcpu, gpa: number, err_lo: number, err
   if (kvm.vm_type === KVM_X86_SNP_VM && (err_hi & PFERR_GUEST_ENC_MASK_HI) !== 0) err_hi |= PFERR_PRIVATE_ACCESS_HI;
   if (trace.enabled) trace_kvm_page_fault(vcpu, gpa, err_lo, err_hi);
   const rc = kvm_mmu_page_fault(vcpu, gpa, err_lo, err_hi);
-  // RMP faults (sev_handle_rmp_fault) belong to the SEV-SNP model.
-  void PFERR_GUEST_RMP_MASK;
+  // The MMU fixed (or found present) the NPT side; an RMP violation is then resolved in the RMP itself.
+  if (rc > 0 && (err_lo & PFERR_GUEST_RMP_MASK) !== 0) sev_handle_rmp_fault(vcpu, gpa, err_lo, err_hi);
   return rc;
 }
 
@@ -540,46 +541,9 @@ export function mark_page_dirty_in_slot(_kvm: Kvm, slot: KvmMemorySlot | null, g
 // ---------------------------------------------------------------------------------------------------
 // faultin.
 
-/** kvm_mmu_prepare_memory_fault_exit(): KVM_EXIT_MEMORY_FAULT for the fault's 4K page. */
-export function kvm_mmu_prepare_memory_fault_exit(vcpu: KvmVcpu, fault: kvm_page_fault): void {
-  let flags = 0;
-  if (fault.is_private) flags |= KVM_MEMORY_EXIT_FLAG_PRIVATE;
-  vcpu.run_exit = { exit_reason: KVM_EXIT_MEMORY_FAULT, flags, gpa: fault.gfn * 4096, size: 4096 };
-}
-
-/** kvm_max_level_for_order(). */
-export function kvm_max_level_for_order(order: number): number {
-  if (order >= 18) return PG_LEVEL_1G;
-  if (order >= 9) return PG_LEVEL_2M;
-  return PG_LEVEL_4K;
-}
-
-/** kvm_mmu_faultin_pfn_gmem(): the model's guest_memfd hands out order-0 folios, so private maps are 4K. */
-function kvm_mmu_faultin_pfn_gmem(vcpu: KvmVcpu, fault: kvm_page_fault): number {
-  if (probes.armed) probes.hit(PR_FAULTIN_GMEM, { fault });
-  const slot = fault.slot!;
-  if (!kvm_slot_can_be_private(slot)) {
-    kvm_mmu_prepare_memory_fault_exit(vcpu, fault);
-    return -EFAULT;
-  }
-  fault.pfn = slot.gmem_pfn_base + (fault.gfn - slot.base_gfn);
-  fault.refcounted_page = true;
-  const max_order = 0;
-  fault.map_writable = (slot.flags & KVM_MEM_READONLY) === 0;
-  let max = Math.min(fault.max_level, kvm_max_level_for_order(max_order));
-  // TDX's private_max_mapping_level hook caps mirror mappings at 4K.
-  if (vcpu.kvm.is_tdx) max = Math.min(max, PG_LEVEL_4K);
-  fault.max_level = max;
-  return RET_PF_CONTINUE;
-}
-
 /** __kvm_mmu_faultin_pfn(): GUP on the slot's HVA (populated memory: never needs I/O). */
 function __kvm_mmu_faultin_pfn(vcpu: KvmVcpu, fault: kvm_page_fault): number {
-  if (fault.is_private) {
-    // The guest_memfd model (x86/private_fault.ts) plugs in here; without it, the simple model below.
-    const hook = vcpu.kvm.private_faultin;
-    return hook !== null ? hook(vcpu, fault) : kvm_mmu_faultin_pfn_gmem(vcpu, fault);
-  }
+  if (fault.is_private) return kvm_mmu_faultin_pfn_gmem(vcpu, fault);
   const slot = fault.slot!;
   const idx = fault.gfn - slot.base_gfn;
   if ((slot.flags & KVM_MEM_READONLY) !== 0 && fault.write) {
@@ -684,11 +648,13 @@ export function __kvm_mmu_max_mapping_level(kvm: Kvm, slot: KvmMemorySlot, gfn: 
   return Math.min(host_pfn_mapping_level(slot, gfn), max_level);
 }
 
-/** kvm_mmu_max_mapping_level(): for collapse/recovery, private iff the slot can be and the gfn is. */
+/**
+ * kvm_mmu_max_mapping_level(): for collapse/recovery (no fault in hand). A private gfn is capped by what
+ * guest_memfd holds there now (folio order, then the vendor: RMP entry size, TDX's 4K).
+ */
 export function kvm_mmu_max_mapping_level(kvm: Kvm, slot: KvmMemorySlot, gfn: number): number {
-  const is_private = kvm_slot_can_be_private(slot) && kvm.kvm_mem_is_private(gfn);
-  let max = KVM_MAX_HUGEPAGE_LEVEL;
-  if (is_private) max = kvm.is_tdx ? PG_LEVEL_4K : Math.min(max, kvm_max_level_for_order(0));
+  const is_private = kvm_slot_has_gmem(slot) && kvm.kvm_mem_is_private(gfn);
+  const max = is_private ? kvm_gmem_max_mapping_level(kvm, slot, gfn, true) : KVM_MAX_HUGEPAGE_LEVEL;
   return __kvm_mmu_max_mapping_level(kvm, slot, gfn, max, is_private);
 }
 
@@ -886,77 +852,6 @@ export function kvm_test_age_gfn(kvm: Kvm, slot: KvmMemorySlot, start: number, e
 }
 
 export { kvm_mmu_page_as_id };
-
-// ---------------------------------------------------------------------------------------------------
-// Memory attributes (KVM_SET_MEMORY_ATTRIBUTES): private <-> shared conversion.
-
-const PR_SET_ATTRS = defineProbe('kvm_vm_set_mem_attributes', 'attributes', 'virt/kvm/kvm_main.c', 'KVM_SET_MEMORY_ATTRIBUTES: convert a gfn range, zapping the old side', ['start', 'end', 'attributes']);
-const PR_PRE_SET_ATTRS = defineProbe('kvm_arch_pre_set_memory_attributes', 'attributes', F, 'zap mappings of the side being converted away from', ['slot', 'start', 'end', 'attr_filter']);
-export const KVM_MEMORY_ATTRIBUTE_PRIVATE = 1 << 3;
-
-/** kvm_arch_pre_set_memory_attributes(): returns whether a flush is needed. */
-function kvm_arch_pre_set_memory_attributes(kvm: Kvm, slot: KvmMemorySlot, start: number, end: number, to_private: boolean): boolean {
-  // Keep faults from creating a huge page over the straddling head/tail pages while attributes change.
-  for (let level = PG_LEVEL_2M; level <= KVM_MAX_HUGEPAGE_LEVEL; level++) {
-    const per = PAGES[level]!;
-    const head = start - (start % per);
-    const tailEnd = Math.ceil(end / per) * per;
-    if (head >= slot.base_gfn && head + per <= slot.base_gfn + slot.npages) kvm.kvm_mmu_invalidate_range_add(head, head + per);
-    if (tailEnd - per >= slot.base_gfn && tailEnd <= slot.base_gfn + slot.npages) kvm.kvm_mmu_invalidate_range_add(tailEnd - per, tailEnd);
-  }
-  // The old side is what gets zapped: going private drops shared mappings and vice versa.
-  const attr_filter = to_private ? KVM_FILTER_SHARED : KVM_FILTER_PRIVATE;
-  if (probes.armed) probes.hit(PR_PRE_SET_ATTRS, { slot: slot.id, start, end, attr_filter });
-  return kvm_unmap_gfn_range(kvm, slot, start, end, attr_filter, true);
-}
-
-/** kvm_arch_post_set_memory_attributes(): recompute KVM_LPAGE_MIXED_FLAG of huge pages touching the range. */
-function kvm_arch_post_set_memory_attributes(kvm: Kvm, slot: KvmMemorySlot, start: number, end: number): void {
-  for (let level = PG_LEVEL_2M; level <= KVM_MAX_HUGEPAGE_LEVEL; level++) {
-    const per = PAGES[level]!;
-    for (let g = start - (start % per); g < end; g += per) {
-      if (g < slot.base_gfn || g + per > slot.base_gfn + slot.npages) continue;
-      const priv = kvm.kvm_mem_is_private(g);
-      let mixed = kvm.range_has_other_attrs(g, g + per, priv);
-      if (!mixed && level === PG_LEVEL_1G) {
-        for (let c = g; c < g + per && !mixed; c += 512) mixed = (lpage_info_slot(c, slot, PG_LEVEL_2M) & 0x8000_0000) !== 0;
-      }
-      hugepage_set_mixed_flag(slot, g, level, mixed);
-    }
-  }
-}
-
-
-/** kvm_vm_set_mem_attributes(). Returns 0 or -errno. */
-export function kvm_vm_set_mem_attributes(kvm: Kvm, gpa: number, size: number, attributes: number): number {
-  if (!kvm.arch.has_private_mem) return -EINVAL;
-  if ((attributes & ~KVM_MEMORY_ATTRIBUTE_PRIVATE) !== 0) return -EINVAL;
-  if (size === 0 || gpa % 4096 !== 0 || size % 4096 !== 0) return -EINVAL;
-  const start = gpa / 4096;
-  const end = start + size / 4096;
-  if (probes.armed) probes.hit(PR_SET_ATTRS, { start, end, attributes });
-  const to_private = (attributes & KVM_MEMORY_ATTRIBUTE_PRIVATE) !== 0;
-  const ranges: Array<[KvmMemorySlot, number, number]> = [];
-  for (const slots of kvm.memslots) {
-    for (const slot of slots.slots) {
-      const a = Math.max(start, slot.base_gfn);
-      const b = Math.min(end, slot.base_gfn + slot.npages);
-      if (a < b) ranges.push([slot, a, b]);
-    }
-  }
-  let flush = false;
-  if (ranges.length !== 0) kvm.kvm_mmu_invalidate_begin();
-  for (const [slot, a, b] of ranges) {
-    kvm.kvm_mmu_invalidate_range_add(a, b);
-    flush = kvm_arch_pre_set_memory_attributes(kvm, slot, a, b, to_private) || flush;
-  }
-  if (flush) kvm.kvm_flush_remote_tlbs();
-  kvm.set_private_range(start, end, to_private);
-  // The post pass takes mmu_lock with kvm_mmu_invalidate_end as its on_lock, then updates MIXED.
-  if (ranges.length !== 0) kvm.kvm_mmu_invalidate_end();
-  for (const [slot, a, b] of ranges) kvm_arch_post_set_memory_attributes(kvm, slot, a, b);
-  return 0;
-}
 
 // ---------------------------------------------------------------------------------------------------
 // KVM_PRE_FAULT_MEMORY.

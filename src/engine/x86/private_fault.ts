@@ -1,6 +1,6 @@
 /**
  * The private-memory part of the x86 fault path (arch/x86/kvm/mmu/mmu.c): resolving a private gfn
- * through guest_memfd (kvm_mmu_faultin_pfn_private), the level cap for private mappings (folio order,
+ * through guest_memfd (kvm_mmu_faultin_pfn_gmem), the level cap for private mappings (folio order,
  * then the vendor's cap: SEV-SNP's RMP entry size, TDX's 4K), and KVM_EXIT_MEMORY_FAULT.
  *
  * The fault and vCPU are structural so that the TDP fault path (mmu.ts) can hand its own
@@ -15,10 +15,9 @@ import { KVM_MEM_READONLY, PG_LEVEL_1G, PG_LEVEL_2M, PG_LEVEL_4K, type KvmMemory
 import { PFERR_PRIVATE_ACCESS_BIT, PFERR_PRIVATE_ACCESS_HI } from './pferr';
 import { RET_PF_CONTINUE } from './ret_pf';
 
-export { PFERR_PRIVATE_ACCESS_BIT, PFERR_PRIVATE_ACCESS_HI };
+import { KVM_EXIT_MEMORY_FAULT, KVM_MEMORY_EXIT_FLAG_PRIVATE } from './vcpu';
 
-export const KVM_EXIT_MEMORY_FAULT = 39;
-export const KVM_MEMORY_EXIT_FLAG_PRIVATE = 1 << 3;
+export { PFERR_PRIVATE_ACCESS_BIT, PFERR_PRIVATE_ACCESS_HI, KVM_EXIT_MEMORY_FAULT, KVM_MEMORY_EXIT_FLAG_PRIVATE };
 
 /** The kvm_page_fault fields the private path reads and writes. */
 export interface PrivateFault {
@@ -51,8 +50,9 @@ export interface PrivateVcpu {
 }
 
 const F = 'arch/x86/kvm/mmu/mmu.c';
-const PR_FAULTIN_PRIVATE = defineProbe(
-  'kvm_mmu_faultin_pfn_private', 'private', F, 'resolve a private gfn through guest_memfd and cap the mapping level', ['gfn', 'slot', 'max_level'],
+// 6.18's name (the snapshot sheet's kvm_mmu_faultin_pfn_private): it also serves gmem-only shared slots.
+const PR_FAULTIN_GMEM = defineProbe(
+  'kvm_mmu_faultin_pfn_gmem', 'private', F, 'resolve a private gfn through guest_memfd and cap the mapping level', ['gfn', 'slot', 'max_level'],
 );
 const PR_MEMORY_FAULT_EXIT = defineProbe(
   'kvm_mmu_prepare_memory_fault_exit', 'private', F, 'KVM_EXIT_MEMORY_FAULT: userspace must convert or back the gfn', ['flags', 'gpa', 'size'],
@@ -122,13 +122,13 @@ export function kvm_mmu_prepare_memory_fault_exit(vcpu: PrivateVcpu, fault: Priv
 const gp: GmemPfn = { pfn: 0, max_order: 0 };
 
 /**
- * kvm_mmu_faultin_pfn_private(): a slot without guest_memfd, or a guest_memfd lookup error, becomes a
+ * kvm_mmu_faultin_pfn_gmem(): a slot without guest_memfd, or a guest_memfd lookup error, becomes a
  * memory-fault exit (returning -EFAULT / the lookup's -errno). Otherwise the pfn comes from guest_memfd,
  * the mapping is writable unless the slot is read-only, and max_level is capped by the folio order and
  * the vendor. In the `on_fault` design variant the RMP conversion hook runs here, before the cap.
  */
-export function kvm_mmu_faultin_pfn_private(vcpu: PrivateVcpu, fault: PrivateFault): number {
-  if (probes.armed) probes.hit(PR_FAULTIN_PRIVATE, { gfn: fault.gfn, slot: fault.slot ? fault.slot.id : null, max_level: fault.max_level });
+export function kvm_mmu_faultin_pfn_gmem(vcpu: PrivateVcpu, fault: PrivateFault): number {
+  if (probes.armed) probes.hit(PR_FAULTIN_GMEM, { gfn: fault.gfn, slot: fault.slot ? fault.slot.id : null, max_level: fault.max_level });
   const kvm = vcpu.kvm;
   const slot = fault.slot;
   if (!kvm_slot_has_gmem(slot)) {
@@ -156,21 +156,14 @@ export function kvm_mmu_faultin_pfn_private(vcpu: PrivateVcpu, fault: PrivateFau
   return RET_PF_CONTINUE;
 }
 
-/** A VM whose fault path takes a private-faultin replacement (the engine's Kvm). */
-export interface PrivateFaultinHost extends PrivateMemKvm {
-  private_faultin: ((vcpu: never, fault: never) => number) | null;
-}
-
 /**
  * Wire the private-memory model into a VM of the engine's TDP MMU: the attribute, guest_memfd and SEV-SNP
  * code zap through the MMU's entry points (pass mmu.ts's kvm_unmap_gfn_range and kvm_zap_gfn_range
- * themselves, not wrappers, so each appears once on the KVM call stack), and the fault path's private
- * faultin becomes this module's kvm_mmu_faultin_pfn_private (guest_memfd pfns, folio order and RMP caps).
- * Taking the MMU functions as an argument keeps this module free of imports from mmu.ts.
+ * themselves, not wrappers, so each appears once on the KVM call stack). Taking the MMU functions as an
+ * argument keeps this module free of imports from mmu.ts (which calls kvm_mmu_faultin_pfn_gmem here).
  */
-export function kvm_x86_private_mem_init(kvm: PrivateFaultinHost, mmu: PrivateMemMmuHooks): void {
+export function kvm_x86_private_mem_init(kvm: PrivateMemKvm, mmu: PrivateMemMmuHooks): void {
   kvm_private_mem_init(kvm, mmu);
-  kvm.private_faultin = kvm_mmu_faultin_pfn_private;
 }
 
 /** Whether an error code (halves) carries PFERR_PRIVATE_ACCESS (bit 49). */

@@ -18,7 +18,7 @@ import { trace } from '../trace_sink';
 import { emitTracepoint, halvesToValue } from '../tracepoints/index';
 import {
   EINVAL, ENOENT, KVM_MEMORY_ATTRIBUTE_PRIVATE, KVM_X86_SNP_VM, kvm_mem_is_private, kvm_private_ctx, kvm_slot_has_gmem,
-  kvm_vm_set_mem_attributes, type PrivateMemKvm,
+  kvm_vm_ioctl_set_mem_attributes, type PrivateMemKvm,
 } from '../kvm/attributes';
 import { FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE, kvm_gmem_fallocate, kvm_gmem_get_file, kvm_gmem_get_pfn, type GmemPfn } from '../kvm/guest_memfd';
 import {
@@ -755,7 +755,7 @@ export function vmm_handle_map_gpa_range(kvm: PrivateMemKvm, exit: PscExit, opts
   const to_private = (exit.attrs & KVM_MAP_GPA_RANGE_ENCRYPTED) !== 0;
   const start = exit.gpa / 4096;
   const end = start + exit.npages;
-  const r = kvm_vm_set_mem_attributes(kvm, start, end, to_private ? KVM_MEMORY_ATTRIBUTE_PRIVATE : 0);
+  const r = kvm_vm_ioctl_set_mem_attributes(kvm, { address: exit.gpa, size: exit.npages * 4096, attributes: to_private ? KVM_MEMORY_ATTRIBUTE_PRIVATE : 0, flags: 0 });
   if (r !== 0 || to_private || !opts.punch_hole) return r;
   for (const slots of kvm.memslots) {
     for (const slot of slots.slots) {

@@ -17,7 +17,8 @@ import {
 } from './params';
 import { eptMasks, nptMasks, MMIO_SPTE_GEN_MASK, type SpteMasks, newMakeSpteArgs, type MakeSpteArgs } from './spte';
 import { KvmVmStat } from './stats';
-import type { KvmVcpu, kvm_page_fault } from './vcpu';
+import { kvm_mmu_init_memslot_memory_attributes, type PrivateMemKvm } from '../kvm/attributes';
+import { kvm_gmem_bind, kvm_gmem_unbind } from '../kvm/guest_memfd';
 
 export const KVM_X86_DEFAULT_VM = 0;
 export const KVM_X86_SW_PROTECTED_VM = 1;
@@ -182,11 +183,6 @@ export class Kvm {
 
   /** External page-table hooks (TDX); null for other VM types. */
   tdx_hooks: KvmTdxHooks | null = null;
-  /**
-   * Replacement for the MMU's built-in private faultin (kvm_mmu_faultin_pfn_gmem): the guest_memfd /
-   * SEV-SNP model installs its own. Same contract: fill fault.pfn/max_level/map_writable, return RET_PF_*.
-   */
-  private_faultin: ((vcpu: KvmVcpu, fault: kvm_page_fault) => number) | null = null;
   /** Installed by the MMU (mmu.ts) at VM creation. */
   mmu_ops: KvmMmuOps | null = null;
 
@@ -250,16 +246,14 @@ export class Kvm {
     }
   }
 
+  /** This VM as the private-memory model (kvm/attributes.ts, kvm/guest_memfd.ts) sees struct kvm. */
+  get private_mem(): PrivateMemKvm {
+    return this as unknown as PrivateMemKvm;
+  }
+
   /** Host pfn for a page handed to the TDX module as an S-EPT table (kvm_mmu_alloc_external_spt). */
   alloc_external_spt_pfn(): number {
     return this.next_external_spt++;
-  }
-
-  /** Allocate host pfns for a guest_memfd-backed range. */
-  alloc_gmem_pfns(npages: number): number {
-    const base = Math.ceil(this.next_host_pfn / PAGES_PER_1G) * PAGES_PER_1G;
-    this.next_host_pfn = base + npages;
-    return base;
   }
 
   /** sp_field variant: the hash lookup on gfn plus stolen bits before creating a child SP. */
@@ -521,10 +515,13 @@ export class Kvm {
         slots.remove(o);
         this.kvm_swap_active_memslots(as_id);
         ops?.commit_memory_region(this, o, undefined, change, o.flags);
+        // kvm_free_memslot() of the old slot, once nothing can reach it any more.
+        if (o.flags & KVM_MEM_GUEST_MEMFD) kvm_gmem_unbind(o);
         return 0;
       }
       slots.remove(o);
       const moved = this.rebuild_slot(o, base_gfn);
+      kvm_mmu_init_memslot_memory_attributes(this.private_mem, moved);
       slots.insert(moved);
       this.kvm_swap_active_memslots(as_id);
       ops?.commit_memory_region(this, o, moved, change, o.flags);
@@ -544,7 +541,12 @@ export class Kvm {
         id, as_id, base_gfn, npages, flags: mem.flags, userspace_addr: mem.userspace_addr,
         guest_memfd: mem.guest_memfd ?? -1, guest_memfd_offset: mem.guest_memfd_offset ?? 0, host_backing: backing, host_pfn_base,
       });
-      if (mem.flags & KVM_MEM_GUEST_MEMFD) slot.gmem_pfn_base = this.alloc_gmem_pfns(npages);
+      if (mem.flags & KVM_MEM_GUEST_MEMFD) {
+        const r = kvm_gmem_bind(this.private_mem, slot, mem.guest_memfd!, mem.guest_memfd_offset ?? 0);
+        if (r) return r;
+      }
+      // kvm_arch_prepare_memory_region -> kvm_alloc_memslot_metadata (a no-op without private memory).
+      kvm_mmu_init_memslot_memory_attributes(this.private_mem, slot);
       if (mem.flags & KVM_MEM_LOG_DIRTY_PAGES) this.kvm_alloc_dirty_bitmap(slot);
       slots.insert(slot);
       this.kvm_swap_active_memslots(as_id);
@@ -571,7 +573,6 @@ export class Kvm {
     for (const k of o.host_split_2m) s.host_split_2m.add(k);
     for (const [k, v] of o.host_migrated) s.host_migrated.set(k, v);
     for (const k of o.host_hwpoison) s.host_hwpoison.add(k);
-    s.gmem_pfn_base = o.gmem_pfn_base;
     // A moved slot keeps its dirty bitmap (kvm_prepare_memory_region reuses the old one).
     s.dirty_bitmap = o.dirty_bitmap;
     return s;

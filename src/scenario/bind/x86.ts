@@ -6,8 +6,7 @@
  */
 import { type HostBacking, type KvmMmuPage, KVM_X86_DEFAULT_VM, KVM_X86_SNP_VM, KVM_X86_SW_PROTECTED_VM, KVM_X86_TDX_VM, X86Vm } from '../../engine/x86/index';
 import { lpage_info_slot } from '../../engine/x86/memslot';
-import { kvm_mmu_do_page_fault, kvm_unmap_gfn_range, kvm_zap_gfn_range } from '../../engine/x86/mmu';
-import { kvm_x86_private_mem_init } from '../../engine/x86/private_fault';
+import { kvm_mmu_do_page_fault } from '../../engine/x86/mmu';
 import { set_gmem_prepare_variant } from '../../engine/x86/gmem_prepare_variant';
 import { kvm_gmem_create, kvm_gmem_fallocate } from '../../engine/kvm/guest_memfd';
 import { PFERR_GUEST_FINAL_MASK_HI, PFERR_PRIVATE_ACCESS_HI } from '../../engine/x86/pferr';
@@ -138,9 +137,7 @@ class X86Engine implements ScenarioEngine {
   constructor(readonly cfg: VmConfig, opts: ConstructorParameters<typeof X86Vm>[0]) {
     this.vm = new X86Vm(opts);
     const kvm = this.vm.kvm;
-    // The private-memory model (attributes, guest_memfd, SEV-SNP) zaps through the TDP MMU's entry
-    // points, and private faults resolve through guest_memfd.
-    kvm_x86_private_mem_init(kvm, { kvm_unmap_gfn_range, kvm_zap_gfn_range });
+    // X86Vm itself wires the private-memory model (attributes, guest_memfd, SEV-SNP) into its MMU.
     this.snp = cfg.type === 'snp' ? new SnpLayer(this.vm) : undefined;
     const gp = cfg.variants['gmem_prepare'];
     if (this.snp && gp !== undefined) set_gmem_prepare_variant(kvm, gp === 'proposed' || gp === 'on_fault' ? 'on_fault' : 'on_alloc');

@@ -9,11 +9,11 @@ import type { PrivateMemKvm } from '../../engine/kvm/attributes';
 import type { X86Vm } from '../../engine/x86/index';
 import { npf_interception } from '../../engine/x86/mmu';
 import {
-  PFERR_FETCH_MASK, PFERR_GUEST_ENC_MASK_HI, PFERR_GUEST_FINAL_MASK_HI, PFERR_GUEST_RMP_MASK, PFERR_PRESENT_MASK, PFERR_USER_MASK, PFERR_WRITE_MASK,
+  PFERR_FETCH_MASK, PFERR_GUEST_ENC_MASK_HI, PFERR_GUEST_FINAL_MASK_HI, PFERR_PRESENT_MASK, PFERR_USER_MASK, PFERR_WRITE_MASK,
 } from '../../engine/x86/pferr';
 import {
-  RMP_PG_SIZE_2M, RMP_PG_SIZE_4K, SNP_PAGE_STATE_PRIVATE, SNP_PAGE_STATE_SHARED, pvalidate, sev_handle_rmp_fault, sev_snp_init, snp_begin_psc,
-  snp_lookup_rmpentry, snp_rmp_check_guest_access, snp_rmp_view, type PscEntry, type SevInfo,
+  RMP_PG_SIZE_2M, RMP_PG_SIZE_4K, SNP_PAGE_STATE_PRIVATE, SNP_PAGE_STATE_SHARED, pvalidate, snp_begin_psc,
+  snp_lookup_rmpentry, snp_rmp_check_guest_access, snp_rmp_view, to_kvm_sev_info, type PscEntry, type SevInfo,
 } from '../../engine/x86/sev_snp';
 import type { Exit, Fields, Outcome } from '../engine_api';
 
@@ -34,9 +34,8 @@ export class SnpLayer {
 
   constructor(readonly vm: X86Vm) {
     this.pk = vm.kvm as unknown as PrivateMemKvm;
-    // Private faults already resolve through guest_memfd (kvm_x86_private_mem_init); its prepare hook
-    // now assigns the page in the RMP.
-    this.sev = sev_snp_init(this.pk, { asid: 1 });
+    // X86Vm ran sev_snp_init for the SNP VM: guest_memfd's prepare hook assigns pages in the RMP.
+    this.sev = to_kvm_sev_info(this.pk)!;
   }
 
   /** The NPT leaf for a gfn in the vCPU's root: permissions (P/RW/NX), level, and the pfn behind the gfn. */
@@ -54,11 +53,10 @@ export class SnpLayer {
     return undefined;
   }
 
-  /** KVM's #NPF handling: npf_interception, then sev_handle_rmp_fault for an RMP violation it did not fail. */
+  /** KVM's #NPF handling: npf_interception (which runs sev_handle_rmp_fault for an RMP violation). */
   private npf(id: number, gpa: number, err_lo: number, err_hi: number): Outcome | undefined {
     const vcpu = this.vm.vcpu(id);
     const ret = npf_interception(vcpu, gpa, err_lo, err_hi);
-    if (ret > 0 && (err_lo & PFERR_GUEST_RMP_MASK) !== 0) sev_handle_rmp_fault({ kvm: this.pk, vcpu_id: id }, gpa, err_lo, err_hi);
     if (ret > 0) return undefined;
     const ex = vcpu.run_exit;
     if (ex && ex.exit_reason === KVM_EXIT_MEMORY_FAULT) return { exit: { reason: 'KVM_EXIT_MEMORY_FAULT', vcpu: id, fields: { flags: ex.flags, gpa: ex.gpa, size: ex.size } } };

@@ -5,10 +5,11 @@ import { Kvm } from '../../../../src/engine/x86/vm';
 import { KVM_LPAGE_MIXED_FLAG, KvmMemorySlot, lpage_info_slot, KVM_MEM_GUEST_MEMFD } from '../../../../src/engine/x86/memslot';
 import {
   KVM_FILTER_PRIVATE, KVM_FILTER_SHARED, KVM_MEMORY_ATTRIBUTE_PRIVATE, KVM_X86_DEFAULT_VM, KVM_X86_SNP_VM, KVM_X86_SW_PROTECTED_VM,
-  kvm_mmu_init_memslot_memory_attributes, kvm_vm_ioctl_set_mem_attributes, kvm_vm_set_mem_attributes, max_level_by_lpage_info,
+  kvm_vm_ioctl_set_mem_attributes, kvm_vm_set_mem_attributes, max_level_by_lpage_info,
   kvm_range_has_memory_attributes,
 } from '../../../../src/engine/kvm/attributes';
 import { __kvm_mmu_max_mapping_level } from '../../../../src/engine/x86/mmu';
+import { kvm_gmem_create } from '../../../../src/engine/kvm/guest_memfd';
 import { pk, recordingMmu, recordInvalidations, vmWithGmemSlot } from './private_helpers';
 
 const P = KVM_MEMORY_ATTRIBUTE_PRIVATE;
@@ -87,8 +88,9 @@ test('setting attributes a range already has changes nothing', () => {
 
 test('a range over two slots: one invalidation, one clipped unmap per slot', () => {
   const kvm = new Kvm({ vendor: 'svm', vm_type: KVM_X86_SNP_VM });
+  const fd = kvm_gmem_create(pk(kvm), { size: 0x400 * 4096, flags: 0 });
   for (const [id, gfn] of [[0, BASE], [1, BASE + 0x200]] as const) {
-    assert.equal(kvm.kvm_set_memory_region({ slot: id, flags: KVM_MEM_GUEST_MEMFD, guest_phys_addr: gfn * 4096, memory_size: 0x200 * 4096, userspace_addr: 0x7f00_0000_0000 + gfn * 4096, guest_memfd: 3, guest_memfd_offset: 0 }), 0);
+    assert.equal(kvm.kvm_set_memory_region({ slot: id, flags: KVM_MEM_GUEST_MEMFD, guest_phys_addr: gfn * 4096, memory_size: 0x200 * 4096, userspace_addr: 0x7f00_0000_0000 + gfn * 4096, guest_memfd: fd, guest_memfd_offset: (gfn - BASE) * 4096 }), 0);
   }
   const calls = recordingMmu(kvm);
   const seq = kvm.mmu_invalidate_seq;
@@ -110,12 +112,12 @@ test('KVM_SET_MEMORY_ATTRIBUTES argument checks', () => {
   assert.equal(kvm_vm_ioctl_set_mem_attributes(pk(plain), { address: 0, size: 4096, attributes: P, flags: 0 }), -22);
 });
 
-test('a slot created over existing attributes gets its mixed flags at creation', () => {
+test('a slot created over existing attributes gets its mixed flags at creation (KVM_SET_USER_MEMORY_REGION2)', () => {
   const kvm = new Kvm({ vendor: 'svm', vm_type: KVM_X86_SW_PROTECTED_VM });
   kvm_vm_set_mem_attributes(pk(kvm), BASE + 0x600, BASE + 0x601, P);
-  kvm.kvm_set_memory_region({ slot: 0, flags: KVM_MEM_GUEST_MEMFD, guest_phys_addr: BASE * 4096, memory_size: 1 << 30, userspace_addr: 0x7f00_0000_0000, guest_memfd: 3, guest_memfd_offset: 0 });
+  const fd = kvm_gmem_create(pk(kvm), { size: 1 << 30, flags: 0 });
+  assert.equal(kvm.kvm_set_memory_region({ slot: 0, flags: KVM_MEM_GUEST_MEMFD, guest_phys_addr: BASE * 4096, memory_size: 1 << 30, userspace_addr: 0x7f00_0000_0000, guest_memfd: fd, guest_memfd_offset: 0 }), 0);
   const slot = kvm.memslots[0]!.slots[0]!;
-  kvm_mmu_init_memslot_memory_attributes(pk(kvm), slot);
   assert.equal(mixed(slot, BASE + 0x600, 2), true);
   assert.equal(mixed(slot, BASE + 0x400, 2), false);
   assert.equal(mixed(slot, BASE, 3), true);

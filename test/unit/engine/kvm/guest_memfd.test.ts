@@ -42,22 +42,20 @@ test('KVM_CREATE_GUEST_MEMFD argument checks', () => {
   assert.ok(kvm_gmem_create(pk(plain), { size: 1 << 21, flags: GUEST_MEMFD_FLAG_MMAP }) >= 0);
 });
 
-test('binding checks: range inside the file, page-aligned offset, no overlap', () => {
+test('binding checks at KVM_SET_USER_MEMORY_REGION2: range inside the file, page-aligned offset, no overlap', () => {
   const kvm = new Kvm({ vendor: 'svm', vm_type: KVM_X86_SNP_VM });
   const fd = kvm_gmem_create(pk(kvm), { size: 12 << 20, flags: 0 });
-  const mk = (id: number, gfn: number, npages: number) => {
-    kvm.kvm_set_memory_region({ slot: id, flags: KVM_MEM_GUEST_MEMFD, guest_phys_addr: gfn * 4096, memory_size: npages * 4096, userspace_addr: 0x7f00_0000_0000 + gfn * 4096, guest_memfd: fd, guest_memfd_offset: 0 });
-    return kvm.memslots[0]!.byId(id)!;
-  };
-  const a = mk(0, BASE, 512);
-  const b = mk(1, BASE + 0x1000, 512);
-  const c = mk(2, BASE + 0x2000, 1024);
-  assert.equal(kvm_gmem_bind(pk(kvm), a, fd, 0), 0);
-  assert.equal(kvm_gmem_bind(pk(kvm), b, fd, 4096 * 100), -17);
-  assert.equal(kvm_gmem_bind(pk(kvm), b, fd, 4096 * 512 + 1), -22);
-  assert.equal(kvm_gmem_bind(pk(kvm), c, fd, 4096 * 2560), -22);
-  assert.equal(kvm_gmem_bind(pk(kvm), b, fd, 4096 * 512), 0);
-  assert.equal(kvm_gmem_bind(pk(kvm), c, fd, 4096 * 1024), 0);
+  const mk = (id: number, gfn: number, npages: number, offset: number) =>
+    kvm.kvm_set_memory_region({ slot: id, flags: KVM_MEM_GUEST_MEMFD, guest_phys_addr: gfn * 4096, memory_size: npages * 4096, userspace_addr: 0x7f00_0000_0000 + gfn * 4096, guest_memfd: fd, guest_memfd_offset: offset });
+  assert.equal(mk(0, BASE, 512, 0), 0);
+  assert.equal(mk(1, BASE + 0x1000, 512, 4096 * 100), -17, 'overlaps slot 0 in the file');
+  assert.equal(mk(1, BASE + 0x1000, 512, 4096 * 512 + 1), -22, 'offset not page aligned');
+  assert.equal(mk(2, BASE + 0x2000, 1024, 4096 * 2560), -22, 'beyond the end of the file');
+  assert.equal(kvm.memslots[0]!.slots.length, 1, 'a failed bind creates no slot');
+  assert.equal(mk(1, BASE + 0x1000, 512, 4096 * 512), 0);
+  assert.equal(mk(2, BASE + 0x2000, 1024, 4096 * 1024), 0);
+  assert.equal(mk(3, BASE + 0x3000, 1, 0), -17, 'the file is fully bound');
+  assert.equal(kvm_gmem_bind(pk(kvm), kvm.memslots[0]!.byId(0)!, fd, 0), -17, 'slot 0 is bound already');
 });
 
 test('order-0 folios: pfn by file offset, max_order 0, prepared exactly once with the folio gfn/pfn', () => {

@@ -2,6 +2,7 @@
 // positions in kvm-x86-mmu.md §3 (EPT/x86 entry formats, KVM software bits), not from engine code.
 import { X86Vm, type X86VmOptions } from '../../../../src/engine/x86/index';
 import { trace, type TraceEvent } from '../../../../src/engine/trace_sink';
+import { kvm_gmem_create } from '../../../../src/engine/kvm/guest_memfd';
 
 export const GiB = 0x4000_0000;
 export const MiB = 0x10_0000;
@@ -10,11 +11,15 @@ export function vm(opts: X86VmOptions = {}): X86Vm {
   return new X86Vm(opts);
 }
 
-/** A slot whose HVA and host pfns are 1 GiB-aligned, so gfn g is backed by host pfn `pfn_base + (g - base)`. */
+/**
+ * A slot whose HVA and host pfns are 1 GiB-aligned, so gfn g is backed by host pfn `pfn_base + (g - base)`.
+ * A KVM_MEM_GUEST_MEMFD slot gets its own guest_memfd file of the slot's size first, as a VMM creates it.
+ */
 export function slot(v: X86Vm, id: number, gpa: number, size: number, o: { backing?: '4k' | '2m-thp' | '1g-hugetlb'; pfn_base?: number; flags?: number; uaddr?: number } = {}): number {
+  const gmem = (o.flags ?? 0) & 4 ? kvm_gmem_create(v.kvm.private_mem, { size, flags: 0 }) : undefined;
   return v.set_user_memory_region({
     slot: id, flags: o.flags ?? 0, guest_phys_addr: gpa, memory_size: size, userspace_addr: o.uaddr ?? 0x7f00_0000_0000 + gpa,
-    host_backing: o.backing ?? '4k', host_pfn_base: o.pfn_base ?? 0x40_0000 + gpa / 4096, guest_memfd: (o.flags ?? 0) & 4 ? 7 : undefined,
+    host_backing: o.backing ?? '4k', host_pfn_base: o.pfn_base ?? 0x40_0000 + gpa / 4096, guest_memfd: gmem,
   });
 }
 

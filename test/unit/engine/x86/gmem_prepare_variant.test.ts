@@ -79,7 +79,7 @@ test('on_fault: the RFC hook runs inside the private faultin path and kvm_arch_g
   } finally {
     probes.listen(undefined);
   }
-  const i = seen.indexOf('kvm_mmu_faultin_pfn_private');
+  const i = seen.indexOf('kvm_mmu_faultin_pfn_gmem');
   assert.ok(i >= 0);
   assert.ok(seen.indexOf('kvm_x86_gmem_prepare') > i);
   assert.ok(seen.indexOf('rmp_make_private') > seen.indexOf('kvm_x86_gmem_prepare'));
@@ -110,10 +110,10 @@ test('KVM call stacks: the RFC hook under the private faultin of kvm_mmu_page_fa
     });
     const onAlloc = stacks.get('rmp_make_private')!;
     const unmap = stacks.get('kvm_unmap_gfn_range')!;
-    assert.deepEqual(onFault.slice(0, 4), ['rmp_make_private', 'sev_gmem_prepare', 'kvm_x86_gmem_prepare', 'kvm_mmu_faultin_pfn_private']);
+    assert.deepEqual(onFault.slice(0, 4), ['rmp_make_private', 'sev_gmem_prepare', 'kvm_x86_gmem_prepare', 'kvm_mmu_faultin_pfn_gmem']);
     assert.ok(onFault.includes('kvm_mmu_page_fault'));
     assert.deepEqual(onAlloc.slice(0, 6), [
-      'rmp_make_private', 'sev_gmem_prepare', 'kvm_arch_gmem_prepare', 'kvm_gmem_prepare_folio', 'kvm_gmem_get_pfn', 'kvm_mmu_faultin_pfn_private',
+      'rmp_make_private', 'sev_gmem_prepare', 'kvm_arch_gmem_prepare', 'kvm_gmem_prepare_folio', 'kvm_gmem_get_pfn', 'kvm_mmu_faultin_pfn_gmem',
     ]);
     assert.deepEqual(unmap.slice(0, 3), ['kvm_unmap_gfn_range', 'kvm_arch_pre_set_memory_attributes', 'kvm_vm_set_mem_attributes']);
   } finally {

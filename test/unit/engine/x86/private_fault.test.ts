@@ -6,7 +6,7 @@ import { KVM_X86_SNP_VM, KVM_X86_SW_PROTECTED_VM, KVM_X86_TDX_VM } from '../../.
 import { kvm_gmem_release } from '../../../../src/engine/kvm/guest_memfd';
 import { PFERR_PRIVATE_ACCESS_BIT } from '../../../../src/engine/x86/pferr';
 import {
-  KVM_EXIT_MEMORY_FAULT, KVM_MEMORY_EXIT_FLAG_PRIVATE, kvm_max_level_for_order, kvm_max_private_mapping_level, kvm_mmu_faultin_pfn_private,
+  KVM_EXIT_MEMORY_FAULT, KVM_MEMORY_EXIT_FLAG_PRIVATE, kvm_max_level_for_order, kvm_max_private_mapping_level, kvm_mmu_faultin_pfn_gmem,
   kvm_mmu_prepare_memory_fault_exit, pferr_is_private, type PrivateFault, type PrivateVcpu,
 } from '../../../../src/engine/x86/private_fault';
 import { rmp_make_private, psmash, sev_snp_init } from '../../../../src/engine/x86/sev_snp';
@@ -52,13 +52,13 @@ test('private fault on a slot without guest_memfd: memory-fault exit and -EFAULT
   probes.listen((n) => seen.push(n));
   let r;
   try {
-    r = kvm_mmu_faultin_pfn_private(v, f);
+    r = kvm_mmu_faultin_pfn_gmem(v, f);
   } finally {
     probes.listen(undefined);
   }
   assert.equal(r, -14);
   assert.deepEqual(v.run_exit, { exit_reason: 39, flags: 8, gpa: (BASE + 1) * 4096, size: 4096 });
-  assert.deepEqual(seen, ['kvm_mmu_faultin_pfn_private', 'kvm_mmu_prepare_memory_fault_exit']);
+  assert.deepEqual(seen, ['kvm_mmu_faultin_pfn_gmem', 'kvm_mmu_prepare_memory_fault_exit']);
 });
 
 test('a guest_memfd lookup error (file released) becomes a memory-fault exit', () => {
@@ -66,7 +66,7 @@ test('a guest_memfd lookup error (file released) becomes a memory-fault exit', (
   recordingMmu(kvm);
   kvm_gmem_release(pk(kvm), fd);
   const v = vcpuOf(kvm);
-  assert.equal(kvm_mmu_faultin_pfn_private(v, fault(BASE, { slot })), -14);
+  assert.equal(kvm_mmu_faultin_pfn_gmem(v, fault(BASE, { slot })), -14);
   assert.equal(v.run_exit!.flags, KVM_MEMORY_EXIT_FLAG_PRIVATE);
 });
 
@@ -74,7 +74,7 @@ test('order-0 guest_memfd: private mappings are 4K whatever the fault allowed', 
   const { kvm, slot } = vmWithGmemSlot(KVM_X86_SW_PROTECTED_VM, BASE * 4096, 4 << 20);
   const v = vcpuOf(kvm);
   const f = fault(BASE + 0x205, { slot });
-  assert.equal(kvm_mmu_faultin_pfn_private(v, f), 0);
+  assert.equal(kvm_mmu_faultin_pfn_gmem(v, f), 0);
   assert.equal(f.max_level, 1);
   assert.equal(f.map_writable, true);
   assert.equal(f.refcounted_page, true);
@@ -87,17 +87,17 @@ test('SNP with huge folios: max level = min(fault, folio, RMP entry); never 1G',
   const sev = sev_snp_init(pk(kvm), { asid: 3 });
   const v = vcpuOf(kvm);
   const f = fault(BASE + 0x205, { slot });
-  assert.equal(kvm_mmu_faultin_pfn_private(v, f), 0);
+  assert.equal(kvm_mmu_faultin_pfn_gmem(v, f), 0);
   // The folio was prepared as a 2M RMP entry, so 2M; the fault allowed 1G.
   assert.equal(sev.rmp.entry(f.pfn - 5).pagesize, 1);
   assert.equal(f.max_level, 2);
   const g = fault(BASE + 0x206, { slot, max_level: 1 });
-  kvm_mmu_faultin_pfn_private(v, g);
+  kvm_mmu_faultin_pfn_gmem(v, g);
   assert.equal(g.max_level, 1);
   // After a PSMASH the RMP entry is 4K, and so is the mapping.
   psmash(sev.rmp, f.pfn - 5);
   const h = fault(BASE + 0x207, { slot });
-  kvm_mmu_faultin_pfn_private(v, h);
+  kvm_mmu_faultin_pfn_gmem(v, h);
   assert.equal(h.max_level, 1);
   // Even a 1G-order folio backed by a 2M RMP entry maps at most 2M.
   assert.equal(kvm_max_private_mapping_level(pk(kvm), f.pfn + 0x200 - 5, 3, 18), 1);
@@ -116,7 +116,7 @@ test('kvm_gmem_max_mapping_level (recovery path): the folio there now, capped by
   const sev = sev_snp_init(pk(kvm), { asid: 3 });
   assert.equal(kvm_gmem_max_mapping_level(pk(kvm), slot, BASE + 0x210, true), 1);
   const f = fault(BASE + 0x210, { slot });
-  kvm_mmu_faultin_pfn_private(vcpuOf(kvm), f);
+  kvm_mmu_faultin_pfn_gmem(vcpuOf(kvm), f);
   assert.equal(kvm_gmem_max_mapping_level(pk(kvm), slot, BASE + 0x3ff, true), 2);
   psmash(sev.rmp, f.pfn - 0x10);
   assert.equal(kvm_gmem_max_mapping_level(pk(kvm), slot, BASE + 0x3ff, true), 1);

@@ -1,5 +1,5 @@
 /**
- * The private-memory model inside the engine's real fault path and TDP MMU (kvm_x86_private_mem_init):
+ * The private-memory model inside the engine's real fault path and TDP MMU (wired by X86Vm):
  * NPT leaves for private gfns come from guest_memfd and are never larger than the RMP entry.
  */
 import { test } from 'node:test';
@@ -9,19 +9,18 @@ import { KVM_MEM_GUEST_MEMFD } from '../../../../src/engine/x86/memslot';
 import { PFERR_GUEST_FINAL_MASK_HI, PFERR_GUEST_ENC_MASK_HI, PFERR_PRIVATE_ACCESS_HI, PFERR_USER_MASK, PFERR_WRITE_MASK, PFERR_PRESENT_MASK, PFERR_GUEST_RMP_MASK } from '../../../../src/engine/x86/pferr';
 import { KVM_MEMORY_ATTRIBUTE_PRIVATE, KVM_X86_SNP_VM, kvm_vm_set_mem_attributes } from '../../../../src/engine/kvm/attributes';
 import { kvm_gmem_create, kvm_gmem_file } from '../../../../src/engine/kvm/guest_memfd';
-import { kvm_x86_private_mem_init } from '../../../../src/engine/x86/private_fault';
-import { kvm_unmap_gfn_range, kvm_zap_gfn_range } from '../../../../src/engine/x86/mmu';
-import { sev_handle_rmp_fault, sev_snp_init } from '../../../../src/engine/x86/sev_snp';
+import { sev_handle_rmp_fault, to_kvm_sev_info } from '../../../../src/engine/x86/sev_snp';
 
 const GPA = 0x1_0000_0000;
 const GFN = GPA / 4096;
 const ERR_HI = PFERR_GUEST_FINAL_MASK_HI | PFERR_GUEST_ENC_MASK_HI | PFERR_PRIVATE_ACCESS_HI;
 
 function snp(huge: boolean) {
-  const v = new X86Vm({ vendor: 'svm', vm_type: KVM_X86_SNP_VM });
+  // X86Vm wires kvm_x86_private_mem_init and sev_snp_init itself.
+  const v = new X86Vm({ vendor: 'svm', vm_type: KVM_X86_SNP_VM, sev_asid: 7 });
   const kvm = v.kvm;
-  kvm_x86_private_mem_init(kvm, { kvm_unmap_gfn_range, kvm_zap_gfn_range });
-  const sev = sev_snp_init(kvm, { asid: 7 });
+  const sev = to_kvm_sev_info(kvm)!;
+  assert.equal(sev.asid, 7);
   const fd = kvm_gmem_create(kvm, { size: 8 << 20, flags: 0 }, { huge_folios: huge });
   assert.equal(v.add_slot(0, GPA, 8 << 20, { flags: KVM_MEM_GUEST_MEMFD, guest_memfd: fd }), 0);
   kvm_vm_set_mem_attributes(kvm, GFN, GFN + 2048, KVM_MEMORY_ATTRIBUTE_PRIVATE);

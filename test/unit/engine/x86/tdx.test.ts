@@ -4,6 +4,7 @@ import { GiB, capture, slot, vm } from './fault_helpers';
 import { KVM_X86_TDX_VM, KVM_MEM_GUEST_MEMFD, PRIVATE } from '../../../../src/engine/x86/index';
 import { TdxModule, TDX_EPT_WALK_FAILED, TDX_EPT_ENTRY_STATE_INCORRECT, TDX_OPERAND_PAGE_METADATA_INCORRECT } from '../../../../src/engine/x86/tdx';
 import { compare_tdx_stolen_bits } from '../../../../src/engine/x86/tdx_variants';
+import { kvm_gmem_get_file } from '../../../../src/engine/kvm/guest_memfd';
 
 const SHARED48 = 2 ** 47;
 const ROLE_IS_MIRROR = 1 << 19;
@@ -111,7 +112,9 @@ test('shared MMIO: the SPTE is installed with suppress-#VE clear; the re-execute
 test('a refusal by the TDX module leaves the mirror SPTE as it was and the fault retries', () => {
   const v = td();
   // Make the module believe the gmem page for gfn 9 already belongs elsewhere.
-  const pfn = v.kvm.kvm_memslots(0).byId(0)!.gmem_pfn_base + 9;
+  const s0 = v.kvm.kvm_memslots(0).byId(0)!;
+  const b = kvm_gmem_get_file(v.kvm.private_mem, s0)!;
+  const pfn = b.file.pfn_base + b.pgoff + 9;
   v.tdx!.assigned.set(pfn, 'someone else');
   const r = v.access(0, 0x9000, 'read');
   assert.equal(r.ret_pf, 1);

@@ -4,6 +4,7 @@ import { GiB, slot, vm } from './fault_helpers';
 import { KVM_MEM_GUEST_MEMFD, KVM_MEM_LOG_DIRTY_PAGES, KVM_MEM_READONLY, KVM_X86_TDX_VM } from '../../../../src/engine/x86/index';
 import { nx_huge_pages_recovery_period, default_module_params } from '../../../../src/engine/x86/params';
 import { probes, kvmStack } from '../../../../src/engine/probes';
+import { kvm_gmem_create } from '../../../../src/engine/kvm/guest_memfd';
 
 const U = 0x7f00_0000_0000;
 const region = (slotn: number, gpa: number, size: number, flags = 0, uaddr = U + gpa) => ({ slot: slotn, flags, guest_phys_addr: gpa, memory_size: size, userspace_addr: uaddr });
@@ -28,6 +29,7 @@ test('KVM_SET_USER_MEMORY_REGION2 argument checks', () => {
 
 test('TDX: one address space, guest_memfd slots can be neither read-only nor dirty-logged, and no alias gfns', () => {
   const v = vm({ vm_type: KVM_X86_TDX_VM });
+  assert.equal(kvm_gmem_create(v.kvm.private_mem, { size: GiB, flags: 0 }), 3);
   assert.equal(v.set_user_memory_region(region(1 << 16, 0, GiB)), -22);
   assert.equal(v.set_user_memory_region({ ...region(0, 0, GiB, KVM_MEM_GUEST_MEMFD | KVM_MEM_READONLY), guest_memfd: 3 }), -22);
   assert.equal(v.set_user_memory_region({ ...region(0, 0, GiB, KVM_MEM_GUEST_MEMFD | KVM_MEM_LOG_DIRTY_PAGES), guest_memfd: 3 }), -22);
@@ -46,6 +48,7 @@ test('memslot generation: +2 per update with SMM, delete publishes twice, TDX co
   v.set_user_memory_region(region(0, 0, 0));
   assert.equal(v.kvm.kvm_memslots(0).generation, 6);
   const t = vm({ vm_type: KVM_X86_TDX_VM });
+  assert.equal(kvm_gmem_create(t.kvm.private_mem, { size: GiB, flags: 0 }), 3);
   t.set_user_memory_region({ ...region(0, 0, GiB, KVM_MEM_GUEST_MEMFD), guest_memfd: 3 });
   assert.equal(t.kvm.kvm_memslots(0).generation, 1);
 });
