@@ -30,14 +30,14 @@
  *   of the model against the capture's; the earliest line where they disagree is reported.
  * - Only TDP MMU captures are checked (shadow paging faults on GVAs whose guest page tables are not traced).
  */
-import { createReadStream } from 'node:fs';
+import { createReadStream, statSync } from 'node:fs';
 import { EVENT_BY_NAME, hexHalves, KVM_ISA_SVM, KVM_ISA_VMX } from '../engine/tracepoints/index';
 import { trace, type TraceEvent } from '../engine/trace_sink';
 import { X86Vm, type HostBacking } from '../engine/x86/index';
 import { handle_ept_violation, npf_interception } from '../engine/x86/mmu';
 import type { ParsedEvent } from './event';
 import { TraceParser } from './parser';
-import { parseStream, type StreamOptions } from './stream';
+import { AbortError, parseStream, type StreamOptions } from './stream';
 import { DEFAULT_KERNEL, type KernelVersion } from './kernel_version';
 
 const S_CHANGED = EVENT_BY_NAME.get('kvm_tdp_mmu_spte_changed')!;
@@ -198,11 +198,14 @@ interface Episode {
   changes: SpteChange[];
   /** Split gfns (dirty_log). */
   splits: number[];
+  /** No more events will be attributed to it. */
+  closed: boolean;
 }
 
-interface Capture {
+/** What a pass over the capture learns about the VM (the episodes go to a callback as they close). */
+interface Scan {
   evidence: VmEvidence;
-  episodes: Episode[];
+  faults: number;
   realChanges: number;
   /** Huge leaves the capture installed: 2M region index -> largest level. */
   hugeAt: Map<number, number>;
@@ -215,79 +218,106 @@ const S_SPLIT = EVENT_BY_NAME.get('kvm_mmu_split_huge_page')!;
 const S_ENTRY = EVENT_BY_NAME.get('kvm_entry')!;
 const S_ZAP_ALL = EVENT_BY_NAME.get('kvm_mmu_zap_all_fast')!;
 
-async function readCapture(source: AsyncIterable<Uint8Array | string>, opts: ModelCheckOptions): Promise<Capture> {
-  const cap: Capture = { evidence: new VmEvidence(), episodes: [], realChanges: 0, hugeAt: new Map(), regions: new Set(), vcpus: 1, sawPageFault: false };
+/**
+ * One pass over the capture. Operations are handed to `emit` in the order they started, each once it is
+ * closed (so only the operations still open are held in memory).
+ */
+async function readCapture(source: AsyncIterable<Uint8Array | string>, opts: ModelCheckOptions, emit: (ep: Episode) => void, signal?: AbortSignal): Promise<Scan> {
+  const cap: Scan = { evidence: new VmEvidence(), faults: 0, realChanges: 0, hugeAt: new Map(), regions: new Set(), vcpus: 1, sawPageFault: false };
   const PF = S_PF.index;
   const C = S_CHANGED.index;
   const R = S_REQ.index;
   const SP = S_SPLIT.index;
   const open = new Map<number, Episode>();
+  let queue: Episode[] = [];
+  let head = 0;
+  const close = (pid: number) => {
+    const e = open.get(pid);
+    if (e) e.closed = true;
+    open.delete(pid);
+  };
+  const drain = () => {
+    while (head < queue.length && queue[head]!.closed) emit(queue[head++]!);
+    if (head > 4096) {
+      queue = queue.slice(head);
+      head = 0;
+    }
+  };
   const start = (kind: Episode['kind'], ev: ParsedEvent, f?: Partial<Episode>): Episode => {
-    const e: Episode = { kind, line: ev.line, pid: ev.pid, vcpu: 0, gpa: 0, errLo: 0, errHi: 0, changes: [], splits: [], ...f };
-    cap.episodes.push(e);
+    close(ev.pid);
+    const e: Episode = { kind, line: ev.line, pid: ev.pid, vcpu: 0, gpa: 0, errLo: 0, errHi: 0, changes: [], splits: [], closed: false, ...f };
+    if (kind === 'fault') cap.faults++;
+    queue.push(e);
     open.set(ev.pid, e);
     return e;
   };
   const parser = new TraceParser({
     kernel: opts.kernel ?? DEFAULT_KERNEL,
     onEvent: (ev) => {
-      cap.evidence.onEvent(ev);
-      const s = ev.schema;
-      if (s === S_PF) {
-        const gpa = ev.hi[PF['fault_address']!]! * TWO32 + ev.lo[PF['fault_address']!]!;
-        const vcpu = ev.has & (1 << PF['vcpu_id']!) ? ev.lo[PF['vcpu_id']!]! : 0;
-        cap.vcpus = Math.max(cap.vcpus, Math.min(vcpu, 63) + 1);
-        cap.sawPageFault = true;
-        // an ioctl's run of changes ends when a vCPU faults again (a sequential reading of the capture)
-        for (const [pid, e] of open) if (e.kind !== 'fault') open.delete(pid);
-        start('fault', ev, { vcpu, gpa, errLo: ev.lo[PF['error_code']!]!, errHi: ev.hi[PF['error_code']!]! });
-        cap.regions.add(Math.floor(gpa / 0x20_0000));
-      } else if (s === S_REQ) {
-        const gfn = ev.hi[R['gfn']!]! * TWO32 + ev.lo[R['gfn']!]!;
-        cap.regions.add(Math.floor(gfn / 512));
-        // Without kvm_page_fault events, the request is the fault (its access is unknown: a write).
-        if (!cap.sawPageFault && open.get(ev.pid)?.kind !== 'fault') start('fault', ev, { gpa: gfn * 4096, errLo: -1 });
-      } else if (s === S_ENTRY) {
-        if (open.get(ev.pid)?.kind === 'fault') open.delete(ev.pid);
-      } else if (s === S_SPLIT) {
-        const cur = open.get(ev.pid);
-        const gfn = ev.hi[SP['gfn']!]! * TWO32 + ev.lo[SP['gfn']!]!;
-        if (cur?.kind === 'fault') return;
-        // the split is traced after the change that links the new table: the run it ends is the split
-        const ep = cur ?? start('dirty_log', ev);
-        ep.kind = 'dirty_log';
-        ep.splits.push(gfn);
-      } else if (s === S_ZAP_ALL) {
-        start('zap_all', ev);
-      } else if (s === S_CHANGED) {
-        const level = ev.lo[C['level']!]!;
-        if (level < 1 || level > 5) return;
-        const gfnRaw = ev.hi[C['gfn']!]! * TWO32 + ev.lo[C['gfn']!]!;
-        const gfn = gfnRaw - (gfnRaw % (SPAN[level] ?? 1));
-        const c: SpteChange = {
-          asId: ev.lo[C['as_id']!]!, gfn, level,
-          oldLo: ev.lo[C['old_spte']!]!, oldHi: ev.hi[C['old_spte']!]!, newLo: ev.lo[C['new_spte']!]!, newHi: ev.hi[C['new_spte']!]!, line: ev.line,
-        };
-        cap.realChanges++;
-        const removal = (c.newLo & 0x800) === 0;
-        let ep = open.get(ev.pid);
-        if (!ep) ep = start(removal ? 'zap' : 'other', ev);
-        else if (ep.kind === 'zap' && !removal) ep.kind = 'other';
-        else if (ep.kind === 'zap_all' && !removal) ep.kind = 'other';
-        ep.changes.push(c);
-        if (level === 1 && !removal) cap.regions.add(Math.floor(gfn / 512));
-        if (level >= 2 && !removal && (c.newLo & 0x80) !== 0) {
-          const r = Math.floor(gfn / 512);
-          cap.hugeAt.set(r, Math.max(cap.hugeAt.get(r) ?? 0, level));
-          cap.regions.add(r);
-        }
-      }
+      onEvent(ev);
+      if (head < queue.length && queue[head]!.closed) drain();
     },
   });
+  function onEvent(ev: ParsedEvent): void {
+    cap.evidence.onEvent(ev);
+    const s = ev.schema;
+    if (s === S_PF) {
+      const gpa = ev.hi[PF['fault_address']!]! * TWO32 + ev.lo[PF['fault_address']!]!;
+      const vcpu = ev.has & (1 << PF['vcpu_id']!) ? ev.lo[PF['vcpu_id']!]! : 0;
+      cap.vcpus = Math.max(cap.vcpus, Math.min(vcpu, 63) + 1);
+      cap.sawPageFault = true;
+      // an ioctl's run of changes ends when a vCPU faults again (a sequential reading of the capture)
+      for (const [pid, e] of open) if (e.kind !== 'fault') close(pid);
+      start('fault', ev, { vcpu, gpa, errLo: ev.lo[PF['error_code']!]!, errHi: ev.hi[PF['error_code']!]! });
+      cap.regions.add(Math.floor(gpa / 0x20_0000));
+    } else if (s === S_REQ) {
+      const gfn = ev.hi[R['gfn']!]! * TWO32 + ev.lo[R['gfn']!]!;
+      cap.regions.add(Math.floor(gfn / 512));
+      // Without kvm_page_fault events, the request is the fault (its access is unknown: a write).
+      if (!cap.sawPageFault && open.get(ev.pid)?.kind !== 'fault') start('fault', ev, { gpa: gfn * 4096, errLo: -1 });
+    } else if (s === S_ENTRY) {
+      if (open.get(ev.pid)?.kind === 'fault') close(ev.pid);
+    } else if (s === S_SPLIT) {
+      const cur = open.get(ev.pid);
+      const gfn = ev.hi[SP['gfn']!]! * TWO32 + ev.lo[SP['gfn']!]!;
+      if (cur?.kind === 'fault') return;
+      // the split is traced after the change that links the new table: the run it ends is the split
+      const ep = cur ?? start('dirty_log', ev);
+      ep.kind = 'dirty_log';
+      ep.splits.push(gfn);
+    } else if (s === S_ZAP_ALL) {
+      start('zap_all', ev);
+    } else if (s === S_CHANGED) {
+      const level = ev.lo[C['level']!]!;
+      if (level < 1 || level > 5) return;
+      const gfnRaw = ev.hi[C['gfn']!]! * TWO32 + ev.lo[C['gfn']!]!;
+      const gfn = gfnRaw - (gfnRaw % (SPAN[level] ?? 1));
+      const c: SpteChange = {
+        asId: ev.lo[C['as_id']!]!, gfn, level,
+        oldLo: ev.lo[C['old_spte']!]!, oldHi: ev.hi[C['old_spte']!]!, newLo: ev.lo[C['new_spte']!]!, newHi: ev.hi[C['new_spte']!]!, line: ev.line,
+      };
+      cap.realChanges++;
+      const removal = (c.newLo & 0x800) === 0;
+      let ep = open.get(ev.pid);
+      if (!ep) ep = start(removal ? 'zap' : 'other', ev);
+      else if (ep.kind === 'zap' && !removal) ep.kind = 'other';
+      else if (ep.kind === 'zap_all' && !removal) ep.kind = 'other';
+      ep.changes.push(c);
+      if (level === 1 && !removal) cap.regions.add(Math.floor(gfn / 512));
+      if (level >= 2 && !removal && (c.newLo & 0x80) !== 0) {
+        const r = Math.floor(gfn / 512);
+        cap.hugeAt.set(r, Math.max(cap.hugeAt.get(r) ?? 0, level));
+        cap.regions.add(r);
+      }
+    }
+  }
   const streamOpts: StreamOptions = {};
   if (opts.onProgress) streamOpts.onProgress = opts.onProgress;
-  if (opts.signal) streamOpts.signal = opts.signal;
+  const sig = signal ?? opts.signal;
+  if (sig) streamOpts.signal = sig;
   await parseStream(source, parser, streamOpts);
+  for (const pid of [...open.keys()]) close(pid);
+  drain();
   return cap;
 }
 
@@ -326,117 +356,173 @@ export function inferSlots(regions: Set<number>, hugeAt: Map<number, number>): A
   return out;
 }
 
-/** Model-check a capture from a stream. */
+/** Model-check a capture from a stream (one pass: the operations are held until the VM is known). */
 export async function modelCheckStream(source: AsyncIterable<Uint8Array | string>, opts: ModelCheckOptions = {}): Promise<ModelCheckResult> {
-  const cap = await readCapture(source, opts);
-  return runModel(cap, opts.maxMismatches ?? 1);
-}
-
-/** Model-check a capture file (any size; read in 1 MiB chunks). */
-export function modelCheckFile(path: string, opts: ModelCheckOptions = {}): Promise<ModelCheckResult> {
-  return modelCheckStream(createReadStream(path, { highWaterMark: 1 << 20 }), opts);
-}
-
-function runModel(cap: Capture, maxMismatches: number): ModelCheckResult {
-  const ev = cap.evidence;
-  const faultCount = cap.episodes.filter((e) => e.kind === 'fault').length;
-  const slots = inferSlots(cap.regions, cap.hugeAt);
-  const result: ModelCheckResult = {
-    ok: true,
-    vm: {
-      format: ev.format, levels: ev.levels, description: ev.describe(),
-      slots: slots.map((s) => ({ slot: s.slot, gpa: '0x' + s.gpa.toString(16), size: '0x' + s.size.toString(16), backing: s.backing })),
-    },
-    faultsReplayed: 0,
-    faultSource: cap.sawPageFault ? 'kvm_page_fault' : faultCount ? 'kvm_mmu_spte_requested' : 'none',
-    realChanges: cap.realChanges, modelChanges: 0, compared: 0, notReplayed: 0, operations: {}, mismatches: [],
-  };
-  if (ev.tdpChanges === 0) {
-    result.skipped = 'no kvm_tdp_mmu_spte_changed events: only TDP MMU captures can be model-checked';
-    return result;
-  }
-  if (faultCount === 0) {
-    result.skipped = 'no kvm_page_fault or kvm_mmu_spte_requested events to drive the model with';
-    return result;
-  }
-  const vm = new X86Vm({
-    vendor: ev.format === 'ept' ? 'vmx' : 'svm',
-    vendor_config: { max_tdp_level: ev.levels },
-    guest_maxphyaddr: ev.levels === 5 ? 52 : 46,
-    nr_vcpus: cap.vcpus,
-  });
-  for (const s of slots) vm.add_slot(s.slot, s.gpa, s.size, { host_backing: s.backing });
-  const slotOf = (gfn: number) => slots.find((s) => gfn * 4096 >= s.gpa && gfn * 4096 < s.gpa + s.size)?.slot;
-
-  // The model's changes, collected from its own tracepoints while an operation runs.
-  const modelChanges: SpteChange[] = [];
-  const unsubscribe = trace.subscribe((e: TraceEvent) => {
-    if (e.name !== 'kvm_tdp_mmu_spte_changed') return;
-    const f = e.fields;
-    const o = halves(f['old_spte']);
-    const n = halves(f['new_spte']);
-    const level = Number(f['level']);
-    const gfnRaw = Number(f['gfn']);
-    modelChanges.push({ asId: Number(f['as_id']), gfn: gfnRaw - (gfnRaw % (SPAN[level] ?? 1)), level, oldLo: o.lo, oldHi: o.hi, newLo: n.lo, newHi: n.hi });
-  });
-  const touchedOutside = new Map<string, number>();
-  try {
-    for (const ep of cap.episodes) {
-      if (result.mismatches.length >= maxMismatches) break;
-      modelChanges.length = 0;
-      result.operations[ep.kind] = (result.operations[ep.kind] ?? 0) + 1;
-      try {
-        switch (ep.kind) {
-          case 'fault': {
-            const vcpu = vm.vcpu(Math.min(ep.vcpu, 63));
-            vm.enter(vcpu);
-            if (ep.errLo === -1) {
-              // a fault known only from kvm_mmu_spte_requested: a guest data write to a not-present GPA
-              // (EPT qualification: write, GVA valid and translated; #NPF: W with GUEST_FINAL)
-              ep.errLo = ev.format === 'ept' ? 0x182 : 0x2;
-              ep.errHi = ev.format === 'ept' ? 0 : 0x1;
-            }
-            // VMX traces the exit qualification, SVM the #NPF error code: each goes to its own handler.
-            if (ev.format === 'ept') handle_ept_violation(vcpu, ep.gpa, ep.errLo >>> 0);
-            else npf_interception(vcpu, ep.gpa, ep.errLo >>> 0, ep.errHi >>> 0);
-            result.faultsReplayed++;
-            break;
-          }
-          case 'dirty_log': {
-            const ids = new Set<number>();
-            for (const g of ep.splits) {
-              const id = slotOf(g);
-              if (id !== undefined) ids.add(id);
-            }
-            for (const id of ids) vm.set_dirty_logging(id, true);
-            break;
-          }
-          case 'zap_all':
-            vm.zap_all_fast();
-            break;
-          case 'zap':
-            for (const c of ep.changes) if ((c.oldLo & 0x800) !== 0 && (c.level === 1 || (c.oldLo & 0x80) !== 0)) vm.zap_gfn_range(c.gfn, c.gfn + (SPAN[c.level] ?? 1));
-            break;
-          case 'other':
-            result.notReplayed += ep.changes.length;
-            for (const c of ep.changes) touchedOutside.set(key(c.asId, c.gfn, c.level), c.line!);
-            continue;
-        }
-      } catch (e) {
-        report(result, { line: ep.line, asId: 0, gfn: Math.floor(ep.gpa / 4096).toString(16), level: 0, reason: `the model failed replaying this ${ep.kind}: ${(e as Error).message}` });
-        continue;
-      }
-      result.modelChanges += modelChanges.length;
-      compareEpisode(ep, modelChanges, result, touchedOutside);
+  const episodes: Episode[] = [];
+  const scan = await readCapture(source, opts, (ep) => episodes.push(ep));
+  const m = new ModelRun(scan, opts.maxMismatches ?? 1);
+  if (!m.result.skipped) {
+    try {
+      for (const ep of episodes) if (!m.run(ep)) break;
+    } finally {
+      m.dispose();
     }
-  } finally {
-    unsubscribe();
-    vm.destroy();
   }
-  result.mismatches.sort((a, b) => a.line - b.line);
-  if (result.mismatches.length > maxMismatches) result.mismatches.length = maxMismatches;
-  result.ok = result.mismatches.length === 0;
-  return result;
+  return m.finish();
+}
+
+/**
+ * Model-check a capture file of any size in two passes: the first learns the VM (format, levels,
+ * memslots), the second replays each operation as soon as it is complete, in bounded memory.
+ */
+export async function modelCheckFile(path: string, opts: ModelCheckOptions = {}): Promise<ModelCheckResult> {
+  const size = statSync(path).size;
+  const progress = opts.onProgress;
+  const first: ModelCheckOptions = { ...opts };
+  if (progress) first.onProgress = (b) => progress(Math.floor(b / 2));
+  const scan = await readCapture(createReadStream(path, { highWaterMark: 1 << 20 }), first, () => {});
+  const m = new ModelRun(scan, opts.maxMismatches ?? 1);
+  if (m.result.skipped) return m.finish();
+  const second: ModelCheckOptions = { ...opts };
+  if (progress) second.onProgress = (b) => progress(Math.floor(size / 2 + b / 2));
+  // enough mismatches: stop reading (the user's own signal still cancels)
+  const stop = new AbortController();
+  const onAbort = () => stop.abort();
+  opts.signal?.addEventListener('abort', onAbort);
+  try {
+    await readCapture(createReadStream(path, { highWaterMark: 1 << 20 }), second, (ep) => {
+      if (!m.run(ep)) stop.abort();
+    }, stop.signal);
+  } catch (e) {
+    if (!(e instanceof AbortError) || opts.signal?.aborted) throw e;
+  } finally {
+    opts.signal?.removeEventListener('abort', onAbort);
+    m.dispose();
+  }
+  return m.finish();
+}
+
+/** The model VM configured from a scan, replaying operations one by one and comparing their changes. */
+class ModelRun {
+  readonly result: ModelCheckResult;
+  private readonly vm: X86Vm | undefined;
+  private readonly slots: Array<{ slot: number; gpa: number; size: number; backing: HostBacking }>;
+  private readonly modelChanges: SpteChange[] = [];
+  private readonly touchedOutside = new Map<string, number>();
+  private unsubscribe: (() => void) | undefined;
+
+  constructor(
+    private readonly scan: Scan,
+    private readonly maxMismatches: number,
+  ) {
+    const ev = scan.evidence;
+    this.slots = inferSlots(scan.regions, scan.hugeAt);
+    this.result = {
+      ok: true,
+      vm: {
+        format: ev.format, levels: ev.levels, description: ev.describe(),
+        slots: this.slots.map((s) => ({ slot: s.slot, gpa: '0x' + s.gpa.toString(16), size: '0x' + s.size.toString(16), backing: s.backing })),
+      },
+      faultsReplayed: 0,
+      faultSource: scan.sawPageFault ? 'kvm_page_fault' : scan.faults ? 'kvm_mmu_spte_requested' : 'none',
+      realChanges: scan.realChanges, modelChanges: 0, compared: 0, notReplayed: 0, operations: {}, mismatches: [],
+    };
+    if (ev.tdpChanges === 0) {
+      this.result.skipped = 'no kvm_tdp_mmu_spte_changed events: only TDP MMU captures can be model-checked';
+      return;
+    }
+    if (scan.faults === 0) {
+      this.result.skipped = 'no kvm_page_fault or kvm_mmu_spte_requested events to drive the model with';
+      return;
+    }
+    const vm = new X86Vm({
+      vendor: ev.format === 'ept' ? 'vmx' : 'svm',
+      vendor_config: { max_tdp_level: ev.levels },
+      guest_maxphyaddr: ev.levels === 5 ? 52 : 46,
+      nr_vcpus: scan.vcpus,
+    });
+    for (const s of this.slots) vm.add_slot(s.slot, s.gpa, s.size, { host_backing: s.backing });
+    this.vm = vm;
+    // The model's changes, collected from its own tracepoints while an operation runs.
+    const changes = this.modelChanges;
+    this.unsubscribe = trace.subscribe((e: TraceEvent) => {
+      if (e.name !== 'kvm_tdp_mmu_spte_changed') return;
+      const f = e.fields;
+      const o = halves(f['old_spte']);
+      const n = halves(f['new_spte']);
+      const level = Number(f['level']);
+      const gfnRaw = Number(f['gfn']);
+      changes.push({ asId: Number(f['as_id']), gfn: gfnRaw - (gfnRaw % (SPAN[level] ?? 1)), level, oldLo: o.lo, oldHi: o.hi, newLo: n.lo, newHi: n.hi });
+    });
+  }
+
+  /** Replay one operation and compare; false once enough mismatches were found. */
+  run(ep: Episode): boolean {
+    const vm = this.vm;
+    const result = this.result;
+    if (!vm || result.mismatches.length >= this.maxMismatches) return false;
+    const format = this.scan.evidence.format;
+    this.modelChanges.length = 0;
+    result.operations[ep.kind] = (result.operations[ep.kind] ?? 0) + 1;
+    try {
+      switch (ep.kind) {
+        case 'fault': {
+          const vcpu = vm.vcpu(Math.min(ep.vcpu, 63));
+          vm.enter(vcpu);
+          if (ep.errLo === -1) {
+            // a fault known only from kvm_mmu_spte_requested: a guest data write to a not-present GPA
+            // (EPT qualification: write, GVA valid and translated; #NPF: W with GUEST_FINAL)
+            ep.errLo = format === 'ept' ? 0x182 : 0x2;
+            ep.errHi = format === 'ept' ? 0 : 0x1;
+          }
+          // VMX traces the exit qualification, SVM the #NPF error code: each goes to its own handler.
+          if (format === 'ept') handle_ept_violation(vcpu, ep.gpa, ep.errLo >>> 0);
+          else npf_interception(vcpu, ep.gpa, ep.errLo >>> 0, ep.errHi >>> 0);
+          result.faultsReplayed++;
+          break;
+        }
+        case 'dirty_log': {
+          const ids = new Set<number>();
+          for (const g of ep.splits) {
+            const s = this.slots.find((x) => g * 4096 >= x.gpa && g * 4096 < x.gpa + x.size);
+            if (s) ids.add(s.slot);
+          }
+          for (const id of ids) vm.set_dirty_logging(id, true);
+          break;
+        }
+        case 'zap_all':
+          vm.zap_all_fast();
+          break;
+        case 'zap':
+          for (const c of ep.changes) if ((c.oldLo & 0x800) !== 0 && (c.level === 1 || (c.oldLo & 0x80) !== 0)) vm.zap_gfn_range(c.gfn, c.gfn + (SPAN[c.level] ?? 1));
+          break;
+        case 'other':
+          result.notReplayed += ep.changes.length;
+          for (const c of ep.changes) this.touchedOutside.set(key(c.asId, c.gfn, c.level), c.line!);
+          return true;
+      }
+    } catch (e) {
+      report(result, { line: ep.line, asId: 0, gfn: Math.floor(ep.gpa / 4096).toString(16), level: 0, reason: `the model failed replaying this ${ep.kind}: ${(e as Error).message}` });
+      return result.mismatches.length < this.maxMismatches;
+    }
+    result.modelChanges += this.modelChanges.length;
+    compareEpisode(ep, this.modelChanges, result, this.touchedOutside);
+    return result.mismatches.length < this.maxMismatches;
+  }
+
+  dispose(): void {
+    this.unsubscribe?.();
+    this.unsubscribe = undefined;
+    this.vm?.destroy();
+  }
+
+  finish(): ModelCheckResult {
+    const r = this.result;
+    r.mismatches.sort((a, b) => a.line - b.line);
+    if (r.mismatches.length > this.maxMismatches) r.mismatches.length = this.maxMismatches;
+    r.ok = r.mismatches.length === 0;
+    return r;
+  }
 }
 
 function report(result: ModelCheckResult, m: Mismatch): void {
