@@ -292,6 +292,53 @@ describe('DAP chaos', () => {
   });
 });
 
+describe('DAP: absurd sizes are bounded or refused', () => {
+  const TDP = join(EXAMPLES, 'tdp-basics.kvmmmu');
+
+  it('2^40-entry event windows, paging with 2^40 start/count and readMemory of 2^40 bytes answer at once with bounded bodies', async () => {
+    const c = new RawClient();
+    try {
+      await c.request('initialize', { adapterID: 'kvm-mmu', pathFormat: 'path' });
+      await c.request('launch', { program: TDP, stopOnEntry: false });
+      // stop at the last statement: every tracepoint of the run is in the event window by then
+      await c.request('setBreakpoints', { source: { path: TDP }, breakpoints: [{ line: 53 }] });
+      await c.request('configurationDone', {});
+      await c.waitEvent((m) => m.event === 'stopped');
+      for (const args of [{ start: 0, count: 2 ** 40 }, { start: 2 ** 40, count: 2 ** 40 }, { start: -(2 ** 40), count: 10 }, { start: 0, count: -1 }, { start: 'x', count: Infinity }]) {
+        const r = await c.request('kvmMmu/events', args);
+        assert.equal(r.success, true, r.message);
+        assert.ok(Array.isArray(r.body.events) && r.body.events.length <= 10_000, `at most one page of events for ${JSON.stringify(args)}`);
+        assert.ok(r.body.total > 1000, 'the run emitted many events');
+      }
+      // every paged container in the variables tree, asked for 2^40 children from absurd starts
+      const st = await c.request('stackTrace', { threadId: 1 });
+      const sc = await c.request('scopes', { frameId: st.body.stackFrames[0].id });
+      const queue: number[] = sc.body.scopes.map((x: { variablesReference: number }) => x.variablesReference);
+      let paged = 0;
+      for (let n = 0; queue.length && n < 200; n++) {
+        const ref = queue.shift()!;
+        const v = await c.request('variables', { variablesReference: ref });
+        for (const x of v.success ? v.body.variables : []) {
+          if (x.variablesReference > 0) queue.push(x.variablesReference);
+          if (!x.indexedVariables) continue;
+          paged++;
+          for (const [start, count] of [[-(2 ** 40), 2 ** 40], [2 ** 40, 2 ** 40], [0, 2 ** 40], [1.5, -3]]) {
+            const r = await c.request('variables', { variablesReference: x.variablesReference, start, count });
+            if (r.success) assert.ok(r.body.variables.length <= Math.max(x.indexedVariables, 0), `${r.body.variables.length} children of ${x.name} from start ${start}`);
+          }
+        }
+      }
+      assert.ok(paged > 0, 'found a paged container (a table of SPTEs)');
+      const mem = await c.request('readMemory', { memoryReference: '0x0', offset: 2 ** 40, count: 2 ** 40 });
+      if (mem.success) assert.ok(!mem.body.data || mem.body.data.length < 1 << 20);
+      assert.ok(c.alive);
+      c.assertEachAnsweredOnce();
+    } finally {
+      await c.close();
+    }
+  });
+});
+
 describe('DAP: engine failures end the session, not the adapter', () => {
   const dir = mkdtempSync(join(tmpdir(), 'kvm-mmu-dap-chaos-'));
   after(() => rmSync(dir, { recursive: true, force: true }));

@@ -526,13 +526,15 @@ export class Controller {
       case 'scopes':
         return this.scopes(req.frameId);
       case 'variables':
-        return { variables: this.vars.children(req.variablesReference, req.hex ?? this.hexDisplay, req.start ?? 0, req.count ?? 0) };
+        // start/count come straight from the client: a negative or huge start made the paging loop run
+        // 2^40 times (the worker spun, the session hung); page within what an array can hold
+        return { variables: this.vars.children(req.variablesReference, req.hex ?? this.hexDisplay, pageArg(req.start), pageArg(req.count)) };
       case 'evaluate':
         return this.evaluate(req.expression, req.context, req.hex);
       case 'completions':
         return { targets: completeCommand(req.text, req.column, this.program) };
       case 'readMemory':
-        return this.readMemory(req.memoryReference, req.offset ?? 0, req.count);
+        return this.readMemory(String(req.memoryReference), pageArg(req.offset), pageArg(req.count));
       case 'writeMemory':
         throw new Error('page-table pages are written by the MMU model only; writeMemory is not supported on them');
       case 'custom':
@@ -717,6 +719,11 @@ export class Controller {
         return handleQuery(name, args, { program: this.program });
     }
   }
+}
+
+/** A paging argument from the client as a non-negative integer no larger than an array index (else 0). */
+function pageArg(v: unknown): number {
+  return typeof v === 'number' && Number.isInteger(v) && v > 0 ? Math.min(v, 2 ** 32 - 1) : 0;
 }
 
 class Disconnect extends Error {}
