@@ -27,7 +27,8 @@
  *   other run (aging, dirty-log clearing, ...) is not replayed and its changes are counted, not compared.
  *   Such runs end when a vCPU faults again.
  * - Comparison: per operation, each (address space, gfn, level) sequence of `kvm_tdp_mmu_spte_changed`
- *   of the model against the capture's; the earliest line where they disagree is reported.
+ *   of the model against the capture's, and each (gfn, level) sequence of `kvm_mmu_set_spte` (which has
+ *   no old value and no address space); the earliest line where they disagree is reported.
  * - Only TDP MMU captures are checked (shadow paging faults on GVAs whose guest page tables are not traced).
  */
 import { createReadStream, statSync } from 'node:fs';
@@ -125,6 +126,8 @@ export interface SpteChange {
   newHi: number;
   /** Capture line (real changes). */
   line?: number;
+  /** A `kvm_mmu_set_spte` (no old value, no address space: compared as its own sequence). */
+  set?: boolean;
 }
 
 export interface ModelCheckOptions extends StreamOptions {
@@ -174,11 +177,12 @@ function sameShape(aLo: number, aHi: number, bLo: number, bHi: number): boolean 
 }
 
 function changeText(c: SpteChange): string {
-  return `as id ${c.asId} gfn ${c.gfn.toString(16)} level ${c.level} old_spte ${hexHalves(c.oldLo, c.oldHi)} new_spte ${hexHalves(c.newLo, c.newHi)}`;
+  if (c.set) return `kvm_mmu_set_spte: gfn ${c.gfn.toString(16)} spte ${hexHalves(c.newLo, c.newHi)} level ${c.level}`;
+  return `kvm_tdp_mmu_spte_changed: as id ${c.asId} gfn ${c.gfn.toString(16)} level ${c.level} old_spte ${hexHalves(c.oldLo, c.oldHi)} new_spte ${hexHalves(c.newLo, c.newHi)}`;
 }
 
-function key(asId: number, gfn: number, level: number): string {
-  return `${asId}:${gfn}:${level}`;
+function key(asId: number, gfn: number, level: number, set = false): string {
+  return `${set ? 's' : 'c'}${asId}:${gfn}:${level}`;
 }
 
 /**
@@ -287,6 +291,15 @@ async function readCapture(source: AsyncIterable<Uint8Array | string>, opts: Mod
       ep.splits.push(gfn);
     } else if (s === S_ZAP_ALL) {
       start('zap_all', ev);
+    } else if (s === S_SET) {
+      const ep = open.get(ev.pid);
+      const level = ev.lo[S_SET.index['level']!]!;
+      if (!ep || level < 1 || level > 5) return;
+      const gfnRaw = ev.hi[S_SET.index['gfn']!]! * TWO32 + ev.lo[S_SET.index['gfn']!]!;
+      ep.changes.push({
+        asId: 0, gfn: gfnRaw - (gfnRaw % (SPAN[level] ?? 1)), level, oldLo: 0, oldHi: 0,
+        newLo: ev.lo[S_SET.index['spte']!]!, newHi: ev.hi[S_SET.index['spte']!]!, line: ev.line, set: true,
+      });
     } else if (s === S_CHANGED) {
       const level = ev.lo[C['level']!]!;
       if (level < 1 || level > 5) return;
@@ -446,8 +459,15 @@ class ModelRun {
     // The model's changes, collected from its own tracepoints while an operation runs.
     const changes = this.modelChanges;
     this.unsubscribe = trace.subscribe((e: TraceEvent) => {
-      if (e.name !== 'kvm_tdp_mmu_spte_changed') return;
       const f = e.fields;
+      if (e.name === 'kvm_mmu_set_spte') {
+        const n = halves(f['spte']);
+        const level = Number(f['level']);
+        const gfnRaw = Number(f['gfn']);
+        changes.push({ asId: 0, gfn: gfnRaw - (gfnRaw % (SPAN[level] ?? 1)), level, oldLo: 0, oldHi: 0, newLo: n.lo, newHi: n.hi, set: true });
+        return;
+      }
+      if (e.name !== 'kvm_tdp_mmu_spte_changed') return;
       const o = halves(f['old_spte']);
       const n = halves(f['new_spte']);
       const level = Number(f['level']);
@@ -494,10 +514,10 @@ class ModelRun {
           vm.zap_all_fast();
           break;
         case 'zap':
-          for (const c of ep.changes) if ((c.oldLo & 0x800) !== 0 && (c.level === 1 || (c.oldLo & 0x80) !== 0)) vm.zap_gfn_range(c.gfn, c.gfn + (SPAN[c.level] ?? 1));
+          for (const c of ep.changes) if (!c.set && (c.oldLo & 0x800) !== 0 && (c.level === 1 || (c.oldLo & 0x80) !== 0)) vm.zap_gfn_range(c.gfn, c.gfn + (SPAN[c.level] ?? 1));
           break;
         case 'other':
-          result.notReplayed += ep.changes.length;
+          result.notReplayed += ep.changes.filter((c) => !c.set).length;
           for (const c of ep.changes) this.touchedOutside.set(key(c.asId, c.gfn, c.level), c.line!);
           return true;
       }
@@ -534,14 +554,14 @@ function report(result: ModelCheckResult, m: Mismatch): void {
 function compareEpisode(ep: Episode, model: SpteChange[], result: ModelCheckResult, touchedOutside: Map<string, number>): void {
   const realBy = new Map<string, SpteChange[]>();
   for (const c of ep.changes) {
-    const k = key(c.asId, c.gfn, c.level);
+    const k = key(c.asId, c.gfn, c.level, c.set);
     let l = realBy.get(k);
     if (!l) realBy.set(k, (l = []));
     l.push(c);
   }
   const modelBy = new Map<string, SpteChange[]>();
   for (const c of model) {
-    const k = key(c.asId, c.gfn, c.level);
+    const k = key(c.asId, c.gfn, c.level, c.set);
     let l = modelBy.get(k);
     if (!l) modelBy.set(k, (l = []));
     l.push(c);
@@ -565,7 +585,7 @@ function compareEpisode(ep: Episode, model: SpteChange[], result: ModelCheckResu
       const oldOk = sameShape(r.oldLo, r.oldHi, m.oldLo, m.oldHi);
       const newOk = sameShape(r.newLo, r.newHi, m.newLo, m.newHi);
       if (!oldOk || !newOk) {
-        consider({ line: r.line!, asId: r.asId, gfn: r.gfn.toString(16), level: r.level, reason: `${newOk ? 'old_spte' : 'new_spte'} differs (pfn bits 51:12 not compared)${note(k)}`, real: side(r), model: side(m) });
+        consider({ line: r.line!, asId: r.asId, gfn: r.gfn.toString(16), level: r.level, reason: `${r.set ? 'kvm_mmu_set_spte spte' : newOk ? 'old_spte' : 'new_spte'} differs (pfn bits 51:12 not compared)${note(k)}`, real: side(r), model: side(m) });
         break;
       }
     }

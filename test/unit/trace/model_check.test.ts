@@ -78,7 +78,8 @@ describe('model check', () => {
     assert.deepEqual(r.mismatches, []);
     assert.equal(r.faultsReplayed, 3);
     assert.deepEqual(r.operations, { fault: 3, zap: 1 });
-    assert.equal(r.compared, 7);
+    // 7 kvm_tdp_mmu_spte_changed and 3 kvm_mmu_set_spte
+    assert.equal(r.compared, 10);
     const noFaults = readFileSync(fixture, 'utf8').split('\n').filter((l) => !/ kvm_page_fault: /.test(l)).join('\n');
     const r2 = await modelCheckStream(chunks(noFaults));
     assert.equal(r2.faultSource, 'kvm_mmu_spte_requested');
@@ -106,6 +107,19 @@ describe('model check', () => {
     // four first touches of unmapped pages: four #NPFs; the THP-backed slot maps its page with a 2M leaf
     assert.equal(r.faultsReplayed, 4);
     assert.deepEqual(r.vm.slots.map((x) => [x.gpa, x.backing]), [['0x0', '4k'], ['0x40000000', '2m-thp']]);
+  });
+
+  it('a kvm_mmu_set_spte that disagrees with the model is reported at its line', async () => {
+    const fixture = join(ROOT, 'test', 'fixtures', 'traces', 'tdp_stacks.txt');
+    const lines = readFileSync(fixture, 'utf8').split('\n');
+    // line 39: the leaf of the write fault on gfn 1a3 as kvm_mmu_set_spte prints it; make it read-only
+    assert.match(lines[38]!, / kvm_mmu_set_spte: gfn 1a3 spte 86000003f00a3b77 \(rwxu\) level 1 /);
+    lines[38] = lines[38]!.replace('spte 86000003f00a3b77 (rwxu)', 'spte 86000003f00a3b75 (r-xu)');
+    const r = await modelCheckStream(chunks(lines.join('\n')));
+    assert.equal(r.mismatches.length, 1);
+    assert.equal(r.mismatches[0]!.line, 39);
+    assert.match(r.mismatches[0]!.reason, /^kvm_mmu_set_spte spte differs/);
+    assert.equal(r.mismatches[0]!.real?.new, '86000003f00a3b75');
   });
 
   it('a missing SPTE change (the model makes one the capture lacks) is reported at the operation', async () => {

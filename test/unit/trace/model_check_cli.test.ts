@@ -41,8 +41,8 @@ describe('kvm-mmu replay --model-check', () => {
     const r = cli(copy, '--model-check');
     assert.equal(r.status, 1, r.stderr);
     assert.match(r.stdout, /line 32: as 0 gfn 1a3 level 1: new_spte differs/);
-    assert.match(r.stdout, /capture: as id 0 gfn 1a3 level 1 old_spte 8000000000000000 new_spte 86000003f00a3977/);
-    assert.match(r.stdout, /model: {3}as id 0 gfn 1a3 level 1 old_spte 8000000000000000 new_spte [0-9a-f]+b77/);
+    assert.match(r.stdout, /capture: kvm_tdp_mmu_spte_changed: as id 0 gfn 1a3 level 1 old_spte 8000000000000000 new_spte 86000003f00a3977/);
+    assert.match(r.stdout, /model: {3}kvm_tdp_mmu_spte_changed: as id 0 gfn 1a3 level 1 old_spte 8000000000000000 new_spte [0-9a-f]+b77/);
     const j = cli(copy, '--model-check', '--json');
     assert.equal(j.status, 1);
     const parsed = JSON.parse(j.stdout) as { ok: boolean; mismatches: Array<{ line: number }> };
