@@ -2,8 +2,8 @@
  * MMU invariant auditor: walks the whole engine state and lists what breaks the kernel's invariants,
  * in the spirit of CONFIG_KVM_PROVE_MMU's WARNs and the old mmu_audit.c, but over everything at once.
  *
- * Per-part checkers live beside this file (`tdp_mmu_audit.ts`, `arm64_audit.ts`; shadow MMU and RMP
- * checkers join when those engines land). Each returns violations as data; `auditEngine` also hits the
+ * Per-part checkers live beside this file (`tdp_mmu_audit.ts`, `shadow_audit.ts`, `arm64_audit.ts`;
+ * an RMP checker joins when the SEV-SNP engine exposes its table). Each returns violations as data; `auditEngine` also hits the
  * probe `audit_violation` (group `audit`) once per violation, so the debugger's "Auditor violation"
  * exception filter stops there with the violation as the probe's arguments.
  *
@@ -18,6 +18,8 @@ import type { KvmPgtable } from '../arm64/pgtable';
 import type { Arm64Vm } from '../arm64/mmu';
 import { auditTdpMmu } from './tdp_mmu_audit';
 import { auditStage2 } from './arm64_audit';
+import { auditShadowMmu } from './shadow_audit';
+import type { ShadowMmu } from '../x86/shadow_mmu';
 
 export interface AuditViolation {
   /** Stable id of the invariant (`parent-link`, `root-count`, `writable`, `stats`, `s2-refcount`, ...). */
@@ -80,10 +82,17 @@ function isArm64Vm(o: unknown): o is Arm64Vm {
 }
 
 /** The MMU objects inside `target`, with a label for `where`. */
-function partsOf(target: Auditable): Array<{ label: string; kvm?: Kvm; pgt?: KvmPgtable; arm?: Arm64Vm }> {
+function isShadowMmu(o: unknown): o is ShadowMmu {
+  const k = o as ShadowMmu;
+  return !!k && typeof k === 'object' && 'active_head' in k && !!k.desc_pool && k.rmaps instanceof Map && typeof k.sp_of_pfn === 'function';
+}
+
+function partsOf(target: Auditable): Array<{ label: string; kvm?: Kvm; sk?: ShadowMmu; pgt?: KvmPgtable; arm?: Arm64Vm }> {
   let t = target as Record<string, unknown> | null | undefined;
   if (t && typeof t === 'object' && !isKvm(t) && !isPgtable(t) && !isArm64Vm(t) && t['vm']) t = t['vm'] as Record<string, unknown>;
-  if (t && typeof t === 'object' && !isKvm(t) && t['kvm'] && isKvm(t['kvm'])) return [{ label: 'x86', kvm: t['kvm'] as Kvm }];
+  if (t && typeof t === 'object' && !isKvm(t) && t['kvm'] && isKvm(t['kvm'])) {
+    return [{ label: 'x86', kvm: t['kvm'] as Kvm, sk: isShadowMmu(t['sk']) ? t['sk'] : undefined }];
+  }
   if (isKvm(t)) return [{ label: 'x86', kvm: t }];
   if (isArm64Vm(t)) {
     const out: Array<{ label: string; pgt?: KvmPgtable; arm?: Arm64Vm }> = [];
@@ -107,7 +116,10 @@ export function auditEngine(target: Auditable, opts: { maxViolations?: number } 
   const sink = new AuditSink(opts.maxViolations);
   for (const part of partsOf(target)) {
     try {
-      if (part.kvm) auditTdpMmu(part.kvm, sink);
+      if (part.kvm) {
+        const shadow = part.sk ? auditShadowMmu(part.kvm, part.sk, sink) : undefined;
+        auditTdpMmu(part.kvm, sink, shadow);
+      }
       if (part.pgt) auditStage2(part.pgt, part.label, sink, part.arm?.pkvm);
     } catch (e) {
       sink.expect(false, 'walk', () => part.label, () => `the state cannot be walked: ${e instanceof Error ? e.message : String(e)}`);

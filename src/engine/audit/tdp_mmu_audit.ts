@@ -10,7 +10,8 @@
  * - no FROZEN_SPTE left behind once an operation is over;
  * - leaves only at 4K/2M/1G, and the writable invariant: W => MMU-writable => host-writable;
  * - stats: `pages_4k/2m/1g` equal a recount of present leaves in all roots (while no shadow page exists,
- *   whose leaves are counted in the same stat); `tdp_mmu_pages` equals the linked non-root tables;
+ *   unless the shadow MMU was audited too and its recount is added); `tdp_mmu_pages` equals the linked
+ *   non-root tables;
  *   every live table in the pool is reachable (no leaked table);
  * - vCPU roots are live roots on the list; SPs on `possible_nx_huge_pages` are live and marked.
  */
@@ -40,7 +41,12 @@ function hex64(lo: number, hi: number): string {
   return '0x' + (hi >>> 0).toString(16) + (lo >>> 0).toString(16).padStart(8, '0');
 }
 
-export function auditTdpMmu(kvm: Kvm, s: AuditSink): void {
+/**
+ * `shadow`: what the shadow MMU audit found, when it ran: its leaf recount (the page stats count both
+ * MMUs' leaves) and how many shadow pages live in the pool.
+ */
+export function auditTdpMmu(kvm: Kvm, s: AuditSink, shadow?: { leaves: number[]; inPool: number }): void {
+  const shadowLeaves = shadow?.leaves;
   const m = kvm.masks;
   const roots = kvm.arch.tdp_mmu_roots;
   const reached = new Set<KvmMmuPage>();
@@ -121,16 +127,18 @@ export function auditTdpMmu(kvm: Kvm, s: AuditSink): void {
   }
 
   const shadowPages = kvm.arch.n_used_mmu_pages;
-  if (shadowPages === 0) {
+  if (shadowPages === 0 || shadowLeaves) {
     const st = kvm.stat.pages;
     for (let l = 1; l <= 3; l++) {
-      s.expect(st[l - 1] === recount[l - 1], 'stats', () => `kvm->stat.pages[${l - 1}]`,
-        () => `pages_${['4k', '2m', '1g'][l - 1]} is ${st[l - 1]} but ${recount[l - 1]} leaves are present`);
+      const n = recount[l - 1]! + (shadowLeaves?.[l - 1] ?? 0);
+      s.expect(st[l - 1] === n, 'stats', () => `kvm->stat.pages[${l - 1}]`,
+        () => `pages_${['4k', '2m', '1g'][l - 1]} is ${st[l - 1]} but ${n} leaves are present`);
     }
   }
   s.expect(kvm.arch.tdp_mmu_pages === nonRoot, 'stats', () => 'kvm->arch.tdp_mmu_pages', () => `${kvm.arch.tdp_mmu_pages} accounted, ${nonRoot} non-root tables linked`);
-  s.expect(kvm.pool.live === reached.size + shadowPages, 'leak', () => 'MMU page pool',
-    () => `${kvm.pool.live} live tables, ${reached.size} reachable from TDP roots + ${shadowPages} shadow pages`);
+  const shadowInPool = shadow?.inPool ?? shadowPages;
+  s.expect(kvm.pool.live === reached.size + shadowInPool, 'leak', () => 'MMU page pool',
+    () => `${kvm.pool.live} live tables, ${reached.size} reachable from TDP roots + ${shadowInPool} shadow pages`);
   for (const sp of kvm.arch.possible_nx_huge_pages) {
     s.expect(!sp.freed && (!sp.tdp_mmu_page || reached.has(sp)) && sp.nx_huge_page_disallowed && sp.on_possible_nx_list, 'nx-list', () => spName(sp),
       () => `on possible_nx_huge_pages but ${sp.freed ? 'freed' : sp.tdp_mmu_page && !reached.has(sp) ? 'unreachable' : 'not marked nx_huge_page_disallowed/on the list'}`);

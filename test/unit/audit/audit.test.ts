@@ -408,3 +408,79 @@ describe('auditor: the audit_violation probe', () => {
     }
   });
 });
+
+// ---------------------------------------------------------------------------------------- shadow MMU
+
+describe('auditor: each shadow MMU check fires on a corrupted state', () => {
+  interface ShadowState {
+    r: ScenarioRunner;
+    kvm: Kvm;
+    sk: import('../../../src/engine/x86/shadow_mmu').ShadowMmu;
+    pages: KvmMmuPage[];
+  }
+
+  function shadowState(example: string): ShadowState {
+    const p = loadScenario(join(EXAMPLES, example), nodeReader);
+    const r = new ScenarioRunner(p);
+    r.run();
+    const v = (r.engine as unknown as { vm: { kvm: Kvm; sk: ShadowState['sk'] } }).vm;
+    assert.ok(v.sk, 'a shadow-paging VM');
+    const pages = v.sk.active_list();
+    assert.ok(pages.length > 1, 'shadow pages exist');
+    assert.equal(audit(r.engine).violations.length, 0, 'clean before the corruption');
+    return { r, kvm: v.kvm, sk: v.sk, pages };
+  }
+
+  function shadowCase(name: string, example: string, corrupt: (s: ShadowState) => void, expected: string[], atLeast = false): void {
+    it(`${name} -> ${expected.join(', ')}`, () => {
+      const s = shadowState(example);
+      try {
+        corrupt(s);
+        const rep = audit(s.r.engine);
+        if (atLeast) for (const c of expected) assert.ok(checksOf(rep).includes(c), `${c} in ${JSON.stringify(rep.violations, null, 1)}`);
+        else assert.deepEqual(checksOf(rep), expected, JSON.stringify(rep.violations, null, 1));
+      } finally {
+        s.r.dispose();
+      }
+    });
+  }
+
+  const child = (s: ShadowState) => s.pages.find((sp) => sp.parent_ptes !== 0)!;
+
+  shadowCase('a child whose parent_ptes lost its parent SPTE', 'shadow-paging.kvmmmu', (s) => (child(s).parent_ptes = 0), ['parent-ptes']);
+  shadowCase('a leaf SPTE missing from its gfn rmap', 'shadow-paging.kvmmmu', (s) => {
+    const [, arrs] = [...s.sk.rmaps].find(([, a]) => a[0]!.some((h) => h !== 0))!;
+    const i = arrs[0]!.findIndex((h) => h !== 0);
+    arrs[0]![i] = 0;
+  }, ['rmap']);
+  shadowCase('unsync_children that disagrees with the bitmap', 'shadow-paging.kvmmmu', (s) => {
+    const sp = s.pages.find((x) => x.unsync_child_bitmap)!;
+    sp.unsync_children++;
+  }, ['unsync']);
+  shadowCase('an unsync page above 4K', 'shadow-paging.kvmmmu', (s) => {
+    const sp = s.pages.find((x) => (x.role & 0xf) > 1)!;
+    sp.unsync = true;
+  }, ['unsync'], true);
+  shadowCase('an unsync child whose parent bit is clear', 'unsync-shadow-pages.kvmmmu', (s) => {
+    // a 4K shadow page with a parent: mark it unsync without telling the parent (mark_unsync skipped)
+    const sp = s.pages.find((x) => (x.role & 0xf) === 1 && x.parent_ptes !== 0 && !x.unsync)!;
+    assert.ok(sp, 'a synced 4K shadow page with a parent');
+    sp.unsync = true;
+  }, ['unsync']);
+  shadowCase('n_used_mmu_pages off the active list', 'shadow-paging.kvmmmu', (s) => s.kvm.arch.n_used_mmu_pages++, ['active-list']);
+  shadowCase('a broken link_prev on the active list', 'shadow-paging.kvmmmu', (s) => (s.pages[1]!.link_prev = null), ['active-list']);
+  shadowCase('pages_4k off the recount of both MMUs', 'shadow-paging.kvmmmu', (s) => s.kvm.stat.pages[0]!++, ['stats']);
+  shadowCase('a writable shadow leaf that is not MMU-writable', 'shadow-paging.kvmmmu', (s) => {
+    // find a writable leaf (W = bit 1) and clear MMU-writable (legacy/shadow format: bit 10)
+    for (const sp of s.pages) {
+      if ((sp.role & 0xf) !== 1) continue;
+      for (let i = 0; i < 512; i++) {
+        if ((sp.spt[2 * i]! & 0x800) && (sp.spt[2 * i]! & 0x2)) {
+          sp.spt[2 * i] &= ~(1 << 10);
+          return;
+        }
+      }
+    }
+    assert.fail('no writable shadow leaf');
+  }, ['writable']);
+});
