@@ -215,24 +215,27 @@ export class TraceProgram implements DebugProgram {
     // line 1 starts at byte 0
     win[0] = 0;
     winLen = 1;
-    for (;;) {
-      const n = readSync(fd, buf, 0, buf.length, pos);
-      if (n <= 0) break;
-      const chunk = buf.subarray(0, n);
-      for (let i = chunk.indexOf(10); i >= 0; i = chunk.indexOf(10, i + 1)) {
-        if (winLen === win.length) {
-          win.copyWithin(0, winLen - LINE_WINDOW, winLen);
-          winBase += winLen - LINE_WINDOW;
-          winLen = LINE_WINDOW;
+    try {
+      for (;;) {
+        const n = readSync(fd, buf, 0, buf.length, pos);
+        if (n <= 0) break;
+        const chunk = buf.subarray(0, n);
+        for (let i = chunk.indexOf(10); i >= 0; i = chunk.indexOf(10, i + 1)) {
+          if (winLen === win.length) {
+            win.copyWithin(0, winLen - LINE_WINDOW, winLen);
+            winBase += winLen - LINE_WINDOW;
+            winLen = LINE_WINDOW;
+          }
+          win[winLen++] = pos + i + 1;
         }
-        win[winLen++] = pos + i + 1;
+        lastByte = chunk[n - 1]!;
+        pos += n;
+        parser.push(decoder.write(chunk));
+        onProgress?.(pos, size);
       }
-      lastByte = chunk[n - 1]!;
-      pos += n;
-      parser.push(decoder.write(chunk));
-      onProgress?.(pos, size);
+    } finally {
+      closeSync(fd);
     }
-    closeSync(fd);
     const tail = decoder.end();
     if (tail) parser.push(tail);
     // A last line without a newline is completed here, so that end() only closes what is open.
