@@ -65,6 +65,34 @@ function x86Kvm(program: DebugProgram): Kvm | undefined {
   return kvm && Array.isArray(kvm.arch?.tdp_mmu_roots) && kvm.pool && typeof kvm.pool.sp_of_pfn === 'function' ? kvm : undefined;
 }
 
+/**
+ * The MMU a view walks: the TDP MMU's roots, or with shadow paging (tdp=off) the shadow MMU's root pages
+ * (active_mmu_pages with a root_count). `spOf` resolves a table pfn the way spte_to_child_sp does.
+ */
+interface MmuView {
+  kvm: Kvm;
+  shadow: boolean;
+  roots: KvmMmuPage[];
+  spOf(pfn: number): KvmMmuPage | undefined;
+}
+
+function mmuOf(program: DebugProgram): MmuView | undefined {
+  const kvm = x86Kvm(program);
+  if (!kvm) return undefined;
+  const sk = (program.state() as { VM?: { vm?: { sk?: { active_list?: () => KvmMmuPage[]; sp_of_pfn?: (pfn: number) => KvmMmuPage | undefined } } } }).VM?.vm?.sk;
+  if (sk && typeof sk.active_list === 'function' && typeof sk.sp_of_pfn === 'function') {
+    const roots = sk.active_list().filter((sp) => sp.root_count > 0 && !sp.freed);
+    return { kvm, shadow: true, roots, spOf: (pfn) => sk.sp_of_pfn!(pfn) };
+  }
+  return { kvm, shadow: false, roots: kvm.arch.tdp_mmu_roots, spOf: (pfn) => kvm.pool.sp_of_pfn(pfn) };
+}
+
+/** The first gfn entry `i` of `sp` maps: linear for direct pages, the shadowed translation otherwise. */
+function entryGfn(sp: KvmMmuPage, i: number, level: number): number {
+  if ((sp.role & 0x80) === 0 && sp.shadowed_translation) return Math.floor(sp.shadowed_translation[i]! / 4096);
+  return sp.gfn + i * pagesPer(level);
+}
+
 /** Pages a level-`level` SPTE maps (KVM_PAGES_PER_HPAGE). */
 function pagesPer(level: number): number {
   return Math.pow(512, level - 1);
@@ -95,7 +123,8 @@ function rootRow(kvm: Kvm, r: KvmMmuPage): Record<string, unknown> {
   };
 }
 
-function tableRows(kvm: Kvm, sp: KvmMmuPage, start: number, count: number, all: boolean): { total: number; empty: number; rows: Array<Record<string, unknown>> } {
+function tableRows(mmu: MmuView, sp: KvmMmuPage, start: number, count: number, all: boolean): { total: number; empty: number; rows: Array<Record<string, unknown>> } {
+  const kvm = mmu.kvm;
   const level = sp.role & 0xf;
   const idx: number[] = [];
   for (let i = 0; i < 512; i++) if (all || !isInitialNonPresent(kvm, sp.spt[2 * i]!, sp.spt[2 * i + 1]!)) idx.push(i);
@@ -104,11 +133,12 @@ function tableRows(kvm: Kvm, sp: KvmMmuPage, start: number, count: number, all: 
     const lo = sp.spt[2 * i]! >>> 0;
     const hi = sp.spt[2 * i + 1]! >>> 0;
     const d = describeSpte(kvm.masks, lo, hi, level);
-    const gfn = sp.gfn + i * pagesPer(level);
+    const gfn = entryGfn(sp, i, level);
     const row: Record<string, unknown> = {
       index: i,
       gfn,
-      npages: pagesPer(level),
+      // An indirect page's entries map whatever the guest table says: one gfn each, no linear range.
+      npages: (sp.role & 0x80) !== 0 ? pagesPer(level) : 1,
       level,
       value: hex0x(lo, hi, 16),
       kind: d.kind,
@@ -126,7 +156,7 @@ function tableRows(kvm: Kvm, sp: KvmMmuPage, start: number, count: number, all: 
     }
     if (d.mmio) row.mmio = d.mmio;
     if (d.kind === 'nonleaf') {
-      const child = kvm.pool.sp_of_pfn(Number(BigInt(d.pfn)));
+      const child = mmu.spOf(Number(BigInt(d.pfn)));
       if (child && !child.freed) row.child = child.spt_pfn;
     }
     rows.push(row);
@@ -139,9 +169,10 @@ function tableRows(kvm: Kvm, sp: KvmMmuPage, start: number, count: number, all: 
  * one letter per entry: '.' never written (SHADOW_NONPRESENT_VALUE), 'n' other non-present, 'L' 4K leaf,
  * 'H' huge leaf, 'T' table, 'M' MMIO, 'F' frozen. Bounded by `maxTables`.
  */
-function tableMap(kvm: Kvm, rootPfn: number, maxTables: number): Record<string, unknown> {
-  const root = kvm.arch.tdp_mmu_roots.find((r) => r.spt_pfn === rootPfn) ?? kvm.arch.tdp_mmu_roots[0];
-  const roots = kvm.arch.tdp_mmu_roots.map((r) => ({
+function tableMap(mmu: MmuView, rootPfn: number, maxTables: number): Record<string, unknown> {
+  const kvm = mmu.kvm;
+  const root = mmu.roots.find((r) => r.spt_pfn === rootPfn) ?? mmu.roots[0];
+  const roots = mmu.roots.map((r) => ({
     table: r.spt_pfn,
     label: `${(r.role & 0x8_0000) !== 0 ? 'mirror ' : ''}root 0x${(r.spt_pfn * 4096).toString(16)} as ${r.role >>> 24 !== 0 ? 1 : 0}${(r.role & 0x800) !== 0 ? ' invalid' : ''}`,
   }));
@@ -167,7 +198,7 @@ function tableMap(kvm: Kvm, rootPfn: number, maxTables: number): Record<string, 
       const k = classifySpte(kvm.masks, lo, hi, level);
       if (k === 'nonleaf') {
         kinds += 'T';
-        const child = kvm.pool.sp_of_pfn(Number(BigInt(describeSpte(kvm.masks, lo, hi, level).pfn)));
+        const child = mmu.spOf(Number(BigInt(describeSpte(kvm.masks, lo, hi, level).pfn)));
         if (child && !child.freed) queue.push({ sp: child, parent: tables.length, parentIndex: i });
       } else kinds += k === 'leaf' ? ((lo & 0x80) !== 0 && level > 1 ? 'H' : 'L') : k === 'mmio' ? 'M' : k === 'frozen' ? 'F' : 'n';
     }
@@ -490,17 +521,19 @@ export function handleQuery(name: string, args: Record<string, unknown>, ctx: Qu
       return { step, file: loc.file, line: loc.line, column: loc.column ?? 1, label: ctx.program.labelOf(step) };
     }
     case 'kvmMmu/roots': {
-      const kvm = x86Kvm(ctx.program);
-      if (!kvm) throw new Error('not available for this VM (no x86 TDP MMU)');
-      return { format: kvm.masks.is_ept ? 'ept' : 'npt', roots: kvm.arch.tdp_mmu_roots.map((r) => rootRow(kvm, r)) };
+      const mmu = mmuOf(ctx.program);
+      if (!mmu) throw new Error('not available for this VM (no x86 MMU)');
+      const kvm = mmu.kvm;
+      return { format: kvm.masks.is_ept ? 'ept' : 'npt', mmu: mmu.shadow ? 'shadow' : 'tdp', roots: mmu.roots.map((r) => ({ ...rootRow(kvm, r), gfn: r.gfn, direct: (r.role & 0x80) !== 0 })) };
     }
     case 'kvmMmu/table': {
       // One page-table page by the pfn of its spt, entries paged; `all` includes never-used entries.
-      const kvm = x86Kvm(ctx.program);
-      if (!kvm) throw new Error('not available for this VM (no x86 TDP MMU)');
-      const sp = kvm.pool.sp_of_pfn(int(args.table, -1, -1));
+      const mmu = mmuOf(ctx.program);
+      if (!mmu) throw new Error('not available for this VM (no x86 MMU)');
+      const kvm = mmu.kvm;
+      const sp = mmu.spOf(int(args.table, -1, -1));
       if (!sp || sp.freed) throw new Error(`no page table at pfn ${String(args.table)} (freed or zapped since)`);
-      const t = tableRows(kvm, sp, int(args.start, 0, 0, 512), int(args.count, 256, 0, 512), args.all === true);
+      const t = tableRows(mmu, sp, int(args.start, 0, 0, 512), int(args.count, 256, 0, 512), args.all === true);
       return {
         format: kvm.masks.is_ept ? 'ept' : 'npt',
         table: sp.spt_pfn,
@@ -517,9 +550,9 @@ export function handleQuery(name: string, args: Record<string, unknown>, ctx: Qu
     case 'kvmMmu/stage2Ownership':
       return stage2Ownership(ctx.program, int(args.start, 0), int(args.count, 500, 0, 10_000));
     case 'kvmMmu/tableMap': {
-      const kvm = x86Kvm(ctx.program);
-      if (!kvm) throw new Error('not available for this VM (no x86 TDP MMU)');
-      return tableMap(kvm, int(args.root, -1, -1), int(args.maxTables, 4096, 1, 65536));
+      const mmu = mmuOf(ctx.program);
+      if (!mmu) throw new Error('not available for this VM (no x86 MMU)');
+      return tableMap(mmu, int(args.root, -1, -1), int(args.maxTables, 4096, 1, 65536));
     }
     case 'kvmMmu/rmp':
       return rmpRows(ctx.program, int(args.start, 0), int(args.count, 500, 0, 10_000));

@@ -53,7 +53,7 @@ export interface SpteRow {
 }
 
 export type PageNode =
-  | { kind: 'as'; as_id: number; roots: RootRow[] }
+  | { kind: 'as'; as_id: number; roots: RootRow[]; mmu: string }
   | { kind: 'root'; root: RootRow }
   | { kind: 'spte'; table: number; as_id: number; mirror: boolean; row: SpteRow }
   | { kind: 'more'; table: number; as_id: number; mirror: boolean; remaining: number }
@@ -69,10 +69,10 @@ function isObj(v: unknown): v is Record<string, unknown> {
   return !!v && typeof v === 'object';
 }
 
-export function parseRoots(body: unknown): { format: string; roots: RootRow[] } | undefined {
+export function parseRoots(body: unknown): { format: string; mmu: string; roots: RootRow[] } | undefined {
   if (!isObj(body) || !Array.isArray(body.roots)) return undefined;
   const roots = body.roots.filter((r): r is RootRow => isObj(r) && typeof r.table === 'number' && typeof r.role === 'number' && typeof r.roleText === 'string');
-  return { format: String(body.format ?? 'ept'), roots };
+  return { format: String(body.format ?? 'ept'), mmu: body.mmu === 'shadow' ? 'shadow' : 'tdp', roots };
 }
 
 export function parseTable(body: unknown): TablePage | undefined {
@@ -115,7 +115,7 @@ export class PagesTree implements vscode.TreeDataProvider<PageNode> {
   readonly onDidChangeTreeData = this.changed.event;
   /** Per table pfn: the rows loaded so far and the total. Cleared at every stop. */
   private readonly tables = new Map<number, TablePage>();
-  private rootsCache: { format: string; roots: RootRow[] } | undefined;
+  private rootsCache: { format: string; mmu: string; roots: RootRow[] } | undefined;
   private error: string | undefined;
   format = 'ept';
   private generation = 0;
@@ -132,7 +132,7 @@ export class PagesTree implements vscode.TreeDataProvider<PageNode> {
     this.changed.fire(undefined);
   }
 
-  private async roots(): Promise<{ format: string; roots: RootRow[] } | undefined> {
+  private async roots(): Promise<{ format: string; mmu: string; roots: RootRow[] } | undefined> {
     if (this.rootsCache) return this.rootsCache;
     const s = this.session();
     if (!s) return undefined;
@@ -184,7 +184,7 @@ export class PagesTree implements vscode.TreeDataProvider<PageNode> {
       case 'as': {
         const item = new vscode.TreeItem(n.as_id === 0 ? 'address space 0' : `address space ${n.as_id} (SMM)`, C.Expanded);
         item.id = `as:${n.as_id}`;
-        item.description = `${n.roots.length} root${n.roots.length === 1 ? '' : 's'}`;
+        item.description = `${n.roots.length} root${n.roots.length === 1 ? '' : 's'}${n.mmu === 'shadow' ? ' (shadow MMU)' : ''}`;
         item.iconPath = new vscode.ThemeIcon('server-environment');
         item.contextValue = 'addressSpace';
         return item;
@@ -256,7 +256,7 @@ export class PagesTree implements vscode.TreeDataProvider<PageNode> {
       if (!r) return [{ kind: 'message', text: this.error ?? 'no MMU state yet' }];
       if (r.roots.length === 0) return [{ kind: 'message', text: 'no roots yet: the first fault allocates one' }];
       const ases = [...new Set(r.roots.map((x) => x.as_id))].sort();
-      return ases.map((as_id) => ({ kind: 'as', as_id, roots: r.roots.filter((x) => x.as_id === as_id) }));
+      return ases.map((as_id) => ({ kind: 'as', as_id, mmu: r.mmu, roots: r.roots.filter((x) => x.as_id === as_id) }));
     }
     if (n.kind === 'as') return n.roots.map((root) => ({ kind: 'root', root }));
     let pfn: number | undefined;
