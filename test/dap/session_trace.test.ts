@@ -210,4 +210,29 @@ describe('DAP: replaying a captured trace', () => {
     assert.equal(f[0]!.name, 'handle_changed_spte');
     assert.ok(out.some((o) => o === 'fault at 0x1a2000\n'), out.join(''));
   });
+  it('a large capture (the model\'s own trace of examples/tdp-basics.kvmmmu) stops at the right line deep inside it', async () => {
+    const { mkdtempSync, readFileSync, rmSync } = await import('node:fs');
+    const { execFileSync } = await import('node:child_process');
+    const { tmpdir } = await import('node:os');
+    const dir = mkdtempSync(join(tmpdir(), 'kvm-mmu-trace-session-'));
+    try {
+      const big = join(dir, 'tdp-basics.txt');
+      execFileSync(process.execPath, [join(ROOT, 'dist', 'cli.js'), 'run', join(ROOT, 'examples', 'tdp-basics.kvmmmu'), '--trace-out', big], { stdio: 'pipe' });
+      const lines = readFileSync(big, 'utf8').split('\n');
+      // After dirty logging is enabled every 4K leaf is write-protected: the last 2M region's last page.
+      const want = lines.findIndex((l) => / kvm_tdp_mmu_spte_changed: as id 0 gfn 3ffff level 1 old_spte [0-9a-f]+b77 new_spte [0-9a-f]+b75$/.test(l)) + 1;
+      assert.ok(want > 200_000, `line ${want} is deep in the capture`);
+      dc = await startClient();
+      await launchStopped(dc, { trace: big, stopOnEntry: false }, (c) =>
+        c.setFunctionBreakpointsRequest({ breakpoints: [{ name: 'kvm_tdp_mmu_spte_changed', condition: 'gfn == 0x3ffff && level == 1 && (old_spte & 2) != 0 && (new_spte & 2) == 0' }] }));
+      const bottom = (await frames(dc)).at(-1)!;
+      assert.equal(bottom.line, want);
+      // the label is read back from the file at the event's byte offset
+      assert.equal(bottom.name, lines[want - 1]!.slice(lines[want - 1]!.indexOf('kvm_tdp_mmu_spte_changed:')));
+    } finally {
+      await dc?.stop();
+      dc = undefined;
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
 });
