@@ -15,6 +15,7 @@ import { replayFile, replayStream, type ReplayOptions, type ReplayResult } from 
 import { modelCheckFile, modelCheckStream, type ModelCheckOptions, type ModelCheckResult } from '../../trace/model_check';
 
 const USAGE = `usage: kvm-mmu replay FILE [--json] [--kernel VERSION] [--fault-loop N] [--storm N] [--max N] [--max-sptes N]
+       kvm-mmu replay FILE --model-check [--mismatches N] [--json] [--kernel VERSION]
 
 Parse a kvm/kvmmmu trace capture and rebuild the MMU state from it. FILE '-' reads standard input
 (e.g. 'cat /sys/kernel/tracing/trace_pipe | kvm-mmu replay -', ended with Ctrl-C or end of input).
