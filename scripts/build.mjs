@@ -16,7 +16,8 @@ const common = {
   format: 'cjs',
   sourcemap: production ? false : 'linked',
   keepNames: true,
-  minifyWhitespace: production,
+  // Whitespace stays: stack frames in the engine open the shipped bundle at readable lines.
+  minifyWhitespace: false,
   minifySyntax: production,
   logLevel: 'warning',
   define: { __VERSION__: JSON.stringify(pkg.version) },

@@ -31,6 +31,8 @@ export class RuntimeClient extends EventEmitter {
     this.worker = new Worker(workerPath, {
       workerData: { port: port2, sig: shared, options },
       transferList: [port2],
+      // Engine frames then map back to the TypeScript sources where the bundle ships a source map.
+      execArgv: [...process.execArgv.filter((a) => !a.startsWith('--inspect')), '--enable-source-maps'],
       resourceLimits: { maxOldGenerationSizeMb: 8192, maxYoungGenerationSizeMb: 48 },
     });
     this.port.on('message', (m: WorkerMessage) => this.onMessage(m));

@@ -31,6 +31,10 @@ describe('DAP: the TDP MMU', () => {
       assert.ok(names.includes(fn), `${fn} in ${names.join(' > ')}`);
     }
     assert.ok(names.indexOf('tdp_mmu_link_sp') < names.indexOf('kvm_tdp_mmu_map'), 'innermost first');
+    // Engine frames open the model's own TypeScript source (the development bundle has a source map).
+    const top = await topFrame(dc);
+    assert.match(top.source?.path ?? '', /src\/engine\/x86\/tdp_mmu\.ts$/);
+    assert.ok(top.line > 0);
     const sp = (await args(dc)).find((v) => v.name === 'sp')!;
     assert.ok(sp.variablesReference > 0);
     const spFields = (await dc.variablesRequest({ variablesReference: sp.variablesReference })).body.variables;

@@ -22,6 +22,10 @@ import { EXCEPTION_FILTERS, exceptionFilterFor } from '../exception_filters';
 import { evaluateCommand, completeCommand } from '../console_commands';
 import { findKernelFunction } from '../kernel_source';
 import { handleQuery } from './queries';
+import { findSourceMap } from 'node:module';
+import { existsSync } from 'node:fs';
+import { dirname, resolve as resolvePath } from 'node:path';
+import { fileURLToPath } from 'node:url';
 
 export interface Position {
   step: number;
@@ -635,13 +639,14 @@ export class Controller {
       this.frameIds.push({ kind: 'kvm', frame: f });
       const id = this.frameIds.length;
       const kernel = this.opts.kernelSource ? findKernelFunction(this.opts.kernelSource, f.name) : undefined;
-      const engine = f.file ? { name: shortName(f.file), path: f.file.replace(/^file:\/\//, '') } : undefined;
+      const pos = engineSource(f);
+      const engine = pos ? { name: shortName(pos.path), path: pos.path, origin: 'KVM MMU model' } : undefined;
       frames.push({
         id,
         name: f.name,
         source: kernel ? { name: kernel.file.split('/').pop(), path: kernel.path, origin: 'Linux source' } : engine,
-        line: kernel ? kernel.line : f.line,
-        column: kernel ? 1 : f.column,
+        line: kernel ? kernel.line : pos?.line ?? 0,
+        column: kernel ? 1 : pos?.column ?? 0,
         moduleId: engine ? `${engine.path}:${f.line}` : undefined,
         presentationHint: 'normal',
       });
@@ -728,6 +733,23 @@ function pageArg(v: unknown): number {
 
 class Disconnect extends Error {}
 class ScanDone extends Error {}
+
+/** The engine's own source position of a frame: the TypeScript file when the bundle has a source map. */
+function engineSource(f: KvmFrame): { path: string; line: number; column: number } | undefined {
+  if (!f.file) return undefined;
+  const path = f.file.replace(/^file:\/\//, '');
+  try {
+    const map = findSourceMap(path);
+    const e = map?.findEntry(f.line - 1, f.column - 1) as { originalSource?: string; originalLine?: number; originalColumn?: number } | undefined;
+    if (e && e.originalSource && e.originalLine !== undefined) {
+      const orig = e.originalSource.startsWith('file://') ? fileURLToPath(e.originalSource) : resolvePath(dirname(path), e.originalSource);
+      if (existsSync(orig)) return { path: orig, line: e.originalLine + 1, column: (e.originalColumn ?? 0) + 1 };
+    }
+  } catch {
+    // No source map: the bundle position is still a real place in the shipped code.
+  }
+  return { path, line: f.line, column: f.column };
+}
 
 function before(a: Position, b: Position): boolean {
   return a.step < b.step || (a.step === b.step && a.hit < b.hit);
