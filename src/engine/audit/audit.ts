@@ -2,8 +2,8 @@
  * MMU invariant auditor: walks the whole engine state and lists what breaks the kernel's invariants,
  * in the spirit of CONFIG_KVM_PROVE_MMU's WARNs and the old mmu_audit.c, but over everything at once.
  *
- * Per-part checkers live beside this file (`tdp_mmu_audit.ts`, `shadow_audit.ts`, `arm64_audit.ts`;
- * an RMP checker joins when the SEV-SNP engine exposes its table). Each returns violations as data; `auditEngine` also hits the
+ * Per-part checkers live beside this file: `tdp_mmu_audit.ts`, `shadow_audit.ts`, `rmp_audit.ts`
+ * (SEV-SNP), `arm64_audit.ts`. Each returns violations as data; `auditEngine` also hits the
  * probe `audit_violation` (group `audit`) once per violation, so the debugger's "Auditor violation"
  * exception filter stops there with the violation as the probe's arguments.
  *
@@ -19,6 +19,7 @@ import type { Arm64Vm } from '../arm64/mmu';
 import { auditTdpMmu } from './tdp_mmu_audit';
 import { auditStage2 } from './arm64_audit';
 import { auditShadowMmu } from './shadow_audit';
+import { auditRmp } from './rmp_audit';
 import type { ShadowMmu } from '../x86/shadow_mmu';
 
 export interface AuditViolation {
@@ -119,6 +120,7 @@ export function auditEngine(target: Auditable, opts: { maxViolations?: number } 
       if (part.kvm) {
         const shadow = part.sk ? auditShadowMmu(part.kvm, part.sk, sink) : undefined;
         auditTdpMmu(part.kvm, sink, shadow);
+        auditRmp(part.kvm, sink);
       }
       if (part.pgt) auditStage2(part.pgt, part.label, sink, part.arm?.pkvm);
     } catch (e) {

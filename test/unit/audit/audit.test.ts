@@ -18,6 +18,10 @@ import type { KvmMmuPage } from '../../../src/engine/x86/mmu_page';
 import type { Arm64Vm } from '../../../src/engine/arm64/mmu';
 import type { KvmPgtable } from '../../../src/engine/arm64/pgtable';
 import type { PtPage } from '../../../src/engine/arm64/page_alloc';
+import { to_kvm_sev_info } from '../../../src/engine/x86/sev_snp';
+import type { PrivateMemKvm } from '../../../src/engine/kvm/attributes';
+
+const sevInfo = (kvm: Kvm) => to_kvm_sev_info(kvm as unknown as PrivateMemKvm);
 
 const EXAMPLES = join(__dirname, '..', '..', '..', 'examples');
 let checks = 0;
@@ -483,4 +487,66 @@ describe('auditor: each shadow MMU check fires on a corrupted state', () => {
     }
     assert.fail('no writable shadow leaf');
   }, ['writable']);
+});
+
+// ------------------------------------------------------------------------------------------- SEV-SNP
+
+describe('auditor: SEV-SNP private mappings against the RMP', () => {
+  interface SnpState {
+    r: ScenarioRunner;
+    rmp: import('../../../src/engine/x86/sev_snp').SnpRmpTable;
+    /** A private 4K NPT leaf: its gfn and host pfn. */
+    gfn: number;
+    pfn: number;
+  }
+
+  function snpState(): SnpState {
+    const p = loadScenario(join(EXAMPLES, 'snp-gmem-rmp.kvmmmu'), nodeReader);
+    const r = new ScenarioRunner(p);
+    r.run();
+    const kvm = (r.engine as unknown as { vm: { kvm: Kvm } }).vm.kvm;
+    const sev = sevInfo(kvm);
+    assert.ok(sev, 'an SNP VM');
+    // a 4K leaf the RMP assigns to this guest: the example faults private pages in through guest_memfd
+    let found: { gfn: number; pfn: number } | undefined;
+    const walk = (sp: KvmMmuPage) => {
+      const level = sp.role & 0xf;
+      for (let i = 0; i < 512 && !found; i++) {
+        const lo = sp.spt[2 * i]!;
+        const hi = sp.spt[2 * i + 1]!;
+        if (!(lo & 0x800)) continue;
+        const pfn = (lo >>> 12) + (hi & 0xfffff) * 2 ** 20;
+        if (level > 1 && !(lo & 0x80)) walk(kvm.pool.sp_of_pfn(pfn)!);
+        else if (level === 1 && sev.rmp.entry(pfn).assigned) found = { gfn: sp.gfn + i, pfn };
+      }
+    };
+    for (const root of kvm.arch.tdp_mmu_roots) walk(root);
+    assert.ok(found, 'a private leaf');
+    assert.equal(audit(r.engine).violations.length, 0, 'clean before the corruption');
+    return { r, rmp: sev.rmp, ...found };
+  }
+
+  function snpCase(name: string, corrupt: (s: SnpState) => void, expected: string[]): void {
+    it(`${name} -> ${expected.join(', ')}`, () => {
+      const s = snpState();
+      try {
+        corrupt(s);
+        const rep = audit(s.r.engine);
+        assert.deepEqual(checksOf(rep), expected, JSON.stringify(rep.violations, null, 1));
+        assert.match(rep.violations[0]!.where, new RegExp(`gfn 0x${s.gfn.toString(16)}\\b`));
+      } finally {
+        s.r.dispose();
+      }
+    });
+  }
+
+  snpCase('a private mapping of a page the RMP no longer assigns (rmp_make_shared behind KVM\'s back)', (s) => s.rmp.write(s.pfn, 0, 0, 0), ['rmp']);
+  snpCase('a private mapping of a page assigned to another ASID', (s) => {
+    const e = s.rmp.entry(s.pfn);
+    s.rmp.write(s.pfn, s.rmp.flags_of(s.pfn), e.gpa / 4096, e.asid + 1);
+  }, ['rmp']);
+  snpCase('a private mapping at a gpa the RMP entry does not record', (s) => {
+    const e = s.rmp.entry(s.pfn);
+    s.rmp.write(s.pfn, s.rmp.flags_of(s.pfn), e.gpa / 4096 + 1, e.asid);
+  }, ['rmp']);
 });
