@@ -23,7 +23,7 @@ import {
 import {
   RET_PF_CONTINUE, RET_PF_EMULATE, RET_PF_FIXED, RET_PF_INVALID, RET_PF_RETRY, RET_PF_SPURIOUS, RET_PF_WRITE_PROTECTED,
 } from './ret_pf';
-import { ROLE_INVALID, kvm_calc_tdp_mmu_root_page_role, kvm_mmu_get_tdp_level, ROLE_SMM_SHIFT, ROLE_ACCESS_SHIFT } from './role';
+import { ROLE_DIRECT, ROLE_INVALID, kvm_calc_tdp_mmu_root_page_role, kvm_mmu_get_tdp_level, ROLE_SMM_SHIFT, ROLE_ACCESS_SHIFT } from './role';
 import {
   ACC_ALL, PT_WRITABLE_MASK, get_mmio_spte_access, get_mmio_spte_generation, get_mmio_spte_gfn, is_access_allowed,
   is_access_track_spte, is_mmio_spte, is_mmu_writable_spte, restore_acc_track_spte, MMIO_SPTE_GEN_MASK,
@@ -159,6 +159,7 @@ export function kvm_init_mmu(vcpu: KvmVcpu): void {
   const level = kvm_mmu_get_tdp_level(kvm.params.tdp_root_level, kvm.vendor.max_tdp_level, vcpu.guest_maxphyaddr || kvm.guest_maxphyaddr);
   const cpu_base = ((ACC_ALL << ROLE_ACCESS_SHIFT) | (vcpu.smm ? 1 << ROLE_SMM_SHIFT : 0)) >>> 0;
   vcpu.mmu.root_role = kvm_calc_tdp_mmu_root_page_role(cpu_base, kvm.masks.kvm_ad_enabled, level);
+  vcpu.mmu.page_fault = kvm_tdp_page_fault;
 }
 
 /** kvm_mmu_reset_context(): unload the roots and recompute the role; the next entry reloads. */
@@ -292,17 +293,18 @@ function __kvm_mmu_page_fault(vcpu: KvmVcpu, cr2_or_gpa: number, err_lo: number,
   if (probes.armed) probes.hit(PR_PAGE_FAULT, { cr2_or_gpa, error_code: halvesToValue(err_lo, err_hi) });
   const kvm = vcpu.kvm;
   vcpu.run_exit = null;
-  if (vcpu.mmu.root === null && kvm.WARN_ON_ONCE(true, 'fault without a valid root')) {
+  if (!vcpu.mmu.root_hpa_valid() && kvm.WARN_ON_ONCE(true, 'fault without a valid root')) {
     set_outcome(vcpu, RET_PF_RETRY, 'retry');
     return RET_PF_RETRY;
   }
   if (kvm.vm_type === KVM_X86_SW_PROTECTED_VM && (err_lo & PFERR_RSVD_MASK) === 0 && kvm.kvm_mem_is_private(Math.floor(cr2_or_gpa / 4096))) {
     err_hi = (err_hi | PFERR_PRIVATE_ACCESS_HI) >>> 0;
   }
+  const direct = (vcpu.mmu.root_role & ROLE_DIRECT) !== 0;
   let r = RET_PF_INVALID;
   if ((err_lo & PFERR_RSVD_MASK) !== 0) {
     if (kvm.WARN_ON_ONCE((err_hi & PFERR_PRIVATE_ACCESS_HI) !== 0, 'RSVD fault on a private access')) return -EFAULT;
-    r = handle_mmio_page_fault(vcpu, cr2_or_gpa, true);
+    r = handle_mmio_page_fault(vcpu, cr2_or_gpa, direct);
     if (r === RET_PF_EMULATE) return emulate(vcpu, cr2_or_gpa, r);
   }
   if (r === RET_PF_INVALID) {
@@ -314,7 +316,7 @@ function __kvm_mmu_page_fault(vcpu: KvmVcpu, cr2_or_gpa: number, err_lo: number,
     set_outcome(vcpu, r, vcpu.run_exit ? 'memory_fault_exit' : 'error');
     return r;
   }
-  if (r === RET_PF_WRITE_PROTECTED) r = kvm_mmu_write_protect_fault(vcpu, cr2_or_gpa, err_lo, err_hi);
+  if (r === RET_PF_WRITE_PROTECTED) r = kvm_mmu_write_protect_fault(vcpu, cr2_or_gpa, err_lo, err_hi, direct);
   if (r === RET_PF_FIXED) vcpu.stat.pf_fixed++;
   else if (r === RET_PF_EMULATE) vcpu.stat.pf_emulate++;
   else if (r === RET_PF_SPURIOUS) vcpu.stat.pf_spurious++;
@@ -328,11 +330,14 @@ function __kvm_mmu_page_fault(vcpu: KvmVcpu, cr2_or_gpa: number, err_lo: number,
 
 /**
  * x86_emulate_instruction() stand-in: an access to a gfn without a memslot, or a write to a read-only
- * slot, completes in userspace as KVM_EXIT_MMIO; anything else is emulated in the kernel.
+ * slot, completes in userspace as KVM_EXIT_MMIO; anything else is emulated in the kernel. With shadow
+ * paging cr2_or_gpa is a GVA: the emulator reaches the gfn the guest walk found.
  */
-function emulate(vcpu: KvmVcpu, gpa: number, r: number): number {
+function emulate(vcpu: KvmVcpu, cr2_or_gpa: number, r: number): number {
   const kvm = vcpu.kvm;
-  const gfn = Math.floor(gpa / 4096);
+  const direct = (vcpu.mmu.root_role & ROLE_DIRECT) !== 0;
+  const gfn = direct ? Math.floor(cr2_or_gpa / 4096) : vcpu.fault.gfn;
+  const gpa = direct ? cr2_or_gpa : gfn * 4096 + (cr2_or_gpa % 4096);
   const stripped = kvm.kvm_is_gfn_alias(gfn) ? gfn - kvm.arch.gfn_direct_bits : gfn;
   const slot = kvm.kvm_memslots(vcpu.smm ? 1 : 0).lookup(stripped);
   // A TD's instructions can't be emulated: the guest re-executes and the MMIO SPTE now raises #VE.
@@ -349,9 +354,12 @@ function emulate(vcpu: KvmVcpu, gpa: number, r: number): number {
   return 1;
 }
 
-/** kvm_mmu_write_protect_fault(): unprotect-and-retry for direct MMUs on a nested walk write, else emulate. */
-function kvm_mmu_write_protect_fault(vcpu: KvmVcpu, gpa: number, err_lo: number, err_hi: number): number {
-  const nested = (err_hi & PFERR_GUEST_PAGE_MASK_HI) !== 0 && (err_lo & (PFERR_WRITE_MASK | PFERR_PRESENT_MASK)) === (PFERR_WRITE_MASK | PFERR_PRESENT_MASK);
+/**
+ * kvm_mmu_write_protect_fault(): unprotect-and-retry for a direct MMU on a nested walk write (an indirect
+ * MMU would do it for a pending reinjection, which the model has none of), else emulate.
+ */
+function kvm_mmu_write_protect_fault(vcpu: KvmVcpu, gpa: number, err_lo: number, err_hi: number, direct: boolean): number {
+  const nested = direct && (err_hi & PFERR_GUEST_PAGE_MASK_HI) !== 0 && (err_lo & (PFERR_WRITE_MASK | PFERR_PRESENT_MASK)) === (PFERR_WRITE_MASK | PFERR_PRESENT_MASK);
   if (vcpu.last_write_protect_gpa === gpa) {
     vcpu.last_write_protect_gpa = -1;
     return RET_PF_EMULATE;
@@ -364,10 +372,17 @@ function kvm_mmu_write_protect_fault(vcpu: KvmVcpu, gpa: number, err_lo: number,
   return RET_PF_EMULATE;
 }
 
-/** kvm_mmu_do_page_fault(). */
+/**
+ * kvm_mmu_do_page_fault(): the one fault entry of every x86 MMU mode. It fills struct kvm_page_fault and
+ * calls mmu->page_fault: kvm_tdp_page_fault directly (the retpoline shortcut), otherwise the shadow MMU's
+ * handler (nonpaging_page_fault, paging32/64_page_fault). Only a direct MMU knows the gfn and slot up front;
+ * an indirect one learns them from the guest walk.
+ */
 export function kvm_mmu_do_page_fault(vcpu: KvmVcpu, gpa: number, err_lo: number, err_hi: number, prefetch: boolean): number {
   const kvm = vcpu.kvm;
   const fault = vcpu.fault;
+  const page_fault = vcpu.mmu.page_fault;
+  if (page_fault === null) throw new Error('kvm_mmu_do_page_fault before the vCPU\'s MMU was initialised');
   fault.addr = gpa;
   fault.error_code_lo = err_lo >>> 0;
   fault.error_code_hi = err_hi >>> 0;
@@ -377,8 +392,8 @@ export function kvm_mmu_do_page_fault(vcpu: KvmVcpu, gpa: number, err_lo: number
   fault.rsvd = (err_lo & PFERR_RSVD_MASK) !== 0;
   fault.user = (err_lo & PFERR_USER_MASK) !== 0;
   fault.prefetch = prefetch;
-  fault.is_tdp = true;
-  fault.nx_huge_page_workaround_enabled = kvm.params.nx_huge_pages === 'on' && !kvm.arch.disable_nx_huge_pages;
+  fault.is_tdp = page_fault === kvm_tdp_page_fault;
+  fault.nx_huge_page_workaround_enabled = kvm.is_nx_huge_page_enabled();
   fault.huge_page_disallowed = false;
   fault.max_level = KVM_MAX_HUGEPAGE_LEVEL;
   fault.req_level = PG_LEVEL_4K;
@@ -389,13 +404,17 @@ export function kvm_mmu_do_page_fault(vcpu: KvmVcpu, gpa: number, err_lo: number
   fault.map_writable = false;
   fault.write_fault_to_shadow_pgtable = false;
   fault.mmu_seq = 0;
-  // Memslots know nothing of the shared bit: strip it; fault.addr keeps it for root selection.
-  let gfn = Math.floor(gpa / 4096);
-  if (kvm.arch.gfn_direct_bits !== 0 && kvm.kvm_is_gfn_alias(gfn)) gfn -= kvm.arch.gfn_direct_bits;
-  fault.gfn = gfn;
-  fault.slot = kvm.kvm_memslots(vcpu.smm ? 1 : 0).lookup(gfn) ?? null;
+  fault.gfn = 0;
+  fault.slot = null;
+  if ((vcpu.mmu.root_role & ROLE_DIRECT) !== 0) {
+    // Memslots know nothing of the shared bit: strip it; fault.addr keeps it for root selection.
+    let gfn = Math.floor(gpa / 4096);
+    if (kvm.arch.gfn_direct_bits !== 0 && kvm.kvm_is_gfn_alias(gfn)) gfn -= kvm.arch.gfn_direct_bits;
+    fault.gfn = gfn;
+    fault.slot = kvm.kvm_memslots(vcpu.smm ? 1 : 0).lookup(gfn) ?? null;
+  }
   if (probes.armed) probes.hit(PR_DO_PAGE_FAULT, { fault });
-  const r = kvm_tdp_page_fault(vcpu, fault);
+  const r = fault.is_tdp ? kvm_tdp_page_fault(vcpu, fault) : page_fault(vcpu, fault);
   if (r === RET_PF_EMULATE && fault.is_private) {
     kvm_mmu_prepare_memory_fault_exit(vcpu, fault);
     return -EFAULT;
@@ -708,6 +727,9 @@ function check_mmio_spte(vcpu: KvmVcpu, lo: number, hi: number): boolean {
 export function handle_mmio_page_fault(vcpu: KvmVcpu, addr: number, direct: boolean): number {
   if (probes.armed) probes.hit(PR_MMIO_PF, { addr });
   const kvm = vcpu.kvm;
+  // The MMIO cache by GVA and get_mmio_spte() over shadow roots are not modelled: a shadow MMU's RSVD
+  // fault goes on to the full fault path.
+  if (vcpu.mmu.page_fault !== kvm_tdp_page_fault) return RET_PF_INVALID;
   const gfn = Math.floor(addr / 4096);
   if (direct && vcpu.mmio_gfn > 0 && vcpu.mmio_gfn === gfn && vcpu.mmio_gen === kvm.kvm_memslots(vcpu.smm ? 1 : 0).generation) return RET_PF_EMULATE;
   // get_mmio_spte(): the last SPTE on the current root's path (kvm_tdp_mmu_get_walk), without allocating.

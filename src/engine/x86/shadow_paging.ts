@@ -11,7 +11,6 @@ import { trace } from '../trace_sink';
 import { emitTracepoint } from '../tracepoints/index';
 import type { KvmMmuPage } from './mmu_page';
 import type { kvm_page_fault } from './vcpu';
-import { KVM_PFN_ERR_FAULT } from './vcpu';
 import { kvm_mmu_faultin_pfn, kvm_mmu_hugepage_adjust, disallowed_hugepage_adjust, kvm_mmu_finish_page_fault } from './mmu';
 import { walk_addr_generic, PTTYPE_32, PTTYPE_64, type PtType, GuestWalker } from './paging_tmpl';
 import { __is_rsvd_bits_set } from './guest_pte';
@@ -35,8 +34,8 @@ import {
   KVM_PAGES_PER_HPAGE,
 } from './spte';
 import { ROLE_ACCESS_SHIFT, ROLE_AD_DISABLED, ROLE_DIRECT, ROLE_HAS_4_BYTE_GPTE, ROLE_LEVEL_MASK, ROLE_QUADRANT_MASK, ROLE_QUADRANT_SHIFT, PT32_ROOT_LEVEL, PT32E_ROOT_LEVEL } from './role';
-import { PFERR_PRESENT_MASK, PFERR_RSVD_MASK, PFERR_WRITE_MASK, PFERR_USER_MASK, PFERR_FETCH_MASK } from './pferr';
-import { RET_PF_CONTINUE, RET_PF_EMULATE, RET_PF_FIXED, RET_PF_INVALID, RET_PF_RETRY, RET_PF_SPURIOUS, RET_PF_WRITE_PROTECTED } from './ret_pf';
+import { PFERR_RSVD_MASK } from './pferr';
+import { RET_PF_CONTINUE, RET_PF_RETRY, RET_PF_SPURIOUS, RET_PF_WRITE_PROTECTED } from './ret_pf';
 import { KVM_REQ_MMU_FREE_OBSOLETE_ROOTS } from './vm';
 import {
   ShadowVcpu,
@@ -75,7 +74,6 @@ import {
   kvm_mmu_unprotect_page,
   drop_parent_pte,
 } from './shadow_mmu';
-import { kvm_mmu_reload } from './shadow_roots';
 import { slot_gfn_to_host_pfn } from './memslot';
 
 const T = 'arch/x86/kvm/mmu/paging_tmpl.h';
@@ -433,74 +431,6 @@ export function nonpaging_page_fault(sv: ShadowVcpu, fault: kvm_page_fault): num
   return direct_page_fault(sv, fault);
 }
 
-/** kvm_mmu_do_page_fault() with shadow paging: the MMU's page_fault hook by paging mode. */
-export function kvm_mmu_do_page_fault(sv: ShadowVcpu, addr: number, err_lo: number, err_hi: number, prefetch: boolean): number {
-  const kvm = sv.sk.kvm;
-  const fault = sv.vcpu.fault;
-  fault.addr = addr;
-  fault.error_code_lo = err_lo >>> 0;
-  fault.error_code_hi = err_hi >>> 0;
-  fault.exec = (err_lo & PFERR_FETCH_MASK) !== 0;
-  fault.write = (err_lo & PFERR_WRITE_MASK) !== 0;
-  fault.present = (err_lo & PFERR_PRESENT_MASK) !== 0;
-  fault.rsvd = (err_lo & PFERR_RSVD_MASK) !== 0;
-  fault.user = (err_lo & PFERR_USER_MASK) !== 0;
-  fault.prefetch = prefetch;
-  fault.is_tdp = false;
-  fault.is_private = false;
-  fault.nx_huge_page_workaround_enabled = kvm.is_nx_huge_page_enabled();
-  fault.huge_page_disallowed = false;
-  fault.max_level = 3;
-  fault.req_level = PG_LEVEL_4K;
-  fault.goal_level = PG_LEVEL_4K;
-  fault.pfn = KVM_PFN_ERR_FAULT;
-  fault.refcounted_page = false;
-  fault.map_writable = false;
-  fault.write_fault_to_shadow_pgtable = false;
-  fault.mmu_seq = 0;
-  fault.gfn = Math.floor(addr / 4096);
-  fault.slot = kvm.kvm_memslots(sv.vcpu.smm ? 1 : 0).lookup(fault.gfn) ?? null;
-  if (probes.armed) probes.hit('kvm_mmu_do_page_fault', { fault });
-  if ((sv.cpu_role_base & ROLE_DIRECT) !== 0) return nonpaging_page_fault(sv, fault);
-  return pttype_of(sv) === PTTYPE_32 ? paging32_page_fault(sv, fault) : paging64_page_fault(sv, fault);
-}
-
-/**
- * kvm_mmu_page_fault() for a shadow-paging vCPU: reload the roots, run the handler, count the result.
- * Returns RET_PF_* (RET_PF_WRITE_PROTECTED is turned into EMULATE or RETRY as the kernel does).
- */
-export function kvm_mmu_page_fault(sv: ShadowVcpu, cr2_or_gpa: number, err_lo: number, err_hi = 0): number {
-  if (probes.armed) probes.hit('kvm_mmu_page_fault', { cr2_or_gpa, error_code: err_lo });
-  const vcpu = sv.vcpu;
-  sv.injected = null;
-  if (kvm_mmu_reload(sv) !== 0) return RET_PF_RETRY;
-  vcpu.stat.pf_taken++;
-  let r = kvm_mmu_do_page_fault(sv, cr2_or_gpa, err_lo, err_hi, false);
-  if (r === RET_PF_INVALID) r = RET_PF_RETRY;
-  if (r < 0) return r;
-  if (r === RET_PF_WRITE_PROTECTED) r = kvm_mmu_write_protect_fault(sv, cr2_or_gpa);
-  if (r === RET_PF_FIXED) vcpu.stat.pf_fixed++;
-  else if (r === RET_PF_EMULATE) vcpu.stat.pf_emulate++;
-  else if (r === RET_PF_SPURIOUS) vcpu.stat.pf_spurious++;
-  vcpu.last_ret_pf = r;
-  return r;
-}
-
-/**
- * kvm_mmu_write_protect_fault() for an indirect MMU: the same address twice in a row → emulate; else
- * the write to a shadowed guest table is emulated (retry-PF emulation unprotects the gfn if the
- * emulator can't handle the instruction).
- */
-function kvm_mmu_write_protect_fault(sv: ShadowVcpu, addr: number): number {
-  const vcpu = sv.vcpu;
-  if (vcpu.last_write_protect_gpa === addr) {
-    vcpu.last_write_protect_gpa = -1;
-    return RET_PF_EMULATE;
-  }
-  vcpu.last_write_protect_gpa = addr;
-  return RET_PF_EMULATE;
-}
-
 /** Unprotect the gfn and retry (kvm_mmu_unprotect_gfn_and_retry). */
 export function kvm_mmu_unprotect_gfn_and_retry(sv: ShadowVcpu, gpa: number): boolean {
   return kvm_mmu_unprotect_page(sv.sk, Math.floor(gpa / 4096));
@@ -639,8 +569,18 @@ export function kvm_mmu_invlpg(sv: ShadowVcpu, gva: number): void {
   }
 }
 
-/** Install the mode-specific hooks (mmu->sync_spte) on a vCPU after a paging-mode change. */
+/**
+ * Install the mode-specific hooks on a vCPU after a paging-mode change: mmu->sync_spte here, and in the
+ * vCPU's kvm_mmu the root role, the root validity test and mmu->page_fault, through which mmu.ts's
+ * kvm_mmu_do_page_fault (the one fault entry) reaches nonpaging_page_fault or FNAME(page_fault).
+ */
 export function shadow_paging_init_hooks(sv: ShadowVcpu): void {
-  sv.sync_spte = pttype_of(sv) === PTTYPE_32 ? paging32_sync_spte : paging64_sync_spte;
+  const pttype = pttype_of(sv);
+  sv.sync_spte = pttype === PTTYPE_32 ? paging32_sync_spte : paging64_sync_spte;
+  const mmu = sv.vcpu.mmu;
+  mmu.root_role = sv.root_role;
+  mmu.root_hpa_valid = () => sv.root_kind !== ROOT_INVALID;
+  const handler = (sv.cpu_role_base & ROLE_DIRECT) !== 0 ? nonpaging_page_fault : pttype === PTTYPE_32 ? paging32_page_fault : paging64_page_fault;
+  mmu.page_fault = (_vcpu, fault) => handler(sv, fault);
   if (sv.walker === null) sv.walker = new GuestWalker();
 }

@@ -13,7 +13,7 @@ import { kvm_mmu_reset_all_pte_masks } from './spte';
 import { kvm_calc_cpu_role, shadowMmuRootRole, decodeRole, X86_CR0_PG, X86_CR0_WP, X86_CR4_PAE, X86_CR4_PSE, X86_CR4_SMEP, X86_CR4_SMAP, X86_CR4_PKE, X86_CR4_LA57, EFER_LMA, EFER_NX, ROLE_LEVEL_MASK, type KvmMmuPageRole } from './role';
 import { createGuestMmu, MemoryGuestPageTables, GuestWalker, type GuestCpuModel } from './paging_tmpl';
 import { PFERR_PRESENT_MASK, PFERR_WRITE_MASK, PFERR_USER_MASK, PFERR_FETCH_MASK } from './pferr';
-import { RET_PF_EMULATE, RET_PF_FIXED, RET_PF_SPURIOUS } from './ret_pf';
+import { RET_PF_EMULATE, RET_PF_FIXED, RET_PF_RETRY, RET_PF_SPURIOUS } from './ret_pf';
 import {
   ShadowMmu,
   ShadowVcpu,
@@ -39,7 +39,8 @@ import {
 } from './shadow_mmu';
 import { kvm_mmu_free_roots, kvm_mmu_new_pgd, kvm_mmu_reload, kvm_mmu_sync_roots, kvm_mmu_sync_prev_roots, KVM_MMU_ROOTS_ALL, pae_root_entries, pae_root_pfn } from './shadow_roots';
 import { shadow_mmu_slot_apply_flags } from './shadow_split';
-import { kvm_mmu_page_fault, kvm_mmu_track_write, kvm_mmu_invlpg, shadow_paging_init_hooks } from './shadow_paging';
+import { kvm_mmu_track_write, kvm_mmu_invlpg, shadow_paging_init_hooks } from './shadow_paging';
+import { kvm_mmu_page_fault } from './mmu';
 
 export interface ShadowVmOptions {
   vendor?: 'vmx' | 'svm';
@@ -191,9 +192,16 @@ export class ShadowVm {
     return kvm_mmu_reload(this.sv);
   }
 
-  /** A guest #PF exit at `gva` with `error_code` (PFERR_* bits). Returns RET_PF_*. */
+  /**
+   * A guest #PF exit at `gva` with `error_code` (PFERR_* bits): KVM_RUN's root reload, then the intercepted
+   * #PF into mmu.ts's kvm_mmu_page_fault (the one fault entry). Returns RET_PF_* (or -errno).
+   */
   fault(gva: number, error_code: number): number {
-    return kvm_mmu_page_fault(this.sv, gva, error_code, 0);
+    const sv = this.sv;
+    sv.injected = null;
+    if (kvm_mmu_reload(sv) !== 0) return RET_PF_RETRY;
+    const r = kvm_mmu_page_fault(this.vcpu, gva, error_code, 0);
+    return r < 0 ? r : this.vcpu.last_ret_pf;
   }
 
   /**

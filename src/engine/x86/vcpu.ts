@@ -87,14 +87,21 @@ export class kvm_page_fault {
   }
 }
 
-/** vcpu->arch.mmu (the TDP parts). */
+/** vcpu->arch.mmu. */
 export class KvmMmu {
   /** root_role.word. */
   root_role = 0;
-  /** root.hpa as the root SP (null = INVALID_PAGE). */
+  /** root.hpa as the TDP MMU's root SP (null = INVALID_PAGE). */
   root: KvmMmuPage | null = null;
   /** mirror_root_hpa (TDX). */
   mirror_root: KvmMmuPage | null = null;
+  /**
+   * mmu->page_fault, picked when the MMU is initialised: kvm_tdp_page_fault (mmu.ts kvm_init_mmu), or the
+   * shadow MMU's nonpaging/paging32/paging64 handler (shadow_paging.ts). kvm_mmu_do_page_fault calls it.
+   */
+  page_fault: ((vcpu: KvmVcpu, fault: kvm_page_fault) => number) | null = null;
+  /** VALID_PAGE(root.hpa). The shadow MMU, whose roots can be special (PAE, pml4) roots, installs its own. */
+  root_hpa_valid: () => boolean = () => this.root !== null;
 }
 
 export interface MemoryFaultExit {
