@@ -128,7 +128,10 @@ async function pickKind(placeHolder: string): Promise<DecodeKind | undefined> {
   return pick?.decodeKind;
 }
 
-export function registerDecoderPanel(context: vscode.ExtensionContext): void {
+/** Which SPTE layout the active VM uses: EPT with TDP on Intel, the NPT/legacy layout otherwise. */
+export type SpteFormatOf = () => 'ept-spte' | 'npt-spte' | undefined;
+
+export function registerDecoderPanel(context: vscode.ExtensionContext, spteFormat: SpteFormatOf = () => undefined): void {
   const uri = context.extensionUri;
   context.subscriptions.push(
     vscode.commands.registerCommand('kvmMmu.decodeValue', async (arg?: DecodeCommandArgs | VariableContext) => {
@@ -137,7 +140,7 @@ export function registerDecoderPanel(context: vscode.ExtensionContext): void {
       let level = 0;
       if (arg && 'variable' in arg && arg.variable) {
         value = valueText(arg.variable.value);
-        kind = kindForName(arg.variable.name ?? '');
+        kind = kindForName(arg.variable.name ?? '') ?? (/spte/i.test(arg.variable.name ?? '') ? spteFormat() : undefined);
         if (!value) {
           void vscode.window.showWarningMessage(`'${arg.variable.name}' has no numeric value to decode.`);
           return undefined;

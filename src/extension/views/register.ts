@@ -46,18 +46,18 @@ function setContext(key: string, value: unknown): void {
 }
 
 export function registerViews(context: vscode.ExtensionContext): KvmMmuViews {
+  let vm: VmContext | undefined;
   const events = new SessionEvents();
   context.subscriptions.push(events);
   const probes = registerProbesView(context, events);
   const { tree: eventsTree, view: eventsView } = registerEventsView(context, events);
-  registerDecoderPanel(context);
+  registerDecoderPanel(context, () => (!vm || vm.arch !== 'x86' ? undefined : vm.vendor === 'intel' && vm.tdp ? 'ept-spte' : 'npt-spte'));
   const { tree: pages, view: pagesView } = registerPagesView(context, events);
   const state = registerStateViews(context, events);
   registerWherePanel(context, events);
   registerPtMapPanel(context, events);
   registerTimelinePanel(context, events);
 
-  let vm: VmContext | undefined;
   const applyVm = (v: VmContext | undefined): void => {
     vm = v;
     setContext('kvmMmu.vm.arch', v?.arch ?? '');

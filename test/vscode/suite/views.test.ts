@@ -274,6 +274,9 @@ describe('KVM MMU views', () => {
     assert.strictEqual(dataId, 'spte:0:0:2');
     const decoded = await vscode.commands.executeCommand<{ kind: string; value: string; level: number }>('kvmMmu.pages.decode', node);
     assert.deepStrictEqual(decoded, { kind: 'ept-spte', value: copied, level: 2 });
+    // From the Variables view: an SPTE variable decodes in the VM's format (EPT here) without asking.
+    const fromVar = await vscode.commands.executeCommand<{ kind: string; value: string }>('kvmMmu.decodeValue', { container: {}, variable: { name: 'old_spte', value: copied } });
+    assert.strictEqual(fromVar?.kind, 'ept-spte');
     await vscode.commands.executeCommand('workbench.action.closeAllEditors');
     await vscode.commands.executeCommand('kvmMmu.pages.focus');
     await api.views.pagesView.reveal(node, { select: true, focus: true, expand: false });
