@@ -1,6 +1,6 @@
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { readdirSync } from 'node:fs';
+import { readdirSync, readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { loadScenario, type FileReader } from '../../../src/scenario/load';
 import { nodeReader } from '../../../src/scenario/node_reader';
@@ -62,6 +62,13 @@ describe('examples run against the engine', () => {
     for (const f of variantFiles) assert.ok(FILES.includes(f), f);
     // A dotted name is a variant file of a seed pair; nothing else has a dot before .kvmmmu.
     assert.deepEqual(FILES.filter((f) => f.split('.').length > 2).sort(), [...variantFiles].sort());
+  });
+
+  it('examples/.vscode/launch.json launches only files that exist, every variant file among them', () => {
+    const launch = JSON.parse(readFileSync(`${DIR}.vscode/launch.json`, 'utf8')) as { configurations: Array<{ program: string }> };
+    const programs = launch.configurations.map((c) => c.program).filter((p) => p.startsWith('${workspaceFolder}/')).map((p) => p.slice('${workspaceFolder}/'.length));
+    for (const p of programs) assert.ok(FILES.includes(p), p);
+    for (const s of SEEDS) for (const v of [s.upstream, s.other]) assert.ok(programs.includes(`${s.name}.${v}.kvmmmu`), `${s.name}.${v}`);
   });
 
   for (const f of FILES) {
