@@ -26,8 +26,22 @@ function main(): void {
     // Source positions of engine frames then point into the bundle; still correct, less readable.
   }
   let program;
+  let lastReport = 0;
+  let started = false;
+  const progress = (read: number, total: number) => {
+    const now = performance.now();
+    if (!started) {
+      if (total < 32 << 20) return; // small captures load in a blink
+      started = true;
+      chan.event({ event: 'progress', kind: 'start', id: 'kvm-mmu-load', title: 'Reading the trace capture' });
+    }
+    if (now - lastReport < 250 && read < total) return;
+    lastReport = now;
+    chan.event({ event: 'progress', kind: 'update', id: 'kvm-mmu-load', message: `${(read / 1e6).toFixed(0)} of ${(total / 1e6).toFixed(0)} MB`, percentage: total ? Math.floor((100 * read) / total) : undefined });
+  };
   try {
-    program = createProgram(options);
+    program = createProgram(options, progress);
+    if (started) chan.event({ event: 'progress', kind: 'end', id: 'kvm-mmu-load' });
   } catch (e) {
     const msg = e instanceof Error ? e.message : String(e);
     // Answer everything with the load error until the session disconnects: it never hangs.

@@ -21,7 +21,7 @@ export const EXCEPTION_FILTERS: ExceptionFilter[] = [
   { filter: 'rmp_conversion', label: 'RMP conversion', description: 'Stop where an RMP entry changes (rmp_make_private, rmp_make_shared, psmash, RMPUPDATE)', default: false,
     probeGroups: ['rmp'], matches: is('rmp_make_private', 'rmp_make_shared', 'psmash', 'rmpupdate') },
   { filter: 'spte_zapped', label: 'SPTE zapped', description: 'Stop where a present SPTE becomes non-present', default: false,
-    probeGroups: ['tdp_mmu', 'shadow_mmu'], matches: (p, _g, a) => /zap|handle_changed_spte|drop_spte|mmu_spte_clear/.test(p) && zapped(a) },
+    probeGroups: ['tdp_mmu', 'shadow_mmu'], matches: (p, _g, a) => /zap|handle_changed_spte|drop_spte|mmu_spte_clear|kvm_tdp_mmu_spte_changed/.test(p) && zapped(a) },
   { filter: 'huge_page_split', label: 'Huge page split', description: 'Stop at tdp_mmu_split_huge_page / shadow_mmu_split_huge_page / stage-2 split', default: false,
     probeGroups: ['tdp_mmu', 'shadow_mmu', 'stage2'], matches: (p) => /split_huge_page|stage2_split/.test(p) },
   { filter: 'memory_fault_exit', label: 'KVM_EXIT_MEMORY_FAULT', description: 'Stop where KVM prepares a memory-fault exit to userspace', default: false,
