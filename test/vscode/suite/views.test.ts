@@ -213,6 +213,9 @@ describe('KVM MMU views', () => {
         const e = vscode.window.activeTextEditor;
         return e && e.document.uri.fsPath === TDP_BASICS && e.selection.active.line === 18 ? true : undefined;
       });
+      await vscode.commands.executeCommand('kvmMmu.events.focus');
+      await widenSideBar();
+      await screenshot('events-view-dark');
       // Go to Event: the session re-executes to the moment the event was emitted and stops there.
       const back = new Promise<void>((resolve) => {
         const sub = api.views.events.onStopped(() => {
@@ -227,7 +230,7 @@ describe('KVM MMU views', () => {
       assert.ok(frames.some((f) => f.line === 19 && f.name.startsWith('guest read')), `stopped inside line 19: ${frames.map((f) => `${f.name}@${f.line}`).join(' < ')}`);
       await vscode.commands.executeCommand('kvmMmu.events.filter', 'kvm_page_fault');
       assert.ok(tree.loaded.length > 0 && tree.loaded.every((e) => e.name.includes('kvm_page_fault') || e.text.includes('kvm_page_fault')), 'filtered');
-      await screenshot('events-view-dark');
+      await screenshot('events-view-filtered-dark');
       await vscode.commands.executeCommand('kvmMmu.events.clearFilter');
     } else {
       // The x86 binding has not landed yet: the view says why instead of showing nothing.
