@@ -29,6 +29,11 @@ interface Word {
   endCol: number;
 }
 
+/** A table entry by name, own properties only (a word like `constructor` must not find Object's). */
+function own<T>(table: Readonly<Record<string, T>>, name: string): T | undefined {
+  return Object.hasOwn(table, name) ? table[name] : undefined;
+}
+
 function words(line: string): Word[] {
   const out: Word[] = [];
   const hash = line.search(/(^|\s)#/);
@@ -90,8 +95,8 @@ export function completionsAt(text: string, line: number, col: number): Completi
     const name = eq[1]!;
     const a = spec.args.find((x) => x.name === name || x.aliases?.includes(name));
     let values: readonly string[] = a?.values ?? (a?.type === 'bool' ? ['on', 'off'] : []);
-    if (spec.keyword === 'param') values = (PARAMS[name] ?? []).filter((v) => v !== '*');
-    if (spec.keyword === 'variant') values = VARIANTS[name] ?? [];
+    if (spec.keyword === 'param') values = (own(PARAMS, name) ?? []).filter((v) => v !== '*');
+    if (spec.keyword === 'variant') values = own(VARIANTS, name) ?? [];
     const lastPart = eq[3]!.split(/[|,]/).pop() ?? '';
     return values.filter((v) => v.toLowerCase().startsWith(lastPart.toLowerCase())).map((v) => ({ label: v, kind: 'value' as const, detail: a ? a.doc : name }));
   }
@@ -128,8 +133,8 @@ export function hoverAt(text: string, line: number, col: number): Hover | undefi
   const name = w.text.replace(/(==|!=|<=|>=|=|<|>).*$/s, '');
   const a = spec.args.find((x) => x.name === name || x.aliases?.includes(name) || (x.bare && x.values?.includes(name)));
   if (a) return { text: `**${a.name}** (${a.type}${a.required ? ', required' : ''}): ${a.doc}${a.values ? `\n\nvalues: ${a.values.join(', ')}` : ''}`, col: w.col, endCol: w.endCol };
-  if (spec.keyword === 'param' && PARAMS[name]) return { text: `module parameter **${name}**: ${PARAMS[name]!.join(', ').replace('*', 'a number')}`, col: w.col, endCol: w.endCol };
-  if (spec.keyword === 'variant' && VARIANTS[name]) return { text: `design variant **${name}**: ${VARIANTS[name]!.join(', ')}`, col: w.col, endCol: w.endCol };
+  if (spec.keyword === 'param' && own(PARAMS, name)) return { text: `module parameter **${name}**: ${own(PARAMS, name)!.join(', ').replace('*', 'a number')}`, col: w.col, endCol: w.endCol };
+  if (spec.keyword === 'variant' && own(VARIANTS, name)) return { text: `design variant **${name}**: ${own(VARIANTS, name)!.join(', ')}`, col: w.col, endCol: w.endCol };
   if (spec.checks?.includes(name)) return { text: `field **${name}** of \`${spec.keyword}\``, col: w.col, endCol: w.endCol };
   return undefined;
 }

@@ -115,7 +115,8 @@ export function parseOverrides(sets: readonly string[]): Record<string, string> 
     if (!m) return `--set '${s}': expected NAME=VALUE`;
     const [, rawName, value] = m as unknown as [string, string, string];
     const name = rawName.replace(/^(kvm|kvm_intel|kvm_amd)\./, '');
-    const legal = PARAMS[name] ?? VARIANTS[name];
+    // own properties only: 'constructor' or 'toString' are not parameters
+    const legal = (Object.hasOwn(PARAMS, name) ? PARAMS[name] : undefined) ?? (Object.hasOwn(VARIANTS, name) ? VARIANTS[name] : undefined);
     if (!legal) return `--set '${s}': '${name}' is not a module parameter or design variant`;
     if (legal.includes('*') ? !/^-?[0-9]+$/.test(value) : !legal.some((l) => l.toLowerCase() === value.toLowerCase())) {
       return `--set '${s}': ${name} takes ${legal.includes('*') ? 'a number' : legal.join(', ')}`;

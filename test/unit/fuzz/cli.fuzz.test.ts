@@ -142,6 +142,17 @@ describe('fuzz: CLI verbs in-process', () => {
     await fc.assert(fc.asyncProperty(argvFor(RUN_FLAGS, RUN_VALS), async (argv) => check('run', argv, await capture(() => runVerb.run(argv)))), { numRuns: 250 });
   });
 
+  it('run --set NAME=VALUE FILE: any name (incl. Object.prototype members) is accepted or refused with 2', async () => {
+    const name = fc.oneof(fc.constantFrom('constructor', '__proto__', 'toString', 'hasOwnProperty', 'valueOf', 'eager_page_split', 'tdp_mmu', 'kvm.tdp_mmu', 'kvm_intel.ept', 'tdx_stolen_bits', 'nx_huge_pages'), fc.stringMatching(/^[A-Za-z_][A-Za-z0-9_.]{0,12}$/));
+    const value = fc.oneof(fc.constantFrom('Y', 'N', 'on', 'off', '1', '0', 'x', '-1', 'sp_field'), fc.string({ minLength: 1, maxLength: 6 }));
+    await fc.assert(fc.asyncProperty(fc.array(fc.tuple(name, value), { minLength: 1, maxLength: 3 }), async (sets) => {
+      const argv = [...sets.flatMap(([n, v]) => ['--set', `${n}=${v}`]), F['small']!];
+      const r = await capture(() => runVerb.run(argv));
+      check('run', argv, r);
+      if (r.code === 2) assert.match(r.err, /--set|not a module parameter|takes/, r.err);
+    }), { numRuns: 300 });
+  });
+
   it('replay FILE ... returns 0/2 and never throws or prints a stack', async () => {
     await fc.assert(fc.asyncProperty(argvFor(REPLAY_FLAGS, REPLAY_VALS), async (argv) => {
       const r = await capture(() => replayVerb.run(argv));

@@ -8,6 +8,7 @@ import { readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import fc from 'fast-check';
 import { parseScenario } from '../../../src/scenario/parser';
+import { completionsAt, hoverAt } from '../../../src/scenario/editor';
 import { loadScenario, type FileReader, type Program } from '../../../src/scenario/load';
 import { ScenarioRunner } from '../../../src/scenario/runner';
 import { KEYWORDS, STATEMENTS } from '../../../src/scenario/grammar';
@@ -160,6 +161,27 @@ describe('fuzz: scenario parser', () => {
     assert.ok(d, 'a 65-bit gpa is reported');
     assert.equal(d.severity, 'error');
     assert.ok(d.col >= 12, `at the value, not the keyword (col ${d.col})`);
+  });
+});
+
+describe('fuzz: editor help (completions, hovers) on every keystroke', () => {
+  it('completionsAt / hoverAt never throw at any position of random or mutated text', () => {
+    const text = fc.oneof(fc.array(line, { maxLength: 6 }).map((l) => l.join('\n')), mutatedExample,
+      fc.constantFrom('param constructor=', 'param __proto__=', 'variant toString=', 'param constructor=1', 'expect stat constructor', 'variant hasOwnProperty=x', 'param ', 'variant ', 'expect spte '));
+    fc.assert(
+      fc.property(text, fc.nat(), fc.nat(), (t, a, b) => {
+        cases++;
+        const lines = linesOf(t);
+        const ln = (a % (lines.length + 1)) + 1; // one past the last line too
+        const col = (b % ((lines[ln - 1]?.length ?? 0) + 2)) + 1;
+        const cs = completionsAt(t, ln, col);
+        assert.ok(Array.isArray(cs));
+        for (const c of cs) assert.equal(typeof c.label, 'string');
+        const h = hoverAt(t, ln, col);
+        if (h) assert.ok(typeof h.text === 'string' && h.col >= 1 && h.endCol > h.col);
+      }),
+      { numRuns: 1500 },
+    );
   });
 });
 
