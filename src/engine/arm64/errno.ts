@@ -1,20 +1,10 @@
 /**
  * The Linux errno values the arm64 stage-2 and pKVM code returns, as negative numbers the way the
- * kernel's `int` results carry them. Kept local so the arm64 model has no dependency on the x86 side.
+ * kernel's `int` results carry them (values from the engine-wide table in ../errno.ts), and their names.
  */
-export const EPERM = 1;
-export const ENOENT = 2;
-export const E2BIG = 7;
-export const ENOEXEC = 8;
-export const EAGAIN = 11;
-export const ENOMEM = 12;
-export const EFAULT = 14;
-export const EBUSY = 16;
-export const EEXIST = 17;
-export const EINVAL = 22;
-export const ERANGE = 34;
-export const EOPNOTSUPP = 95;
-export const EHWPOISON = 133;
+import { E2BIG, EAGAIN, EBUSY, EEXIST, EFAULT, EHWPOISON, EINVAL, ENOENT, ENOEXEC, ENOMEM, EOPNOTSUPP, EPERM, ERANGE } from '../errno';
+
+export { E2BIG, EAGAIN, EBUSY, EEXIST, EFAULT, EHWPOISON, EINVAL, ENOENT, ENOEXEC, ENOMEM, EOPNOTSUPP, EPERM, ERANGE };
 
 const NAMES: Record<number, string> = {
   [EPERM]: 'EPERM',

@@ -10,6 +10,7 @@
  * one way only), and it also holds the per-VM private-memory context that guest_memfd and SEV-SNP use.
  */
 import { defineProbe, probes } from '../probes';
+import { EBADF, EEXIST, EFAULT, EHWPOISON, EINVAL, ENOENT, ENOMEM, EOPNOTSUPP } from '../errno';
 import {
   KVM_LPAGE_MIXED_FLAG, KVM_MAX_HUGEPAGE_LEVEL, KVM_MEM_GUEST_MEMFD, KVM_PAGES_PER_HPAGE, PG_LEVEL_1G, PG_LEVEL_2M, PG_LEVEL_4K,
   hugepage_set_mixed, lpage_info_slot, type KvmMemorySlot,
@@ -30,14 +31,7 @@ export const KVM_MEMORY_ATTRIBUTE_PRIVATE = 1 << 3;
 export const KVM_FILTER_SHARED = 1 << 0;
 export const KVM_FILTER_PRIVATE = 1 << 1;
 
-export const EINVAL = 22;
-export const EFAULT = 14;
-export const ENOENT = 2;
-export const EEXIST = 17;
-export const ENOMEM = 12;
-export const EOPNOTSUPP = 95;
-export const EHWPOISON = 133;
-export const EBADF = 9;
+export { EBADF, EEXIST, EFAULT, EHWPOISON, EINVAL, ENOENT, ENOMEM, EOPNOTSUPP };
 
 /** kvm_arch_has_private_mem(): VM types whose memory can be private (guest_memfd-backed). */
 export function kvm_arch_has_private_mem_type(vm_type: number): boolean {

@@ -6,7 +6,7 @@
 import { defineProbe, probes } from '../probes';
 import { trace } from '../trace_sink';
 import { emitTracepoint } from '../tracepoints/index';
-import { KVM_MEM_LOG_DIRTY_PAGES, KVM_MEM_READONLY, KVM_USER_MEM_SLOTS, type KvmMemorySlot } from './memslot';
+import { KVM_MEM_LOG_DIRTY_PAGES, KVM_MEM_READONLY, KVM_USER_MEM_SLOTS, PG_LEVEL_2M, PG_LEVEL_4K, type KvmMemorySlot } from './memslot';
 import { hva_range_to_gfn_ranges, kvm_age_gfn, kvm_test_age_gfn } from './mmu';
 import {
   kvm_tdp_mmu_clear_dirty_pt_masked, kvm_tdp_mmu_clear_dirty_slot, kvm_tdp_mmu_recover_huge_pages, kvm_tdp_mmu_try_split_huge_pages,
@@ -21,8 +21,7 @@ const PR_GET = defineProbe('kvm_get_dirty_log_protect', 'dirty_log', 'virt/kvm/k
 const PR_CLEAR = defineProbe('kvm_clear_dirty_log_protect', 'dirty_log', 'virt/kvm/kvm_main.c', 'KVM_CLEAR_DIRTY_LOG: clear bits and re-protect those pages', ['slot', 'first_page', 'num_pages']);
 const PR_MASKED = defineProbe('kvm_arch_mmu_enable_log_dirty_pt_masked', 'dirty_log', 'arch/x86/kvm/mmu/mmu.c', 're-arm dirty tracking for 64 pages', ['slot', 'gfn_offset', 'mask']);
 
-export const PG_LEVEL_4K = 1;
-export const PG_LEVEL_2M = 2;
+export { PG_LEVEL_4K, PG_LEVEL_2M };
 
 /** kvm_dirty_log_manual_protect_and_init_set(). */
 export function kvm_dirty_log_manual_protect_and_init_set(kvm: Kvm): boolean {

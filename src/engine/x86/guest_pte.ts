@@ -8,6 +8,7 @@
  */
 import type { BitField } from '../bits/fields';
 import { fieldMask, type U64 } from '../bits/u64';
+import { PG_LEVEL_1G, PG_LEVEL_2M, PG_LEVEL_4K } from './memslot';
 
 // ---------------------------------------------------------------------------------------------------
 // Architectural bits (mmu.h PT_*, asm/vmx.h VMX_EPT_*). Numbers are bit positions unless named *_MASK.
@@ -52,9 +53,7 @@ export const PT64_ROOT_4LEVEL = 4;
 export const PT64_ROOT_5LEVEL = 5;
 export const PT64_ROOT_MAX_LEVEL = 5;
 
-export const PG_LEVEL_4K = 1;
-export const PG_LEVEL_2M = 2;
-export const PG_LEVEL_1G = 3;
+export { PG_LEVEL_4K, PG_LEVEL_2M, PG_LEVEL_1G };
 
 export const VMX_EPT_READABLE_MASK = 0x1;
 export const VMX_EPT_WRITABLE_MASK = 0x2;

@@ -11,7 +11,7 @@ import { defineProbe, probes } from '../probes';
 import { trace } from '../trace_sink';
 import { emitTracepoint, halvesToValue } from '../tracepoints/index';
 import {
-  KVM_MEM_READONLY, KVM_MEMSLOT_INVALID, KVM_PAGES_PER_HPAGE as PAGES, host_pfn_mapping_level,
+  KVM_MAX_HUGEPAGE_LEVEL, PG_LEVEL_1G, PG_LEVEL_2M, PG_LEVEL_4K, KVM_MEM_READONLY, KVM_MEMSLOT_INVALID, KVM_PAGES_PER_HPAGE as PAGES, host_pfn_mapping_level,
   kvm_slot_dirty_track_enabled, lpage_info_slot, slot_gfn_to_host_pfn, dirty_bitmap_set, type KvmMemorySlot,
 } from './memslot';
 import { kvm_mmu_page_as_id, type KvmMmuPage } from './mmu_page';
@@ -41,12 +41,10 @@ import {
   KvmVcpu, KVM_PFN_ERR_FAULT, KVM_PFN_ERR_HWPOISON, KVM_PFN_ERR_RO_FAULT,
   KVM_PFN_ERR_SIGPENDING, KVM_PFN_NOSLOT, is_error_noslot_pfn, is_error_pfn, type kvm_page_fault,
 } from './vcpu';
+import { EOPNOTSUPP, ENOENT } from '../errno';
 import { EAGAIN, EFAULT, EINTR, EINVAL, EIO, Kvm, KVM_REQ_MMU_FREE_OBSOLETE_ROOTS, KVM_X86_DEFAULT_VM, KVM_X86_SNP_VM, KVM_X86_SW_PROTECTED_VM, type KvmMrChange } from './vm';
 
-export const PG_LEVEL_4K = 1;
-export const PG_LEVEL_2M = 2;
-export const PG_LEVEL_1G = 3;
-export const KVM_MAX_HUGEPAGE_LEVEL = PG_LEVEL_1G;
+export { PG_LEVEL_4K, PG_LEVEL_2M, PG_LEVEL_1G, KVM_MAX_HUGEPAGE_LEVEL };
 
 /** KVM_EXIT_MMIO: emulation of an access with no memslot (or a write to a read-only one) goes to userspace. */
 export const KVM_EXIT_MMIO = 6;
@@ -879,8 +877,7 @@ export { kvm_mmu_page_as_id };
 // KVM_PRE_FAULT_MEMORY.
 
 const PR_TDP_MAP_PAGE = defineProbe('kvm_tdp_map_page', 'fault', F, 'map one GPA ahead of the guest (prefetch fault, retried until done)', ['gpa', 'error_code']);
-export const EOPNOTSUPP = 95;
-export const ENOENT = 2;
+export { EOPNOTSUPP, ENOENT };
 
 /** kvm_tdp_map_page(): a prefetch fault retried until it is not RET_PF_RETRY; 0 or -errno, level out. */
 export function kvm_tdp_map_page(vcpu: KvmVcpu, gpa: number, err_lo: number, err_hi: number, level: { value: number }): number {

@@ -7,6 +7,7 @@
  * An sptep is a number (table pfn * 512 + index, see rmap.ts). Tables are Uint32Array(1024).
  */
 import { probes, defineProbe } from '../probes';
+import { EEXIST, ENOSPC } from '../errno';
 import { trace } from '../trace_sink';
 import { emitTracepoint, halvesToValue } from '../tracepoints/index';
 import type { U64 } from '../bits/u64';
@@ -62,7 +63,7 @@ import {
   rmap_get_first,
   rmap_get_next,
 } from './rmap';
-import { type KvmMemorySlot, gfn_to_index, kvm_mmu_gfn_allow_lpage, kvm_mmu_gfn_disallow_lpage, slot_gfn_to_host_pfn, kvm_slot_dirty_track_enabled } from './memslot';
+import { KVM_MAX_HUGEPAGE_LEVEL, type KvmMemorySlot, gfn_to_index, kvm_mmu_gfn_allow_lpage, kvm_mmu_gfn_disallow_lpage, slot_gfn_to_host_pfn, kvm_slot_dirty_track_enabled } from './memslot';
 import type { KvmVcpu, kvm_page_fault } from './vcpu';
 import { is_noslot_pfn } from './vcpu';
 import { mark_page_dirty_in_slot } from './mmu';
@@ -81,13 +82,12 @@ export const KVM_REFILL_PAGES = 25;
 export const KVM_MIN_ALLOC_MMU_PAGES = 64;
 /** KVM_PERMILLE_MMU_PAGES: the default budget is 2% of guest memory. */
 export const KVM_PERMILLE_MMU_PAGES = 20;
-export const KVM_MAX_HUGEPAGE_LEVEL = 3;
+export { KVM_MAX_HUGEPAGE_LEVEL };
 export const PTE_PREFETCH_NUM = 8;
 /** KVM_PAGE_ARRAY_NR: unsync pages gathered per mmu_unsync_walk batch. */
 export const KVM_PAGE_ARRAY_NR = 16;
 export const KVM_REQ_MMU_SYNC = 1 << 8;
-export const EEXIST = 17;
-export const ENOSPC = 28;
+export { EEXIST, ENOSPC };
 
 /**
  * Design variant `pae_root` (seed 002) stores its role bit in the first unused role bit (20). Upstream

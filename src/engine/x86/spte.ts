@@ -11,6 +11,8 @@
  */
 import type { U64 } from '../bits/u64';
 import { defineProbe, probes } from '../probes';
+import { PG_LEVEL_1G, PG_LEVEL_2M, PG_LEVEL_4K } from './memslot';
+import { KVM_PAGES_PER_HPAGE } from './tdp_iter';
 
 // ---------------------------------------------------------------------------------------------------
 // Constants (spte.h, mmu.h, asm/vmx.h). `_LO`/`_HI` name the half a single-bit constant lives in.
@@ -55,9 +57,7 @@ export const ACC_USER_MASK = PT_USER_MASK;
 export const ACC_ALL = ACC_EXEC_MASK | ACC_WRITE_MASK | ACC_USER_MASK;
 
 export const PAGE_SHIFT = 12;
-export const PG_LEVEL_4K = 1;
-export const PG_LEVEL_2M = 2;
-export const PG_LEVEL_1G = 3;
+export { PG_LEVEL_4K, PG_LEVEL_2M, PG_LEVEL_1G };
 export const SPTE_LEVEL_BITS = 9;
 export const SPTE_ENT_PER_PAGE = 512;
 
@@ -553,10 +553,7 @@ export function spte_index(sptep_lo: number): number {
   return (sptep_lo >>> 3) & (SPTE_ENT_PER_PAGE - 1);
 }
 
-/** KVM_PAGES_PER_HPAGE(level). */
-export function KVM_PAGES_PER_HPAGE(level: number): number {
-  return 2 ** ((level - 1) * SPTE_LEVEL_BITS);
-}
+export { KVM_PAGES_PER_HPAGE };
 
 // ---------------------------------------------------------------------------------------------------
 // kvm_mmu_set_spte trace flags.

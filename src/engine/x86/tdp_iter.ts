@@ -6,13 +6,12 @@
  * SPTE bit tests here are the two the walk needs: bit 11 (SPTE_MMU_PRESENT_MASK) and bit 7 (PS).
  */
 import { KvmMmuPage, MmuPagePool, kvm_mmu_page_as_id } from './mmu_page';
+import { KVM_PAGES_PER_HPAGE as PAGES_AT_LEVEL } from './memslot';
 
 export const PT64_ROOT_MAX_LEVEL = 5;
 export const SPTE_ENT_PER_PAGE = 512;
 
-/** 2^(9*(level-1)): pages covered by one entry at `level`. */
-const PAGES_AT_LEVEL = [0, 1, 512, 262144, 134217728, 68719476736, 35184372088832];
-
+/** KVM_PAGES_PER_HPAGE(level): 2^(9*(level-1)) pages covered by one entry at `level`. */
 export function KVM_PAGES_PER_HPAGE(level: number): number {
   return PAGES_AT_LEVEL[level]!;
 }

@@ -11,7 +11,8 @@
 import { defineProbe, probes } from '../probes';
 import { trace } from '../trace_sink';
 import { emitTracepoint, halvesToValue } from '../tracepoints/index';
-import { kvm_slot_dirty_track_enabled, type KvmMemorySlot } from './memslot';
+import { KVM_MAX_HUGEPAGE_LEVEL, PG_LEVEL_1G, PG_LEVEL_2M, PG_LEVEL_4K, kvm_slot_dirty_track_enabled, type KvmMemorySlot } from './memslot';
+import { KVM_FILTER_PRIVATE, KVM_FILTER_SHARED } from '../kvm/attributes';
 import { KvmMmuPage, is_mirror_sp, kvm_mmu_page_as_id, sp_guest_mode } from './mmu_page';
 import { track_possible_nx_huge_page, untrack_possible_nx_huge_page } from './nx_huge_pages';
 import { ROLE_INVALID, ROLE_IS_MIRROR, ROLE_LEVEL_MASK } from './role';
@@ -26,10 +27,7 @@ import { kvm_pfn_halves, type KvmVcpu, type kvm_page_fault } from './vcpu';
 import { EBUSY, EAGAIN, ENOENT, ENOMEM, type Kvm } from './vm';
 import { disallowed_hugepage_adjust, kvm_mmu_hugepage_adjust, kvm_mmu_max_mapping_level, mark_page_dirty_in_slot } from './mmu';
 
-export const PG_LEVEL_4K = 1;
-export const PG_LEVEL_2M = 2;
-export const PG_LEVEL_1G = 3;
-export const KVM_MAX_HUGEPAGE_LEVEL = 3;
+export { PG_LEVEL_4K, PG_LEVEL_2M, PG_LEVEL_1G, KVM_MAX_HUGEPAGE_LEVEL };
 
 /** enum kvm_tdp_mmu_root_types. */
 export const KVM_INVALID_ROOTS = 1 << 0;
@@ -39,8 +37,7 @@ export const KVM_VALID_ROOTS = KVM_DIRECT_ROOTS | KVM_MIRROR_ROOTS;
 export const KVM_ALL_ROOTS = KVM_VALID_ROOTS | KVM_INVALID_ROOTS;
 
 /** enum kvm_gfn_range_filter. */
-export const KVM_FILTER_SHARED = 1 << 0;
-export const KVM_FILTER_PRIVATE = 1 << 1;
+export { KVM_FILTER_SHARED, KVM_FILTER_PRIVATE };
 
 /** Kernel direct-map base: what a %p of an sptep looks like with no_hash_pointers. */
 const PAGE_OFFSET_HI = 0xffff8880;

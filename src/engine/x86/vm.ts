@@ -17,17 +17,16 @@ import {
 } from './params';
 import { eptMasks, nptMasks, MMIO_SPTE_GEN_MASK, type SpteMasks, newMakeSpteArgs, type MakeSpteArgs } from './spte';
 import { KvmVmStat } from './stats';
-import { kvm_mmu_init_memslot_memory_attributes, type PrivateMemKvm } from '../kvm/attributes';
+import {
+  KVM_MEMORY_ATTRIBUTE_PRIVATE, KVM_X86_DEFAULT_VM, KVM_X86_SEV_ES_VM, KVM_X86_SEV_VM, KVM_X86_SNP_VM, KVM_X86_SW_PROTECTED_VM, KVM_X86_TDX_VM,
+  kvm_arch_has_private_mem_type, kvm_mmu_init_memslot_memory_attributes, type PrivateMemKvm,
+} from '../kvm/attributes';
+import { EAGAIN, EBUSY, EEXIST, EFAULT, EINTR, EINVAL, EIO, ENOENT, ENOMEM } from '../errno';
 import { kvm_gmem_bind, kvm_gmem_unbind } from '../kvm/guest_memfd';
 
-export const KVM_X86_DEFAULT_VM = 0;
-export const KVM_X86_SW_PROTECTED_VM = 1;
-export const KVM_X86_SEV_VM = 2;
-export const KVM_X86_SEV_ES_VM = 3;
-export const KVM_X86_SNP_VM = 4;
-export const KVM_X86_TDX_VM = 5;
-
-export const KVM_MEMORY_ATTRIBUTE_PRIVATE = 1 << 3;
+export {
+  KVM_X86_DEFAULT_VM, KVM_X86_SW_PROTECTED_VM, KVM_X86_SEV_VM, KVM_X86_SEV_ES_VM, KVM_X86_SNP_VM, KVM_X86_TDX_VM, KVM_MEMORY_ATTRIBUTE_PRIVATE,
+};
 
 /** KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2 flags. */
 export const KVM_DIRTY_LOG_MANUAL_PROTECT_ENABLE = 1 << 0;
@@ -38,15 +37,7 @@ export const KVM_REQ_TLB_FLUSH = 1 << 0;
 export const KVM_REQ_MMU_FREE_OBSOLETE_ROOTS = 1 << 1;
 export const KVM_REQ_MMU_RELOAD = 1 << 2;
 
-export const EINVAL = 22;
-export const EEXIST = 17;
-export const EFAULT = 14;
-export const ENOENT = 2;
-export const EIO = 5;
-export const EBUSY = 16;
-export const EINTR = 4;
-export const ENOMEM = 12;
-export const EAGAIN = 11;
+export { EAGAIN, EBUSY, EEXIST, EFAULT, EINTR, EINVAL, EIO, ENOENT, ENOMEM };
 
 /** TDX shared-bit positions by guest physical address width (TDX_SHARED_BIT_PWL_4 / _PWL_5). */
 export const TDX_SHARED_BIT_PWL_4 = 47;
@@ -235,7 +226,7 @@ export class Kvm {
     this.masks = vendor === 'vmx' ? eptMasks(host, this.vendor.ept_ad, this.vendor.ept_execonly) : nptMasks(host);
     this.arch.shadow_mmio_value = { lo: this.masks.shadow_mmio_value.lo, hi: this.masks.shadow_mmio_value.hi };
     this.arch.cpu_dirty_log_size = vendor === 'vmx' && this.vendor.pml && this.masks.kvm_ad_enabled ? 512 : 0;
-    this.arch.has_private_mem = isTdx || this.vm_type === KVM_X86_SW_PROTECTED_VM || this.vm_type === KVM_X86_SNP_VM;
+    this.arch.has_private_mem = kvm_arch_has_private_mem_type(this.vm_type);
     if (isTdx) {
       const gpaw = opts.tdx_gpaw ?? 48;
       const bit = gpaw === 52 ? TDX_SHARED_BIT_PWL_5 : TDX_SHARED_BIT_PWL_4;

@@ -5,8 +5,9 @@
  * themselves as not supported at their line.
  */
 import { type HostBacking, type KvmMmuPage, KVM_X86_DEFAULT_VM, KVM_X86_SNP_VM, KVM_X86_SW_PROTECTED_VM, KVM_X86_TDX_VM, X86Vm } from '../../engine/x86/index';
-import { lpage_info_slot } from '../../engine/x86/memslot';
-import { kvm_mmu_do_page_fault } from '../../engine/x86/mmu';
+import { KVM_LPAGE_MIXED_FLAG, lpage_info_slot } from '../../engine/x86/memslot';
+import { KVM_EXIT_MMIO, kvm_mmu_do_page_fault } from '../../engine/x86/mmu';
+import { KVM_EXIT_MEMORY_FAULT } from '../../engine/x86/vcpu';
 import { set_gmem_prepare_variant } from '../../engine/x86/gmem_prepare_variant';
 import { kvm_gmem_create, kvm_gmem_fallocate } from '../../engine/kvm/guest_memfd';
 import { PFERR_GUEST_FINAL_MASK_HI, PFERR_PRIVATE_ACCESS_HI } from '../../engine/x86/pferr';
@@ -27,9 +28,6 @@ import { X86Guest } from './x86_guest';
 import { createShadowEngine } from './x86_shadow';
 import { SnpLayer } from './x86_snp';
 
-const KVM_EXIT_MMIO = 6;
-const KVM_EXIT_MEMORY_FAULT = 39;
-const KVM_LPAGE_MIXED_FLAG = 0x8000_0000;
 const PAGE = 4096;
 
 const yes = (v: string | undefined, dflt: boolean) => (v === undefined ? dflt : /^(y|yes|on|1|true)$/i.test(v));

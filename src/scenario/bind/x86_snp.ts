@@ -8,6 +8,7 @@
 import type { PrivateMemKvm } from '../../engine/kvm/attributes';
 import type { X86Vm } from '../../engine/x86/index';
 import { npf_interception } from '../../engine/x86/mmu';
+import { KVM_EXIT_MEMORY_FAULT } from '../../engine/x86/vcpu';
 import {
   PFERR_FETCH_MASK, PFERR_GUEST_ENC_MASK_HI, PFERR_GUEST_FINAL_MASK_HI, PFERR_PRESENT_MASK, PFERR_USER_MASK, PFERR_WRITE_MASK,
 } from '../../engine/x86/pferr';
@@ -18,7 +19,6 @@ import {
 import type { Exit, Fields, Outcome } from '../engine_api';
 
 const PAGE = 4096;
-const KVM_EXIT_MEMORY_FAULT = 39;
 
 interface NptLeaf {
   present: boolean;
