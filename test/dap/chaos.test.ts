@@ -339,6 +339,29 @@ describe('DAP: absurd sizes are bounded or refused', () => {
   });
 });
 
+describe('DAP: a breakpoint condition that cannot be evaluated', () => {
+  it('is false at that hit (not an exception thrown through the engine in the middle of a fault)', async () => {
+    const c = new RawClient();
+    try {
+      await c.request('initialize', { adapterID: 'kvm-mmu', pathFormat: 'path' });
+      await c.request('launch', { program: join(EXAMPLES, 'tdp-basics.kvmmmu'), stopOnEntry: false });
+      await c.waitEvent((m) => m.event === 'initialized');
+      // 1 << 2^40 is beyond any BigInt: evaluating it throws a RangeError, not a condition error
+      const bp = await c.request('setFunctionBreakpoints', { breakpoints: [{ name: 'kvm_tdp_mmu_map', condition: 'gfn == 1 && (1 << 1099511627776) == 0' }] });
+      assert.equal(bp.success, true, bp.message);
+      await c.request('configurationDone', {});
+      await c.waitEvent((m) => m.event === 'terminated');
+      const out = c.events.filter((m) => m.event === 'output').map((m) => String(m.body.output)).join('');
+      assert.doesNotMatch(out, /engine failed/i, out.slice(0, 2000));
+      assert.equal(out.match(/breakpoint condition cannot be evaluated/g)?.length, 1, 'said once');
+      assert.match(out, /0 failed/, 'every expect of the example still holds');
+      assert.ok(c.alive);
+    } finally {
+      await c.close();
+    }
+  });
+});
+
 describe('DAP: engine failures end the session, not the adapter', () => {
   const dir = mkdtempSync(join(tmpdir(), 'kvm-mmu-dap-chaos-'));
   after(() => rmSync(dir, { recursive: true, force: true }));

@@ -364,9 +364,17 @@ export class Controller {
         // A condition naming an argument this probe lacks is false here, not an error for the session.
         return false;
       }
-      throw e;
+      // Anything else (a BigInt too large, a stack overflow) would otherwise unwind through the engine in
+      // the middle of the operation the probe sits in: false too, said once per condition.
+      if (!this.badConditions.has(cond)) {
+        this.badConditions.add(cond);
+        this.chan.event({ event: 'output', category: 'stderr', output: `breakpoint condition cannot be evaluated (${e instanceof Error ? e.message : String(e)}); it is treated as false\n` });
+      }
+      return false;
     }
   }
+
+  private readonly badConditions = new WeakSet<object>();
 
   private stateResolver(): Resolver {
     const state = this.program.state();
