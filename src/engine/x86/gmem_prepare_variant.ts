@@ -30,6 +30,7 @@ import {
   PFERR_FETCH_MASK, PFERR_GUEST_ENC_MASK_HI, PFERR_GUEST_FINAL_MASK_HI, PFERR_PRIVATE_ACCESS_HI, PFERR_USER_MASK, PFERR_WRITE_MASK,
 } from './pferr';
 import { X86Vm } from './index';
+import { npf_interception } from './mmu';
 import {
   PVALIDATE_FAIL_SIZEMISMATCH, RMP_PG_SIZE_2M, RMP_PG_SIZE_4K, SNP_PAGE_STATE_PRIVATE, SNP_PAGE_STATE_SHARED, pvalidate, sev_gmem_prepare,
   sev_handle_rmp_fault, sev_snp_init, snp_begin_psc, to_kvm_sev_info, snp_rmp_check_guest_access, vmm_handle_map_gpa_range, type SevInfo,
@@ -312,13 +313,23 @@ class GmemSim {
       // #NPF with the RMP bit: the MMU finds the leaf present (spurious), then the RMP handler runs.
       this.rmp_npf++;
       this.faults++;
-      sev_handle_rmp_fault(this.rmp_vcpu(), gpa, chk.err_lo | PFERR_USER_MASK | (access === 'write' ? PFERR_WRITE_MASK : 0), chk.err_hi);
+      this.rmp_fault(gpa, chk.err_lo | PFERR_USER_MASK | (access === 'write' ? PFERR_WRITE_MASK : 0), chk.err_hi);
     }
     throw new Error(`gfn ${gfn.toString(16)}: the access did not complete`);
   }
 
-  private rmp_vcpu(): PrivateVcpu {
-    return this.x86 !== null ? this.x86.vcpus[0]! : this.vcpu;
+  /**
+   * KVM's handling of an RMP #NPF: with the tdp_mmu backend the real npf_interception (the MMU finds the
+   * leaf present, then sev_handle_rmp_fault runs from there); the model backend calls the RMP handler.
+   */
+  private rmp_fault(gpa: number, err_lo: number, err_hi: number): void {
+    if (this.x86 !== null) {
+      const vcpu = this.x86.vcpus[0]!;
+      this.x86.enter(vcpu);
+      npf_interception(vcpu, gpa, err_lo, err_hi);
+    } else {
+      sev_handle_rmp_fault(this.vcpu, gpa, err_lo, err_hi);
+    }
   }
 
   private validate(gfn: number, level: number): boolean {
@@ -330,7 +341,7 @@ class GmemSim {
       if (r.result === 'ok' && r.rc !== PVALIDATE_FAIL_SIZEMISMATCH) return false;
       if (r.result === 'npf') {
         this.rmp_npf++;
-        sev_handle_rmp_fault(this.rmp_vcpu(), h * 4096, r.err_lo, r.err_hi);
+        this.rmp_fault(h * 4096, r.err_lo, r.err_hi);
         return true;
       }
     }
@@ -338,7 +349,7 @@ class GmemSim {
     if (r.result === 'npf') {
       this.rmp_npf++;
       this.faults++;
-      sev_handle_rmp_fault(this.rmp_vcpu(), gfn * 4096, r.err_lo, r.err_hi);
+      this.rmp_fault(gfn * 4096, r.err_lo, r.err_hi);
     }
     return true;
   }

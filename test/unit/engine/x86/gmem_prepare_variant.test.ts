@@ -128,3 +128,17 @@ test('the comparison table prints both columns per row', () => {
   assert.match(lines.find((l) => l.startsWith('RMP entries 4K'))!, /^RMP entries 4K +512 +1024$/);
   assert.match(lines.at(-1)!, /2\/2 1\/1 2\/2 0\/0 +2\/2 1\/1 1\/1 0\/0$/);
 });
+
+test('with the engine backend the RMP #NPF of the mixed chunk is handled from npf_interception', () => {
+  const stacks: string[][] = [];
+  probes.listen((n) => {
+    if (n === 'psmash') stacks.push(kvmStack().map((f) => f.name));
+  });
+  try {
+    assert.equal(run_gmem_prepare_workload('on_alloc', default_gmem_workload(), 'tdp_mmu').psmash, 1);
+  } finally {
+    probes.listen(undefined);
+  }
+  assert.equal(stacks.length, 1);
+  assert.deepEqual(stacks[0]!.slice(0, 3), ['psmash', 'sev_handle_rmp_fault', 'npf_interception']);
+});
