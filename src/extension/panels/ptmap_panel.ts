@@ -18,14 +18,14 @@ export class PtMapPanel {
   readonly onDidRender = this.renderedEmitter.event;
   private readonly subs: vscode.Disposable[] = [];
 
-  static show(extensionUri: vscode.Uri, events: SessionEvents): PtMapPanel {
+  static show(extensionUri: vscode.Uri, events: SessionEvents, root?: number): PtMapPanel {
     if (PtMapPanel.current) {
+      if (root !== undefined) PtMapPanel.current.root = root;
       PtMapPanel.current.panel.reveal(undefined, false);
-      void PtMapPanel.current.refresh();
       return PtMapPanel.current;
     }
     const panel = vscode.window.createWebviewPanel(PTMAP_VIEW_TYPE, 'Page-Table Map', { viewColumn: vscode.ViewColumn.Beside, preserveFocus: false }, webviewOptions(extensionUri));
-    return new PtMapPanel(panel, extensionUri, events);
+    return new PtMapPanel(panel, extensionUri, events, root);
   }
 
   constructor(readonly panel: vscode.WebviewPanel, extensionUri: vscode.Uri, events: SessionEvents, root?: number) {
@@ -102,8 +102,10 @@ export class PtMapPanel {
 export function registerPtMapPanel(context: vscode.ExtensionContext, events: SessionEvents): void {
   const uri = context.extensionUri;
   context.subscriptions.push(
-    vscode.commands.registerCommand('kvmMmu.showPageTableMap', async () => {
-      const p = PtMapPanel.show(uri, events);
+    vscode.commands.registerCommand('kvmMmu.showPageTableMap', async (arg?: { kind?: string; root?: { table?: unknown } }) => {
+      // From the MMU Pages view: a root node opens the map of that root.
+      const root = arg?.kind === 'root' && typeof arg.root?.table === 'number' ? arg.root.table : undefined;
+      const p = PtMapPanel.show(uri, events, root);
       return p.refresh();
     }),
     vscode.window.registerWebviewPanelSerializer(PTMAP_VIEW_TYPE, {

@@ -254,6 +254,10 @@ describe('KVM MMU views', () => {
     const roots = await pages.getChildren(ases[0]);
     assert.strictEqual(roots.length, 1, 'one root');
     const rootItem = pages.getTreeItem(roots[0]);
+    const rootMap = await vscode.commands.executeCommand<{ root: number; tables: unknown[] }>('kvmMmu.showPageTableMap', roots[0]);
+    assert.strictEqual(rootMap?.root, (roots[0] as unknown as { root: { table: number } }).root.table, 'the map of the root the command came from');
+    assert.strictEqual(rootMap?.tables.length, 3, 'PML4, PDPT and PD; no PT yet (the PD holds a 2M leaf)');
+    await vscode.commands.executeCommand('workbench.action.closeActiveEditor');
     assert.match(String(rootItem.description), /^l4 8-byte q0 direct wux.*refcount \d+ {2}valid/);
     // Walk index 0 down to the PD: one 2M leaf for gfn 0..0x1ff.
     let node = roots[0];
