@@ -123,7 +123,7 @@ const lineArb = fc.oneof(
   { weight: 1, arbitrary: fc.constantFrom(...FIXTURE_LINES) },
 );
 
-const capture = fc.array(lineArb, { maxLength: 40 }).chain((ls) => fc.tuple(fc.constant(ls.join('\n')), fc.boolean(), fc.array(fc.integer({ min: 1, max: 300 }), { maxLength: 12 })))
+const capture = fc.array(lineArb, { maxLength: 60, size: 'medium' }).chain((ls) => fc.tuple(fc.constant(ls.join('\n')), fc.boolean(), fc.array(fc.integer({ min: 1, max: 300 }), { maxLength: 12 })))
   .map(([t, nl, chunks]) => [nl ? t + '\n' : t, chunks] as const);
 
 describe('fuzz: trace parser', () => {
