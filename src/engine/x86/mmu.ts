@@ -427,11 +427,16 @@ export function kvm_tdp_page_fault(vcpu: KvmVcpu, fault: kvm_page_fault): number
   throw new Error('direct_page_fault (tdp_mmu=0) belongs to the shadow MMU model');
 }
 
+/** kvm_gfn_is_write_tracked(): the shadow MMU or an external user (KVMGT) write-tracks the gfn. */
+export function kvm_gfn_is_write_tracked(kvm: Kvm, gfn: number): boolean {
+  const a = kvm.arch;
+  return (a.gfn_write_track.size !== 0 && a.gfn_write_track.has(gfn)) || (a.write_tracked.size !== 0 && a.write_tracked.has(gfn));
+}
+
 /** page_fault_handle_page_track(): a present write to a write-tracked gfn must be emulated. */
-function page_fault_handle_page_track(vcpu: KvmVcpu, fault: kvm_page_fault): boolean {
+export function page_fault_handle_page_track(vcpu: KvmVcpu, fault: kvm_page_fault): boolean {
   if (fault.rsvd || !fault.present || !fault.write) return false;
-  const wt = vcpu.kvm.arch.write_tracked;
-  return wt.size !== 0 && wt.has(fault.gfn);
+  return kvm_gfn_is_write_tracked(vcpu.kvm, fault.gfn);
 }
 
 /** kvm_tdp_mmu_page_fault(). */
@@ -458,12 +463,16 @@ export function kvm_mmu_finish_page_fault(vcpu: KvmVcpu, fault: kvm_page_fault, 
   void vcpu;
 }
 
-/** is_page_fault_stale(). */
+/**
+ * is_page_fault_stale(): the root's shadow page became obsolete, or (a special root, with no shadow page)
+ * obsolete roots are waiting to be freed, or an invalidation raced with the fault.
+ */
 export function is_page_fault_stale(vcpu: KvmVcpu, fault: kvm_page_fault): boolean {
   if (probes.armed) probes.hit(PR_STALE, { fault });
   const kvm = vcpu.kvm;
-  const root = vcpu.mmu.root;
-  if (root !== null && is_obsolete_sp(kvm, root)) return true;
+  const sp = vcpu.mmu.root_to_sp();
+  if (sp !== null && is_obsolete_sp(kvm, sp)) return true;
+  if (sp === null && (vcpu.requests & KVM_REQ_MMU_FREE_OBSOLETE_ROOTS) !== 0) return true;
   return fault.slot !== null && kvm.mmu_invalidate_retry_gfn(fault.mmu_seq, fault.gfn);
 }
 

@@ -66,7 +66,7 @@ import {
 import { KVM_MAX_HUGEPAGE_LEVEL, type KvmMemorySlot, gfn_to_index, kvm_mmu_gfn_allow_lpage, kvm_mmu_gfn_disallow_lpage, slot_gfn_to_host_pfn, kvm_slot_dirty_track_enabled } from './memslot';
 import type { KvmVcpu, kvm_page_fault } from './vcpu';
 import { is_noslot_pfn } from './vcpu';
-import { mark_page_dirty_in_slot } from './mmu';
+import { is_obsolete_sp, kvm_gfn_is_write_tracked, mark_page_dirty_in_slot } from './mmu';
 import { sptep_va } from './tdp_mmu';
 import { RET_PF_EMULATE, RET_PF_FIXED, RET_PF_SPURIOUS, RET_PF_WRITE_PROTECTED } from './ret_pf';
 import type { GuestMmu, GuestPageTableAccess, GuestWalker } from './paging_tmpl';
@@ -181,8 +181,10 @@ export class ShadowMmu {
   readonly desc_pool = new PteListDescPool(1024);
   /** slot->arch.rmap[level - 1]. */
   readonly rmaps = new Map<KvmMemorySlot, Int32Array[]>();
-  /** gfn_write_track counts (the shadow MMU's own write tracking of upper-level guest tables). */
-  readonly write_track = new Map<number, number>();
+  /** gfn_write_track counts (kvm.arch.gfn_write_track, which the fault path's page-track check reads). */
+  get write_track(): Map<number, number> {
+    return this.kvm.arch.gfn_write_track;
+  }
   /** Shadow pages whose table is not a pool page (DMA32 PAE roots of the `shadow_page` variant). */
   readonly extra_sp = new Map<number, KvmMmuPage>();
   /** Host pages below 4 GiB (pae_root) and other special-root pages. */
@@ -280,7 +282,13 @@ export class ShadowVcpu {
   readonly pdptrs = new Uint32Array(8);
   /** Last injected #PF (kvm_inject_emulated_page_fault), or null. */
   injected: { vector: number; error_code: number; address: number } | null = null;
-  requests = 0;
+  /** vcpu->requests: the KvmVcpu's own word (one set of requests per vCPU). */
+  get requests(): number {
+    return this.vcpu.requests;
+  }
+  set requests(v: number) {
+    this.vcpu.requests = v;
+  }
   readonly walk_it = new ShadowWalkIterator();
   /** What the guest walker reads of the vCPU (RFLAGS.AC, PKRU). */
   readonly walk_vcpu = { vcpu_id: 0, rflags: 0x2, pkru: 0 };
@@ -702,11 +710,6 @@ function clear_unsync_child_bit(sp: KvmMmuPage, idx: number): void {
 // ---------------------------------------------------------------------------------------------------
 // Shadow page lifetime.
 
-export function is_obsolete_sp(sk: ShadowMmu, sp: KvmMmuPage): boolean {
-  if ((sp.role & ROLE_INVALID) !== 0) return true;
-  return sp.mmu_valid_gen !== sk.kvm.arch.mmu_valid_gen;
-}
-
 function emit_sp(name: string, sp: KvmMmuPage, vcpu_id: number, created?: boolean): void {
   const f: Record<string, number | string | boolean> = { mmu_valid_gen: sp.mmu_valid_gen, gfn: sp.gfn, role: sp.role, root_count: sp.root_count, unsync: sp.unsync };
   if (created !== undefined) f['created'] = created;
@@ -757,10 +760,6 @@ function __kvm_write_track_remove_gfn(sk: ShadowMmu, slot: KvmMemorySlot, gfn: n
   kvm_mmu_gfn_allow_lpage(slot, gfn);
 }
 
-/** kvm_gfn_is_write_tracked(): the shadow MMU's tracking or an external tracker (kvm.arch.write_tracked). */
-export function kvm_gfn_is_write_tracked(sk: ShadowMmu, gfn: number): boolean {
-  return sk.write_track.has(gfn) || sk.kvm.arch.write_tracked.has(gfn);
-}
 
 /** account_shadowed(). */
 function account_shadowed(sk: ShadowMmu, sp: KvmMmuPage): void {
@@ -838,7 +837,7 @@ export function kvm_mmu_find_shadow_page(sk: ShadowMmu, sv: ShadowVcpu | null, g
   let found: KvmMmuPage | null = null;
   let sp: KvmMmuPage | null = sk.mmu_page_hash[kvm_page_table_hashfn(gfn)]!;
   for (; sp !== null; sp = sp.hash_next) {
-    if (is_obsolete_sp(sk, sp)) continue;
+    if (is_obsolete_sp(sk.kvm, sp)) continue;
     if (sp.gfn !== gfn) {
       collisions++;
       continue;
@@ -1178,9 +1177,9 @@ function kvm_unsync_page(sk: ShadowMmu, sp: KvmMmuPage): void {
 /** mmu_try_to_unsync_pages(): 0 = the SPTE may be writable; nonzero = make_spte write-protects. */
 export function mmu_try_to_unsync_pages(sk: ShadowMmu, _slot: KvmMemorySlot | null, gfn: number, synchronizing: boolean, prefetch: boolean): number {
   if (probes.armed) probes.hit(PR_TRY_UNSYNC, { gfn, synchronizing, prefetch });
-  if (kvm_gfn_is_write_tracked(sk, gfn)) return -1; // -EPERM
+  if (kvm_gfn_is_write_tracked(sk.kvm, gfn)) return -1; // -EPERM
   for (let sp: KvmMmuPage | null = sk.mmu_page_hash[kvm_page_table_hashfn(gfn)]!; sp !== null; sp = sp.hash_next) {
-    if (sp.gfn !== gfn || is_obsolete_sp(sk, sp) || !sp_has_gptes(sp)) continue;
+    if (sp.gfn !== gfn || is_obsolete_sp(sk.kvm, sp) || !sp_has_gptes(sp)) continue;
     if (synchronizing) return -1;
     if (sp.unsync) continue;
     if (prefetch) return -EEXIST;
@@ -1385,7 +1384,7 @@ export function __kvm_mmu_prepare_zap_page(sk: ShadowMmu, sp: KvmMmuPage, invali
     sk.kvm.arch.n_used_mmu_pages--;
   } else {
     active_list_del(sk, sp);
-    if (!is_obsolete_sp(sk, sp)) {
+    if (!is_obsolete_sp(sk.kvm, sp)) {
       for (const v of sk.vcpus) v.requests |= KVM_REQ_MMU_FREE_OBSOLETE_ROOTS;
     }
   }
@@ -1511,7 +1510,7 @@ export function kvm_mmu_unprotect_page(sk: ShadowMmu, gfn: number): boolean {
   let r = false;
   for (let sp: KvmMmuPage | null = sk.mmu_page_hash[kvm_page_table_hashfn(gfn)]!; sp !== null; ) {
     const next: KvmMmuPage | null = sp.hash_next;
-    if (sp.gfn === gfn && !is_obsolete_sp(sk, sp) && sp_has_gptes(sp)) {
+    if (sp.gfn === gfn && !is_obsolete_sp(sk.kvm, sp) && sp_has_gptes(sp)) {
       r = true;
       kvm_mmu_prepare_zap_page(sk, sp, invalid_list);
     }
@@ -1589,7 +1588,7 @@ export function kvm_zap_obsolete_pages(sk: ShadowMmu): void {
   restart: for (;;) {
     for (let sp = sk.active_tail; sp !== null; ) {
       const prev: KvmMmuPage | null = sp.link_prev;
-      if (!is_obsolete_sp(sk, sp)) break;
+      if (!is_obsolete_sp(sk.kvm, sp)) break;
       if ((sp.role & ROLE_INVALID) !== 0) {
         sp = prev;
         continue;

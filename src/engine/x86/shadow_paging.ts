@@ -11,7 +11,10 @@ import { trace } from '../trace_sink';
 import { emitTracepoint } from '../tracepoints/index';
 import type { KvmMmuPage } from './mmu_page';
 import type { kvm_page_fault } from './vcpu';
-import { kvm_mmu_faultin_pfn, kvm_mmu_hugepage_adjust, disallowed_hugepage_adjust, kvm_mmu_finish_page_fault } from './mmu';
+import {
+  kvm_mmu_faultin_pfn, kvm_mmu_hugepage_adjust, disallowed_hugepage_adjust, kvm_mmu_finish_page_fault, is_obsolete_sp, is_page_fault_stale,
+  page_fault_handle_page_track,
+} from './mmu';
 import { walk_addr_generic, PTTYPE_32, PTTYPE_64, type PtType, GuestWalker } from './paging_tmpl';
 import { __is_rsvd_bits_set } from './guest_pte';
 import {
@@ -59,14 +62,12 @@ import {
   __direct_pte_prefetch,
   drop_spte,
   gfn_to_memslot_dirty_bitmap,
-  kvm_gfn_is_write_tracked,
   kvm_mmu_page_get_gfn,
   kvm_mmu_page_get_access,
   kvm_mmu_page_set_access,
   kvm_mmu_prepare_zap_page,
   kvm_mmu_commit_zap_page,
   kvm_page_table_hashfn,
-  is_obsolete_sp,
   sp_has_gptes,
   mmu_spte_update,
   mmu_spte_clear_no_track,
@@ -327,20 +328,6 @@ export function kvm_inject_emulated_page_fault(sv: ShadowVcpu, error_code: numbe
   sv.vcpu.stat.pf_guest++;
 }
 
-/** page_fault_handle_page_track(): a present write to a write-tracked gfn must be emulated. */
-function page_fault_handle_page_track(sv: ShadowVcpu, fault: kvm_page_fault): boolean {
-  if (fault.rsvd || !fault.present || !fault.write) return false;
-  return kvm_gfn_is_write_tracked(sv.sk, fault.gfn);
-}
-
-/** is_page_fault_stale() for shadow roots. */
-function is_page_fault_stale(sv: ShadowVcpu, fault: kvm_page_fault): boolean {
-  if (probes.armed) probes.hit('is_page_fault_stale', { fault });
-  if (sv.root_kind === ROOT_SP && is_obsolete_sp(sv.sk, sv.root_sp!)) return true;
-  if (sv.root_kind !== ROOT_SP && (sv.requests & KVM_REQ_MMU_FREE_OBSOLETE_ROOTS) !== 0) return true;
-  return fault.slot !== null && sv.sk.kvm.mmu_invalidate_retry_gfn(fault.mmu_seq, fault.gfn);
-}
-
 function page_fault_tmpl(sv: ShadowVcpu, fault: kvm_page_fault, pttype: PtType): number {
   const gw = sv.walker!;
   const addr = fault.addr;
@@ -352,7 +339,7 @@ function page_fault_tmpl(sv: ShadowVcpu, fault: kvm_page_fault, pttype: PtType):
   fault.gfn = gw.gfn;
   fault.max_level = gw.level;
   fault.slot = sv.sk.kvm.kvm_memslots(sv.vcpu.smm ? 1 : 0).lookup(fault.gfn) ?? null;
-  if (page_fault_handle_page_track(sv, fault)) return RET_PF_WRITE_PROTECTED;
+  if (page_fault_handle_page_track(sv.vcpu, fault)) return RET_PF_WRITE_PROTECTED;
   let ret = kvm_mmu_faultin_pfn(sv.vcpu, fault, gw.pte_access);
   if (ret !== RET_PF_CONTINUE) return ret;
   // CR0.WP=0 supervisor write to a read-only page: map it writable but supervisor-only.
@@ -362,7 +349,7 @@ function page_fault_tmpl(sv: ShadowVcpu, fault: kvm_page_fault, pttype: PtType):
     if (sv.guest!.cr4_smep) gw.pte_access &= ~ACC_EXEC_MASK;
   }
   ret = RET_PF_RETRY;
-  if (!is_page_fault_stale(sv, fault) && make_mmu_pages_available(sv) === 0) {
+  if (!is_page_fault_stale(sv.vcpu, fault) && make_mmu_pages_available(sv) === 0) {
     ret = pttype === PTTYPE_32 ? paging32_fetch(sv, fault, gw) : paging64_fetch(sv, fault, gw);
   }
   kvm_mmu_finish_page_fault(sv.vcpu, fault, ret);
@@ -415,11 +402,11 @@ export function direct_map(sv: ShadowVcpu, fault: kvm_page_fault): number {
 /** direct_page_fault() (the shadow-MMU half; fast_page_fault is not modelled for shadow roots). */
 export function direct_page_fault(sv: ShadowVcpu, fault: kvm_page_fault): number {
   if (probes.armed) probes.hit(PR_DIRECT_PF, { fault });
-  if (page_fault_handle_page_track(sv, fault)) return RET_PF_WRITE_PROTECTED;
+  if (page_fault_handle_page_track(sv.vcpu, fault)) return RET_PF_WRITE_PROTECTED;
   let r = kvm_mmu_faultin_pfn(sv.vcpu, fault, ACC_ALL);
   if (r !== RET_PF_CONTINUE) return r;
   r = RET_PF_RETRY;
-  if (!is_page_fault_stale(sv, fault) && make_mmu_pages_available(sv) === 0) r = direct_map(sv, fault);
+  if (!is_page_fault_stale(sv.vcpu, fault) && make_mmu_pages_available(sv) === 0) r = direct_map(sv, fault);
   kvm_mmu_finish_page_fault(sv.vcpu, fault, r);
   return r;
 }
@@ -490,7 +477,7 @@ export function kvm_mmu_track_write(sv: ShadowVcpu, gpa: number, bytes: number):
   const cnt = { n: 0 };
   for (let sp: KvmMmuPage | null = sk.mmu_page_hash[kvm_page_table_hashfn(gfn)]!; sp !== null; ) {
     const next: KvmMmuPage | null = sp.hash_next;
-    if (sp.gfn !== gfn || is_obsolete_sp(sk, sp) || !sp_has_gptes(sp)) {
+    if (sp.gfn !== gfn || is_obsolete_sp(sk.kvm, sp) || !sp_has_gptes(sp)) {
       sp = next;
       continue;
     }
@@ -580,6 +567,7 @@ export function shadow_paging_init_hooks(sv: ShadowVcpu): void {
   const mmu = sv.vcpu.mmu;
   mmu.root_role = sv.root_role;
   mmu.root_hpa_valid = () => sv.root_kind !== ROOT_INVALID;
+  mmu.root_to_sp = () => (sv.root_kind === ROOT_SP ? sv.root_sp : null);
   const handler = (sv.cpu_role_base & ROLE_DIRECT) !== 0 ? nonpaging_page_fault : pttype === PTTYPE_32 ? paging32_page_fault : paging64_page_fault;
   mmu.page_fault = (_vcpu, fault) => handler(sv, fault);
   if (sv.walker === null) sv.walker = new GuestWalker();

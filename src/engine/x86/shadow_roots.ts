@@ -8,6 +8,7 @@ import { probes, defineProbe } from '../probes';
 import { __GFP_DMA32 } from '../mem/host_memory';
 import type { KvmMmuPage } from './mmu_page';
 import { KVM_REQ_MMU_FREE_OBSOLETE_ROOTS } from './vm';
+import { is_obsolete_sp } from './mmu';
 import { PT_PRESENT_MASK, PT_ACCESSED_MASK, PT_WRITABLE_MASK, PT_USER_MASK, SHADOW_NONPRESENT_VALUE_LO, SHADOW_NONPRESENT_VALUE_HI } from './spte';
 import { ROLE_DIRECT, ROLE_LEVEL_MASK, ROLE_QUADRANT_MASK, ROLE_QUADRANT_SHIFT, ROLE_HAS_4_BYTE_GPTE, PT32_ROOT_LEVEL, PT32E_ROOT_LEVEL } from './role';
 import {
@@ -22,7 +23,6 @@ import {
   kvm_mmu_get_shadow_page,
   kvm_mmu_prepare_zap_page,
   kvm_mmu_commit_zap_page,
-  is_obsolete_sp,
   mmu_sync_children,
   make_mmu_pages_available,
   drop_parent_pte,
@@ -271,7 +271,7 @@ export function kvm_mmu_load(sv: ShadowVcpu): number {
 function is_obsolete_root(sv: ShadowVcpu): boolean {
   if (sv.root_kind === ROOT_DUMMY) return true;
   if (sv.root_kind !== ROOT_SP) return true;
-  return is_obsolete_sp(sv.sk, sv.root_sp!);
+  return is_obsolete_sp(sv.sk.kvm, sv.root_sp!);
 }
 
 /** kvm_mmu_free_obsolete_roots() (current root; prev roots are freed when obsolete too). */
@@ -280,7 +280,7 @@ export function kvm_mmu_free_obsolete_roots(sv: ShadowVcpu): void {
   if (sv.root_kind !== ROOT_INVALID && is_obsolete_root(sv)) roots |= KVM_MMU_ROOT_CURRENT;
   for (let i = 0; i < 3; i++) {
     const p = sv.prev_roots[i]!;
-    if (p.sp !== null && is_obsolete_sp(sv.sk, p.sp)) roots |= KVM_MMU_ROOT_PREVIOUS(i);
+    if (p.sp !== null && is_obsolete_sp(sv.sk.kvm, p.sp)) roots |= KVM_MMU_ROOT_PREVIOUS(i);
   }
   if (roots !== 0) kvm_mmu_free_roots(sv, roots);
 }

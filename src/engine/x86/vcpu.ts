@@ -102,6 +102,8 @@ export class KvmMmu {
   page_fault: ((vcpu: KvmVcpu, fault: kvm_page_fault) => number) | null = null;
   /** VALID_PAGE(root.hpa). The shadow MMU, whose roots can be special (PAE, pml4) roots, installs its own. */
   root_hpa_valid: () => boolean = () => this.root !== null;
+  /** root_to_sp(root.hpa): the root's shadow page, or null for a special root (or none). */
+  root_to_sp: () => KvmMmuPage | null = () => this.root;
 }
 
 export interface MemoryFaultExit {

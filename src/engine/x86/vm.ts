@@ -99,8 +99,10 @@ export class KvmArch {
   /** Per-VM MMIO value (TDX overrides it). */
   shadow_mmio_value: U64 = { lo: 0, hi: 0 };
   has_private_mem = false;
-  /** Model of kvm_page_track: gfns write-tracked by an external user (KVMGT) or the shadow MMU. */
+  /** Model of kvm_page_track's external users (KVMGT): gfns they write-track. */
   readonly write_tracked = new Set<number>();
+  /** slot->arch.gfn_write_track counts: the shadow MMU write-tracks the gfns of upper-level guest tables. */
+  readonly gfn_write_track = new Map<number, number>();
   /** Number of TDP MMU tables currently linked (tdp_mmu_pages under CONFIG_KVM_PROVE_MMU). */
   tdp_mmu_pages = 0;
 }

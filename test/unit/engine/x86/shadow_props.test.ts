@@ -12,7 +12,8 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import fc from 'fast-check';
 import { ShadowVm, GuestPageTableBuilder, GPTE_P, GPTE_W, GPTE_U, GPTE_A, GPTE_D } from '../../../../src/engine/x86/shadow_vm';
-import { gfn_rmap_entries, kvm_mmu_page_get_gfn, is_obsolete_sp, ROLE_PAE_ROOT, type ShadowMmu } from '../../../../src/engine/x86/shadow_mmu';
+import { gfn_rmap_entries, kvm_mmu_page_get_gfn, ROLE_PAE_ROOT, type ShadowMmu } from '../../../../src/engine/x86/shadow_mmu';
+import { is_obsolete_sp } from '../../../../src/engine/x86/mmu';
 import { pte_list_entries } from '../../../../src/engine/x86/rmap';
 import type { KvmMmuPage } from '../../../../src/engine/x86/mmu_page';
 
@@ -76,7 +77,7 @@ function checkInvariants(vm: ShadowVm): void {
   }
   for (const [gfn, n] of tracked) assert.equal(sk.write_track.get(gfn), n, `write_track of ${gfn}`);
   assert.equal([...sk.write_track.values()].reduce((a, b) => a + b, 0), [...tracked.values()].reduce((a, b) => a + b, 0));
-  for (const sp of sps) if (!is_obsolete_sp(sk, sp)) assert.equal(sp.mmu_valid_gen, sk.kvm.arch.mmu_valid_gen);
+  for (const sp of sps) if (!is_obsolete_sp(sk.kvm, sp)) assert.equal(sp.mmu_valid_gen, sk.kvm.arch.mmu_valid_gen);
 }
 
 /** The guest's own walk (no A/D updates) for 2-, 3- (PAE) or 4-level tables: gpa and effective W/U/NX, or null. */
