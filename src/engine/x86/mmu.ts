@@ -1,7 +1,8 @@
 /**
- * The shared part of arch/x86/kvm/mmu/mmu.c for a TDP VM: the page-fault entry and its helpers
- * (kvm_mmu_page_fault -> kvm_mmu_do_page_fault -> kvm_tdp_page_fault -> kvm_tdp_mmu_page_fault),
- * fast_page_fault, kvm_mmu_faultin_pfn, huge page level selection, MMIO SPTE handling, root loading
+ * The shared part of arch/x86/kvm/mmu/mmu.c: the one page-fault entry of every MMU mode
+ * (kvm_mmu_page_fault -> kvm_mmu_do_page_fault -> mmu->page_fault: kvm_tdp_page_fault ->
+ * kvm_tdp_mmu_page_fault, or the shadow MMU's handlers in shadow_paging.ts), the vendor exits
+ * (EPT violation / misconfig, #NPF with the SEV-SNP RMP tail), fast_page_fault, kvm_mmu_faultin_pfn, huge page level selection, MMIO SPTE handling, root loading
  * and invalidation, gfn-range zaps, memslot hooks and the mmu_notifier callbacks.
  *
  * Host memory is modelled as populated and writable (as with preallocated or already-touched guest

@@ -1,8 +1,8 @@
 /**
  * The x86 binding: scenario statements onto the TDP MMU model through its facade
  * (src/engine/x86/index.ts). Guest accesses are by GPA (what an EPT violation / #NPF reports); guest
- * page tables, shadow paging, guest_memfd files and SEV-SNP are not in the facade yet and report
- * themselves as not supported at their line.
+ * page tables (x86_guest.ts), shadow paging (x86_shadow.ts) and SEV-SNP's RMP checks (x86_snp.ts) are
+ * layered on top; what is not modelled reports itself as not supported at its line.
  */
 import { type HostBacking, type KvmMmuPage, KVM_X86_DEFAULT_VM, KVM_X86_SNP_VM, KVM_X86_SW_PROTECTED_VM, KVM_X86_TDX_VM, X86Vm } from '../../engine/x86/index';
 import { KVM_LPAGE_MIXED_FLAG, lpage_info_slot } from '../../engine/x86/memslot';
