@@ -524,7 +524,12 @@ export function handleQuery(name: string, args: Record<string, unknown>, ctx: Qu
       const mmu = mmuOf(ctx.program);
       if (!mmu) throw new Error('not available for this VM (no x86 MMU)');
       const kvm = mmu.kvm;
-      return { format: kvm.masks.is_ept ? 'ept' : 'npt', mmu: mmu.shadow ? 'shadow' : 'tdp', roots: mmu.roots.map((r) => ({ ...rootRow(kvm, r), gfn: r.gfn, direct: (r.role & 0x80) !== 0 })) };
+      // is_obsolete_sp: a shadow page of an older mmu_valid_gen (the TDP MMU marks roots role.invalid instead).
+      return {
+        format: kvm.masks.is_ept ? 'ept' : 'npt',
+        mmu: mmu.shadow ? 'shadow' : 'tdp',
+        roots: mmu.roots.map((r) => ({ ...rootRow(kvm, r), gfn: r.gfn, direct: (r.role & 0x80) !== 0, obsolete: mmu.shadow ? r.mmu_valid_gen !== kvm.arch.mmu_valid_gen : (r.role & 0x800) !== 0, mmu_valid_gen: mmu.shadow ? r.mmu_valid_gen : undefined })),
+      };
     }
     case 'kvmMmu/table': {
       // One page-table page by the pfn of its spt, entries paged; `all` includes never-used entries.

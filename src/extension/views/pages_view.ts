@@ -22,6 +22,9 @@ export interface RootRow {
   scheduled_to_zap?: boolean;
   external_spt?: string;
   entries: number;
+  /** is_obsolete_sp (shadow MMU: older mmu_valid_gen; TDP MMU: role.invalid). */
+  obsolete?: boolean;
+  mmu_valid_gen?: number;
 }
 
 export interface FieldRow {
@@ -191,17 +194,18 @@ export class PagesTree implements vscode.TreeDataProvider<PageNode> {
       }
       case 'root': {
         const r = n.root;
-        const state = r.invalid ? 'invalid' : 'valid';
+        const state = r.invalid ? 'invalid' : r.obsolete ? 'obsolete' : 'valid';
         const item = new vscode.TreeItem(`${r.mirror ? 'mirror root' : 'root'} ${r.hpa}`, r.entries > 0 ? C.Collapsed : C.None);
         item.id = `root:${r.table}`;
         item.description = `${r.roleText}  refcount ${r.root_count}  ${state}${r.scheduled_to_zap ? ' (to zap)' : ''}`;
-        item.iconPath = new vscode.ThemeIcon(r.mirror ? 'mirror' : 'root-folder', r.invalid ? new vscode.ThemeColor('disabledForeground') : undefined);
+        item.iconPath = new vscode.ThemeIcon(r.mirror ? 'mirror' : 'root-folder', r.invalid || r.obsolete ? new vscode.ThemeColor('disabledForeground') : undefined);
         const md = new vscode.MarkdownString();
         md.appendMarkdown(`**${r.mirror ? 'Mirror root' : 'Root'}** at hpa \`${r.hpa}\` — as_id ${r.as_id}\n\n`);
         md.appendMarkdown(`| | |\n|---|---|\n| role | \`0x${r.role.toString(16)}\` ${r.roleText} |\n| tdp_mmu_root_count | ${r.root_count} |\n| role.invalid | ${r.invalid ? 1 : 0} |\n| entries in use | ${r.entries} of 512 |\n`);
         if (r.external_spt) md.appendMarkdown(`| external_spt | \`${r.external_spt}\` |\n`);
+        if (r.mmu_valid_gen !== undefined) md.appendMarkdown(`| mmu_valid_gen | ${r.mmu_valid_gen}${r.obsolete ? ' (obsolete)' : ''} |\n`);
         item.tooltip = md;
-        item.contextValue = r.invalid ? 'root.invalid' : 'root';
+        item.contextValue = r.invalid ? 'root.invalid' : r.obsolete ? 'root.obsolete' : 'root';
         return item;
       }
       case 'more': {
