@@ -11,6 +11,7 @@ import { parseScenario } from '../../../src/scenario/parser';
 import { completionsAt, hoverAt } from '../../../src/scenario/editor';
 import { loadScenario, type FileReader, type Program } from '../../../src/scenario/load';
 import { ScenarioRunner } from '../../../src/scenario/runner';
+import { auditEngine, formatViolations } from '../../../src/engine/audit/audit';
 import { KEYWORDS, STATEMENTS } from '../../../src/scenario/grammar';
 import type { Diagnostic } from '../../../src/scenario/diagnostics';
 
@@ -251,7 +252,7 @@ describe('fuzz: scenario loader (includes)', () => {
 });
 
 describe('fuzz: scenario runner on mutated examples', () => {
-  it('running a mutated example never throws out of step(); problems are located', () => {
+  it('running a mutated example never throws out of step(); problems are located; the auditor finds nothing', () => {
     fc.assert(
       fc.property(mutatedExample, (text) => {
         cases++;
@@ -265,8 +266,10 @@ describe('fuzz: scenario runner on mutated examples', () => {
         try {
           let n = 0;
           while (!runner.done && n++ < 400) {
-            runner.step();
+            const r = runner.step();
             steps++;
+            // whatever the (mutated) statement did, the engine's invariants still hold afterwards
+            if (runner.engine) assert.deepEqual(formatViolations(auditEngine(runner.engine)), [], `after ${r.statement.line}: ${r.statement.text}`);
           }
           checkDiagnostics(runner.problems, files, 'r.kvmmmu');
         } finally {
