@@ -11,7 +11,8 @@ import { to_kvm_sev_info, type SnpRmpTable } from '../../engine/x86/sev_snp';
 import { role_trace_text } from '../../engine/x86/role';
 import { hex0x } from '../../engine/bits/u64';
 import type { Arm64Vm } from '../../engine/arm64/mmu';
-import { dirty_bitmap_test, lpage_info_slot } from '../../engine/x86/memslot';
+import { dirty_bitmap_test, host_pfn_mapping_level, kvm_slot_dirty_track_enabled, lpage_info_slot } from '../../engine/x86/memslot';
+import { kvm_mmu_max_mapping_level } from '../../engine/x86/mmu';
 import { KVM_PGTABLE_WALK_LEAF, kvm_pgtable_walk, type KvmPgtableVisitCtx } from '../../engine/arm64/pgtable';
 import { pageStateName } from '../../engine/arm64/pkvm_mem_protect';
 import { ownerName } from '../../engine/arm64/variants';
@@ -366,8 +367,47 @@ function whereX86(kvm: Kvm, gfn: number): WhereSection[] {
     const as = root.role >>> 24 !== 0 ? 1 : 0;
     out.push({ title: `SPTEs in ${(root.role & 0x8_0000) !== 0 ? 'mirror ' : ''}root 0x${(root.spt_pfn * 4096).toString(16)} (as ${as}${(root.role & 0x800) !== 0 ? ', invalid' : ''}): ${role_trace_text(root.role)}`, rows });
   }
+  out.push(whyLevel(kvm, gfn, out));
   out.push({ title: 'rmap', rows: [], note: 'the TDP MMU keeps no rmaps: SPTEs are found by walking each root' });
   return out;
+}
+
+const LEVEL_NAME = ['', '4K', '2M', '1G', '512G', '256T'];
+
+/**
+ * "Why this mapping level?": the predicates kvm_mmu_hugepage_adjust and __kvm_mmu_max_mapping_level
+ * consult for a fault on gfn now, with their values, next to the leaf level the roots hold.
+ */
+function whyLevel(kvm: Kvm, gfn: number, sections: WhereSection[]): WhereSection {
+  const title = 'why this mapping level?';
+  const slot = kvm.kvm_memslots(0).lookup(gfn);
+  if (!slot) return { title, rows: [], note: 'no memslot: nothing is mapped (MMIO or a fault to userspace)' };
+  const rows: WhereRow[] = [];
+  let max: number | undefined;
+  try {
+    max = kvm_mmu_max_mapping_level(kvm, slot, gfn);
+  } catch {
+    max = undefined;
+  }
+  if (max !== undefined) rows.push({ key: 'kvm_mmu_max_mapping_level', value: LEVEL_NAME[max] ?? String(max) });
+  const host = host_pfn_mapping_level(slot, gfn);
+  rows.push({ key: 'host_pfn_mapping_level', value: `${LEVEL_NAME[host]} (host backing ${slot.host_backing})` });
+  const dirty = kvm_slot_dirty_track_enabled(slot);
+  rows.push({ key: 'kvm_slot_dirty_track_enabled', value: dirty ? 'yes: kvm_mmu_hugepage_adjust leaves new faults at 4K' : 'no' });
+  const nx = kvm.is_nx_huge_page_enabled();
+  rows.push({ key: 'is_nx_huge_page_enabled', value: nx ? 'yes: an exec fault maps 4K (huge_page_disallowed)' : 'no' });
+  const leaf = sections.find((x) => x.title.startsWith('SPTEs in root'))?.rows.filter((r) => / leaf/.test(r.value)).pop();
+  const leafLevel = leaf ? Number(/^level (\d)/.exec(leaf.key)?.[1]) : undefined;
+  rows.push({ key: 'leaf now', value: leafLevel ? LEVEL_NAME[leafLevel]! : 'none (not mapped)' });
+  let note: string | undefined;
+  if (leafLevel && max !== undefined && leafLevel < max) {
+    note = dirty
+      ? 'smaller than the maximum: dirty logging splits huge leaves (eager split) and faults map 4K'
+      : 'smaller than the maximum: mapped while a restriction held (NX mitigation, a mixed range, dirty logging) or split since';
+  } else if (leafLevel && max !== undefined && leafLevel > max) {
+    note = 'larger than a fault would map now: the restriction came after the mapping (the leaf is zapped or split when it applies)';
+  }
+  return note ? { title, rows, note } : { title, rows };
 }
 
 function whereArm64(vm: Arm64Vm, gfn: number): WhereSection[] {

@@ -120,6 +120,10 @@ describe('Bit Decoder panel', () => {
       const sptes = a.sections.find((x) => x.title.startsWith('SPTEs in root'))!;
       assert.deepStrictEqual(sptes.rows.map((r) => r.key), ['level 4 [0]', 'level 3 [0]', 'level 2 [0]'], 'the walk ends at the 2M leaf');
       assert.match(sptes.rows[2].value, /leaf \(huge\)/);
+      const why = a.sections.find((x) => x.title === 'why this mapping level?')!;
+      assert.deepStrictEqual(why.rows.map((r) => `${r.key}=${r.value.split(' ')[0]}`), [
+        'kvm_mmu_max_mapping_level=2M', 'host_pfn_mapping_level=2M', 'kvm_slot_dirty_track_enabled=no', 'is_nx_huge_page_enabled=no', 'leaf now=2M',
+      ]);
       await screenshot('where-gfn-dark');
 
       // After dirty logging splits the huge page the walk reaches level 1.
@@ -139,6 +143,8 @@ describe('Bit Decoder panel', () => {
       const sptes2 = b.sections.find((x) => x.title.startsWith('SPTEs in root'))!;
       assert.deepStrictEqual(sptes2.rows.map((r) => r.key), ['level 4 [0]', 'level 3 [0]', 'level 2 [0]', 'level 1 [1]']);
       assert.match(b.sections[0].rows.find((r) => r.key === 'flags')?.value ?? '', /KVM_MEM_LOG_DIRTY_PAGES/);
+      const why2 = b.sections.find((x) => x.title === 'why this mapping level?')!;
+      assert.match(why2.note ?? '', /dirty logging splits huge leaves/, 'the 4K leaf is explained by dirty logging');
       await setTheme('Default Light Modern');
       await screenshot('where-gfn-light');
 
