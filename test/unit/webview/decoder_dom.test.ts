@@ -17,8 +17,25 @@ const BUNDLE = join(ROOT, 'dist', 'webview', 'decoder.js');
 const CHROMIUM = '/usr/bin/chromium';
 const missing = [PW, BUNDLE, CHROMIUM].filter((p) => !existsSync(p));
 
+// The little of playwright-core used here (it lives in the test host's tools folder, not our dependencies).
+interface Page {
+  on(event: 'pageerror', cb: (e: Error) => void): void;
+  setContent(html: string): Promise<void>;
+  evaluate<R, A = undefined>(fn: string | ((arg: A) => R), arg?: A): Promise<R>;
+  addScriptTag(o: { content: string }): Promise<unknown>;
+  waitForFunction(fn: () => boolean): Promise<unknown>;
+  click(selector: string): Promise<void>;
+}
+interface Browser {
+  newPage(): Promise<Page>;
+  close(): Promise<void>;
+}
+interface Playwright {
+  chromium: { launch(o: { executablePath: string; headless: boolean; args: string[] }): Promise<Browser> };
+}
+
 test('decoder webview: draws the grid from a snapshot, a click asks for the toggled value', { skip: missing.length ? `not available: ${missing.join(', ')}` : false, timeout: 60000 }, async () => {
-  const { chromium } = createRequire(__filename)(PW) as typeof import('playwright-core');
+  const { chromium } = createRequire(__filename)(PW) as Playwright;
   const browser = await chromium.launch({ executablePath: CHROMIUM, headless: true, args: ['--no-sandbox', '--disable-gpu'] });
   try {
     const page = await browser.newPage();
