@@ -18,6 +18,8 @@ export interface CommandContext {
   conditionResolver: Resolver;
   /** The program's state queries (the subjects `expect` uses), when it has them. */
   query?: (subject: string, selector: Record<string, string | number | boolean>) => Array<Record<string, unknown>> | undefined;
+  /** Runs the invariant auditor and describes the result. */
+  audit?: () => string;
 }
 
 /** Console verbs that read MMU state, mapped to the query subject they ask. */
@@ -59,6 +61,7 @@ const HELP = [
   '  rmp pfn=N                     an SEV-SNP RMP entry',
   '  owner pfn=N                   pKVM page state (host / hyp / guest)',
   '  stage2 ipa=A                  an arm64 stage-2 descriptor',
+  '  audit                         check every MMU invariant now',
   '  probes [FILTER]               probe names usable as function breakpoints',
   '  cond EXPR                     evaluate a breakpoint condition here (e.g. cond gfn == 0x800 && level == 1)',
   '  NAME[.FIELD]                  a probe argument or state value (as in Watch)',
@@ -86,12 +89,16 @@ export function evaluateCommand(expr: string, ctx: CommandContext): string {
         throw new Error(`cannot decode '${words[1]}' (spte, role, pferr)`);
     }
   }
-  const q = QUERIES[words[0]!];
+  const q = Object.hasOwn(QUERIES, words[0]!) ? QUERIES[words[0]!] : undefined;
   if (q) {
     if (!ctx.query) throw new Error('this session cannot answer state queries');
     const rows = ctx.query(q.subject, parseSelector(words.slice(1)));
     if (rows === undefined) throw new Error(`the engine of this VM cannot answer '${words[0]}' (usage: ${q.usage})`);
     return showRows(rows);
+  }
+  if (words[0] === 'audit') {
+    if (!ctx.audit) throw new Error('this session has no engine state to audit');
+    return ctx.audit();
   }
   if (words[0] === 'probes') {
     const filter = words[1];

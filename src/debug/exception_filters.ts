@@ -28,7 +28,7 @@ export const EXCEPTION_FILTERS: ExceptionFilter[] = [
     probeGroups: ['fault', 'private'], matches: is('kvm_mmu_prepare_memory_fault_exit', 'kvm_prepare_memory_fault_exit') },
   { filter: 'rmp_npf', label: 'RMP #NPF', description: 'Stop at sev_handle_rmp_fault', default: false,
     probeGroups: ['rmp'], matches: is('sev_handle_rmp_fault') },
-  { filter: 'audit_violation', label: 'Auditor violation', description: 'Stop where the MMU invariant auditor finds a broken invariant', default: false,
+  { filter: 'audit_violation', label: 'Auditor violation', description: 'Audit the whole MMU after every statement and stop where an invariant breaks', default: false,
     probeGroups: ['audit'], matches: is('audit_violation') },
   { filter: 'expect_failed', label: 'Failed expect', description: 'Stop after a scenario statement whose expectation does not hold', default: true },
   { filter: 'engine_error', label: 'Statement error', description: 'Stop after a statement that the engine refused (an ioctl error, an illegal operation)', default: false },
@@ -44,5 +44,5 @@ function zapped(a: ProbeArgs): boolean {
 
 /** Which filter a statement failure belongs to. */
 export function exceptionFilterFor(kind: string): string {
-  return kind === 'expect' ? 'expect_failed' : 'engine_error';
+  return kind === 'expect' ? 'expect_failed' : kind === 'audit' ? 'audit_violation' : 'engine_error';
 }

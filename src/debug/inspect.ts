@@ -136,6 +136,9 @@ export class VariableStore {
   }
 
   children(ref: number, hexOn: boolean, start = 0, count = 0): DebugProtocol.Variable[] {
+    // Paging arguments come from the client: clamp them so no request can make us loop for ages.
+    start = Number.isSafeInteger(start) && start > 0 ? start : 0;
+    count = Number.isSafeInteger(count) && count > 0 ? Math.min(count, 100_000) : 0;
     const c = this.handles[ref - 1];
     if (!c) return [];
     switch (c.kind) {

@@ -5,6 +5,7 @@
 import { MessageChannel, Worker, type MessagePort } from 'node:worker_threads';
 import { EventEmitter } from 'node:events';
 import { existsSync } from 'node:fs';
+import { totalmem } from 'node:os';
 import { join } from 'node:path';
 import { SIG_MESSAGES, SIG_PAUSE, SIG_SLOTS, type LaunchOptions, type WorkerEvent, type WorkerMessage, type WorkerRequest } from './protocol';
 
@@ -33,7 +34,7 @@ export class RuntimeClient extends EventEmitter {
       transferList: [port2],
       // Engine frames then map back to the TypeScript sources where the bundle ships a source map.
       execArgv: [...process.execArgv.filter((a) => !a.startsWith('--inspect')), '--enable-source-maps'],
-      resourceLimits: { maxOldGenerationSizeMb: 8192, maxYoungGenerationSizeMb: 48 },
+      resourceLimits: { maxOldGenerationSizeMb: Math.min(8192, Math.floor(totalmem() / 2 / 2 ** 20)), maxYoungGenerationSizeMb: 48 },
     });
     this.port.on('message', (m: WorkerMessage) => this.onMessage(m));
     this.worker.on('error', (e) => this.fail(`the engine stopped: ${e.message}`));

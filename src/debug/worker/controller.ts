@@ -22,6 +22,7 @@ import { EXCEPTION_FILTERS, exceptionFilterFor } from '../exception_filters';
 import { evaluateCommand, completeCommand } from '../console_commands';
 import { findKernelFunction } from '../kernel_source';
 import { handleQuery } from './queries';
+import { auditEngine, canAudit, formatViolations, type AuditReport } from '../../engine/audit/audit';
 import { findSourceMap } from 'node:module';
 import { existsSync } from 'node:fs';
 import { dirname, resolve as resolvePath } from 'node:path';
@@ -196,6 +197,12 @@ export class Controller {
         this.pendingRewind = undefined;
         throw r;
       }
+      if (this.exceptionFilters.has('audit_violation') && !this.target && !this.scanning && this.targetEvent === undefined) {
+        const r = this.audit();
+        if (r && r.violations.length) {
+          result = { ...(result ?? {}), failure: { kind: 'audit', message: formatViolations(r).slice(0, 5).join('; ') } };
+        }
+      }
       if (result && !this.target && !this.scanning) {
         for (const o of result.output ?? []) {
           this.chan.event({ event: 'output', category: o.category, output: o.text.endsWith('\n') ? o.text : o.text + '\n', file: o.location?.file, line: o.location?.line });
@@ -214,6 +221,27 @@ export class Controller {
 
   private pendingRewind: Rewind | undefined;
   private progressId: string | undefined;
+
+  /**
+   * Run the invariant auditor over the engine. Probes are silenced meanwhile: a violation found while
+   * stopped at a probe must not start a nested stop.
+   */
+  private auditText(): string {
+    const r = this.audit();
+    if (!r) return 'this program has no engine state to audit';
+    return r.violations.length ? `${r.violations.length} violation(s) in ${r.checks} checks:\n${formatViolations(r).join('\n')}` : `no violation (${r.checks} checks)`;
+  }
+
+  private audit(): AuditReport | undefined {
+    const vm = (this.program.state() as { VM?: unknown }).VM;
+    if (!vm || !canAudit(vm)) return undefined;
+    probes.listen(undefined);
+    try {
+      return auditEngine(vm);
+    } finally {
+      if (this.armedThisStep) probes.listen(this.onProbe);
+    }
+  }
 
   private endProgress(): void {
     if (!this.progressId) return;
@@ -705,7 +733,7 @@ export class Controller {
       }
       if (context !== 'repl') throw new Error(`'${expr}' is not available here`);
     }
-    const out = evaluateCommand(expr, { args, state: this.program.state(), conditionResolver: args ? argsResolver(args) : this.stateResolver(), query: this.program.query?.bind(this.program) });
+    const out = evaluateCommand(expr, { args, state: this.program.state(), conditionResolver: args ? argsResolver(args) : this.stateResolver(), query: this.program.query?.bind(this.program), audit: () => this.auditText() });
     return { result: out, variablesReference: 0 };
   }
 
@@ -728,6 +756,10 @@ export class Controller {
       case 'kvmMmu/setHex':
         this.hexDisplay = !!args.hex;
         return {};
+      case 'kvmMmu/audit': {
+        const r = this.audit();
+        return r ? { checks: r.checks, violations: r.violations, text: formatViolations(r) } : { checks: 0, violations: [], text: ['this program has no engine state to audit'] };
+      }
       default:
         return handleQuery(name, args, { program: this.program });
     }
