@@ -174,4 +174,21 @@ describe('DAP: the TDP MMU', () => {
     const roots = await dc.evaluateRequest({ expression: 'roots', context: 'repl' });
     assert.match(roots.body.result, /0x3784|14212/, 'the 4-level EPT root with A/D has role 0x3784');
   });
+
+  it('the auditor runs on demand and after every statement under its exception filter', async () => {
+    dc = await startClient();
+    await launchStopped(dc, { program: ZAP, stopOnEntry: false }, async (c) => {
+      await c.setExceptionBreakpointsRequest({ filters: ['audit_violation'] });
+      const lines = (await import('node:fs')).readFileSync(ZAP, 'utf8').split('\n');
+      await c.setBreakpointsRequest({ source: { path: ZAP }, breakpoints: [{ line: lines.findIndex((l) => l.startsWith('host invalidate')) + 1 }] });
+    });
+    // A consistent engine: the filter did not stop anywhere before the breakpoint.
+    assert.match((await frames(dc)).at(-1)!.name, /^host invalidate/);
+    const r = await dc.evaluateRequest({ expression: 'audit', context: 'repl' });
+    assert.match(r.body.result, /^no violation \(\d+ checks\)$/);
+    const n = Number(/\((\d+) checks/.exec(r.body.result)![1]);
+    assert.ok(n > 100, `the audit covered the tables (${n} checks)`);
+    const req = (await dc.customRequest('kvmMmu/audit', {})).body as { checks: number; violations: unknown[] };
+    assert.deepEqual(req.violations, []);
+  });
 });
