@@ -7,6 +7,8 @@ import { existsSync } from 'node:fs';
 const steps = [
   ['build', 'node', ['scripts/build.mjs']],
   ['typecheck', 'npx', ['--no-install', 'tsc', '-p', '.']],
+  // The real-VS-Code host (code-server, Chromium, playwright-core) first: webview unit tests use its browser.
+  ['vscode-host', 'bash', ['scripts/vscode-host/setup.sh']],
   ['unit', 'node', ['scripts/run-unit-tests.mjs', 'test/unit']],
   ['dap', 'node', ['scripts/run-unit-tests.mjs', 'test/dap'], () => existsSync('test/dap')],
   ['vsix', 'node', ['scripts/run-unit-tests.mjs', 'test/package']],

@@ -15,6 +15,8 @@ start_code_server "$RUN" "$PORT" --vscode-option enable-smoke-test-driver || exi
 RESULTS=$RUN/results.json
 ARTIFACTS=${TEST_ARTIFACTS:-$ROOT/test-artifacts}
 mkdir -p "$ARTIFACTS"
+# Screenshot requests from an earlier run must not answer this run's.
+rm -rf "$ARTIFACTS/.requests"
 ENVJSON=$(node -e 'console.log(JSON.stringify({TEST_RESULTS_FILE:process.argv[1],TEST_ARTIFACTS:process.argv[2],KVM_MMU_ROOT:process.argv[3]}))' "$RESULTS" "$ARTIFACTS" "$ROOT")
 NODE_PATH=$TOOLS/node_modules XDG_CONFIG_HOME=$RUN/xdg QUIET_LOG=${QUIET_LOG:-1} \
   node "$ROOT/scripts/vscode-host/driver.js" "$PORT" "$ROOT" "$ROOT/out/test/vscode/suite" "$WS" "$ENVJSON"
