@@ -899,7 +899,11 @@ export function dataMatcher(dataId: string): ((args: ProbeArgs) => boolean) | un
     case 's2': {
       if (parts.length !== 3) return undefined;
       const ipa = num(parts[1]), level = +parts[2];
-      return (a) => changed(a) && Number(a.addr ?? a.ipa) === ipa && Number(a.level) === level;
+      // Stage-2 visitors carry the walk position in their visitor context (ctx.addr, ctx.level).
+      return (a) => {
+        const c = (a.ctx ?? a) as ProbeArgs;
+        return changed(a) && Number(c.addr ?? c.ipa) === ipa && Number(c.level) === level;
+      };
     }
   }
   return undefined;
@@ -911,8 +915,9 @@ function dataIdFor(name: string, _ref: number | undefined, args: ProbeArgs | und
     return `spte:${Number(args.as_id ?? 0)}:${Number(args.gfn).toString(16)}:${Number(args.level)}`;
   }
   if (/^(rmp|old_entry|new_entry)$/.test(name) && args && args.pfn !== undefined) return `rmp:${Number(args.pfn).toString(16)}`;
-  if (/^(old_desc|new_desc|desc|ptep)$/.test(name) && args && (args.addr ?? args.ipa) !== undefined && args.level !== undefined) {
-    return `s2:${Number(args.addr ?? args.ipa).toString(16)}:${Number(args.level)}`;
+  const c = (args?.ctx ?? args) as ProbeArgs | undefined;
+  if (/^(old_desc|new_desc|desc|ptep|old|new)$/.test(name) && c && (c.addr ?? c.ipa) !== undefined && c.level !== undefined) {
+    return `s2:${Number(c.addr ?? c.ipa).toString(16)}:${Number(c.level)}`;
   }
   if (/^(spte|rmp|s2):/.test(name) && dataMatcher(name)) return name;
   return undefined;
