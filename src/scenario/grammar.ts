@@ -119,6 +119,9 @@ export const STATS: readonly string[] = [
   'tlb_flush', 'invlpg', 'exits', 'mmio_exits', 'hypercalls',
   // arm64
   'mmio_exit_user', 'mmio_exit_kernel',
+  // model counters, not KVM stats (SEV-SNP VMs): assigned RMP entries by size (a 2M entry counts once),
+  // PSMASHes and successful RMPUPDATEs so far
+  'rmp_assigned_2m', 'rmp_assigned_4k', 'rmp_psmash', 'rmp_rmpupdate',
 ];
 
 export const SPTE_FIELDS: readonly string[] = [
@@ -206,6 +209,10 @@ export const STATEMENTS: readonly StmtSpec[] = [
       { name: 'fd', type: 'ident', required: true, doc: 'name of the new file (e.g. gmem0)' },
       { name: 'size', type: 'size', required: true, doc: 'file size, page aligned' },
       { name: 'flags', type: 'flags', values: ['GUEST_MEMFD_FLAG_MMAP', 'GUEST_MEMFD_FLAG_INIT_SHARED'], doc: 'creation flags' },
+      {
+        name: 'folio', type: 'enum', values: ['4K', '2M'],
+        doc: 'model option, not uapi: folio size guest_memfd allocates (default 4K). Upstream 6.18 guest_memfd allocates order-0 (4K) folios only; 2M stands for the proposed huge-page guest_memfd (PMD-order folios where an aligned 2M range of the file is free)',
+      },
     ],
     example: 'KVM_CREATE_GUEST_MEMFD fd=gmem0 size=1G',
   },

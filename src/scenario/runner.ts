@@ -375,8 +375,13 @@ export class ScenarioRunner {
         break;
       }
       case 'KVM_CREATE_GUEST_MEMFD':
-        o = this.need(st, 'createGuestMemfd')({ fd: this.word(st, 'fd', ''), size: this.num(st, 'size'), flags: this.flags(st, 'flags') });
+      {
+        // `folio` is a model option (huge guest_memfd folios, not in 6.18); passed only when given.
+        const folio = this.word(st, 'folio', '');
+        const op = { fd: this.word(st, 'fd', ''), size: this.num(st, 'size'), flags: this.flags(st, 'flags'), ...(folio ? { folio } : {}) };
+        o = this.need(st, 'createGuestMemfd')(op);
         break;
+      }
       case 'fallocate':
         o = this.need(st, 'fallocate')({ fd: this.word(st, 'fd', ''), mode: this.flags(st, 'mode'), offset: this.num(st, 'offset'), len: this.num(st, 'len') });
         break;

@@ -161,9 +161,11 @@ class X86Engine implements ScenarioEngine {
   }
 
   /** KVM_CREATE_GUEST_MEMFD; the scenario's name stands for the returned fd. */
-  createGuestMemfd(op: { fd: string; size: number; flags: number }): Outcome {
+  createGuestMemfd(op: { fd: string; size: number; flags: number; folio?: string }): Outcome {
     if (this.gmemFds.has(op.fd)) throw new NotSupportedYet(`a second file named ${op.fd}`);
-    const fd = kvm_gmem_create(this.vm.kvm, { size: op.size, flags: op.flags });
+    // folio=2M is the model's huge-folio option (upstream 6.18 guest_memfd allocates order-0 folios only).
+    const huge_folios = op.folio !== undefined && op.folio.toUpperCase() === '2M';
+    const fd = kvm_gmem_create(this.vm.kvm, { size: op.size, flags: op.flags }, { huge_folios });
     if (fd < 0) return { ret: fd };
     this.gmemFds.set(op.fd, fd);
     return { ret: 0 };
@@ -425,6 +427,15 @@ class X86Engine implements ScenarioEngine {
     const s = this.vm.stats();
     const out: Record<string, number> = { ...s.vm };
     for (const v of s.vcpus) for (const [k, n] of Object.entries(v)) out[k] = (out[k] ?? 0) + n;
+    if (this.snp) {
+      // Model counters of the RMP (not KVM stats): assigned entries by size now, PSMASHes so far.
+      const rmp = this.snp.sev.rmp;
+      const c = rmp.census();
+      out['rmp_assigned_2m'] = c.assigned_2m;
+      out['rmp_assigned_4k'] = c.assigned_4k;
+      out['rmp_psmash'] = rmp.stats.psmash;
+      out['rmp_rmpupdate'] = rmp.stats.rmpupdate;
+    }
     return out;
   }
 

@@ -46,7 +46,7 @@ const SEEDS = [
   { name: 'shadow-eager-split', variant: 'split_access', upstream: 'cached', other: 'propagate', differ: false },
   { name: 'pae-shadow-roots', variant: 'pae_root', upstream: 'special', other: 'shadow_page', differ: true },
   { name: 'pkvm-stage2-ownership', variant: 'owner_encoding', upstream: 'annotate_2026', other: 'set_owner_2021', differ: true },
-  { name: 'snp-gmem-rmp', variant: 'gmem_prepare', upstream: 'on_alloc', other: 'on_fault', differ: false },
+  { name: 'snp-gmem-rmp', variant: 'gmem_prepare', upstream: 'on_alloc', other: 'on_fault', differ: true },
 ] as const;
 
 /** Lines (1-based) of the variant file's own `expect` statements, i.e. those after its include. */
@@ -152,6 +152,12 @@ describe('seed examples: both design variants over one workload', () => {
     const pae = [holds('pae-shadow-roots.special.kvmmmu'), holds('pae-shadow-roots.shadow_page.kvmmmu')];
     assert.deepEqual(pae.map((r) => r.stats()['mmu_cache_miss']), [4, 6]);
     assert.deepEqual(pae.map((r) => r.eventCounts.get('kvm_mmu_get_page')), [5, 6]);
+    // A 2M folio (model option folio=2M) in a mixed range, mapped 4K: on_alloc converts the folio 2M at
+    // prepare and PSMASHes it at the first 4K-mapped access (512 assigned 4K entries, 2 more faults);
+    // on_fault converts only the 2 touched pages.
+    const snp = [holds('snp-gmem-rmp.on_alloc.kvmmmu'), holds('snp-gmem-rmp.on_fault.kvmmmu')];
+    const rmp = (r: (typeof snp)[number]) => ['rmp_assigned_2m', 'rmp_assigned_4k', 'rmp_psmash', 'pf_taken'].map((k) => r.stats()[k]);
+    assert.deepEqual(snp.map(rmp), [[1, 3 + 512, 1, 9], [1, 3 + 2, 0, 7]]);
   });
 
   it('a changed expectation in a variant file fails at its line with expected and actual', () => {
