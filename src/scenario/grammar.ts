@@ -89,6 +89,9 @@ export const PARAMS: Readonly<Record<string, readonly string[]>> = {
   npt: ['Y', 'N'],
   tdp_root_level: ['*'],
   flush_on_reuse: ['Y', 'N'],
+  // Model option, NOT a kernel parameter: apply the nested-MMU eager split to L1 shadow pages (tdp=off),
+  // since scenarios have no nested guest. Upstream splits only guest_mode shadow pages, under the TDP MMU.
+  shadow_eager_split_l1: ['Y', 'N'],
 };
 
 /**

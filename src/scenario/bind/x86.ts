@@ -465,6 +465,9 @@ export function createX86Engine(cfg: VmConfig): ScenarioEngine | string {
   // ept=N / npt=N turn TDP off as the vm line's tdp=off does.
   const tdp = cfg.tdp && !(p['ept'] !== undefined && !yes(p['ept'], true)) && !(p['npt'] !== undefined && !yes(p['npt'], true));
   if (!tdp) return createShadowEngine(cfg, params);
+  if (p['shadow_eager_split_l1'] !== undefined && yes(p['shadow_eager_split_l1'], false)) {
+    return 'shadow_eager_split_l1 is a model option of the shadow MMU: use tdp=off';
+  }
   for (const v of ['split_access', 'pae_root', 'gmem_prepare'] as const) {
     const val = cfg.variants[v];
     if (val !== undefined && val !== 'upstream' && val !== 'cached' && val !== 'special' && val !== 'on_alloc') {

@@ -22,6 +22,7 @@ import { roleExpectFields, spteExpectFields } from './x86_fields';
 import { X86Guest } from './x86_guest';
 
 const PAGE = 4096;
+const KVM_MEM_LOG_DIRTY_PAGES = 1 << 0;
 const HVA_BASE = 0x7f00_0000_0000;
 const CR0_PG = 1n << 31n;
 
@@ -52,11 +53,21 @@ class ShadowEngine implements ScenarioEngine {
   }
 
   setUserMemoryRegion2(op: MemoryRegionOp): Outcome {
-    if (this.vm) throw new NotSupportedYet('the shadow-paging model has one memslot; it cannot add, move or delete slots');
-    if (op.slot !== 0 || op.asId !== 0 || op.gpa !== 0 || op.flags !== 0 || op.guestMemfd !== undefined || op.size === 0) {
-      throw new NotSupportedYet('the shadow-paging model has exactly one memslot: slot 0 at GPA 0, no flags');
+    const logDirty = (op.flags & KVM_MEM_LOG_DIRTY_PAGES) !== 0;
+    if (this.vm) {
+      // A flags-only change of the one slot: dirty logging on/off (kvm_mmu_slot_apply_flags).
+      const sv = this.vm;
+      if (op.slot !== 0 || op.asId !== 0 || op.gpa !== 0 || op.size !== sv.slot.npages * PAGE || op.guestMemfd !== undefined || (op.flags & ~KVM_MEM_LOG_DIRTY_PAGES) !== 0) {
+        throw new NotSupportedYet('the shadow-paging model has one memslot; it cannot add, move or delete slots, only toggle KVM_MEM_LOG_DIRTY_PAGES');
+      }
+      sv.setDirtyLogging(logDirty);
+      return { ret: 0 };
+    }
+    if (op.slot !== 0 || op.asId !== 0 || op.gpa !== 0 || (op.flags & ~KVM_MEM_LOG_DIRTY_PAGES) !== 0 || op.guestMemfd !== undefined || op.size === 0) {
+      throw new NotSupportedYet('the shadow-paging model has exactly one memslot: slot 0 at GPA 0, flags 0 or KVM_MEM_LOG_DIRTY_PAGES');
     }
     const v = this.cfg.variants;
+    const l1 = this.cfg.params['shadow_eager_split_l1'];
     this.vm = new ShadowVm({
       vendor: this.cfg.vendor === 'amd' ? 'svm' : 'vmx',
       mem_bytes: op.size,
@@ -66,9 +77,12 @@ class ShadowEngine implements ScenarioEngine {
       cpu: { maxphyaddr: this.cfg.maxphyaddr },
       split_access: v['split_access'] === 'proposed' || v['split_access'] === 'propagate' ? 'propagate' : 'cached',
       pae_root: v['pae_root'] === 'proposed' || v['pae_root'] === 'shadow_page' ? 'shadow_page' : 'special',
+      // Model option (not a kernel parameter): the nested-MMU eager split applied to L1 shadow pages.
+      eager_split_l1: l1 !== undefined && /^(y|yes|on|true|1)$/i.test(l1),
       kvm: { params: this.params },
     });
     this.guestSide = new X86Guest(undefined, this.cfg.maxphyaddr, this.cfg.vendor === 'amd', this.vm.mem);
+    if (logDirty) this.vm.setDirtyLogging(true);
     return { ret: 0 };
   }
 
@@ -172,7 +186,8 @@ class ShadowEngine implements ScenarioEngine {
       }
       case 'memslot': {
         if (Number(sel['slot']) !== 0) return [];
-        return [{ base_gfn: 0, npages: sv.slot.npages, flags: sv.slot.flags, userspace_addr: sv.slot.userspace_addr, dirty_logging: 0 }];
+        const dirty = (sv.slot.flags & KVM_MEM_LOG_DIRTY_PAGES) !== 0 ? 1 : 0;
+        return [{ base_gfn: 0, npages: sv.slot.npages, flags: sv.slot.flags, userspace_addr: sv.slot.userspace_addr, dirty_logging: dirty }];
       }
       default:
         return undefined;

@@ -39,11 +39,12 @@ const REQUIRED = [
 /**
  * One seed thread each: `X.kvmmmu` is the shared workload, `X.<value>.kvmmmu` sets the variant, includes
  * it and checks where that value differs. `differ`: whether the engine can show a difference on the
- * workload (see the files' headers for why two of them cannot yet).
+ * workload (all of them now can; snp-gmem-rmp and shadow-eager-split need the model options their
+ * workloads document: guest_memfd folio=2M and param shadow_eager_split_l1=Y).
  */
 const SEEDS = [
   { name: 'tdx-shared-private', variant: 'tdx_stolen_bits', upstream: 'mirror_role', other: 'sp_field', differ: true },
-  { name: 'shadow-eager-split', variant: 'split_access', upstream: 'cached', other: 'propagate', differ: false },
+  { name: 'shadow-eager-split', variant: 'split_access', upstream: 'cached', other: 'propagate', differ: true },
   { name: 'pae-shadow-roots', variant: 'pae_root', upstream: 'special', other: 'shadow_page', differ: true },
   { name: 'pkvm-stage2-ownership', variant: 'owner_encoding', upstream: 'annotate_2026', other: 'set_owner_2021', differ: true },
   { name: 'snp-gmem-rmp', variant: 'gmem_prepare', upstream: 'on_alloc', other: 'on_fault', differ: true },
@@ -158,6 +159,11 @@ describe('seed examples: both design variants over one workload', () => {
     const snp = [holds('snp-gmem-rmp.on_alloc.kvmmmu'), holds('snp-gmem-rmp.on_fault.kvmmmu')];
     const rmp = (r: (typeof snp)[number]) => ['rmp_assigned_2m', 'rmp_assigned_4k', 'rmp_psmash', 'pf_taken'].map((k) => r.stats()[k]);
     assert.deepEqual(snp.map(rmp), [[1, 3 + 512, 1, 9], [1, 3 + 2, 0, 7]]);
+    // Shadow eager split of L1 pages (model option shadow_eager_split_l1=Y), then 3 fetches in a split
+    // dirty 2M page: propagate takes one extra fault per touched page and one extra shadow page.
+    const split = [holds('shadow-eager-split.cached.kvmmmu'), holds('shadow-eager-split.propagate.kvmmmu')];
+    assert.deepEqual(split.map((r) => [r.stats()['pf_taken'], r.stats()['mmu_cache_miss']]), [[4, 7], [4 + 3, 7 + 1]]);
+    assert.deepEqual(split.map((r) => r.eventCounts.get('kvm_mmu_split_huge_page')), [2, 2]);
   });
 
   it('a changed expectation in a variant file fails at its line with expected and actual', () => {
