@@ -165,20 +165,9 @@ function parseSp(s: string, pos: number, end: number, ev: ParsedEvent): number {
   else if (!s.startsWith(' 8-byte q', pos)) return spFail(s, pos, end, ' 8-byte q');
   pos = readDec(s, pos + 9, end, false);
   if (pos < 0) return -1;
-  role |= (vNum & 3) << 5;
-  if (s.startsWith(' direct', pos)) {
-    role |= 0x80;
-    pos += 7;
-  }
-  if (s.charCodeAt(pos) !== 32 || pos + 4 > end) return spFail(s, pos, end, ' ---');
-  const acc = ACC_BY_TEXT.get(s.slice(pos + 1, pos + 4));
-  if (acc === undefined) return -1;
-  role |= acc << 8;
-  pos += 4;
-  if (s.startsWith(' invalid', pos)) {
-    role |= 0x800;
-    pos += 8;
-  }
+  pos = readDirectAccInvalid(s, pos, end, role | ((vNum & 3) << 5));
+  if (pos < 0) return -1;
+  role = vRole;
   if (s.startsWith(' nxe ', pos)) {
     role |= 0x1000;
     pos += 5;
@@ -201,6 +190,26 @@ function parseSp(s: string, pos: number, end: number, ev: ParsedEvent): number {
   } else return spFail(s, pos, end, ' sync');
   ev.set(idx['role']!, role >>> 0, 0);
   ev.roleMask = SP_TEXT_ROLE_MASK;
+  return pos;
+}
+
+/** Role bits both shadow-page text generations print alike: `[ direct] ACC[ invalid]`; result in vRole. */
+let vRole = 0;
+function readDirectAccInvalid(s: string, pos: number, end: number, role: number): number {
+  if (s.startsWith(' direct', pos)) {
+    role |= 0x80;
+    pos += 7;
+  }
+  if (s.charCodeAt(pos) !== 32 || pos + 4 > end) return spFail(s, pos, end, ' ---');
+  const acc = ACC_BY_TEXT.get(s.slice(pos + 1, pos + 4));
+  if (acc === undefined) return -1;
+  role |= acc << 8;
+  pos += 4;
+  if (s.startsWith(' invalid', pos)) {
+    role |= 0x800;
+    pos += 8;
+  }
+  vRole = role;
   return pos;
 }
 
@@ -231,20 +240,9 @@ function parseSpOld(s: string, pos: number, end: number, ev: ParsedEvent): numbe
   if (!s.startsWith(' q', pos)) return spFail(s, pos, end, ' q');
   pos = readDec(s, pos + 2, end, false);
   if (pos < 0) return -1;
-  role |= (vNum & 3) << 5;
-  if (s.startsWith(' direct', pos)) {
-    role |= 0x80;
-    pos += 7;
-  }
-  if (s.charCodeAt(pos) !== 32 || pos + 4 > end) return spFail(s, pos, end, ' ---');
-  const acc = ACC_BY_TEXT.get(s.slice(pos + 1, pos + 4));
-  if (acc === undefined) return -1;
-  role |= acc << 8;
-  pos += 4;
-  if (s.startsWith(' invalid', pos)) {
-    role |= 0x800;
-    pos += 8;
-  }
+  pos = readDirectAccInvalid(s, pos, end, role | ((vNum & 3) << 5));
+  if (pos < 0) return -1;
+  role = vRole;
   if (s.startsWith(' !pae', pos)) {
     role |= 0x10;
     pos += 5;

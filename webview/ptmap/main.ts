@@ -8,6 +8,7 @@ import '@vscode-elements/elements/dist/vscode-single-select/index.js';
 import '@vscode-elements/elements/dist/vscode-option/index.js';
 import '@vscode-elements/elements/dist/vscode-button/index.js';
 import './style.css';
+import { fitCanvas } from '../shared/canvas';
 import {
   BLOCK_H,
   BLOCK_W,
@@ -104,17 +105,7 @@ function schedule(): void {
 
 function draw(): void {
   frame = 0;
-  const dpr = window.devicePixelRatio || 1;
-  const w = wrap.clientWidth;
-  const h = wrap.clientHeight;
-  if (canvas.width !== Math.round(w * dpr) || canvas.height !== Math.round(h * dpr)) {
-    canvas.width = Math.round(w * dpr);
-    canvas.height = Math.round(h * dpr);
-    canvas.style.width = `${w}px`;
-    canvas.style.height = `${h}px`;
-  }
-  const g = canvas.getContext('2d')!;
-  g.setTransform(dpr, 0, 0, dpr, 0, 0);
+  const { g, w, h } = fitCanvas(canvas, wrap);
   g.fillStyle = colors.grid;
   g.fillRect(0, 0, w, h);
   if (!map) return;

@@ -5,6 +5,7 @@
  * the statement, shift-click goes back to that event.
  */
 import './style.css';
+import { fitCanvas } from '../shared/canvas';
 import { parseToTimeline, type FromTimeline, type TimelineData } from '../shared/timeline_protocol';
 
 interface VsCodeApi {
@@ -68,17 +69,7 @@ let hoverBucket = -1;
 
 function draw(): void {
   frame = 0;
-  const dpr = window.devicePixelRatio || 1;
-  const w = wrap.clientWidth;
-  const h = wrap.clientHeight;
-  if (canvas.width !== Math.round(w * dpr) || canvas.height !== Math.round(h * dpr)) {
-    canvas.width = Math.round(w * dpr);
-    canvas.height = Math.round(h * dpr);
-    canvas.style.width = `${w}px`;
-    canvas.style.height = `${h}px`;
-  }
-  const g = canvas.getContext('2d')!;
-  g.setTransform(dpr, 0, 0, dpr, 0, 0);
+  const { g, w, h } = fitCanvas(canvas, wrap);
   g.fillStyle = bg;
   g.fillRect(0, 0, w, h);
   if (!data) return;
