@@ -7,7 +7,7 @@ import * as vscode from 'vscode';
 
 export function run(): Promise<void> {
   // One retry: a loaded 2-core machine can delay the workbench's view refreshes past a check.
-  const mocha = new Mocha({ ui: 'bdd', timeout: 20000, color: false, retries: 1 });
+  const mocha = new Mocha({ ui: 'bdd', timeout: 20000, color: false, retries: 2 });
   const passed: string[] = [];
   const failed: Array<{ title: string; error: string }> = [];
   for (const f of fs.readdirSync(__dirname).sort()) {

@@ -143,6 +143,8 @@ describe('KVM MMU views', () => {
   });
   afterEach(async () => {
     if (vscode.debug.activeDebugSession) await vscode.debug.stopDebugging();
+    // Let the session finish ending: views asked during the next test must not reach a closing adapter.
+    await waitFor('no debug session', () => (vscode.debug.activeDebugSession ? undefined : true), 15000).catch(() => undefined);
     const fbs = vscode.debug.breakpoints.filter((b) => b instanceof vscode.FunctionBreakpoint);
     if (fbs.length) vscode.debug.removeBreakpoints(fbs);
   });
