@@ -22,6 +22,7 @@ import { EXCEPTION_FILTERS, exceptionFilterFor } from '../exception_filters';
 import { evaluateCommand, completeCommand } from '../console_commands';
 import { findKernelFunction } from '../kernel_source';
 import { handleQuery } from './queries';
+import { additiveDataBreakpoint } from './view_watches';
 import { auditEngine, canAudit, formatViolations, type AuditReport } from '../../engine/audit/audit';
 import { findSourceMap } from 'node:module';
 import { existsSync } from 'node:fs';
@@ -60,6 +61,8 @@ export interface DataBp {
   match: (args: ProbeArgs) => boolean;
   hits: number;
   hitCond?: (n: number) => boolean;
+  /** Added by kvmMmu/addDataBreakpoint (a view): kept when the client replaces its own set. */
+  additive?: boolean;
 }
 
 interface StopInfo {
@@ -648,7 +651,8 @@ export class Controller {
   }
 
   private setDataBreakpoints(bps: Array<{ dataId: string; hitCondition?: string }>): { breakpoints: DebugProtocol.Breakpoint[] } {
-    this.dataBps = [];
+    // setDataBreakpoints is whole-set for the client's own breakpoints only; a view's watches stay.
+    this.dataBps = this.dataBps.filter((b) => b.additive);
     const out: DebugProtocol.Breakpoint[] = [];
     for (const b of bps) {
       const id = nextBpId++;
@@ -760,6 +764,10 @@ export class Controller {
         const r = this.audit();
         return r ? { checks: r.checks, violations: r.violations, text: formatViolations(r) } : { checks: 0, violations: [], text: ['this program has no engine state to audit'] };
       }
+      case 'kvmMmu/addDataBreakpoint':
+      case 'kvmMmu/removeDataBreakpoint':
+      case 'kvmMmu/dataBreakpoints':
+        return additiveDataBreakpoint(this.dataBps, name, args, () => nextBpId++, dataMatcher);
       default:
         return handleQuery(name, args, { program: this.program });
     }

@@ -303,9 +303,6 @@ function nodeKey(n: PageNode): string {
   }
 }
 
-/** Data breakpoints this view asked for, per session (setDataBreakpoints replaces the whole set). */
-const dataBps = new Map<string, string[]>();
-
 export function registerPagesView(context: vscode.ExtensionContext, events: SessionEvents): { tree: PagesTree; view: vscode.TreeView<PageNode> } {
   const tree = new PagesTree(activeKvmSession);
   const view = vscode.window.createTreeView('kvmMmu.pages', { treeDataProvider: tree, showCollapseAll: true });
@@ -316,10 +313,7 @@ export function registerPagesView(context: vscode.ExtensionContext, events: Sess
   context.subscriptions.push(
     view,
     events.onStopped(() => tree.invalidate()),
-    events.onSessionChanged((s) => {
-      if (s) dataBps.delete(s.id);
-      tree.invalidate();
-    }),
+    events.onSessionChanged(() => tree.invalidate()),
     vscode.commands.registerCommand('kvmMmu.pages.refresh', () => tree.invalidate()),
     vscode.commands.registerCommand('kvmMmu.pages.more', (pfn: number) => (typeof pfn === 'number' ? tree.more(pfn) : undefined)),
     vscode.commands.registerCommand('kvmMmu.pages.decode', (n?: PageNode) => {
@@ -342,14 +336,11 @@ export function registerPagesView(context: vscode.ExtensionContext, events: Sess
       const session = activeKvmSession();
       if (!s || !session) return undefined;
       const dataId = spteDataId(s.as_id, s.row.gfn, s.row.level);
-      // VS Code 1.90's API has no DataBreakpoint class: send the adapter our set directly.
-      const ids = dataBps.get(session.id) ?? [];
-      if (!ids.includes(dataId)) ids.push(dataId);
-      dataBps.set(session.id, ids);
       try {
-        const r = (await session.customRequest('setDataBreakpoints', { breakpoints: ids.map((d) => ({ dataId: d })) })) as { breakpoints?: Array<{ verified?: boolean; message?: string }> };
-        const mine = r?.breakpoints?.[ids.indexOf(dataId)];
-        if (mine && mine.verified === false) throw new Error(mine.message ?? 'refused');
+        // Additive: DAP setDataBreakpoints would replace the data breakpoints VS Code already holds.
+        const r = (await session.customRequest('kvmMmu/addDataBreakpoint', { dataId })) as { breakpoint?: { verified?: boolean; message?: string } };
+        const mine = r?.breakpoint;
+        if (!mine || mine.verified === false) throw new Error(mine?.message ?? 'refused');
         void vscode.window.showInformationMessage(`Breaks when the SPTE of gfn ${hex(s.row.gfn)} at level ${s.row.level} changes (${dataId}).`);
         return dataId;
       } catch (e) {
