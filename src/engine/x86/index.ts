@@ -17,13 +17,13 @@ import {
 import { KVM_MEMORY_ATTRIBUTE_PRIVATE, kvm_vm_ioctl_set_mem_attributes } from '../kvm/attributes';
 import { kvm_gmem_create } from '../kvm/guest_memfd';
 import { kvm_x86_private_mem_init } from './private_fault';
-import { sev_snp_init } from './sev_snp';
+import { sev_snp_init, snp_check_guest_access } from './sev_snp';
 import {
   kvm_clear_dirty_log_protect, kvm_enable_manual_dirty_log_protect, kvm_get_dirty_log_protect, kvm_mmu_notifier_age,
 } from './dirty_log';
 import { NxRecoveryWorker, set_nx_huge_pages, kvm_recover_nx_huge_pages } from './nx_huge_pages';
 import type { NxHugePagesMode } from './params';
-import { PFERR_FETCH_MASK, PFERR_PRESENT_MASK, PFERR_RSVD_MASK, PFERR_USER_MASK, PFERR_WRITE_MASK, PFERR_GUEST_FINAL_MASK_HI } from './pferr';
+import { PFERR_FETCH_MASK, PFERR_PRESENT_MASK, PFERR_RSVD_MASK, PFERR_USER_MASK, PFERR_WRITE_MASK, PFERR_GUEST_ENC_MASK_HI, PFERR_GUEST_FINAL_MASK_HI } from './pferr';
 import { is_mmio_spte, spte_ad_enabled } from './spte';
 import { for_each_tdp_spte, kvm_tdp_mmu_invalidate_roots, kvm_tdp_mmu_zap_invalidated_roots, KVM_VALID_ROOTS } from './tdp_mmu';
 import { spte_pfn, tdp_iter, tdp_iter_next, tdp_iter_start } from './tdp_iter';
@@ -43,8 +43,11 @@ export type { TdxModule } from './tdx';
 export type Access = 'read' | 'write' | 'exec';
 
 export interface AccessResult {
-  /** What the hardware did: no exit, or which exit KVM handled. TDX shared MMIO becomes a #VE. */
-  exit: 'none' | 'ept_violation' | 'ept_misconfig' | 'npf' | 've';
+  /**
+   * What the hardware did: no exit, or which exit KVM handled. TDX shared MMIO becomes a #VE; an SNP
+   * private access to a page the guest has not PVALIDATEd becomes a #VC (both stay in the guest).
+   */
+  exit: 'none' | 'ept_violation' | 'ept_misconfig' | 'npf' | 've' | 'vc';
   /** EPT exit qualification or #NPF error code (low 32 bits / high 32 bits). */
   info_lo: number;
   info_hi: number;
@@ -153,10 +156,15 @@ export class X86Vm {
 
   /**
    * One guest access to `gpa`: the hardware walk either completes (setting A/D like the CPU does) or
-   * exits; KVM handles the exit once. Returns what happened.
+   * exits; KVM handles the exit once. Returns what happened. In an SEV-SNP VM `c_bit` marks a private
+   * access, and a completed NPT walk is followed by the hardware RMP check (an RMP #NPF goes to
+   * npf_interception, which ends in sev_handle_rmp_fault).
    */
-  access(vcpu_id: number, gpa: number, access: Access): AccessResult {
+  access(vcpu_id: number, gpa: number, access: Access, c_bit = false): AccessResult {
     const vcpu = this.vcpu(vcpu_id);
+    const snp = this.kvm.vm_type === KVM_X86_SNP_VM;
+    // SNP instruction fetches are always private (APM vol. 2, 15.34: code is always decrypted with the guest key).
+    const enc = snp && (c_bit || access === 'exec');
     this.enter(vcpu);
     const kvm = this.kvm;
     const m = kvm.masks;
@@ -191,6 +199,17 @@ export class X86Vm {
         present = (leaf_lo & 1) !== 0;
         const user = (leaf_lo & 4) !== 0;
         allowed = present && user && (access === 'read' || (access === 'write' ? (leaf_lo & 2) !== 0 : (leaf_hi & 0x8000_0000) === 0));
+      }
+    }
+    if (allowed && snp) {
+      // After the NPT walk the CPU checks the RMP entry of the host page reached (APM vol. 2, 15.36.10).
+      const pfn = spte_pfn(leaf_lo, leaf_hi) + (gfn % 512 ** (leaf_level - 1));
+      const chk = snp_check_guest_access(kvm.private_mem, gpa, pfn, leaf_level, enc, access === 'write');
+      if (chk !== null && chk.result === 'vc') return { exit: 'vc', info_lo: 0, info_hi: 0 };
+      if (chk !== null && chk.result === 'npf') {
+        const lo = (chk.err_lo | (access === 'exec' ? PFERR_FETCH_MASK : 0)) >>> 0;
+        const ret = npf_interception(vcpu, gpa, lo, chk.err_hi);
+        return { exit: 'npf', info_lo: lo, info_hi: chk.err_hi, ret, ret_pf: vcpu.last_ret_pf, outcome: vcpu.last_outcome };
       }
     }
     if (allowed) {
@@ -231,19 +250,19 @@ export class X86Vm {
       info_lo = PFERR_USER_MASK | (access === 'write' ? PFERR_WRITE_MASK : 0) | (access === 'exec' ? PFERR_FETCH_MASK : 0);
       if (present || mmio) info_lo |= PFERR_PRESENT_MASK;
       if (mmio) info_lo |= PFERR_RSVD_MASK;
-      info_hi = PFERR_GUEST_FINAL_MASK_HI;
+      info_hi = PFERR_GUEST_FINAL_MASK_HI | (enc ? PFERR_GUEST_ENC_MASK_HI : 0);
       ret = npf_interception(vcpu, gpa, info_lo, info_hi);
     }
     return { exit, info_lo, info_hi, ret, ret_pf: vcpu.last_ret_pf, outcome: vcpu.last_outcome };
   }
 
   /** Repeat the access while KVM resumes the guest with the fault still pending (RETRY), up to `max`. */
-  touch(vcpu_id: number, gpa: number, access: Access, max = 8): AccessResult[] {
+  touch(vcpu_id: number, gpa: number, access: Access, max = 8, c_bit = false): AccessResult[] {
     const res: AccessResult[] = [];
     for (let i = 0; i < max; i++) {
-      const r = this.access(vcpu_id, gpa, access);
+      const r = this.access(vcpu_id, gpa, access, c_bit);
       res.push(r);
-      if (r.exit === 'none' || r.exit === 've' || r.ret !== 1) break;
+      if (r.exit === 'none' || r.exit === 've' || r.exit === 'vc' || r.ret !== 1) break;
     }
     return res;
   }

@@ -14,7 +14,7 @@ import {
 } from '../../engine/x86/pferr';
 import {
   RMP_PG_SIZE_2M, RMP_PG_SIZE_4K, SNP_PAGE_STATE_PRIVATE, SNP_PAGE_STATE_SHARED, pvalidate, snp_begin_psc,
-  snp_lookup_rmpentry, snp_rmp_check_guest_access, snp_rmp_view, to_kvm_sev_info, type PscEntry, type SevInfo,
+  snp_lookup_rmpentry, snp_rmp_view, to_kvm_sev_info, type PscEntry, type SevInfo,
 } from '../../engine/x86/sev_snp';
 import type { Exit, Fields, Outcome } from '../engine_api';
 
@@ -80,19 +80,22 @@ export class SnpLayer {
   }
 
   /**
-   * A guest access with the C-bit set (private) or clear (shared): NPT, then the RMP check. An
-   * unvalidated private page raises #VC in the guest (reported as the `vc` field of a pseudo-exit-free
-   * outcome: nothing reaches userspace).
+   * A guest access with the C-bit set (private) or clear (shared): the engine's X86Vm.access does the NPT
+   * walk and the RMP check, and KVM's #NPF handling. The CPU retries while KVM resumes the guest. An
+   * unvalidated private page raises #VC in the guest (nothing reaches userspace).
    */
   access(id: number, gpa: number, kind: 'read' | 'write' | 'fetch', isPrivate: boolean): Outcome & { vc?: boolean } {
+    const vcpu = this.vm.vcpu(id);
     for (let i = 0; i < 8; i++) {
-      const m = this.mapped(id, gpa, kind, isPrivate);
-      if (m.stop) return m.stop;
-      const chk = snp_rmp_check_guest_access(this.sev.rmp, this.sev.asid, gpa, m.leaf!.pfn, m.leaf!.level, isPrivate, kind === 'write');
-      if (chk.result === 'ok') return {};
-      if (chk.result === 'vc') return { vc: true };
-      const stop = this.npf(id, gpa, chk.err_lo, chk.err_hi);
-      if (stop) return stop;
+      const r = this.vm.access(id, gpa, kind === 'fetch' ? 'exec' : kind, isPrivate);
+      if (r.exit === 'none') return {};
+      if (r.exit === 'vc') return { vc: true };
+      const ret = r.ret ?? 1;
+      if (ret > 0) continue;
+      const ex = vcpu.run_exit;
+      if (ex && ex.exit_reason === KVM_EXIT_MEMORY_FAULT) return { exit: { reason: 'KVM_EXIT_MEMORY_FAULT', vcpu: id, fields: { flags: ex.flags, gpa: ex.gpa, size: ex.size } } };
+      if (ret === 0) return { exit: { reason: 'KVM_EXIT_MMIO', vcpu: id, fields: { gpa, is_write: kind === 'write' ? 1 : 0 } } };
+      return { ret };
     }
     return { ret: -5 };
   }
