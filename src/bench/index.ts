@@ -7,8 +7,9 @@ import { vsixSize } from './vsix_size';
 import { dapStop } from './dap';
 import { shadowMmu } from './shadow';
 import { tdpOps } from './tdp_ops';
+import { views } from './views';
 
-export const METRICS: Metric[] = [tdpFaultIn, tdpOps, shadowMmu, traceParse, dapStop, activation, vsixSize];
+export const METRICS: Metric[] = [tdpFaultIn, tdpOps, shadowMmu, traceParse, dapStop, views, activation, vsixSize];
 
 export async function runBench(opts: { quick: boolean; only?: string[]; log: (s: string) => void }): Promise<MetricResult[]> {
   enableGc();
