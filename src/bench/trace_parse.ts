@@ -1,6 +1,6 @@
 /**
  * Trace parse + rebuild throughput on a synthetic capture written in real 6.18 text, against a
- * same-run baseline that only splits the text into lines and reads one hex field from each.
+ * same-run baseline that only splits the same chunks into line strings and reads one hex field from each.
  */
 import { replayStream } from '../trace/index';
 import { type BenchContext, type Metric, type MetricResult } from './metric';
@@ -27,8 +27,32 @@ function makeCapture(targetBytes: number): string {
   return lines.join('');
 }
 
-/** The least any parser does: find each line and read one hex field from it. */
-function baseline(text: string): number {
+/**
+ * The target's baseline, fed like the parser: the same 1 MiB chunks through a plain streaming line
+ * splitter that makes a string per line, then one hex field (the line's last token) read with parseInt.
+ */
+async function splitLinesBaseline(source: AsyncIterable<string>): Promise<number> {
+  let sum = 0;
+  let carry = '';
+  const field = (line: string): void => {
+    const v = parseInt(line.slice(line.lastIndexOf(' ') + 1), 16);
+    if (v === v) sum += v;
+  };
+  for await (const chunk of source) {
+    const text = carry + chunk;
+    let pos = 0;
+    for (let nl = text.indexOf('\n'); nl >= 0; nl = text.indexOf('\n', pos)) {
+      field(text.slice(pos, nl));
+      pos = nl + 1;
+    }
+    carry = text.slice(pos);
+  }
+  if (carry) field(carry);
+  return sum;
+}
+
+/** The old, cheaper baseline (kept in the note for comparison): an indexOf scan that makes no line strings. */
+function scanBaseline(text: string): number {
   let sum = 0;
   let pos = 0;
   while (pos < text.length) {
@@ -73,15 +97,22 @@ export const traceParse: Metric = {
     let bestBase = Infinity;
     for (let i = 0; i < 3; i++) {
       const t0 = performance.now();
-      baseline(text);
+      await splitLinesBaseline(chunks(text));
       bestBase = Math.min(bestBase, performance.now() - t0);
+    }
+    let bestScan = Infinity;
+    for (let i = 0; i < 3; i++) {
+      const t0 = performance.now();
+      scanBaseline(text);
+      bestScan = Math.min(bestScan, performance.now() - t0);
     }
     const rate = bytes / 1e6 / (best / 1000);
     const base = bytes / 1e6 / (bestBase / 1000);
+    const scan = bytes / 1e6 / (bestScan / 1000);
     return {
       name: 'trace_parse_rebuild', value: Number(rate.toFixed(1)), unit: 'MB/s', baseline: Number(base.toFixed(1)), ratio: rate / base,
       target: '>= 120 MB/s and >= 50% of the split-lines baseline', met: rate >= 120 && rate / base >= 0.5,
-      note: `${(bytes / 1e6).toFixed(0)} MB, ${events} events, best of 2`,
+      note: `${(bytes / 1e6).toFixed(0)} MB in 1 MiB chunks, ${events} events, best of 2; baseline: split into line strings + parseInt of one hex field, best of 3; an indexOf scan with no line strings runs ${scan.toFixed(0)} MB/s (${((rate / scan) * 100).toFixed(0)}%)`,
     };
   },
 };
