@@ -3,6 +3,8 @@
 // "Why?" names the kernel function behind each decision of the current fault.
 import { describe, it, afterEach } from 'node:test';
 import assert from 'node:assert/strict';
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { DebugClient } from '@vscode/debugadapter-testsupport';
 import type { DebugProtocol } from '@vscode/debugprotocol';
@@ -76,5 +78,72 @@ describe('DAP: view watches (kvmMmu/addDataBreakpoint)', () => {
     assert.equal((await argsOf(dc)).gfn, '0x5');
     await cont(dc);
     assert.equal((await argsOf(dc)).gfn, '0x6');
+  });
+});
+
+/** An SNP VM whose guest touches `n` private 4K pages: each fault leaves one assigned RMP entry. */
+function manyRmpEntries(n: number): { file: string; last: number } {
+  const lines = [
+    'vm arch=x86 vendor=amd tdp=on type=snp maxphyaddr=48 vcpus=1',
+    'param nx_huge_pages=off',
+    'KVM_CREATE_GUEST_MEMFD fd=gmem0 size=64M',
+    'KVM_SET_USER_MEMORY_REGION2 slot=0 gpa=0 size=64M flags=KVM_MEM_GUEST_MEMFD guest_memfd=gmem0 backing=4K',
+    'KVM_SET_MEMORY_ATTRIBUTES address=0 size=64M attributes=KVM_MEMORY_ATTRIBUTE_PRIVATE',
+  ];
+  // Each access stops at #VC (not yet validated), after the fault assigned the page in the RMP.
+  for (let i = 0; i < n; i++) lines.push(`guest read gpa=0x${(i * 0x1000).toString(16)} private`);
+  lines.push('expect rmp gpa=0x0 assigned=1');
+  const file = join(mkdtempSync(join(tmpdir(), 'kvm-mmu-rmp-')), 'many-rmp.kvmmmu');
+  writeFileSync(file, lines.join('\n') + '\n');
+  return { file, last: lines.length };
+}
+
+type Paged = { total: number; rows: Array<Record<string, unknown>> };
+
+describe('DAP: long lists page (kvmMmu/rmp, kvmMmu/stage2Ownership)', () => {
+  it('RMP rows come a page at a time; the pages join into the whole list in pfn order', async () => {
+    const { file, last } = manyRmpEntries(450);
+    dc = await startClient();
+    await launchStopped(dc, { program: file, stopOnEntry: false }, (c) => c.setBreakpointsRequest({ source: { path: file }, breakpoints: [{ line: last }] }));
+    const page = async (start: number, count: number) => (await dc!.customRequest('kvmMmu/rmp', { start, count })).body as Paged;
+    const p0 = await page(0, 200);
+    assert.equal(p0.total, 450);
+    assert.equal(p0.rows.length, 200);
+    const p1 = await page(200, 200);
+    const p2 = await page(400, 200);
+    assert.equal(p1.total, 450);
+    assert.equal(p2.rows.length, 50, 'the last page holds the rest');
+    const all = [...p0.rows, ...p1.rows, ...p2.rows].map((r) => r.pfn as number);
+    assert.equal(new Set(all).size, 450, 'no row twice');
+    assert.deepEqual(all, all.slice().sort((a, b) => a - b));
+    assert.deepEqual((await page(450, 200)).rows, [], 'past the end: nothing');
+    // A row is the same whichever page asks for it.
+    assert.deepEqual((await page(399, 2)).rows[0], p1.rows[199]);
+    assert.equal(p0.rows[0]!.gpa, '0x0');
+  });
+
+  it('host stage-2 ranges page the same way', async () => {
+    // Shared, donated and guest-owned pages make ranges of their own around the host's.
+    const file = join(mkdtempSync(join(tmpdir(), 'kvm-mmu-s2-')), 'ownership.kvmmmu');
+    writeFileSync(file, [
+      'vm arch=arm64 mode=protected type=protected ipa_bits=40 pa_bits=40 host_memory=0x80000000+2G',
+      '__pkvm_host_share_hyp pfn=0x80010',
+      '__pkvm_host_donate_hyp pfn=0x80011 nr_pages=1',
+      '__pkvm_host_donate_guest pfn=0x80020 gfn=0x100',
+      '__pkvm_host_share_hyp pfn=0x80030',
+      'expect page_state pfn=0x80020 host=NOPAGE owner=guest',
+      '',
+    ].join('\n'));
+    dc = await startClient();
+    await launchStopped(dc, { program: file, stopOnEntry: false }, (c) => c.setBreakpointsRequest({ source: { path: file }, breakpoints: [{ line: 6 }] }));
+    const whole = (await dc.customRequest('kvmMmu/stage2Ownership', { start: 0, count: 10000 })).body as Paged;
+    assert.ok(whole.total >= 2, `ranges: ${whole.total}`);
+    const parts: Array<Record<string, unknown>> = [];
+    for (let s = 0; s < whole.total; s++) {
+      const p = (await dc.customRequest('kvmMmu/stage2Ownership', { start: s, count: 1 })).body as Paged;
+      assert.equal(p.total, whole.total);
+      parts.push(...p.rows);
+    }
+    assert.deepEqual(parts, whole.rows);
   });
 });

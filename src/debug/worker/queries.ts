@@ -520,20 +520,29 @@ function rmpRows(program: DebugProgram, start: number, count: number): { total: 
   // The table keeps written 2M regions in a private map (region -> chunk); regions never written are zero.
   const regions = (rmp as unknown as { region?: Map<number, number> }).region;
   if (!(regions instanceof Map)) throw new Error('this RMP model cannot be enumerated');
+  // Only the requested page becomes objects: the rest is counted from the flag bytes (bit 0 Assigned,
+  // bit 1 Page_Size, as in the entry), so a million assigned entries cost one pass, not a million rows.
   const out: Array<Record<string, unknown>> = [];
+  let total = 0;
+  const end = start + count;
   for (const r of [...regions.keys()].sort((a, b) => a - b)) {
+    const base = regions.get(r)! * 512;
     for (let k = 0; k < 512; k++) {
-      const pfn = r * 512 + k;
-      const e = rmp.entry(pfn);
-      if (!e.assigned) continue;
-      const raw = rmp.raw(pfn);
-      const big = e.pagesize === 1;
-      out.push({ pfn, pages: big ? 512 : 1, pagesize: big ? '2M' : '4K', gpa: '0x' + e.gpa.toString(16), asid: e.asid, validated: e.validated, immutable: e.immutable, vmsa: e.vmsa, raw: hex0x(raw.lo, raw.hi, 16) });
+      const f = rmp.flags[base + k]!;
+      if ((f & 1) === 0) continue;
+      const big = (f & 2) !== 0;
+      if (total >= start && total < end) {
+        const pfn = r * 512 + k;
+        const e = rmp.entry(pfn);
+        const raw = rmp.raw(pfn);
+        out.push({ pfn, pages: big ? 512 : 1, pagesize: big ? '2M' : '4K', gpa: '0x' + e.gpa.toString(16), asid: e.asid, validated: e.validated, immutable: e.immutable, vmsa: e.vmsa, raw: hex0x(raw.lo, raw.hi, 16) });
+      }
+      total++;
       // A 2M entry: the 511 entries after it carry the same state; show it once.
       if (big && k === 0) k = 511;
     }
   }
-  return { total: out.length, asid: sev.asid, rows: out.slice(start, start + count) };
+  return { total, asid: sev.asid, rows: out };
 }
 
 export function handleQuery(name: string, args: Record<string, unknown>, ctx: QueryContext): unknown {

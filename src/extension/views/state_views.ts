@@ -1,13 +1,14 @@
 /**
  * Small state views read at each stop: Memslots & Attributes (every VM), RMP (SEV-SNP VMs) and Stage-2
- * Ownership (pKVM). Each is a list fetched by one custom request; rows expand into their fields.
+ * Ownership (pKVM). Each is a list fetched by one custom request; rows expand into their fields. RMP and
+ * Stage-2 lists can hold a million rows: they are read a page at a time behind a "more…" node.
  * Which of them is visible is decided by context keys (`kvmMmu.vm.snp`, `kvmMmu.vm.pkvm`).
  */
 import * as vscode from 'vscode';
 import { activeKvmSession, errorText, type SessionEvents } from './session_events';
 
 export interface RowNode {
-  kind: 'row' | 'field' | 'message' | 'group';
+  kind: 'row' | 'field' | 'message' | 'group' | 'more';
   label: string;
   description?: string;
   icon?: string;
@@ -15,19 +16,39 @@ export interface RowNode {
   children?: RowNode[];
   contextValue?: string;
   id?: string;
+  command?: vscode.Command;
 }
 
 type Loader = (session: vscode.DebugSession) => Promise<RowNode[]>;
+
+/** One page of a long list: its nodes and how many rows the whole list has. */
+export interface RowsPage {
+  nodes: RowNode[];
+  total: number;
+}
+/** A list read in pages of `pageSize` rows from `start`; `empty` stands in when the list has none. */
+export interface PagedLoader {
+  view: string;
+  pageSize: number;
+  noun: string;
+  empty: RowNode;
+  load(session: vscode.DebugSession, start: number, count: number): Promise<RowsPage>;
+}
 
 export class RowsTree implements vscode.TreeDataProvider<RowNode> {
   private readonly changed = new vscode.EventEmitter<RowNode | undefined>();
   readonly onDidChangeTreeData = this.changed.event;
   private cache: RowNode[] | undefined;
+  /** Paged lists: rows read so far and the list's length, so "more…" asks for the next page only. */
+  private have: RowNode[] = [];
+  private total = 0;
 
-  constructor(private readonly load: Loader) {}
+  constructor(private readonly load: Loader | PagedLoader) {}
 
   invalidate(): void {
     this.cache = undefined;
+    this.have = [];
+    this.total = 0;
     this.changed.fire(undefined);
   }
 
@@ -38,6 +59,7 @@ export class RowsTree implements vscode.TreeDataProvider<RowNode> {
     if (n.tooltip) item.tooltip = n.tooltip;
     if (n.contextValue) item.contextValue = n.contextValue;
     if (n.id) item.id = n.id;
+    if (n.command) item.command = n.command;
     return item;
   }
 
@@ -47,13 +69,44 @@ export class RowsTree implements vscode.TreeDataProvider<RowNode> {
     if (!s) return [];
     if (!this.cache) {
       try {
-        this.cache = await this.load(s);
+        this.cache = typeof this.load === 'function' ? await this.load(s) : await this.page(s, this.load);
       } catch (e) {
         const msg = errorText(e);
         this.cache = [{ kind: 'message', label: /not available|cannot answer|unknown request/.test(msg) ? 'not available for this VM' : msg, icon: 'info' }];
       }
     }
     return this.cache;
+  }
+
+  /** Load the next page of a paged list (the "more…" node); the tree re-reads its children. */
+  async more(): Promise<void> {
+    const s = activeKvmSession();
+    if (!s || typeof this.load === 'function' || this.have.length >= this.total) return;
+    try {
+      this.cache = await this.page(s, this.load);
+    } catch (e) {
+      void vscode.window.showErrorMessage(errorText(e));
+      return;
+    }
+    this.changed.fire(undefined);
+  }
+
+  private async page(s: vscode.DebugSession, p: PagedLoader): Promise<RowNode[]> {
+    const r = await p.load(s, this.have.length, p.pageSize);
+    this.have = this.have.concat(r.nodes);
+    this.total = r.total;
+    if (!this.have.length) return [p.empty];
+    const left = this.total - this.have.length;
+    if (left <= 0) return this.have;
+    const more: RowNode = {
+      kind: 'more',
+      id: `more:${p.view}`,
+      label: `more… (${left} more ${p.noun})`,
+      icon: 'ellipsis',
+      contextValue: 'more',
+      command: { command: 'kvmMmu.state.more', title: 'Load more', arguments: [p.view] },
+    };
+    return [...this.have, more];
   }
 }
 
@@ -104,48 +157,59 @@ async function loadMemslots(s: vscode.DebugSession): Promise<RowNode[]> {
   return out;
 }
 
-async function loadRmp(s: vscode.DebugSession): Promise<RowNode[]> {
-  const r = (await s.customRequest('kvmMmu/rmp', { start: 0, count: 1000 })) as { total?: number; rows?: Array<Record<string, unknown>> };
-  const rows = Array.isArray(r?.rows) ? r.rows : [];
-  if (!rows.length) return [{ kind: 'message', label: 'no RMP entry is assigned', icon: 'info' }];
-  const out: RowNode[] = rows.map((e, i) => {
-    const pfn = typeof e.pfn === 'number' ? e.pfn : i;
-    const flags = [e.validated ? 'Validated' : 'not validated', e.immutable ? 'Immutable' : '', e.vmsa ? 'VMSA' : ''].filter(Boolean).join(' ');
-    return {
-      kind: 'row' as const,
-      id: `rmp:${pfn}`,
-      label: `pfn 0x${pfn.toString(16)}${e.pages === 512 ? `-0x${(pfn + 511).toString(16)}` : ''}`,
-      description: `${String(e.pagesize)} gpa ${String(e.gpa)} asid ${String(e.asid)}  ${flags}`,
-      icon: e.validated ? 'verified-filled' : 'lock',
-      tooltip: mdTable(`RMP entry of pfn 0x${pfn.toString(16)}`, e),
-      children: fieldsOf(e),
-      contextValue: 'rmp',
-    };
-  });
-  if ((r.total ?? 0) > rows.length) out.push({ kind: 'message', label: `${(r.total ?? 0) - rows.length} more entries`, icon: 'ellipsis' });
-  return out;
-}
+/** Rows per page of the RMP and Stage-2 lists: one request each, however long the list is. */
+export const STATE_PAGE = 200;
 
-async function loadOwnership(s: vscode.DebugSession): Promise<RowNode[]> {
-  const r = (await s.customRequest('kvmMmu/stage2Ownership', { start: 0, count: 1000 })) as { total?: number; rows?: Array<Record<string, unknown>> };
-  const rows = Array.isArray(r?.rows) ? r.rows : [];
-  if (!rows.length) return [{ kind: 'message', label: 'host stage-2: nothing mapped or annotated yet', icon: 'info' }];
-  const out: RowNode[] = rows.map((e) => {
-    const owner = String(e.owner);
-    return {
-      kind: 'row',
-      id: `s2:${String(e.start)}`,
-      label: `${String(e.start)}-${String(e.end)}`,
-      description: `${owner}  host ${String(e.host).replace(/^PKVM_(PAGE_)?/, '')}  hyp ${String(e.hyp).replace(/^PKVM_(PAGE_)?/, '')}  ${String(e.pages)} page${e.pages === 1 ? '' : 's'}`,
-      icon: owner.startsWith('guest') ? 'vm' : owner === 'hyp' ? 'shield' : e.valid ? 'pass' : 'circle-slash',
-      tooltip: mdTable(`host stage-2 ${String(e.start)}-${String(e.end)}`, e),
-      children: fieldsOf(e),
-      contextValue: 'ownership',
-    };
-  });
-  if ((r.total ?? 0) > rows.length) out.push({ kind: 'message', label: `${(r.total ?? 0) - rows.length} more ranges`, icon: 'ellipsis' });
-  return out;
-}
+const rmpLoader: PagedLoader = {
+  view: 'rmp',
+  pageSize: STATE_PAGE,
+  noun: 'entries',
+  empty: { kind: 'message', label: 'no RMP entry is assigned', icon: 'info' },
+  async load(s, start, count) {
+    const r = (await s.customRequest('kvmMmu/rmp', { start, count })) as { total?: number; rows?: Array<Record<string, unknown>> };
+    const rows = Array.isArray(r?.rows) ? r.rows : [];
+    const nodes: RowNode[] = rows.map((e, i) => {
+      const pfn = typeof e.pfn === 'number' ? e.pfn : start + i;
+      const flags = [e.validated ? 'Validated' : 'not validated', e.immutable ? 'Immutable' : '', e.vmsa ? 'VMSA' : ''].filter(Boolean).join(' ');
+      return {
+        kind: 'row' as const,
+        id: `rmp:${pfn}`,
+        label: `pfn 0x${pfn.toString(16)}${e.pages === 512 ? `-0x${(pfn + 511).toString(16)}` : ''}`,
+        description: `${String(e.pagesize)} gpa ${String(e.gpa)} asid ${String(e.asid)}  ${flags}`,
+        icon: e.validated ? 'verified-filled' : 'lock',
+        tooltip: mdTable(`RMP entry of pfn 0x${pfn.toString(16)}`, e),
+        children: fieldsOf(e),
+        contextValue: 'rmp',
+      };
+    });
+    return { nodes, total: typeof r?.total === 'number' ? r.total : nodes.length };
+  },
+};
+
+const ownershipLoader: PagedLoader = {
+  view: 'stage2',
+  pageSize: STATE_PAGE,
+  noun: 'ranges',
+  empty: { kind: 'message', label: 'host stage-2: nothing mapped or annotated yet', icon: 'info' },
+  async load(s, start, count) {
+    const r = (await s.customRequest('kvmMmu/stage2Ownership', { start, count })) as { total?: number; rows?: Array<Record<string, unknown>> };
+    const rows = Array.isArray(r?.rows) ? r.rows : [];
+    const nodes: RowNode[] = rows.map((e) => {
+      const owner = String(e.owner);
+      return {
+        kind: 'row',
+        id: `s2:${String(e.start)}`,
+        label: `${String(e.start)}-${String(e.end)}`,
+        description: `${owner}  host ${String(e.host).replace(/^PKVM_(PAGE_)?/, '')}  hyp ${String(e.hyp).replace(/^PKVM_(PAGE_)?/, '')}  ${String(e.pages)} page${e.pages === 1 ? '' : 's'}`,
+        icon: owner.startsWith('guest') ? 'vm' : owner === 'hyp' ? 'shield' : e.valid ? 'pass' : 'circle-slash',
+        tooltip: mdTable(`host stage-2 ${String(e.start)}-${String(e.end)}`, e),
+        children: fieldsOf(e),
+        contextValue: 'ownership',
+      };
+    });
+    return { nodes, total: typeof r?.total === 'number' ? r.total : nodes.length };
+  },
+};
 
 export interface StateViews {
   memslots: RowsTree;
@@ -155,8 +219,8 @@ export interface StateViews {
 
 export function registerStateViews(context: vscode.ExtensionContext, events: SessionEvents): StateViews {
   const memslots = new RowsTree(loadMemslots);
-  const rmp = new RowsTree(loadRmp);
-  const ownership = new RowsTree(loadOwnership);
+  const rmp = new RowsTree(rmpLoader);
+  const ownership = new RowsTree(ownershipLoader);
   const all = [memslots, rmp, ownership];
   context.subscriptions.push(
     vscode.window.createTreeView('kvmMmu.memslots', { treeDataProvider: memslots }),
@@ -165,6 +229,7 @@ export function registerStateViews(context: vscode.ExtensionContext, events: Ses
     events.onStopped(() => all.forEach((t) => t.invalidate())),
     events.onSessionChanged(() => all.forEach((t) => t.invalidate())),
     vscode.commands.registerCommand('kvmMmu.state.refresh', () => all.forEach((t) => t.invalidate())),
+    vscode.commands.registerCommand('kvmMmu.state.more', (view: unknown) => (view === 'rmp' ? rmp.more() : view === 'stage2' ? ownership.more() : undefined)),
   );
   return { memslots, rmp, ownership };
 }
