@@ -2,24 +2,35 @@
  * Shadow MMU: fault-in of 1 GiB mapped by guest 4K page tables (TDP off), and eager split of 64 GiB
  * mapped by 2M pages when dirty logging starts.
  */
-import { shadowBench } from '../engine/x86/shadow_vm';
-import { type BenchContext, type Metric, type MetricResult } from './metric';
+import { shadowFaultIn, shadowEagerSplit } from '../engine/x86/shadow_bench';
+import { type BenchContext, type Metric, type MetricResult, collectGarbage } from './metric';
+
+const WARMUP_BYTES = 64 << 20;
 
 export const shadowMmu: Metric = {
   name: 'shadow',
   async run(ctx: BenchContext): Promise<MetricResult[]> {
     const splitGib = ctx.quick ? 8 : 64;
     ctx.log(`shadow MMU: 1 GiB fault-in through guest 4K tables, eager split of ${splitGib} GiB of 2M mappings`);
-    const r = shadowBench(() => performance.now(), 1, splitGib);
-    const pagesPerS = r.fault_pages / (r.fault_ms / 1000);
+    const clock = (): number => performance.now();
+    // An untimed 64 MiB run first, so the timed one measures compiled code rather than V8's tiers.
+    shadowFaultIn(clock, WARMUP_BYTES);
+    collectGarbage();
+    const f = shadowFaultIn(clock, 2 ** 30);
+    const faultsPerS = f.faults / (f.ms / 1000);
+    const pagesPerS = f.pages / (f.ms / 1000);
+    collectGarbage();
+    const s = shadowEagerSplit(clock, splitGib * 2 ** 30);
     return [
       {
-        name: 'shadow_fault_in_4k', value: Math.round(pagesPerS), unit: 'pages/s', target: '>= 500000 faulted-in pages/s', met: pagesPerS >= 500_000,
-        note: `${r.fault_pages} guest pages mapped by ${r.faults} shadow page faults (pte_prefetch maps the neighbours), ${r.fault_ms.toFixed(0)} ms; ${Math.round(r.faults_per_s)} faults/s counting faults taken`,
+        name: 'shadow_fault_in_4k', value: Math.round(faultsPerS), unit: 'faults/s', target: '>= 500000 faults taken/s', met: faultsPerS >= 500_000,
+        note:
+          `${f.faults} faults taken for ${f.pages} guest pages touched in order (pte_prefetch mapped the other ${f.prefetched}), ${f.ms.toFixed(0)} ms ` +
+          `including the per-page SPTE presence check; ${Math.round(pagesPerS)} pages/s; after an untimed 64 MiB warm-up`,
       },
       {
-        name: 'shadow_eager_split_2m', value: Number(r.split_ms.toFixed(0)), unit: 'ms', target: `<= 1000 ms for 64 GiB`, met: splitGib === 64 ? r.split_ms <= 1000 : undefined,
-        note: `${r.split_huge_pages} huge SPTEs split to 4K (${splitGib} GiB)${splitGib === 64 ? '' : ' — quick size, target applies to the full run'}`,
+        name: 'shadow_eager_split_2m', value: Number(s.ms.toFixed(0)), unit: 'ms', target: `<= 1000 ms for 64 GiB`, met: splitGib === 64 ? s.ms <= 1000 : undefined,
+        note: `${s.split_huge_pages} huge SPTEs split to 4K (${splitGib} GiB)${splitGib === 64 ? '' : ' — quick size, target applies to the full run'}`,
       },
     ];
   },

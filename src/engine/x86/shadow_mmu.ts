@@ -7,6 +7,7 @@
  * An sptep is a number (table pfn * 512 + index, see rmap.ts). Tables are Uint32Array(1024).
  */
 import { probes, defineProbe } from '../probes';
+import { onRestore } from '../snapshot';
 import { EEXIST, ENOSPC } from '../errno';
 import { trace } from '../trace_sink';
 import { emitTracepoint, halvesToValue } from '../tracepoints/index';
@@ -185,6 +186,10 @@ export class ShadowMmu {
   get write_track(): Map<number, number> {
     return this.kvm.arch.gfn_write_track;
   }
+  /** slot->arch.gfn_write_track (see slot_write_track) and a one-entry cache of the last slot's array. */
+  readonly slot_write_track = new Map<KvmMemorySlot, Uint16Array>();
+  wt_last_slot: KvmMemorySlot | null = null;
+  wt_last: Uint16Array | null = null;
   /** Shadow pages whose table is not a pool page (DMA32 PAE roots of the `shadow_page` variant). */
   readonly extra_sp = new Map<number, KvmMmuPage>();
   /** Host pages below 4 GiB (pae_root) and other special-root pages. */
@@ -290,6 +295,8 @@ export class ShadowVcpu {
     this.vcpu.requests = v;
   }
   readonly walk_it = new ShadowWalkIterator();
+  /** gw->prefetch_ptes: the 4K gPTE group of the last fault (lo, hi pairs), read by FNAME(gpte_changed). */
+  readonly prefetch_ptes = new Uint32Array(2 * PTE_PREFETCH_NUM);
   /** What the guest walker reads of the vCPU (RFLAGS.AC, PKRU). */
   readonly walk_vcpu = { vcpu_id: 0, rflags: 0x2, pkru: 0 };
 
@@ -316,6 +323,9 @@ export class ShadowVcpu {
 /** struct kvm_shadow_walk_iterator: addr, the current table and index, level. */
 export class ShadowWalkIterator {
   addr = 0;
+  /** addr as 32-bit halves, so each level's index is shifts and masks. */
+  addr_lo = 0;
+  addr_hi = 0;
   level = 0;
   table: Uint32Array | null = null;
   table_pfn = 0;
@@ -349,7 +359,7 @@ function spte_table_pfn(sk: ShadowMmu, lo: number, hi: number): number {
 
 /** shadow_walk_init_using_root() for a root shadow page (prev_roots entries are always SPs). */
 export function shadow_walk_init_using_root(it: ShadowWalkIterator, sv: ShadowVcpu, root: KvmMmuPage, addr: number): void {
-  it.addr = addr;
+  set_walk_addr(it, addr);
   it.level = root.role & ROLE_LEVEL_MASK;
   it.table_pfn = root.spt_pfn;
   it.table = root.spt;
@@ -359,7 +369,7 @@ export function shadow_walk_init_using_root(it: ShadowWalkIterator, sv: ShadowVc
 /** shadow_walk_init_using_root + shadow_walk_init. */
 export function shadow_walk_init(it: ShadowWalkIterator, sv: ShadowVcpu, addr: number): void {
   const sk = sv.sk;
-  it.addr = addr;
+  set_walk_addr(it, addr);
   it.level = sv.root_level;
   if (sv.root_kind === ROOT_INVALID || sv.root_kind === ROOT_DUMMY) {
     it.level = 0;
@@ -393,13 +403,18 @@ export function shadow_walk_init(it: ShadowWalkIterator, sv: ShadowVcpu, addr: n
   if (it.table === null) it.level = 0;
 }
 
-/** Bytes mapped by one entry at each level (index 1..5). */
-const LEVEL_SIZE = new Float64Array([0, 4096, 2 ** 21, 2 ** 30, 2 ** 39, 2 ** 48]);
+function set_walk_addr(it: ShadowWalkIterator, addr: number): void {
+  it.addr = addr;
+  it.addr_lo = addr >>> 0;
+  it.addr_hi = Math.floor(addr / 0x1_0000_0000) >>> 0;
+}
 
-/** shadow_walk_okay: computes the index at this level. */
+/** shadow_walk_okay: computes the index at this level (address bits 12 + 9 * (level - 1) and up). */
 export function shadow_walk_okay(it: ShadowWalkIterator): boolean {
-  if (it.level < PG_LEVEL_4K) return false;
-  it.index = Math.floor(it.addr / LEVEL_SIZE[it.level]!) % 512;
+  const level = it.level;
+  if (level < PG_LEVEL_4K) return false;
+  const shift = 3 + 9 * level;
+  it.index = (shift < 32 ? (it.addr_lo >>> shift) | (it.addr_hi << (32 - shift)) : it.addr_hi >>> (shift - 32)) & 511;
   it.sptep = it.table_pfn * 512 + it.index;
   return true;
 }
@@ -545,6 +560,11 @@ function slot_rmap(sk: ShadowMmu, slot: KvmMemorySlot, level: number): Int32Arra
 let last_rmap_sk: ShadowMmu | null = null;
 let last_rmap_slot: KvmMemorySlot | null = null;
 let last_rmap_arrays: Int32Array[] | null = null;
+onRestore(() => {
+  last_rmap_sk = null;
+  last_rmap_slot = null;
+  last_rmap_arrays = null;
+});
 
 /** Forget cached rmap arrays of a slot whose rmaps are being dropped. */
 function slot_rmap_forget(sk: ShadowMmu, slot: KvmMemorySlot): void {
@@ -749,6 +769,7 @@ function hash_del(sk: ShadowMmu, sp: KvmMmuPage): void {
 /** write-track helpers (__kvm_write_track_add_gfn / remove). */
 function __kvm_write_track_add_gfn(sk: ShadowMmu, slot: KvmMemorySlot, gfn: number): void {
   sk.write_track.set(gfn, (sk.write_track.get(gfn) ?? 0) + 1);
+  slot_write_track(sk, slot)[gfn - slot.base_gfn]!++;
   kvm_mmu_gfn_disallow_lpage(slot, gfn);
   if (kvm_mmu_slot_gfn_write_protect(sk, slot, gfn, PG_LEVEL_4K)) kvm_flush_remote_tlbs_gfn(sk, gfn, PG_LEVEL_4K);
 }
@@ -757,7 +778,31 @@ function __kvm_write_track_remove_gfn(sk: ShadowMmu, slot: KvmMemorySlot, gfn: n
   const n = (sk.write_track.get(gfn) ?? 0) - 1;
   if (n <= 0) sk.write_track.delete(gfn);
   else sk.write_track.set(gfn, n);
+  const counts = slot_write_track(sk, slot);
+  if (counts[gfn - slot.base_gfn]! > 0) counts[gfn - slot.base_gfn]!--;
   kvm_mmu_gfn_allow_lpage(slot, gfn);
+}
+
+/**
+ * slot->arch.gfn_write_track: per-slot counts (as the kernel keeps them), so mmu_try_to_unsync_pages
+ * checks an array on every writable SPTE instead of hashing; kvm.arch.gfn_write_track mirrors them for
+ * the fault entry's page-track check.
+ */
+function slot_write_track(sk: ShadowMmu, slot: KvmMemorySlot): Uint16Array {
+  if (slot === sk.wt_last_slot) return sk.wt_last!;
+  let a = sk.slot_write_track.get(slot);
+  if (a === undefined) {
+    a = new Uint16Array(slot.npages);
+    sk.slot_write_track.set(slot, a);
+  }
+  sk.wt_last_slot = slot;
+  sk.wt_last = a;
+  return a;
+}
+
+function slot_gfn_write_tracked(sk: ShadowMmu, slot: KvmMemorySlot, gfn: number): boolean {
+  const ext = sk.kvm.arch.write_tracked;
+  return slot_write_track(sk, slot)[gfn - slot.base_gfn]! !== 0 || (ext.size !== 0 && ext.has(gfn));
 }
 
 
@@ -1175,9 +1220,9 @@ function kvm_unsync_page(sk: ShadowMmu, sp: KvmMmuPage): void {
 }
 
 /** mmu_try_to_unsync_pages(): 0 = the SPTE may be writable; nonzero = make_spte write-protects. */
-export function mmu_try_to_unsync_pages(sk: ShadowMmu, _slot: KvmMemorySlot | null, gfn: number, synchronizing: boolean, prefetch: boolean): number {
+export function mmu_try_to_unsync_pages(sk: ShadowMmu, slot: KvmMemorySlot | null, gfn: number, synchronizing: boolean, prefetch: boolean): number {
   if (probes.armed) probes.hit(PR_TRY_UNSYNC, { gfn, synchronizing, prefetch });
-  if (kvm_gfn_is_write_tracked(sk.kvm, gfn)) return -1; // -EPERM
+  if (slot !== null ? slot_gfn_write_tracked(sk, slot, gfn) : kvm_gfn_is_write_tracked(sk.kvm, gfn)) return -1; // -EPERM
   for (let sp: KvmMmuPage | null = sk.mmu_page_hash[kvm_page_table_hashfn(gfn)]!; sp !== null; sp = sp.hash_next) {
     if (sp.gfn !== gfn || is_obsolete_sp(sk.kvm, sp) || !sp_has_gptes(sp)) continue;
     if (synchronizing) return -1;

@@ -209,14 +209,14 @@ function pte_prefetch_tmpl(sv: ShadowVcpu, gw: GuestWalker, sptep: number, pttyp
   }
   const idx = sptep & 511;
   const first = idx & ~(PTE_PREFETCH_NUM - 1);
-  const size = pttype === PTTYPE_32 ? 4 : 8;
-  // The 8 gPTEs of the group the faulting one is in (gw->prefetch_ptes).
-  const gbase = gw.pte_gpa[0]! - (idx - first) * size;
+  // gw->prefetch_ptes: the group FNAME(gpte_changed) read at the 4K level.
+  const g = sv.prefetch_ptes;
+  const spt = sp.spt;
   for (let i = first; i < first + PTE_PREFETCH_NUM; i++) {
     if (i === idx) continue;
-    if (is_shadow_present_pte(sp.spt[2 * i]!, sp.spt[2 * i + 1]!)) continue;
-    if (!sv.src!.read_gpte(gbase + (i - first) * size, size as 4 | 8, PG_LEVEL_4K, scratch)) break;
-    if (!prefetch_gpte(sv, sp, sp.spt_pfn * 512 + i, scratch[0]!, size === 4 ? 0 : scratch[1]!, pttype)) break;
+    if (is_shadow_present_pte(spt[2 * i]!, spt[2 * i + 1]!)) continue;
+    const k = 2 * (i - first);
+    if (!prefetch_gpte(sv, sp, sp.spt_pfn * 512 + i, g[k]!, g[k + 1]!, pttype)) break;
   }
 }
 
@@ -232,12 +232,41 @@ export function paging32_pte_prefetch(sv: ShadowVcpu, gw: GuestWalker, sptep: nu
   pte_prefetch_tmpl(sv, gw, sptep, PTTYPE_32);
 }
 
-/** FNAME(gpte_changed): re-read the gPTE the walk used at `level`. */
+/**
+ * FNAME(gpte_changed): re-read the gPTE the walk used at `level`. At the 4K level the whole group of
+ * PTE_PREFETCH_NUM gPTEs around it is read into prefetch_ptes, which FNAME(pte_prefetch) then maps.
+ */
 function gpte_changed(sv: ShadowVcpu, gw: GuestWalker, level: number, pttype: PtType): boolean {
   const size = pttype === PTTYPE_32 ? 4 : 8;
-  if (!sv.src!.read_gpte(gw.pte_gpa[level - 1]!, size as 4 | 8, level, scratch)) return true;
-  if (scratch[0] !== gw.ptes[2 * (level - 1)]) return true;
-  return size === 8 && scratch[1] !== gw.ptes[2 * (level - 1) + 1];
+  const pte_gpa = gw.pte_gpa[level - 1]!;
+  let lo: number;
+  let hi: number;
+  if (level === PG_LEVEL_4K) {
+    const group = PTE_PREFETCH_NUM * size;
+    const base = pte_gpa - (pte_gpa % group);
+    if (!read_gpte_group(sv, base, size)) return true;
+    const k = 2 * ((pte_gpa - base) / size);
+    lo = sv.prefetch_ptes[k]!;
+    hi = sv.prefetch_ptes[k + 1]!;
+  } else {
+    if (!sv.src!.read_gpte(pte_gpa, size as 4 | 8, level, scratch)) return true;
+    lo = scratch[0]!;
+    hi = size === 4 ? 0 : scratch[1]!;
+  }
+  if (lo !== gw.ptes[2 * (level - 1)]) return true;
+  return size === 8 && hi !== gw.ptes[2 * (level - 1) + 1];
+}
+
+/** kvm_vcpu_read_guest_atomic of one prefetch group into sv.prefetch_ptes (lo, hi pairs; hi 0 for 4-byte gPTEs). */
+function read_gpte_group(sv: ShadowVcpu, base: number, size: number): boolean {
+  const out = sv.prefetch_ptes;
+  const src = sv.src!;
+  for (let i = 0; i < PTE_PREFETCH_NUM; i++) {
+    if (!src.read_gpte(base + i * size, size as 4 | 8, PG_LEVEL_4K, scratch)) return false;
+    out[2 * i] = scratch[0]!;
+    out[2 * i + 1] = size === 4 ? 0 : scratch[1]!;
+  }
+  return true;
 }
 
 function trace_spte_requested(sv: ShadowVcpu, fault: kvm_page_fault): void {

@@ -433,10 +433,14 @@ export class GuestPageTableBuilder {
     return Math.floor(gva / 2 ** (12 + 9 * (level - 1))) & 511;
   }
 
-  private read(gpa: number): { lo: number; hi: number } {
-    const out = new Uint32Array(2);
+  private readonly scratch = new Uint32Array(2);
+
+  /** Entry at `gpa` into the scratch pair (no allocation: benches build millions of entries). */
+  private read(gpa: number): Uint32Array {
+    const out = this.scratch;
     this.mem.readEntry(gpa, this.size(), out);
-    return { lo: out[0]!, hi: this.size() === 4 ? 0 : out[1]! };
+    if (this.size() === 4) out[1] = 0;
+    return out;
   }
 
   /** gPTE address of `gva` at `level` (creating intermediate tables with P|W|U|A). */
@@ -445,7 +449,9 @@ export class GuestPageTableBuilder {
     for (let l = this.levels; l > level; l--) {
       const gpa = table + this.index(gva, l) * this.size();
       const e = this.read(gpa);
-      if ((e.lo & 1) === 0) {
+      const elo = e[0]!;
+      const ehi = e[1]!;
+      if ((elo & 1) === 0) {
         if (!create) return -1;
         const t = this.allocTable();
         // PAE PDPTEs only have P (bits 1-2, 5-8 are reserved).
@@ -453,7 +459,7 @@ export class GuestPageTableBuilder {
         this.write(gpa, (t % 0x1_0000_0000) + flags, Math.floor(t / 0x1_0000_0000));
         table = t;
       } else {
-        table = ((e.lo & ~0xfff) >>> 0) + (e.hi & 0xfffff) * 0x1_0000_0000;
+        table = ((elo & ~0xfff) >>> 0) + (ehi & 0xfffff) * 0x1_0000_0000;
       }
     }
     return table + this.index(gva, level) * this.size();
@@ -519,51 +525,4 @@ export function splitAccessReport(huge_pages = 64, touch = 16): SplitAccessRepor
   const cached = run('cached');
   const propagate = run('propagate');
   return { cached, propagate, extra_faults: propagate.faults_after_split - cached.faults_after_split, extra_shadow_pages: propagate.shadow_pages_created - cached.shadow_pages_created };
-}
-
-export interface ShadowBenchResult {
-  fault_pages: number;
-  faults: number;
-  fault_ms: number;
-  faults_per_s: number;
-  split_huge_pages: number;
-  split_ms: number;
-}
-
-/**
- * Bench workloads (timed by the caller's clock `now`): (1) fault in `fault_gib` GiB through guest 4K
- * page tables, touching every page once in order (faults only where no leaf is present yet, so
- * prefetch counts); (2) eager split of `split_gib` GiB of 2M mappings (dirty logging on, L1 split).
- */
-export function shadowBench(now: () => number, fault_gib = 1, split_gib = 64): ShadowBenchResult {
-  const N = fault_gib * 262144;
-  const vm = new ShadowVm({ mem_bytes: fault_gib * 2 ** 30 + (64 << 20) });
-  vm.kvm.record_flushes = false;
-  const b = new GuestPageTableBuilder(vm.mem, 4, fault_gib * 2 ** 30);
-  vm.setRegs(vm.cr0, vm.cr4, vm.efer, b.cr3);
-  for (let i = 0; i < N; i++) b.map(0x100_0000_0000 + i * 4096, i * 4096, GPTE_P | GPTE_W | GPTE_U | GPTE_A | GPTE_D);
-  vm.reload();
-  let faults = 0;
-  let t0 = now();
-  for (let i = 0; i < N; i++) {
-    const gva = 0x100_0000_0000 + i * 4096;
-    if (!vm.leafPresent(gva)) {
-      vm.fault(gva, 0);
-      faults++;
-    }
-  }
-  const fault_ms = now() - t0;
-
-  const H = split_gib * 512;
-  const sv = new ShadowVm({ mem_bytes: split_gib * 2 ** 30 + (64 << 20), host_backing: '2m-thp', eager_split_l1: true });
-  sv.kvm.record_flushes = false;
-  const sb = new GuestPageTableBuilder(sv.mem, 4, split_gib * 2 ** 30);
-  sv.setRegs(sv.cr0, sv.cr4, sv.efer, sb.cr3);
-  for (let i = 0; i < H; i++) sb.map(0x100_0000_0000 + i * 0x20_0000, i * 0x20_0000, GPTE_P | GPTE_W | GPTE_U | GPTE_A | GPTE_D, 2);
-  sv.reload();
-  for (let i = 0; i < H; i++) sv.fault(0x100_0000_0000 + i * 0x20_0000, 0);
-  t0 = now();
-  sv.setDirtyLogging(true);
-  const split_ms = now() - t0;
-  return { fault_pages: N, faults, fault_ms, faults_per_s: faults / (fault_ms / 1000), split_huge_pages: sv.sk.counters.split_huge_pages, split_ms };
 }
