@@ -14,6 +14,7 @@
 import { getField, setField, type U64 } from '../bits/u64';
 import type { BitField } from '../bits/fields';
 import { defineProbe, probes } from '../probes';
+import { TrackedWeakMap } from '../snapshot';
 import { trace } from '../trace_sink';
 import { emitTracepoint, halvesToValue } from '../tracepoints/index';
 import {
@@ -248,9 +249,15 @@ export interface SevInfo {
   readonly psc_exits: PscExit[];
   /** RMP #NPFs sev_handle_rmp_fault handled. */
   rmp_faults: number;
+  /**
+   * kvm->arch.hypercall_exit_enabled (KVM_CAP_EXIT_HYPERCALL), a bit per hypercall number. Kept with the
+   * SEV state because only page-state changes read it here; it starts with KVM_HC_MAP_GPA_RANGE set,
+   * as a VMM that runs SNP guests enables it.
+   */
+  hypercall_exit_enabled: number;
 }
 
-const sev_infos = new WeakMap<object, SevInfo>();
+const sev_infos = new TrackedWeakMap<object, SevInfo>();
 
 /** to_kvm_sev_info(kvm), for an SNP VM set up with sev_snp_init. */
 export function to_kvm_sev_info(kvm: PrivateMemKvm): SevInfo | undefined {
@@ -268,7 +275,7 @@ export function sev_snp_guest(kvm: PrivateMemKvm): boolean {
  */
 export function sev_snp_init(kvm: PrivateMemKvm, opts: { asid?: number; rmp?: SnpRmpTable } = {}): SevInfo {
   if (kvm.vm_type !== KVM_X86_SNP_VM) throw new Error('sev_snp_init needs a KVM_X86_SNP_VM');
-  const info: SevInfo = { asid: opts.asid ?? 1, rmp: opts.rmp ?? new SnpRmpTable(), psc_exits: [], rmp_faults: 0 };
+  const info: SevInfo = { asid: opts.asid ?? 1, rmp: opts.rmp ?? new SnpRmpTable(), psc_exits: [], rmp_faults: 0, hypercall_exit_enabled: 1 << KVM_HC_MAP_GPA_RANGE };
   sev_infos.set(kvm, info);
   kvm_private_ctx(kvm).arch = {
     gmem_prepare: sev_gmem_prepare,
