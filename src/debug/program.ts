@@ -5,6 +5,7 @@
  */
 
 import type { KvmFrame } from '../engine/probes';
+import type { RebuiltMmu } from './worker/trace_views';
 
 export interface SourceLocation {
   file: string;
@@ -46,6 +47,8 @@ export interface DebugProgram {
    * stack (a replayed event's recorded `<stack trace>`), innermost first; empty when it does not.
    */
   frames?(): KvmFrame[];
+  /** A replayed trace: the MMU rebuilt from the events replayed so far, which the views show. */
+  rebuilt?(): RebuiltMmu;
 }
 
 export interface ProgramEvent {

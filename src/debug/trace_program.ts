@@ -28,6 +28,7 @@ import { TraceParser } from '../trace/parser';
 import { Rebuilder, type RebuildSummary, type RebuiltSpte } from '../trace/rebuild';
 import { setSpteFormat } from './decoders';
 import type { DebugProgram, ProgramEvent, SourceLocation, StepResult } from './program';
+import type { RebuiltMmu } from './worker/trace_views';
 
 // ---------------------------------------------------------------------------------------------------
 // Probes named after the tracepoints. Some names are also kernel functions the engine already defines
@@ -425,6 +426,10 @@ export class TraceProgram implements DebugProgram {
   private summaryNow(): RebuildSummary {
     if (this.cached?.at !== this.cursor) this.cached = { at: this.cursor, summary: this.rebuilder.summary(1_000_000, 100_000) };
     return this.cached.summary;
+  }
+
+  rebuilt(): RebuiltMmu {
+    return { format: this.format, levels: this.evidence.levels, description: this.evidence.describe(), events: this.line.n, replayed: this.cursor, summary: this.summaryNow() };
   }
 
   state(): Record<string, unknown> {

@@ -3,12 +3,13 @@
 // "Why?" names the kernel function behind each decision of the current fault.
 import { describe, it, afterEach } from 'node:test';
 import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { DebugClient } from '@vscode/debugadapter-testsupport';
 import type { DebugProtocol } from '@vscode/debugprotocol';
-import { FIXTURES, frames, launchStopped, startClient, topFrame } from './helpers';
+import { FIXTURES, ROOT, frames, launchStopped, startClient, topFrame } from './helpers';
 
 const ZAP = join(FIXTURES, 'tdp-zap.kvmmmu');
 let dc: DebugClient | undefined;
@@ -145,5 +146,80 @@ describe('DAP: long lists page (kvmMmu/rmp, kvmMmu/stage2Ownership)', () => {
       parts.push(...p.rows);
     }
     assert.deepEqual(parts, whole.rows);
+  });
+});
+
+/** A capture of the tdp-zap scenario, written by the CLI the way a user would make one. */
+function zapCapture(): string {
+  const out = join(mkdtempSync(join(tmpdir(), 'kvm-mmu-trace-')), 'tdp-zap.txt');
+  const r = spawnSync(process.execPath, [join(ROOT, 'dist', 'cli.js'), 'run', ZAP, '--trace-out', out], { encoding: 'utf8' });
+  assert.equal(r.status, 0, r.stderr);
+  return out;
+}
+
+type Row = { index: number; gfn: number; level: number; kind: string; value: string; child?: number; large?: boolean };
+
+describe('DAP: views on a replayed trace', () => {
+  it('kvmMmu/vm, roots, table and memslots answer from the MMU rebuilt from the capture', async () => {
+    const trace = zapCapture();
+    dc = await startClient();
+    // Line 16: both faults replayed, the notifier's zap of gfn 5 not yet.
+    await launchStopped(dc, { trace, stopOnEntry: false }, (c) => c.setBreakpointsRequest({ source: { path: trace }, breakpoints: [{ line: 16 }] }));
+    const vm = (await dc.customRequest('kvmMmu/vm', {})).body as { kind: string; vm: Record<string, unknown> | null };
+    assert.equal(vm.kind, 'trace');
+    assert.ok(vm.vm, 'a VM summary, not null');
+    assert.equal(vm.vm.arch, 'x86');
+    assert.equal(vm.vm.vendor, 'intel', 'VMX-looking EPT SPTEs');
+    assert.equal(vm.vm.tdpLevels, 4);
+
+    const roots = (await dc.customRequest('kvmMmu/roots', {})).body as { format: string; roots: Array<{ table: number; level: number; as_id: number; invalid: boolean; roleText: string; entries: number }> };
+    assert.equal(roots.format, 'ept');
+    assert.equal(roots.roots.length, 1);
+    const root = roots.roots[0]!;
+    assert.equal(root.level, 4);
+    assert.equal(root.as_id, 0);
+    assert.equal(root.invalid, false);
+    assert.match(root.roleText, /direct/);
+    // Walk root -> L3 -> L2 -> L1 through the `child` tables, as the MMU Pages tree expands them.
+    let table = root.table;
+    const path: string[] = [];
+    let leaves: Row[] = [];
+    for (let level = 4; level >= 1; level--) {
+      const t = (await dc.customRequest('kvmMmu/table', { table, start: 0, count: 256 })).body as { level: number; total: number; rows: Row[] };
+      assert.equal(t.level, level);
+      if (level > 1) {
+        assert.equal(t.rows.length, 1, `one table entry at level ${level}`);
+        const e = t.rows[0]!;
+        assert.equal(e.kind, 'nonleaf');
+        assert.equal(e.index, 0);
+        assert.equal(typeof e.child, 'number');
+        path.push(`L${level}[${e.index}]`);
+        table = e.child!;
+      } else leaves = t.rows;
+    }
+    assert.deepEqual(path, ['L4[0]', 'L3[0]', 'L2[0]']);
+    assert.deepEqual(leaves.map((r) => [r.index, r.gfn, r.kind]), [[5, 5, 'leaf'], [6, 6, 'leaf']]);
+    assert.equal(leaves[0]!.value, '0x8600001000005b77', 'the value the capture set');
+    // Paging within a table.
+    const second = (await dc.customRequest('kvmMmu/table', { table, start: 1, count: 1 })).body as { total: number; rows: Row[] };
+    assert.equal(second.total, 2);
+    assert.deepEqual(second.rows.map((r) => r.gfn), [6]);
+
+    const slots = (await dc.customRequest('kvmMmu/memslots', {})).body as { slots: Array<{ gpa: string; backing: string }>; stats: Record<string, number>; shadowPages: unknown[] };
+    assert.equal(slots.slots.length, 1);
+    assert.equal(slots.slots[0]!.gpa, '0x0');
+    assert.match(slots.slots[0]!.backing, /inferred/);
+    assert.equal(slots.stats.faults, 2);
+    assert.equal(slots.stats.sptes, 5);
+    assert.ok(slots.shadowPages.length >= 4, 'the root and the three tables kvm_mmu_get_page showed');
+
+    // After the zap of gfn 5 (line 17) its leaf is non-present; gfn 6 stays.
+    await dc.setBreakpointsRequest({ source: { path: trace }, breakpoints: [{ line: 18 }] });
+    await cont(dc);
+    const after = (await dc.customRequest('kvmMmu/table', { table, start: 0, count: 256 })).body as { rows: Row[] };
+    const g5 = after.rows.find((r) => r.gfn === 5);
+    assert.notEqual(g5?.kind, 'leaf', `gfn 5 after the zap: ${g5?.kind}`);
+    assert.equal(after.rows.find((r) => r.gfn === 6)?.kind, 'leaf');
+    await assert.rejects(dc.customRequest('kvmMmu/table', { table: 999, start: 0, count: 1 }), /no page table/);
   });
 });

@@ -16,6 +16,7 @@ import { kvm_mmu_max_mapping_level } from '../../engine/x86/mmu';
 import { KVM_PGTABLE_WALK_LEAF, kvm_pgtable_walk, type KvmPgtableVisitCtx } from '../../engine/arm64/pgtable';
 import { pageStateName } from '../../engine/arm64/pkvm_mem_protect';
 import { ownerName } from '../../engine/arm64/variants';
+import { traceMemslots, traceRoots, traceTable, traceVm } from './trace_views';
 
 export interface QueryContext {
   program: DebugProgram;
@@ -545,7 +546,23 @@ function rmpRows(program: DebugProgram, start: number, count: number): { total: 
   return { total, asid: sev.asid, rows: out };
 }
 
+/** Requests a replayed trace answers from the MMU rebuilt from the capture. */
+const TRACE_ANSWERS = new Set(['kvmMmu/roots', 'kvmMmu/table', 'kvmMmu/memslots', 'kvmMmu/vm']);
+
 export function handleQuery(name: string, args: Record<string, unknown>, ctx: QueryContext): unknown {
+  const rebuilt = TRACE_ANSWERS.has(name) ? ctx.program.rebuilt?.() : undefined;
+  if (rebuilt) {
+    switch (name) {
+      case 'kvmMmu/roots':
+        return traceRoots(rebuilt);
+      case 'kvmMmu/table':
+        return traceTable(rebuilt, int(args.table, -1, -1), int(args.start, 0), int(args.count, 256, 0, 100_000));
+      case 'kvmMmu/memslots':
+        return traceMemslots(rebuilt);
+      case 'kvmMmu/vm':
+        return { kind: ctx.program.kind, file: ctx.program.file, vm: traceVm(rebuilt) };
+    }
+  }
   switch (name) {
     case 'kvmMmu/query': {
       const subject = String(args.subject ?? '');

@@ -127,7 +127,13 @@ function mdTable(title: string, o: Record<string, unknown>): vscode.MarkdownStri
 }
 
 async function loadMemslots(s: vscode.DebugSession): Promise<RowNode[]> {
-  const r = (await s.customRequest('kvmMmu/memslots', {})) as { slots?: Array<Record<string, unknown>>; privateRanges?: Array<{ start: string; end: string }> };
+  const r = (await s.customRequest('kvmMmu/memslots', {})) as {
+    slots?: Array<Record<string, unknown>>;
+    privateRanges?: Array<{ start: string; end: string }>;
+    shadowPages?: Array<Record<string, unknown>>;
+    stats?: Record<string, unknown>;
+    source?: string;
+  };
   const slots = Array.isArray(r?.slots) ? r.slots : [];
   const out: RowNode[] = [];
   const slotNodes: RowNode[] = slots.map((m) => {
@@ -144,7 +150,7 @@ async function loadMemslots(s: vscode.DebugSession): Promise<RowNode[]> {
       contextValue: 'memslot',
     };
   });
-  out.push({ kind: 'group', id: 'memslots', label: 'Memslots', description: `${slotNodes.length}`, icon: 'symbol-namespace', children: slotNodes.length ? slotNodes : [{ kind: 'message', label: 'no memslots yet', icon: 'info' }] });
+  out.push({ kind: 'group', id: 'memslots', label: 'Memslots', description: `${slotNodes.length}${r?.source === 'trace' ? ' inferred (a capture never shows memslots)' : ''}`, icon: 'symbol-namespace', children: slotNodes.length ? slotNodes : [{ kind: 'message', label: 'no memslots yet', icon: 'info' }] });
   const priv = Array.isArray(r?.privateRanges) ? r.privateRanges : [];
   out.push({
     kind: 'group',
@@ -154,6 +160,21 @@ async function loadMemslots(s: vscode.DebugSession): Promise<RowNode[]> {
     icon: 'shield',
     children: priv.map((p, i) => ({ kind: 'row', id: `priv:${i}`, label: `${p.start}-${p.end}`, description: 'KVM_MEMORY_ATTRIBUTE_PRIVATE', icon: 'lock' })),
   });
+  // A replayed trace: what the capture rebuilt besides SPTEs (shadow pages from kvm_mmu_get_page, counts).
+  if (Array.isArray(r?.shadowPages)) {
+    const sps = r.shadowPages;
+    out.push({
+      kind: 'group',
+      id: 'shadowPages',
+      label: 'Shadow pages',
+      description: `${sps.length}${sps.length >= 1000 ? '+' : ''} live`,
+      icon: 'layers',
+      children: sps.map((p, i) => ({ kind: 'row', id: `sp:${i}`, label: `gfn ${String(p.gfn)} L${String(p.level)}`, description: String(p.text ?? ''), icon: p.direct ? 'list-tree' : 'mirror', tooltip: mdTable('shadow page', p), children: fieldsOf(p, ['text']) })),
+    });
+  }
+  if (r?.stats && typeof r.stats === 'object') {
+    out.push({ kind: 'group', id: 'stats', label: 'Capture', description: String(r.stats.description ?? ''), icon: 'graph', children: fieldsOf(r.stats, ['description']).map((f) => ({ ...f, description: f.description?.replace(/^0x([0-9a-f]+)$/, (_, h: string) => String(parseInt(h, 16))) })) });
+  }
   return out;
 }
 
