@@ -588,7 +588,7 @@ function rmap_add(sk: ShadowMmu, slot: KvmMemorySlot, sptep: number, gfn: number
   kvm_mmu_page_set_translation(sp, sptep & 511, gfn, access);
   sk.kvm.stat.pages[level - 1]!++;
   const arr = slot_rmap(sk, slot, level);
-  const idx = gfn_to_index(gfn, slot.base_gfn, level);
+  const idx = level === PG_LEVEL_4K ? gfn - slot.base_gfn : gfn_to_index(gfn, slot.base_gfn, level);
   const res = rmap_res;
   const count = pte_list_add(sk.desc_pool, arr[idx]!, sptep, res);
   arr[idx] = res.head;
@@ -608,7 +608,7 @@ function rmap_remove(sk: ShadowMmu, sptep: number): void {
   if (slot === null) return;
   const level = sp_level(sp);
   const arr = slot_rmap(sk, slot, level);
-  const idx = gfn_to_index(gfn, slot.base_gfn, level);
+  const idx = level === PG_LEVEL_4K ? gfn - slot.base_gfn : gfn_to_index(gfn, slot.base_gfn, level);
   arr[idx] = pte_list_remove(sk.desc_pool, arr[idx]!, sptep);
 }
 

@@ -15,7 +15,7 @@ import {
   kvm_mmu_faultin_pfn, kvm_mmu_hugepage_adjust, disallowed_hugepage_adjust, kvm_mmu_finish_page_fault, is_obsolete_sp, is_page_fault_stale,
   page_fault_handle_page_track,
 } from './mmu';
-import { walk_addr_generic, PTTYPE_32, PTTYPE_64, type PtType, GuestWalker } from './paging_tmpl';
+import { walk_addr_generic, PTTYPE_32, PTTYPE_64, type PtType, GuestWalker, MemoryGuestPageTables } from './paging_tmpl';
 import { __is_rsvd_bits_set } from './guest_pte';
 import {
   ACC_ALL,
@@ -261,6 +261,27 @@ function gpte_changed(sv: ShadowVcpu, gw: GuestWalker, level: number, pttype: Pt
 function read_gpte_group(sv: ShadowVcpu, base: number, size: number): boolean {
   const out = sv.prefetch_ptes;
   const src = sv.src!;
+  if (src instanceof MemoryGuestPageTables) {
+    // The group never crosses a page: one page lookup instead of one per gPTE.
+    const mem = src.mem;
+    const gfn = Math.floor(base / 4096);
+    if (!(base >= 0) || gfn >= mem.nrPages) return false;
+    const page = mem.peekPage(gfn);
+    const w = (base - gfn * 4096) >>> 2;
+    for (let i = 0; i < PTE_PREFETCH_NUM; i++) {
+      if (page === undefined) {
+        out[2 * i] = 0;
+        out[2 * i + 1] = 0;
+      } else if (size === 8) {
+        out[2 * i] = page[w + 2 * i]!;
+        out[2 * i + 1] = page[w + 2 * i + 1]!;
+      } else {
+        out[2 * i] = page[w + i]!;
+        out[2 * i + 1] = 0;
+      }
+    }
+    return true;
+  }
   for (let i = 0; i < PTE_PREFETCH_NUM; i++) {
     if (!src.read_gpte(base + i * size, size as 4 | 8, PG_LEVEL_4K, scratch)) return false;
     out[2 * i] = scratch[0]!;

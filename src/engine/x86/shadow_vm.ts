@@ -9,7 +9,7 @@ import type { KvmMmuPage } from './mmu_page';
 import { Kvm, type KvmCreateOptions } from './vm';
 import { KvmVcpu } from './vcpu';
 import type { HostBacking, KvmMemorySlot } from './memslot';
-import { kvm_mmu_reset_all_pte_masks } from './spte';
+import { kvm_mmu_reset_all_pte_masks, spte_to_pfn, SPTE_MMU_PRESENT_MASK, PT_PAGE_SIZE_MASK } from './spte';
 import { kvm_calc_cpu_role, shadowMmuRootRole, decodeRole, X86_CR0_PG, X86_CR0_WP, X86_CR4_PAE, X86_CR4_PSE, X86_CR4_SMEP, X86_CR4_SMAP, X86_CR4_PKE, X86_CR4_LA57, EFER_LMA, EFER_NX, ROLE_LEVEL_MASK, type KvmMmuPageRole } from './role';
 import { createGuestMmu, MemoryGuestPageTables, GuestWalker, type GuestCpuModel } from './paging_tmpl';
 import { PFERR_PRESENT_MASK, PFERR_WRITE_MASK, PFERR_USER_MASK, PFERR_FETCH_MASK } from './pferr';
@@ -281,11 +281,32 @@ export class ShadowVm {
 
   /** Whether a present leaf SPTE maps `gva` (no allocation; for loops and the bench). */
   leafPresent(gva: number): boolean {
+    const sv = this.sv;
+    const root = sv.root_sp;
+    // The common case, a 4/5-level root shadow page, walked inline: this check runs once per guest touch.
+    if (sv.root_kind === ROOT_SP && root !== null && sv.cpu_level >= 4) {
+      const lo32 = gva >>> 0;
+      const hi32 = Math.floor(gva / 0x1_0000_0000) >>> 0;
+      const pool = this.kvm.pool;
+      const masks = this.kvm.masks;
+      let t = root.spt;
+      for (let level = root.role & ROLE_LEVEL_MASK; level >= 1; level--) {
+        const shift = 3 + 9 * level;
+        const i = (shift < 32 ? (lo32 >>> shift) | (hi32 << (32 - shift)) : hi32 >>> (shift - 32)) & 511;
+        const lo = t[2 * i]!;
+        if ((lo & SPTE_MMU_PRESENT_MASK) === 0) return false;
+        if (level === 1 || (lo & PT_PAGE_SIZE_MASK) !== 0) return true;
+        const child = pool.sp_of_pfn(spte_to_pfn(masks, lo, t[2 * i + 1]!));
+        if (child === undefined) return false;
+        t = child.spt;
+      }
+      return false;
+    }
     const it = this.probe_it;
-    for (shadow_walk_init(it, this.sv, gva); shadow_walk_okay(it); shadow_walk_next(it, this.sk)) {
+    for (shadow_walk_init(it, sv, gva); shadow_walk_okay(it); shadow_walk_next(it, this.sk)) {
       const lo = it.table![2 * it.index]!;
-      if ((lo & 0x800) === 0) return false;
-      if (it.level === 1 || (lo & 0x80) !== 0) return true;
+      if ((lo & SPTE_MMU_PRESENT_MASK) === 0) return false;
+      if (it.level === 1 || (lo & PT_PAGE_SIZE_MASK) !== 0) return true;
     }
     return false;
   }
