@@ -7,6 +7,7 @@ import { type BenchContext, type Metric, type MetricResult, collectGarbage } fro
 
 const WARMUP_BYTES = 32 << 20;
 const WARMUP_RUNS = 3;
+const TIMED_RUNS = 3;
 
 export const shadowMmu: Metric = {
   name: 'shadow',
@@ -17,8 +18,14 @@ export const shadowMmu: Metric = {
     // Untimed runs first, so the timed one measures optimised code rather than V8's tiers. Several VMs,
     // because call sites that see a second VM's per-instance hooks deoptimise once more.
     for (let i = 0; i < WARMUP_RUNS; i++) shadowFaultIn(clock, WARMUP_BYTES);
-    collectGarbage();
-    const f = shadowFaultIn(clock, 2 ** 30);
+    // Best of 3 fresh VMs (metric.ts's convention for a shared machine: the minimum is the signal).
+    let f = null as ReturnType<typeof shadowFaultIn> | null;
+    for (let i = 0; i < TIMED_RUNS; i++) {
+      collectGarbage();
+      const r = shadowFaultIn(clock, 2 ** 30);
+      if (f === null || r.ms < f.ms) f = r;
+    }
+    if (f === null) throw new Error('no timed run');
     const faultsPerS = f.faults / (f.ms / 1000);
     const pagesPerS = f.pages / (f.ms / 1000);
     collectGarbage();
@@ -28,7 +35,7 @@ export const shadowMmu: Metric = {
         name: 'shadow_fault_in_4k', value: Math.round(faultsPerS), unit: 'faults/s', target: '>= 500000 faults taken/s', met: faultsPerS >= 500_000,
         note:
           `${f.faults} faults taken for ${f.pages} guest pages touched in order (pte_prefetch mapped the other ${f.prefetched}), ${f.ms.toFixed(0)} ms ` +
-          `including the per-page SPTE presence check; ${Math.round(pagesPerS)} pages/s; after 3 untimed 32 MiB warm-up runs`,
+          `including the per-page SPTE presence check; ${Math.round(pagesPerS)} pages/s; best of ${TIMED_RUNS} runs after ${WARMUP_RUNS} untimed 32 MiB warm-up runs`,
       },
       {
         name: 'shadow_eager_split_2m', value: Number(s.ms.toFixed(0)), unit: 'ms', target: `<= 1000 ms for 64 GiB`, met: splitGib === 64 ? s.ms <= 1000 : undefined,
