@@ -9,9 +9,11 @@
  * Host pfns come from a per-file contiguous range so that a huge folio is naturally 2M-aligned.
  */
 import { defineProbe, probes } from '../probes';
+import { TrackedWeakMap } from '../snapshot';
 import type { KvmMemorySlot } from '../x86/memslot';
 import {
-  EBADF, EEXIST, EFAULT, EHWPOISON, EINVAL, EOPNOTSUPP, KVM_FILTER_PRIVATE, kvm_private_ctx, type PrivateMemKvm,
+  EBADF, EEXIST, EFAULT, EHWPOISON, EINVAL, EOPNOTSUPP, KVM_FILTER_PRIVATE, KVM_MEMORY_ATTRIBUTE_PRIVATE, kvm_private_ctx,
+  kvm_range_has_memory_attributes, kvm_slot_has_gmem, type PrivateMemKvm,
 } from './attributes';
 
 export const FALLOC_FL_KEEP_SIZE = 0x01;
@@ -34,6 +36,7 @@ const PR_INV_END = P('kvm_gmem_invalidate_end', 'end the invalidation begun by k
 const PR_FREE = P('kvm_gmem_free_folio', 'a folio leaves the page cache: the arch invalidate hook gets its pfns', ['pfn', 'order']);
 const PR_ARCH_INV = defineProbe('kvm_arch_gmem_invalidate', 'private', 'arch/x86/kvm/x86.c', 'vendor invalidate hook (SEV-SNP: back to shared in the RMP)', ['start', 'end']);
 const PR_ERROR = P('kvm_gmem_error_folio', 'memory failure on a folio: zap its private mappings, keep it (MF_DELAYED), lookups fail with -EHWPOISON', ['fd', 'index', 'order']);
+const PR_POPULATE = P('kvm_gmem_populate', 'launch-time fill of private pages: the vendor post-populate callback instead of prepare', ['gfn', 'npages']);
 const PR_RELEASE = P('kvm_gmem_release', 'last close of the file: zap every binding and unbind the slots', ['fd']);
 
 /** One binding: slot gfns [base_gfn, base_gfn + npages) are file pages [start, end). */
@@ -163,7 +166,7 @@ export function kvm_gmem_create(kvm: PrivateMemKvm, args: KvmCreateGuestMemfd, o
 
 export const KVM_CREATE_GUEST_MEMFD = kvm_gmem_create;
 
-const slot_bindings = new WeakMap<KvmMemorySlot, { file: KvmGmemFile; pgoff: number }>();
+const slot_bindings = new TrackedWeakMap<KvmMemorySlot, { file: KvmGmemFile; pgoff: number }>();
 
 /** kvm_gmem_bind(): 0 or -errno. */
 export function kvm_gmem_bind(kvm: PrivateMemKvm, slot: KvmMemorySlot, fd: number, offset: number): number {
@@ -303,6 +306,58 @@ export function kvm_gmem_get_pfn(kvm: PrivateMemKvm, slot: KvmMemorySlot, gfn: n
     if (r !== 0) return r;
   }
   return 0;
+}
+
+/** The vendor callback kvm_gmem_populate hands each folio to (SEV-SNP: sev_gmem_post_populate). */
+export type GmemPostPopulate = (kvm: PrivateMemKvm, gfn: number, pfn: number, order: number) => number;
+
+/**
+ * kvm_gmem_populate(): fill the private pages of [start_gfn, start_gfn + npages) before the guest runs
+ * (SEV-SNP / TDX launch). The slot must be private-capable; each folio must be new (an up-to-date one
+ * is -EEXIST: it was populated or faulted in already) and the gfns it covers private, else the order
+ * shrinks down to 4K and then -EINVAL. The vendor callback replaces the prepare hook, and the folio is
+ * marked up to date only when it succeeds. Returns the pages done, or -errno if none were.
+ */
+export function kvm_gmem_populate(kvm: PrivateMemKvm, slot: KvmMemorySlot | null, start_gfn: number, npages: number, post_populate: GmemPostPopulate): number {
+  if (probes.armed) probes.hit(PR_POPULATE, { gfn: start_gfn, npages });
+  if (!kvm_slot_has_gmem(slot)) return -EINVAL;
+  const b = kvm_gmem_get_file(kvm, slot!);
+  if (b === undefined) return -EFAULT;
+  const file = b.file;
+  npages = Math.min(npages, slot!.npages - (start_gfn - slot!.base_gfn));
+  let ret = 0;
+  let i = 0;
+  while (i < npages) {
+    const gfn = start_gfn + i;
+    const index = kvm_gmem_get_index(slot!, b.pgoff, gfn);
+    if (index < 0 || index >= file.npages) {
+      ret = -EFAULT;
+      break;
+    }
+    const head = kvm_gmem_get_folio(file, index);
+    if (file.uptodate[index] !== 0) {
+      ret = -EEXIST;
+      break;
+    }
+    const pfn = file.pfn_base + index;
+    // Populate whole folios only where the folio starts at this gfn and fits in what is left.
+    let max_order = head === index && npages - i >= 2 ** file.order[head]! ? file.order[head]! : 0;
+    ret = -EINVAL;
+    let ok = true;
+    while (!kvm_range_has_memory_attributes(kvm, gfn, gfn + 2 ** max_order, KVM_MEMORY_ATTRIBUTE_PRIVATE, KVM_MEMORY_ATTRIBUTE_PRIVATE)) {
+      if (max_order === 0) {
+        ok = false;
+        break;
+      }
+      max_order--;
+    }
+    if (!ok) break;
+    ret = post_populate(kvm, gfn, pfn, max_order);
+    if (ret !== 0) break;
+    for (let k = index; k < index + 2 ** max_order; k++) file.uptodate[k] = 1;
+    i += 2 ** max_order;
+  }
+  return ret !== 0 && i === 0 ? ret : i;
 }
 
 /**

@@ -97,7 +97,11 @@ export class X86Vm {
     if (this.kvm.arch.has_private_mem) {
       // The attribute, guest_memfd and SNP code zap through the MMU's own entry points.
       kvm_x86_private_mem_init(this.kvm.private_mem, { kvm_unmap_gfn_range, kvm_zap_gfn_range });
-      if (this.kvm.vm_type === KVM_X86_SNP_VM) sev_snp_init(this.kvm.private_mem, { asid: opts.sev_asid ?? 1 });
+      if (this.kvm.vm_type === KVM_X86_SNP_VM) {
+        sev_snp_init(this.kvm.private_mem, { asid: opts.sev_asid ?? 1 });
+        // kvm_arch_init_vm allows KVM_PRE_FAULT_MEMORY only for default and SW-protected VMs; SNP gets it at LAUNCH_FINISH.
+        this.kvm.pre_fault_allowed = false;
+      }
     }
     if (this.kvm.is_tdx) this.tdx = tdx_td_init(this.kvm);
     const n = opts.nr_vcpus ?? 1;

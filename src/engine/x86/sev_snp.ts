@@ -86,11 +86,12 @@ export const RMPENTRY_RAW_FIELDS: readonly BitField[] = [
   { name: 'validated', msb: 62, lsb: 62, desc: 'guest has PVALIDATEd the page' },
 ];
 
-const FL_ASSIGNED = 1;
-const FL_PAGESIZE = 2;
-const FL_IMMUTABLE = 4;
-const FL_VALIDATED = 8;
-const FL_VMSA = 16;
+/** The model's per-entry flag bits (the flags column of SnpRmpTable), not the hardware layout above. */
+export const FL_ASSIGNED = 1;
+export const FL_PAGESIZE = 2;
+export const FL_IMMUTABLE = 4;
+export const FL_VALIDATED = 8;
+export const FL_VMSA = 16;
 
 /** An RMP entry as a plain object (probe arguments, views, tests). */
 export interface RmpEntry {
