@@ -23,6 +23,8 @@
  */
 import { EVENT_BY_NAME, hexHalves, spText, type EventSchema } from '../engine/tracepoints/index';
 import type { ParsedEvent } from './event';
+import { FaultLoops } from './fault_loops';
+import { NumTable } from './num_table';
 import { isPresentKind, KIND_FROZEN, KIND_LEAF, KIND_MMIO, KIND_NAMES, KIND_NONLEAF, KIND_NONPRESENT, spteKindCode, type SpteKind } from './spte_kind';
 
 function schema(name: string): EventSchema {
@@ -51,6 +53,8 @@ const SS = S_SET.index;
 const G = S_GET.index;
 const PF = S_PF.index;
 const FP = S_FAST.index;
+const PF_VCPU = PF['vcpu_id']!;
+const PF_ADDR = PF['fault_address']!;
 
 const TWO32 = 0x1_0000_0000;
 
@@ -155,7 +159,7 @@ interface Root {
   line: number;
   sp: SpState | null;
   /** levels[l]: gfn -> slot */
-  levels: Array<Map<number, number>>;
+  levels: NumTable[];
 }
 
 interface SpState {
@@ -185,7 +189,6 @@ interface LoopState {
   epoch: number;
   changed: boolean;
   finding: Finding | null;
-  next?: LoopState | undefined;
 }
 
 export class Rebuilder {
@@ -200,7 +203,7 @@ export class Rebuilder {
   /** Roots per address space id (as_id is a u8). */
   private readonly rootsByAs: Array<Root[] | undefined> = [];
   /** Entries removed with a replaced table, waiting for their own (child) zap events: as -> level*2^? key */
-  private readonly detached = new Map<number, Map<number, number>>();
+  private readonly detached = new Map<number, NumTable>();
   private detachedSize = 0;
 
   private readonly sps = new Map<number, Map<number, SpState[]>>(); // role -> gfn -> pages
@@ -211,9 +214,10 @@ export class Rebuilder {
    * When an SPTE last changed is the line of the event that changed it: `lineOf` of its slot, or for an
    * entry that was removed, `removedAt[level]` (line numbers grow with the capture, so they order events).
    */
-  private readonly removedAt: Array<Map<number, number>> = [];
-  private readonly loops = new Map<number, LoopState | undefined>();
-  private readonly ctxByTask = new Map<number, LoopState>();
+  private readonly removedAt: NumTable[] = [];
+  private readonly loops = new FaultLoops(MAX_FAULT_PAGES);
+  /** pid -> the fault-loop entry of the task's last fault (shadow paging; see onPageFault). */
+  private readonly ctxByTask = new Map<number, number>();
   private readonly storms = new Map<number, LoopState>();
   private readonly findings: Finding[] = [];
   private readonly faultLoopThreshold: number;
@@ -235,7 +239,7 @@ export class Rebuilder {
   ) {
     this.faultLoopThreshold = opts.faultLoop ?? 8;
     this.stormThreshold = opts.spuriousStorm ?? 16;
-    for (let l = 0; l <= 6; l++) this.removedAt.push(new Map());
+    for (let l = 0; l <= 6; l++) this.removedAt.push(new NumTable());
   }
 
   // ---- pool ------------------------------------------------------------------------------------
@@ -265,7 +269,7 @@ export class Rebuilder {
   // ---- roots -----------------------------------------------------------------------------------
   private newRoot(asId: number, line: number): Root {
     const r: Root = { id: this.roots.length, asId, invalid: false, line, sp: null, levels: [] };
-    for (let l = 0; l <= 6; l++) r.levels.push(new Map());
+    for (let l = 0; l <= 6; l++) r.levels.push(new NumTable());
     const sp = this.pendingRootSps.pop();
     if (sp) {
       sp.bound = true;
@@ -289,8 +293,7 @@ export class Rebuilder {
   }
 
   private getSlot(r: Root, level: number, gfn: number): number {
-    const s = r.levels[level]?.get(gfn);
-    return s === undefined ? -1 : s;
+    return r.levels[level]!.get(gfn);
   }
 
   private setEntry(r: Root, level: number, gfn: number, slot: number, lo: number, hi: number, line: number): void {
@@ -304,11 +307,8 @@ export class Rebuilder {
   }
 
   private deleteEntry(r: Root, level: number, gfn: number): void {
-    const m = r.levels[level]!;
-    const s = m.get(gfn);
-    if (s === undefined) return;
-    m.delete(gfn);
-    this.free.push(s);
+    const s = r.levels[level]!.delete(gfn);
+    if (s >= 0) this.free.push(s);
   }
 
   /**
@@ -321,8 +321,7 @@ export class Rebuilder {
     if (m.size === 0) return out;
     const step = SPAN[level - 1]!;
     if (m.size < 512) {
-      const end = gfn + SPAN[level]!;
-      for (const g of m.keys()) if (g >= gfn && g < end) out.push(g);
+      m.keysInRange(gfn, gfn + SPAN[level]!, out);
       return out;
     }
     for (let i = 0; i < 512; i++) if (m.has(gfn + i * step)) out.push(gfn + i * step);
@@ -334,7 +333,7 @@ export class Rebuilder {
     if (level <= 1) return 0;
     let n = 0;
     for (const g of this.childGfns(r, level, gfn)) {
-      const s = r.levels[level - 1]!.get(g)!;
+      const s = r.levels[level - 1]!.get(g);
       const k = spteKindCode(this.lo[s]!, this.hi[s]!, level - 1);
       if (level - 1 === 1) {
         if (k === KIND_LEAF) n++;
@@ -349,16 +348,16 @@ export class Rebuilder {
     const kids = this.childGfns(r, level, gfn);
     if (kids.length === 0) return;
     let det = this.detached.get(r.asId);
-    if (!det) this.detached.set(r.asId, (det = new Map()));
+    if (!det) this.detached.set(r.asId, (det = new NumTable()));
     for (const g of kids) {
-      const s = r.levels[level - 1]!.get(g)!;
+      const s = r.levels[level - 1]!.get(g);
       const lo = this.lo[s]!;
       const hi = this.hi[s]!;
       if (spteKindCode(lo, hi, level - 1) === KIND_NONLEAF) this.removeSubtree(r, level - 1, g);
       if (this.detachedSize > 1 << 20) {
         this.detached.clear();
         this.detachedSize = 0;
-        det = new Map();
+        det = new NumTable();
         this.detached.set(r.asId, det);
       }
       det.set(this.detKey(level - 1, g), this.alloc(lo, hi, 0));
@@ -389,13 +388,13 @@ export class Rebuilder {
       if (!(used & (1 << l))) continue;
       const g = alignDown(gfn, l);
       const v = this.removedAt[l]!.get(g);
-      if (v !== undefined && v > e) e = v;
+      if (v > e) e = v;
       for (let a = 0; a < this.rootsByAs.length; a++) {
         const list = this.rootsByAs[a];
         if (!list) continue;
         for (let i = 0; i < list.length; i++) {
           const slot = list[i]!.levels[l]!.get(g);
-          if (slot !== undefined && this.lineOf[slot]! > e) e = this.lineOf[slot]!;
+          if (slot >= 0 && this.lineOf[slot]! > e) e = this.lineOf[slot]!;
         }
       }
     }
@@ -403,7 +402,8 @@ export class Rebuilder {
   }
 
   private lastCtxPid = -2;
-  private lastCtx: LoopState | null = null;
+  /** Fault-loop entry of the task lastCtxPid, -1 for none. */
+  private lastCtx = -1;
   private lastFaultVcpu = -1;
   private lastFaultVcpuCount = 0;
 
@@ -418,8 +418,8 @@ export class Rebuilder {
   private taskChanged(ev: ParsedEvent): void {
     if (this.ctxByTask.size === 0) return;
     const pid = ev.pid;
-    const ctx = pid === this.lastCtxPid ? this.lastCtx : this.ctxByTask.get(pid);
-    if (ctx) ctx.changed = true;
+    const ctx = pid === this.lastCtxPid ? this.lastCtx : (this.ctxByTask.get(pid) ?? -1);
+    if (ctx >= 0) this.loops.changed[ctx] = 1;
   }
 
   /**
@@ -471,7 +471,7 @@ export class Rebuilder {
     if (!this.sawTdp) {
       this.sawTdp = true;
       this.ctxByTask.clear();
-      this.lastCtx = null;
+      this.lastCtx = -1;
       this.lastCtxPid = -2;
     }
     const asId = ev.lo[C['as_id']!]!;
@@ -500,7 +500,7 @@ export class Rebuilder {
       if (det) {
         const k = this.detKey(level, gfn);
         const s = det.get(k);
-        if (s !== undefined && this.lo[s] === oLo && this.hi[s] === oHi) {
+        if (s >= 0 && this.lo[s] === oLo && this.hi[s] === oHi) {
           det.delete(k);
           this.free.push(s);
           this.detachedSize--;
@@ -658,36 +658,38 @@ export class Rebuilder {
 
   // ---- faults and detectors -----------------------------------------------------------------------
   private onPageFault(ev: ParsedEvent): void {
-    const vcpu = ev.has & (1 << PF['vcpu_id']!) ? ev.lo[PF['vcpu_id']!]! : ev.pid >= 0 ? ev.pid : 0;
-    const page = Math.floor((ev.hi[PF['fault_address']!]! * TWO32 + ev.lo[PF['fault_address']!]!) / 4096);
+    const vcpu = ev.has & (1 << PF_VCPU) ? ev.lo[PF_VCPU]! : ev.pid >= 0 ? ev.pid : 0;
+    const page = Math.floor((ev.hi[PF_ADDR]! * TWO32 + ev.lo[PF_ADDR]!) / 4096);
     this.faultsTotal++;
     if (vcpu !== this.lastFaultVcpu) {
       this.flushVcpuCount();
       this.lastFaultVcpu = vcpu;
     }
     this.lastFaultVcpuCount++;
-    // keyed by page (a small integer for any realistic GPA), one state per vCPU chained behind it
-    let st = this.loops.get(page);
-    while (st !== undefined && st.vcpu !== vcpu) st = st.next;
+    const L = this.loops;
+    let st = L.find(page, vcpu);
     // the change history is only needed for a repeat fault
-    if (st && !st.changed && this.latestChange(page) <= st.epoch) {
-      st.count++;
-      st.lastLine = ev.line;
-    } else {
-      if (!st) {
-        if (this.loops.size >= MAX_FAULT_PAGES) this.evictSingleFaults();
-        st = { vcpu, gfn: page, count: 1, total: 0, firstLine: ev.line, lastLine: ev.line, epoch: 0, changed: false, finding: null, next: this.loops.get(page) };
-        this.loops.set(page, st);
-      } else {
-        st.count = 1;
-        st.firstLine = ev.line;
-        st.lastLine = ev.line;
-        st.finding = null;
+    if (st >= 0 && L.changed[st] === 0 && this.latestChange(page) <= L.epoch[st]!) {
+      L.count[st]++;
+      L.lastLine[st] = ev.line;
+    } else if (st < 0) {
+      if (L.full(page)) {
+        // keep memory bounded on long captures (see FaultLoops.evict); entry indices change
+        L.evict();
+        this.ctxByTask.clear();
+        this.lastCtx = -1;
+        this.lastCtxPid = -2;
       }
+      st = L.add(page, vcpu, ev.line);
+    } else {
+      L.count[st] = 1;
+      L.firstLine[st] = ev.line;
+      L.lastLine[st] = ev.line;
+      L.finding[st] = -1;
     }
-    st.total++;
-    st.epoch = ev.line;
-    st.changed = false;
+    L.total[st]++;
+    L.epoch[st] = ev.line;
+    L.changed[st] = 0;
     // Shadow paging faults on a GVA while SPTE events name gfns: there, the SPTE events that follow a fault
     // in the same task tell whether it changed anything. TDP captures need no such link (gfn == GPA page).
     if (!this.sawTdp) {
@@ -698,29 +700,17 @@ export class Rebuilder {
         this.lastCtx = st;
       }
     }
-    if (st.count >= this.faultLoopThreshold) {
-      if (!st.finding) {
-        st.finding = { detector: 'fault_loop', line: st.firstLine, lastLine: st.lastLine, message: '', vcpu, gfn: page.toString(16), count: st.count };
-        this.findings.push(st.finding);
+    const count = L.count[st]!;
+    if (count >= this.faultLoopThreshold) {
+      let fi = L.finding[st]!;
+      if (fi < 0) {
+        fi = L.finding[st] = this.findings.length;
+        this.findings.push({ detector: 'fault_loop', line: L.firstLine[st]!, lastLine: L.lastLine[st]!, message: '', vcpu, gfn: page.toString(16), count });
       }
-      st.finding.count = st.count;
-      st.finding.lastLine = st.lastLine;
+      const f = this.findings[fi]!;
+      f.count = count;
+      f.lastLine = L.lastLine[st]!;
     }
-  }
-
-  /**
-   * Keep memory bounded on long captures: pages that faulted once (no loop, no finding) are forgotten when
-   * the table is full. Their faults stay counted in the totals; only the per-page top list can miss them.
-   */
-  private evictSingleFaults(): void {
-    for (const [page, head] of this.loops) {
-      let keep = false;
-      for (let st = head; st; st = st.next) if (st.total > 1 || st.finding) keep = true;
-      if (!keep) this.loops.delete(page);
-    }
-    this.ctxByTask.clear();
-    this.lastCtx = null;
-    this.lastCtxPid = -2;
   }
 
   /** A kvm_tdp_mmu_spte_changed was seen: fault addresses are GPAs, so gfn history alone shows progress. */
@@ -864,13 +854,23 @@ export class Rebuilder {
         n += m.size;
         total += m.size;
         if (sptes.length >= maxSptes || m.size === 0) continue;
-        const gfns = Float64Array.from(m.keys()).sort();
+        const gfns = m.keyArray().sort();
         for (let k = 0; k < gfns.length && sptes.length < maxSptes; k++) {
           const gfn = gfns[k]!;
-          const s = m.get(gfn)!;
+          const s = m.get(gfn);
           const lo = this.lo[s]!;
           const hi = this.hi[s]!;
-          sptes.push({ asId: r.asId, root: r.id, gfn: gfn.toString(16), level, spte: hexHalves(lo, hi), kind: KIND_NAMES[spteKindCode(lo, hi, level)]!, line: this.lineOf[s]! });
+          // small integers (`| 0`) keep the objects free of boxed doubles; hexHalves avoids the slow radix path
+          const line = this.lineOf[s]!;
+          sptes.push({
+            asId: r.asId,
+            root: r.id,
+            gfn: hexHalves(gfn >>> 0, (gfn / TWO32) >>> 0),
+            level,
+            spte: hexHalves(lo, hi),
+            kind: KIND_NAMES[spteKindCode(lo, hi, level)]!,
+            line: line <= 0x3fff_ffff ? line | 0 : line,
+          });
         }
       }
       const info: RootInfo = { id: r.id, asId: r.asId, invalid: r.invalid, line: r.line, sptes: n };
@@ -902,23 +902,7 @@ export class Rebuilder {
     this.lastFaultVcpu = -1;
     const byVcpu: Record<string, number> = {};
     for (const [v, n] of [...this.faultsByVcpu].sort((a, b) => a[0] - b[0])) byVcpu[String(v)] = n;
-    // top 20 by count without sorting every (vCPU, page)
-    const best: LoopState[] = [];
-    const better = (a: LoopState, b: LoopState): boolean => a.total > b.total || (a.total === b.total && (a.gfn < b.gfn || (a.gfn === b.gfn && a.vcpu < b.vcpu)));
-    for (let st of this.loops.values()) {
-      for (; st; st = st.next) {
-        if (best.length === 20 && !better(st, best[19]!)) continue;
-        let i = best.length < 20 ? best.length : 19;
-        best[i] = st;
-        while (i > 0 && better(best[i]!, best[i - 1]!)) {
-          const t = best[i - 1]!;
-          best[i - 1] = best[i]!;
-          best[i] = t;
-          i--;
-        }
-      }
-    }
-    const top = best.map((st) => ({ vcpu: st.vcpu, gfn: st.gfn.toString(16), count: st.total }));
+    const top = this.loops.top(20).map((t) => ({ vcpu: t.vcpu, gfn: t.page.toString(16), count: t.total }));
     return {
       sptes,
       sptesTotal: total,
