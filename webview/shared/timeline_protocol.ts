@@ -1,4 +1,20 @@
-/** Messages of the Timeline panel: tracepoint events bucketed by event index, one lane per event name. */
+/**
+ * Messages of the Timeline panel: the session's events bucketed by event index, one row per vCPU, each
+ * bucket counted per kind of MMU activity (the answer of `kvmMmu/vcpuTimeline`).
+ */
+
+/** Kinds the timeline colours, in drawing order, with the theme colour and legend text of each. */
+export const TIMELINE_KINDS = {
+  fault: { color: '--vscode-charts-blue', label: 'fault' },
+  map: { color: '--vscode-charts-green', label: 'SPTE set / shadow page' },
+  zap: { color: '--vscode-charts-red', label: 'zap' },
+  split: { color: '--vscode-charts-purple', label: 'huge page split' },
+  flush: { color: '--vscode-charts-yellow', label: 'TLB flush' },
+  notifier: { color: '--vscode-charts-orange', label: 'mmu_notifier invalidation / aging' },
+  rmp: { color: '--vscode-terminal-ansiCyan', label: 'RMP / private conversion' },
+  other: { color: '--vscode-disabledForeground', label: 'other' },
+} as const;
+export type TimelineKind = keyof typeof TIMELINE_KINDS;
 
 export interface TimelineData {
   /** Event indexes in the session's window: [first, end). */
@@ -8,12 +24,14 @@ export interface TimelineData {
   from: number;
   to: number;
   buckets: number;
-  lanes: Array<{ name: string; total: number }>;
-  /** counts[lane][bucket]. */
-  counts: number[][];
-  /** Step (statement) and index of the first event in each bucket, -1 when empty. */
-  stepAt: number[];
-  firstAt: number[];
+  kinds: Array<{ kind: string; total: number; names: string[] }>;
+  /** One row per vCPU; vcpu -1 holds the events no vCPU raised. */
+  rows: Array<{ vcpu: number; total: number }>;
+  /** counts[row][kind][bucket]. */
+  counts: number[][][];
+  /** Index and step of each row's first event in each bucket, -1 when empty. */
+  firstAt: number[][];
+  stepAt: number[][];
   /** Where a new statement starts emitting, with its source line. */
   steps: Array<{ step: number; index: number; line: number }>;
 }
@@ -25,33 +43,36 @@ export type FromTimeline =
   | { type: 'range'; from: number; to: number; buckets: number }
   | { type: 'reveal'; step: number }
   | { type: 'goto'; index: number }
-  | { type: 'rendered'; lanes: number; buckets: number };
+  | { type: 'rendered'; rows: number; buckets: number };
 
 const isInt = (v: unknown, min = 0): v is number => typeof v === 'number' && Number.isInteger(v) && v >= min;
 const intArray = (v: unknown, n: number, min: number): v is number[] => Array.isArray(v) && v.length === n && v.every((x) => isInt(x, min));
+const obj = (v: unknown): v is Record<string, unknown> => !!v && typeof v === 'object';
 
 export function parseToTimeline(m: unknown): ToTimeline | undefined {
-  if (!m || typeof m !== 'object') return undefined;
-  const o = m as Record<string, unknown>;
-  if (o.type === 'error' && typeof o.message === 'string') return { type: 'error', message: o.message };
-  if (o.type !== 'timeline' || !o.data || typeof o.data !== 'object') return undefined;
-  const d = o.data as Record<string, unknown>;
+  if (!obj(m)) return undefined;
+  if (m.type === 'error' && typeof m.message === 'string') return { type: 'error', message: m.message };
+  if (m.type !== 'timeline' || !obj(m.data)) return undefined;
+  const d = m.data;
   if (!isInt(d.first) || !isInt(d.end) || !isInt(d.from) || !isInt(d.to) || !isInt(d.buckets, 1) || d.buckets > 4000) return undefined;
-  if (!Array.isArray(d.lanes) || !d.lanes.every((l) => l && typeof l === 'object' && typeof (l as { name?: unknown }).name === 'string' && isInt((l as { total?: unknown }).total))) return undefined;
-  const buckets = d.buckets;
-  if (!Array.isArray(d.counts) || d.counts.length !== d.lanes.length || !d.counts.every((c) => intArray(c, buckets, 0))) return undefined;
-  if (!intArray(d.stepAt, buckets, -1) || !intArray(d.firstAt, buckets, -1)) return undefined;
-  if (!Array.isArray(d.steps) || !d.steps.every((s) => s && typeof s === 'object' && isInt((s as { step?: unknown }).step) && isInt((s as { index?: unknown }).index) && isInt((s as { line?: unknown }).line))) return undefined;
+  const b = d.buckets;
+  if (!Array.isArray(d.kinds) || !d.kinds.every((k) => obj(k) && typeof k.kind === 'string' && isInt(k.total) && Array.isArray(k.names) && k.names.every((n) => typeof n === 'string'))) return undefined;
+  if (!Array.isArray(d.rows) || d.rows.length > 1024 || !d.rows.every((r) => obj(r) && isInt(r.vcpu, -1) && isInt(r.total))) return undefined;
+  const nk = d.kinds.length;
+  const nr = d.rows.length;
+  if (!Array.isArray(d.counts) || d.counts.length !== nr || !d.counts.every((row) => Array.isArray(row) && row.length === nk && row.every((c) => intArray(c, b, 0)))) return undefined;
+  if (!Array.isArray(d.firstAt) || d.firstAt.length !== nr || !d.firstAt.every((r) => intArray(r, b, -1))) return undefined;
+  if (!Array.isArray(d.stepAt) || d.stepAt.length !== nr || !d.stepAt.every((r) => intArray(r, b, -1))) return undefined;
+  if (!Array.isArray(d.steps) || !d.steps.every((s) => obj(s) && isInt(s.step) && isInt(s.index) && isInt(s.line))) return undefined;
   return { type: 'timeline', data: d as unknown as TimelineData };
 }
 
 export function parseFromTimeline(m: unknown): FromTimeline | undefined {
-  if (!m || typeof m !== 'object') return undefined;
-  const o = m as Record<string, unknown>;
-  if (o.type === 'ready') return { type: 'ready' };
-  if (o.type === 'range' && isInt(o.from) && isInt(o.to) && isInt(o.buckets, 1) && o.buckets <= 4000) return { type: 'range', from: o.from, to: o.to, buckets: o.buckets };
-  if (o.type === 'reveal' && isInt(o.step)) return { type: 'reveal', step: o.step };
-  if (o.type === 'goto' && isInt(o.index)) return { type: 'goto', index: o.index };
-  if (o.type === 'rendered' && isInt(o.lanes) && isInt(o.buckets)) return { type: 'rendered', lanes: o.lanes, buckets: o.buckets };
+  if (!obj(m)) return undefined;
+  if (m.type === 'ready') return { type: 'ready' };
+  if (m.type === 'range' && isInt(m.from) && isInt(m.to) && isInt(m.buckets, 1) && m.buckets <= 4000) return { type: 'range', from: m.from, to: m.to, buckets: m.buckets };
+  if (m.type === 'reveal' && isInt(m.step)) return { type: 'reveal', step: m.step };
+  if (m.type === 'goto' && isInt(m.index)) return { type: 'goto', index: m.index };
+  if (m.type === 'rendered' && isInt(m.rows) && isInt(m.buckets)) return { type: 'rendered', rows: m.rows, buckets: m.buckets };
   return undefined;
 }

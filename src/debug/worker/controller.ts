@@ -22,6 +22,8 @@ import { EXCEPTION_FILTERS, exceptionFilterFor } from '../exception_filters';
 import { evaluateCommand, completeCommand } from '../console_commands';
 import { findKernelFunction } from '../kernel_source';
 import { handleQuery } from './queries';
+import { vcpuTimeline } from './vcpu_timeline';
+import { stage2Map } from './stage2_map';
 import { additiveDataBreakpoint } from './view_watches';
 import { auditEngine, canAudit, formatViolations, type AuditReport } from '../../engine/audit/audit';
 import { findSourceMap } from 'node:module';
@@ -768,6 +770,11 @@ export class Controller {
       case 'kvmMmu/removeDataBreakpoint':
       case 'kvmMmu/dataBreakpoints':
         return additiveDataBreakpoint(this.dataBps, name, args, () => nextBpId++, dataMatcher);
+      // The webview panels' own readings (views part A); the views' queries live in queries.ts.
+      case 'kvmMmu/vcpuTimeline':
+        return vcpuTimeline(this.program, args);
+      case 'kvmMmu/stage2Map':
+        return stage2Map(this.program, args);
       default:
         return handleQuery(name, args, { program: this.program });
     }

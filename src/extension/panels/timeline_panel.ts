@@ -1,6 +1,7 @@
 /**
- * Timeline panel: the session's tracepoint events along the event index (webview/timeline), read with
- * `kvmMmu/timeline` for the range the webview shows, refreshed at each stop while visible.
+ * Timeline panel: the session's events per vCPU along the event index, coloured by kind (webview/timeline),
+ * read with `kvmMmu/vcpuTimeline` for the range the webview shows, refreshed at each stop while visible.
+ * Scenario and trace-replay sessions answer the same request.
  */
 import * as vscode from 'vscode';
 import { webviewHtml, webviewOptions } from './webview_html';
@@ -12,7 +13,7 @@ export const TIMELINE_VIEW_TYPE = 'kvmMmu.timeline';
 export class TimelinePanel {
   static current: TimelinePanel | undefined;
   data: TimelineData | undefined;
-  rendered: { lanes: number; buckets: number } | undefined;
+  rendered: { rows: number; buckets: number } | undefined;
   /** The range the webview asked for; undefined = the whole window (follows new events). */
   private range: { from: number; to: number; buckets: number } | undefined;
   private buckets = 400;
@@ -61,9 +62,9 @@ export class TimelinePanel {
     }
     try {
       const args = this.range ?? { buckets: this.buckets };
-      const raw = await s.customRequest('kvmMmu/timeline', args);
+      const raw = await s.customRequest('kvmMmu/vcpuTimeline', args);
       const parsed = parseToTimeline({ type: 'timeline', data: raw });
-      if (!parsed || parsed.type !== 'timeline') throw new Error('malformed kvmMmu/timeline response');
+      if (!parsed || parsed.type !== 'timeline') throw new Error('malformed kvmMmu/vcpuTimeline response');
       this.data = parsed.data;
       this.post(parsed);
       return parsed.data;
@@ -97,7 +98,7 @@ export class TimelinePanel {
         }
         break;
       case 'rendered':
-        this.rendered = { lanes: m.lanes, buckets: m.buckets };
+        this.rendered = { rows: m.rows, buckets: m.buckets };
         break;
     }
   }

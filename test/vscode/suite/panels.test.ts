@@ -163,14 +163,16 @@ describe('Bit Decoder panel', () => {
       await sleep(300);
       await screenshot('ptmap-dark');
 
-      // The timeline of the same window: the split at line 40 is a wall of kvm_tdp_mmu_spte_changed.
+      // The timeline of the same window: one row for the vCPU, the split at line 40 a wall of SPTE updates.
       await vscode.commands.executeCommand('workbench.action.closeAllGroups');
-      const tl = await vscode.commands.executeCommand<{ lanes: Array<{ name: string; total: number }>; steps: Array<{ line: number }>; counts: number[][] }>('kvmMmu.showTimeline');
+      const tl = await vscode.commands.executeCommand<{ rows: Array<{ vcpu: number; total: number }>; kinds: Array<{ kind: string; total: number; names: string[] }>; steps: Array<{ line: number }>; counts: number[][][] }>('kvmMmu.showTimeline');
       assert.ok(tl, 'timeline data');
-      const changed = tl.lanes.findIndex((l) => l.name === 'kvm_tdp_mmu_spte_changed');
-      assert.ok(changed >= 0, tl.lanes.map((l) => l.name).join(','));
+      assert.ok(tl.rows.some((r) => r.vcpu === 0), tl.rows.map((r) => r.vcpu).join(','));
+      const mapKind = tl.kinds.findIndex((k) => k.names.includes('kvm_tdp_mmu_spte_changed'));
+      assert.ok(mapKind >= 0 && tl.kinds[mapKind].kind === 'map', tl.kinds.map((k) => `${k.kind}:${k.names.join('|')}`).join(','));
       assert.ok(tl.steps.some((x) => x.line === 40), 'events of `dirty_log enable slot=0`');
-      assert.strictEqual(tl.counts[changed].reduce((a, b) => a + b, 0), tl.lanes[changed].total, 'the buckets hold every event of the lane');
+      const inBuckets = tl.counts.reduce((a, row) => a + row[mapKind].reduce((x, y) => x + y, 0), 0);
+      assert.strictEqual(inBuckets, tl.kinds[mapKind].total, 'the buckets hold every event of the kind');
       await waitFor('timeline drawn', () => api.views.timeline()?.rendered);
       await screenshot('timeline-dark');
     } finally {

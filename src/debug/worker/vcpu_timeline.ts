@@ -1,0 +1,108 @@
+/**
+ * `kvmMmu/vcpuTimeline`: the session's events bucketed by event index, one row per vCPU and one count per
+ * kind of MMU activity, so a view of any zoom costs rows x kinds x buckets numbers however many events
+ * there are. Scenario and trace-replay programs answer alike (both list their events).
+ */
+import type { DebugProgram, ProgramEvent } from '../program';
+
+/**
+ * Kinds in drawing order. The first pattern that matches a tracepoint name decides; names come from
+ * Linux 6.18's kvm, kvmmmu, kvm_x86 (SEV/TDX) and arm64 trace systems and from the model's probes.
+ */
+export const EVENT_KINDS: ReadonlyArray<{ kind: string; re: RegExp }> = [
+  { kind: 'rmp', re: /rmp|psc|snp|page_state|gmem|convert|private|tdx_|sept/ },
+  { kind: 'notifier', re: /hva|notifier|invalidate_range|mmu_invalidate|(^|_)age_/ },
+  { kind: 'split', re: /split/ },
+  { kind: 'zap', re: /zap|unmap|unlink|free_|drop_|reclaim/ },
+  { kind: 'flush', re: /flush|tlb|tlbi/ },
+  { kind: 'fault', re: /fault|pagetable_walk|paging_element|walker_error|spte_requested|mmio_spte|async_pf|async_get_page|guest_abort|mem_abort|kvm_exit|kvm_entry|npf|ept_violation/ },
+  { kind: 'map', re: /spte|get_page|sync_page|accessed_bit|dirty_bit|map|link/ },
+];
+export const OTHER_KIND = 'other';
+
+export function eventKind(name: string): string {
+  for (const k of EVENT_KINDS) if (k.re.test(name)) return k.kind;
+  return OTHER_KIND;
+}
+
+function int(v: unknown, dflt: number, min = 0, max = Number.MAX_SAFE_INTEGER): number {
+  const n = typeof v === 'number' ? v : NaN;
+  return Number.isInteger(n) ? Math.min(max, Math.max(min, n)) : dflt;
+}
+
+export interface VcpuTimeline {
+  first: number;
+  end: number;
+  from: number;
+  to: number;
+  buckets: number;
+  kinds: Array<{ kind: string; total: number; names: string[] }>;
+  /** One row per vCPU in id order; vcpu -1 holds events no vCPU raised (notifiers, ioctls, the host). */
+  rows: Array<{ vcpu: number; total: number }>;
+  /** counts[row][kind][bucket]. */
+  counts: number[][][];
+  /** Index and step of each row's first event in each bucket, -1 when none. */
+  firstAt: number[][];
+  stepAt: number[][];
+  steps: Array<{ step: number; index: number; line: number }>;
+}
+
+export function vcpuTimeline(program: DebugProgram, args: Record<string, unknown>): VcpuTimeline {
+  if (!program.events) throw new Error('this program records no events');
+  const evs: ProgramEvent[] = program.events(0, Number.MAX_SAFE_INTEGER).events;
+  const first = evs.length ? evs[0]!.index : 0;
+  const end = evs.length ? evs[evs.length - 1]!.index + 1 : 0;
+  const from = Math.max(first, int(args.from, first));
+  const to = Math.min(Math.max(end, from + 1), Math.max(from + 1, int(args.to, end)));
+  const buckets = int(args.buckets, 400, 1, 4000);
+
+  const kindIndex = new Map<string, number>();
+  const kinds: VcpuTimeline['kinds'] = [...EVENT_KINDS.map((k) => k.kind), OTHER_KIND].map((kind, i) => {
+    kindIndex.set(kind, i);
+    return { kind, total: 0, names: [] };
+  });
+  const kindOfName = new Map<string, number>();
+  const rowOf = new Map<number, number>();
+  for (const e of evs) {
+    let k = kindOfName.get(e.name);
+    if (k === undefined) {
+      k = kindIndex.get(eventKind(e.name))!;
+      kindOfName.set(e.name, k);
+      kinds[k]!.names.push(e.name);
+    }
+    kinds[k]!.total++;
+    rowOf.set(e.vcpu, (rowOf.get(e.vcpu) ?? 0) + 1);
+  }
+  const rows = [...rowOf.entries()].sort((a, b) => a[0] - b[0]).map(([vcpu, total]) => ({ vcpu, total }));
+  rows.forEach((r, i) => rowOf.set(r.vcpu, i));
+
+  const counts = rows.map(() => kinds.map(() => new Array<number>(buckets).fill(0)));
+  const firstAt = rows.map(() => new Array<number>(buckets).fill(-1));
+  const stepAt = rows.map(() => new Array<number>(buckets).fill(-1));
+  const width = (to - from) / buckets;
+  // Events are in index order: binary search the first one in range.
+  let lo = 0;
+  let hi = evs.length;
+  while (lo < hi) {
+    const mid = (lo + hi) >> 1;
+    if (evs[mid]!.index < from) lo = mid + 1;
+    else hi = mid;
+  }
+  const steps: VcpuTimeline['steps'] = [];
+  let prevStep = -1;
+  for (let i = lo; i < evs.length && evs[i]!.index < to; i++) {
+    const e = evs[i]!;
+    const b = Math.min(buckets - 1, Math.floor((e.index - from) / width));
+    const r = rowOf.get(e.vcpu)!;
+    counts[r]![kindOfName.get(e.name)!]![b]!++;
+    if (firstAt[r]![b] === -1) {
+      firstAt[r]![b] = e.index;
+      stepAt[r]![b] = e.step;
+    }
+    if (e.step !== prevStep) {
+      prevStep = e.step;
+      if (steps.length < 2000) steps.push({ step: e.step, index: e.index, line: program.locationOf(e.step).line });
+    }
+  }
+  return { first, end, from, to, buckets, kinds, rows, counts, firstAt, stepAt, steps };
+}
