@@ -81,6 +81,20 @@ class TraceSink {
   reset(): void {
     this.next = 0;
   }
+
+  /** Index the next event gets; with `seek`, what a checkpoint saves and restores. */
+  get position(): number {
+    return this.next;
+  }
+
+  seek(next: number): void {
+    this.next = next;
+  }
 }
 
 export const trace = new TraceSink();
+
+/** Events never change once emitted (their text is only formatted lazily): snapshots keep them by reference. */
+export function isTraceEvent(o: unknown): o is TraceEvent {
+  return o instanceof SinkEvent;
+}

@@ -62,6 +62,22 @@ export interface RunnerOptions {
   onEvent?: (e: TraceEvent, task: number) => void;
   /** Events kept in memory for `expect trace scope=all` (default 200000). */
   keepEvents?: number;
+  /**
+   * Called before each access of a range statement: the runner's state is then complete (the loop's
+   * position is in its fields), so a debugger can snapshot it there and later finish the statement from
+   * that access with `step()` (see src/engine/snapshot.ts).
+   */
+  betweenAccesses?: () => void;
+}
+
+/** The statement `step()` is running, kept in the runner so that a snapshot taken inside it can finish it. */
+interface Running {
+  before: number;
+  evBefore: number;
+  /** Range loop position: repeat round and next address; `a` undefined until the loop starts. */
+  k: number;
+  a: number | bigint | undefined;
+  last: Outcome;
 }
 
 const SETUP = new Set(['vm', 'param', 'variant']);
@@ -167,6 +183,7 @@ export class ScenarioRunner {
   private unsubscribe: (() => void) | undefined;
   /** Thread the current statement runs on (see RunnerOptions.onEvent). */
   private task = -1;
+  private running: Running | undefined;
 
   constructor(program: Program, opts: RunnerOptions = {}) {
     this.program = program;
@@ -213,16 +230,22 @@ export class ScenarioRunner {
     return this.engine?.stats?.() ?? {};
   }
 
-  /** Execute one statement. */
+  /** True after restoring a snapshot taken inside a statement: `step()` finishes that statement. */
+  get resuming(): boolean {
+    return this.running !== undefined;
+  }
+
+  /** Execute one statement (or finish the one a restored snapshot was taken in). */
   step(): StepResult {
-    const st = this.program.statements[this.pc++];
+    const resume = this.running;
+    const st = this.program.statements[resume ? this.pc - 1 : this.pc++];
     if (!st) throw new Error('step() past the end of the scenario');
-    const before = this.problems.length;
+    const before = resume ? resume.before : this.problems.length;
     const isExpect = st.spec.group === 'expect';
-    if (this.pendingRet && !(isExpect && st.keyword === 'expect ret')) this.reportUnchecked();
+    if (!resume && this.pendingRet && !(isExpect && st.keyword === 'expect ret')) this.reportUnchecked();
     let outcome: Outcome = {};
     let events = 0;
-    if (!isExpect) {
+    if (!isExpect && !resume) {
       this.stmtEvents = [];
       this.stmtEventsDropped = 0;
       this.stmtCounts = new Map();
@@ -232,7 +255,8 @@ export class ScenarioRunner {
       this.lastDidNotRun = undefined;
       this.lastException = undefined;
     }
-    const evBefore = this.eventTotal;
+    const evBefore = resume ? resume.evBefore : this.eventTotal;
+    this.running = resume ?? { before, evBefore, k: 0, a: undefined, last: {} };
     try {
       if (isExpect) this.runExpect(st);
       else if (!SETUP.has(st.keyword)) {
@@ -245,6 +269,7 @@ export class ScenarioRunner {
       else if (e instanceof Unsupported) this.problem(st, 'unsupported', e.message, 'this statement needs an engine part that has not landed; the run continues');
       else this.problem(st, 'engine-error', `the engine failed: ${e instanceof Error ? e.message : String(e)}`, 'this is a bug in the model; please report it with the scenario');
     }
+    this.running = undefined;
     this.task = -1;
     events = this.eventTotal - evBefore;
     if (!isExpect && this.problems.slice(before).some((p) => p.code === 'unsupported' || p.code === 'engine-error')) this.lastDidNotRun = st;
@@ -529,31 +554,41 @@ export class ScenarioRunner {
       user: cpl === 'user', private: vis === undefined ? undefined : vis === 'private', value: this.optBig(st, 'value') ?? 0n,
       hasValue: st.args['value'] !== undefined,
     };
-    let last: Outcome = {};
     const stepN = Number(step);
     const startN = Number(r.start);
     const exact = r.end <= BigInt(Number.MAX_SAFE_INTEGER);
-    for (let k = 0; k < repeat; k++) {
+    const hook = this.opts.betweenAccesses;
+    // The loop's position lives in `cur` (part of the runner) so a snapshot taken in `hook` can resume it.
+    const cur = this.running!;
+    for (; cur.k < repeat; cur.k++, cur.a = undefined) {
       if (exact) {
         const end = Number(r.end);
-        for (let a = startN; a < end; a += stepN) {
+        for (let a = (cur.a as number | undefined) ?? startN; a < end; a += stepN) {
+          if (hook) {
+            cur.a = a;
+            hook();
+          }
           op.addr = a;
           op.lo = a >>> 0;
           op.hi = Math.floor(a / 0x1_0000_0000) >>> 0;
-          last = fn(op);
+          const last = cur.last = fn(op);
           if (last.exit || last.exception) return last;
         }
       } else {
-        for (let a = r.start; a < r.end; a += step) {
+        for (let a = (cur.a as bigint | undefined) ?? r.start; a < r.end; a += step) {
+          if (hook) {
+            cur.a = a;
+            hook();
+          }
           op.addr = Number(a);
           op.lo = Number(a & 0xffff_ffffn);
           op.hi = Number((a >> 32n) & 0xffff_ffffn);
-          last = fn(op);
+          const last = cur.last = fn(op);
           if (last.exit || last.exception) return last;
         }
       }
     }
-    return last;
+    return cur.last;
   }
 
   // ------------------------------------------------------------------ expectations

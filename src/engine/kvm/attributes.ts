@@ -10,6 +10,7 @@
  * one way only), and it also holds the per-VM private-memory context that guest_memfd and SEV-SNP use.
  */
 import { defineProbe, probes } from '../probes';
+import { TrackedWeakMap } from '../snapshot';
 import { EBADF, EEXIST, EFAULT, EHWPOISON, EINVAL, ENOENT, ENOMEM, EOPNOTSUPP } from '../errno';
 import {
   KVM_LPAGE_MIXED_FLAG, KVM_MAX_HUGEPAGE_LEVEL, KVM_MEM_GUEST_MEMFD, KVM_PAGES_PER_HPAGE, PG_LEVEL_1G, PG_LEVEL_2M, PG_LEVEL_4K,
@@ -104,7 +105,7 @@ export class PrivateMemCtx {
   next_gmem_pfn = 0x800_0000;
 }
 
-const ctxs = new WeakMap<object, PrivateMemCtx>();
+const ctxs = new TrackedWeakMap<object, PrivateMemCtx>();
 
 /** The VM's private-memory context (created on first use). */
 export function kvm_private_ctx(kvm: PrivateMemKvm): PrivateMemCtx {

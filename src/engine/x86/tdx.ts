@@ -6,6 +6,7 @@
  * still owns its HKID.
  */
 import { defineProbe, probes } from '../probes';
+import { TrackedWeakMap } from '../snapshot';
 import { KVM_PAGES_PER_HPAGE } from './tdp_iter';
 import { EINVAL, EIO, type Kvm, type KvmTdxHooks } from './vm';
 
@@ -171,7 +172,7 @@ function tdx_sept_free_private_spt(kvm: Kvm, gfn: number, level: number, externa
   return tdx.sept_reclaim(gfn, level, external_spt);
 }
 
-const modules = new WeakMap<Kvm, TdxModule>();
+const modules = new TrackedWeakMap<Kvm, TdxModule>();
 
 function tdx_of(kvm: Kvm): TdxModule {
   const m = modules.get(kvm);
