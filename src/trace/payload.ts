@@ -41,22 +41,34 @@ function hexVal(c: number): number {
 
 /** Hex digits at pos into vLo/vHi; returns the end position, or -1 when there is no digit or > 16 digits. */
 function readHex(s: string, pos: number, end: number): number {
-  let lo = 0;
-  let hi = 0;
+  // up to 13 digits fit a double exactly: one multiply-add per digit, split into halves at the end
   const start = pos;
-  while (pos < end) {
-    const d = hexVal(s.charCodeAt(pos));
+  let v = 0;
+  const fast = end - pos < 13 ? end : pos + 13;
+  while (pos < fast) {
+    const c = s.charCodeAt(pos);
+    const d = c < 128 ? HEX[c]! : -1;
     if (d < 0) break;
-    hi = ((hi << 4) | (lo >>> 28)) >>> 0;
-    lo = ((lo << 4) | d) >>> 0;
+    v = v * 16 + d;
     pos++;
   }
   if (pos === start) return -1;
-  if (pos - start > 16) {
-    // leading zeros are harmless; more than 16 significant digits is not a 64-bit value
-    let z = start;
-    while (z < pos && s.charCodeAt(z) === 48) z++;
-    if (pos - z > 16) return -1;
+  let lo = v >>> 0;
+  let hi = (v / 0x1_0000_0000) >>> 0;
+  if (pos === fast && pos < end) {
+    while (pos < end) {
+      const d = hexVal(s.charCodeAt(pos));
+      if (d < 0) break;
+      hi = ((hi << 4) | (lo >>> 28)) >>> 0;
+      lo = ((lo << 4) | d) >>> 0;
+      pos++;
+    }
+    if (pos - start > 16) {
+      // leading zeros are harmless; more than 16 significant digits is not a 64-bit value
+      let z = start;
+      while (z < pos && s.charCodeAt(z) === 48) z++;
+      if (pos - z > 16) return -1;
+    }
   }
   vLo = lo;
   vHi = hi;
