@@ -116,7 +116,10 @@ export interface ScenarioEngine {
   access?(op: AccessOp): Outcome;
   invlpg?(op: { vcpu: number; gva: bigint }): Outcome;
   pvalidate?(op: { vcpu: number; gva?: bigint; gpa?: number; size: number; validate: boolean }): Outcome;
-  psc?(op: { vcpu: number; start: number; end: number; to: 'private' | 'shared' }): Outcome;
+  psc?(op: { vcpu: number; start: number; end: number; to: 'private' | 'shared' | 'psmash' | 'unsmash'; via?: 'ghcb' | 'msr'; serve?: boolean }): Outcome;
+  snpLaunchStart?(op: { policy: number; flags: number }): Outcome;
+  snpLaunchUpdate?(op: { gfnStart: number; len: number; type: string; flags: number }): Outcome;
+  snpLaunchFinish?(op: { flags: number }): Outcome;
 
   /** pKVM hypercalls by their kernel names (`__pkvm_host_share_hyp`, ...). */
   pkvm?(call: string, args: { pfn?: number; gfn?: number; nrPages: number; prot?: string[]; vcpu: number; phys?: number }): Outcome;
@@ -148,4 +151,5 @@ export const CONSTANTS: Readonly<Record<string, number>> = {
   FALLOC_FL_PUNCH_HOLE: 0x02,
   KVM_DIRTY_LOG_MANUAL_PROTECT_ENABLE: 1 << 0,
   KVM_DIRTY_LOG_INITIALLY_SET: 1 << 1,
+  KVM_EXIT_HYPERCALL_VALID_MASK: 1 << 12,
 };

@@ -125,6 +125,8 @@ export const STATS: readonly string[] = [
   // model counters, not KVM stats (SEV-SNP VMs): assigned RMP entries by size (a 2M entry counts once),
   // PSMASHes and successful RMPUPDATEs so far
   'rmp_assigned_2m', 'rmp_assigned_4k', 'rmp_psmash', 'rmp_rmpupdate',
+  // KVM_HC_MAP_GPA_RANGE exits page-state changes raised so far (SEV-SNP)
+  'psc_exits',
 ];
 
 export const SPTE_FIELDS: readonly string[] = [
@@ -260,8 +262,11 @@ export const STATEMENTS: readonly StmtSpec[] = [
     keyword: 'KVM_ENABLE_CAP', group: 'userspace',
     doc: 'Enable a VM capability.',
     args: [
-      { name: 'cap', type: 'enum', required: true, positional: true, values: ['KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2'], doc: 'capability' },
-      { name: 'args0', type: 'flags', aliases: ['arg'], values: ['KVM_DIRTY_LOG_MANUAL_PROTECT_ENABLE', 'KVM_DIRTY_LOG_INITIALLY_SET'], doc: 'args[0]' },
+      { name: 'cap', type: 'enum', required: true, positional: true, values: ['KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2', 'KVM_CAP_EXIT_HYPERCALL'], doc: 'capability' },
+      {
+        name: 'args0', type: 'flags', aliases: ['arg'], values: ['KVM_DIRTY_LOG_MANUAL_PROTECT_ENABLE', 'KVM_DIRTY_LOG_INITIALLY_SET', 'KVM_EXIT_HYPERCALL_VALID_MASK'],
+        doc: 'args[0] (KVM_CAP_EXIT_HYPERCALL: the hypercalls to forward, 1 << KVM_HC_MAP_GPA_RANGE)',
+      },
     ],
     example: 'KVM_ENABLE_CAP KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2 args0=KVM_DIRTY_LOG_MANUAL_PROTECT_ENABLE|KVM_DIRTY_LOG_INITIALLY_SET',
   },
@@ -274,6 +279,34 @@ export const STATEMENTS: readonly StmtSpec[] = [
       vcpu,
     ],
     example: 'KVM_PRE_FAULT_MEMORY gpa=0 size=2M',
+  },
+  {
+    keyword: 'KVM_SEV_SNP_LAUNCH_START', group: 'userspace',
+    doc: 'SEV-SNP: create the firmware context with a guest policy (KVM_MEMORY_ENCRYPT_OP, struct kvm_sev_snp_launch_start).',
+    args: [
+      { name: 'policy', type: 'u64', required: true, doc: 'guest policy: bit 16 (SMT allowed) and bit 17 (must be one) set, bit 20 (single socket) clear' },
+      { name: 'flags', type: 'u64', doc: 'must be 0' },
+    ],
+    example: 'KVM_SEV_SNP_LAUNCH_START policy=0x30000',
+  },
+  {
+    keyword: 'KVM_SEV_SNP_LAUNCH_UPDATE', group: 'userspace',
+    doc: 'SEV-SNP: populate initial private pages through guest_memfd (struct kvm_sev_snp_launch_update); the firmware leaves them assigned and validated.',
+    args: [
+      { name: 'gfn_start', type: 'u64', doc: 'first gfn' },
+      { name: 'gpa', type: 'u64', doc: 'or the first GPA (page-aligned)', space: 'gpa' },
+      { name: 'len', type: 'size', required: true, doc: 'bytes (a page multiple)' },
+      { name: 'type', type: 'enum', values: ['NORMAL', 'ZERO', 'UNMEASURED', 'SECRETS', 'CPUID'], doc: 'KVM_SEV_SNP_PAGE_TYPE_* (default NORMAL)' },
+      { name: 'flags', type: 'u64', doc: 'must be 0' },
+    ],
+    oneOf: ['gfn_start', 'gpa'],
+    example: 'KVM_SEV_SNP_LAUNCH_UPDATE gpa=0x100000 len=16K type=NORMAL',
+  },
+  {
+    keyword: 'KVM_SEV_SNP_LAUNCH_FINISH', group: 'userspace',
+    doc: 'SEV-SNP: measure every vCPU VMSA and finish the launch (struct kvm_sev_snp_launch_finish); KVM_PRE_FAULT_MEMORY works from now on.',
+    args: [{ name: 'flags', type: 'u64', doc: 'must be 0' }],
+    example: 'KVM_SEV_SNP_LAUNCH_FINISH',
   },
   {
     keyword: 'memslot delete', group: 'userspace',
@@ -422,7 +455,9 @@ export const STATEMENTS: readonly StmtSpec[] = [
     doc: 'Page-state change request (GHCB PSC / KVM_HC_MAP_GPA_RANGE): exits to userspace asking for private or shared.',
     args: [
       { name: 'gpa', type: 'range', required: true, doc: 'range to convert', space: 'gpa' },
-      { name: 'to', type: 'enum', bare: true, required: true, values: ['private', 'shared'], doc: 'requested state' },
+      { name: 'to', type: 'enum', bare: true, required: true, values: ['private', 'shared', 'psmash', 'unsmash'], doc: 'requested state, or a PSMASH/UNSMASH hint' },
+      { name: 'via', type: 'enum', values: ['ghcb', 'msr'], doc: 'GHCB PSC NAE buffer (default; 2M entries where aligned) or the GHCB MSR protocol (one 4K page per request)' },
+      { name: 'serve', type: 'bool', doc: 'the VMM serves each exit (KVM_SET_MEMORY_ATTRIBUTES; to shared also punches the guest_memfd hole) until the guest resumes' },
       vcpu,
     ],
     example: 'guest psc gpa 0x100000000+2M private',

@@ -426,6 +426,17 @@ export class ScenarioRunner {
       case 'KVM_ENABLE_CAP':
         o = this.need(st, 'enableCap')({ cap: this.word(st, 'cap', ''), args0: this.flags(st, 'args0') });
         break;
+      case 'KVM_SEV_SNP_LAUNCH_START':
+        o = this.need(st, 'snpLaunchStart')({ policy: this.num(st, 'policy'), flags: this.num(st, 'flags', 0) });
+        break;
+      case 'KVM_SEV_SNP_LAUNCH_UPDATE': {
+        const gfnStart = st.args['gpa'] ? Math.floor(this.num(st, 'gpa') / 4096) : this.num(st, 'gfn_start');
+        o = this.need(st, 'snpLaunchUpdate')({ gfnStart, len: this.num(st, 'len'), type: this.word(st, 'type', 'NORMAL'), flags: this.num(st, 'flags', 0) });
+        break;
+      }
+      case 'KVM_SEV_SNP_LAUNCH_FINISH':
+        o = this.need(st, 'snpLaunchFinish')({ flags: this.num(st, 'flags', 0) });
+        break;
       case 'KVM_PRE_FAULT_MEMORY':
         o = this.need(st, 'preFaultMemory')({ vcpu: this.vcpu(st), gpa: this.num(st, 'gpa'), size: this.num(st, 'size') });
         break;
@@ -492,7 +503,10 @@ export class ScenarioRunner {
       }
       case 'guest psc': {
         const r = st.args['gpa']!.value as Extract<Value, { kind: 'range' }>;
-        o = this.need(st, 'psc')({ vcpu: this.vcpu(st), start: Number(r.start), end: Number(r.single ? r.start + 4096n : r.end), to: this.word(st, 'to', 'private') as 'private' });
+        o = this.need(st, 'psc')({
+          vcpu: this.vcpu(st), start: Number(r.start), end: Number(r.single ? r.start + 4096n : r.end), to: this.word(st, 'to', 'private') as 'private',
+          via: this.word(st, 'via', 'ghcb') as 'ghcb', serve: this.optBig(st, 'serve') === 1n,
+        });
         break;
       }
       default:

@@ -27,6 +27,16 @@ import { roleExpectFields, spteExpectFields } from './x86_fields';
 import { X86Guest } from './x86_guest';
 import { createShadowEngine } from './x86_shadow';
 import { SnpLayer } from './x86_snp';
+import { kvm_enable_cap_exit_hypercall } from '../../engine/x86/sev_psc';
+import {
+  KVM_SEV_SNP_PAGE_TYPE_CPUID, KVM_SEV_SNP_PAGE_TYPE_NORMAL, KVM_SEV_SNP_PAGE_TYPE_SECRETS, KVM_SEV_SNP_PAGE_TYPE_UNMEASURED,
+  KVM_SEV_SNP_PAGE_TYPE_ZERO, snp_launch_finish, snp_launch_start, snp_launch_update,
+} from '../../engine/x86/sev_launch';
+
+const SNP_PAGE_TYPES: Record<string, number> = {
+  NORMAL: KVM_SEV_SNP_PAGE_TYPE_NORMAL, ZERO: KVM_SEV_SNP_PAGE_TYPE_ZERO, UNMEASURED: KVM_SEV_SNP_PAGE_TYPE_UNMEASURED,
+  SECRETS: KVM_SEV_SNP_PAGE_TYPE_SECRETS, CPUID: KVM_SEV_SNP_PAGE_TYPE_CPUID,
+};
 
 const PAGE = 4096;
 
@@ -87,7 +97,8 @@ class X86Engine implements ScenarioEngine {
   preFaultMemory(op: { vcpu: number; gpa: number; size: number }): Outcome {
     if (op.gpa % PAGE !== 0 || op.size % PAGE !== 0 || op.size === 0) return { ret: -22 };
     const kvm = this.vm.kvm;
-    if (kvm.vm_type === KVM_X86_SNP_VM || kvm.is_tdx) throw new NotSupportedYet('pre-faulting SNP/TDX VMs (pre_fault_allowed after launch) is not modelled');
+    if (kvm.is_tdx) throw new NotSupportedYet('pre-faulting TDX VMs (pre_fault_allowed after the TD is finalized) is not modelled');
+    if (!kvm.pre_fault_allowed) return { ret: -95 }; // -EOPNOTSUPP: an SNP VM before KVM_SEV_SNP_LAUNCH_FINISH
     const vcpu = this.vm.vcpu(op.vcpu);
     let gpa = op.gpa;
     let left = op.size;
@@ -121,9 +132,25 @@ class X86Engine implements ScenarioEngine {
     return r.exit ? { exit: r.exit } : { ret: r.ret ?? 0 };
   }
 
-  psc(op: { vcpu: number; start: number; end: number; to: 'private' | 'shared' }): Outcome {
+  psc(op: { vcpu: number; start: number; end: number; to: 'private' | 'shared' | 'psmash' | 'unsmash'; via?: 'ghcb' | 'msr'; serve?: boolean }): Outcome {
     if (!this.snp) throw new NotSupportedYet('page-state changes need an SEV-SNP VM (TDX MapGPA is not bound)');
-    return this.snp.psc(op.vcpu, op.start, op.end, op.to);
+    return this.snp.psc(op.vcpu, op.start, op.end, op.to, op.via ?? 'ghcb', op.serve === true);
+  }
+
+  snpLaunchStart(op: { policy: number; flags: number }): Outcome {
+    if (!this.snp) return { ret: -25 }; // -ENOTTY: not an SNP VM
+    return { ret: snp_launch_start(this.vm.kvm, op) };
+  }
+
+  snpLaunchUpdate(op: { gfnStart: number; len: number; type: string; flags: number }): Outcome {
+    if (!this.snp) return { ret: -22 };
+    const type = SNP_PAGE_TYPES[op.type] ?? 0;
+    return { ret: snp_launch_update(this.vm.kvm, { gfn_start: op.gfnStart, len: op.len, type, flags: op.flags }).ret };
+  }
+
+  snpLaunchFinish(op: { flags: number }): Outcome {
+    if (!this.snp) return { ret: -25 };
+    return { ret: snp_launch_finish(this.vm.kvm, op) };
   }
 
   /** INVLPG is not intercepted under EPT/NPT: the guest's TLB flush runs no KVM code. */
@@ -209,6 +236,10 @@ class X86Engine implements ScenarioEngine {
   }
 
   enableCap(op: { cap: string; args0: number }): Outcome {
+    if (op.cap === 'KVM_CAP_EXIT_HYPERCALL') {
+      if (!this.snp) throw new NotSupportedYet('KVM_CAP_EXIT_HYPERCALL outside SEV-SNP VMs');
+      return { ret: kvm_enable_cap_exit_hypercall(this.vm.kvm.private_mem, op.args0) };
+    }
     if (op.cap !== 'KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2') throw new NotSupportedYet(op.cap);
     return { ret: this.vm.enable_manual_dirty_log_protect(op.args0) };
   }
@@ -435,6 +466,7 @@ class X86Engine implements ScenarioEngine {
       out['rmp_assigned_4k'] = c.assigned_4k;
       out['rmp_psmash'] = rmp.stats.psmash;
       out['rmp_rmpupdate'] = rmp.stats.rmpupdate;
+      out['psc_exits'] = this.snp.sev.psc_exits.length;
     }
     return out;
   }

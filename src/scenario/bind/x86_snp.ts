@@ -13,12 +13,20 @@ import {
   PFERR_FETCH_MASK, PFERR_GUEST_ENC_MASK_HI, PFERR_GUEST_FINAL_MASK_HI, PFERR_PRESENT_MASK, PFERR_USER_MASK, PFERR_WRITE_MASK,
 } from '../../engine/x86/pferr';
 import {
-  RMP_PG_SIZE_2M, RMP_PG_SIZE_4K, SNP_PAGE_STATE_PRIVATE, SNP_PAGE_STATE_SHARED, pvalidate, snp_begin_psc,
-  snp_lookup_rmpentry, snp_rmp_view, to_kvm_sev_info, type PscEntry, type SevInfo,
+  RMP_PG_SIZE_2M, RMP_PG_SIZE_4K, SNP_PAGE_STATE_PRIVATE, SNP_PAGE_STATE_SHARED, pvalidate,
+  snp_lookup_rmpentry, snp_rmp_view, to_kvm_sev_info, type PscExit, type SevInfo,
 } from '../../engine/x86/sev_snp';
-import type { Exit, Fields, Outcome } from '../engine_api';
+import {
+  SNP_PAGE_STATE_PSMASH, SNP_PAGE_STATE_UNSMASH, ghcb_msr_psc_req, sev_vmgexit_psc, snp_begin_psc_msr, vmm_run_psc, type PscBufEntry,
+} from '../../engine/x86/sev_psc';
+import type { Fields, Outcome } from '../engine_api';
 
 const PAGE = 4096;
+/** VMGEXIT_PSC_MAX_ENTRY: the guest kernel's PSC buffer size. */
+const VMGEXIT_PSC_MAX_ENTRY = 64;
+const PSC_OPS: Record<string, number> = {
+  private: SNP_PAGE_STATE_PRIVATE, shared: SNP_PAGE_STATE_SHARED, psmash: SNP_PAGE_STATE_PSMASH, unsmash: SNP_PAGE_STATE_UNSMASH,
+};
 
 interface NptLeaf {
   present: boolean;
@@ -114,20 +122,48 @@ export class SnpLayer {
     return { ret: -5 };
   }
 
-  /** A page-state change request: KVM turns it into KVM_HC_MAP_GPA_RANGE exits for userspace. */
-  psc(id: number, start: number, end: number, to: 'private' | 'shared'): Outcome {
-    const entries: PscEntry[] = [];
-    const op = to === 'private' ? SNP_PAGE_STATE_PRIVATE : SNP_PAGE_STATE_SHARED;
-    for (let a = start - (start % PAGE); a < end; ) {
+  /**
+   * A page-state change request over [start, end): through the GHCB PSC NAE (a buffer with 2M entries where
+   * the range allows) or the GHCB MSR protocol (one VMGEXIT per 4K page). KVM forwards private/shared runs
+   * as KVM_HC_MAP_GPA_RANGE exits. Without `serve` the statement reports the first exit (and the VMM never
+   * re-enters, so the rest of the request is dropped); with `serve` the VMM converts each range and
+   * re-enters until the guest resumes, and the result is the GHCB's: sw_exit_info_2 for the NAE, the
+   * response's GHCBData[63:32] for the MSR protocol (0 = done).
+   */
+  psc(id: number, start: number, end: number, to: 'private' | 'shared' | 'psmash' | 'unsmash', via: 'ghcb' | 'msr', serve: boolean): Outcome {
+    const vcpu = this.vm.vcpu(id);
+    const op = PSC_OPS[to]!;
+    const exits: PscExit[] = [];
+    const report = (): Outcome => {
+      const e = exits[0]!;
+      return { exit: { reason: 'KVM_EXIT_HYPERCALL', vcpu: id, fields: { nr: e.nr, args0: e.gpa, args1: e.npages, args2: e.attrs, exits: exits.length } } };
+    };
+    const first = start - (start % PAGE);
+    if (via === 'msr') {
+      for (let a = first; a < end; a += PAGE) {
+        const [lo, hi] = ghcb_msr_psc_req(a / PAGE, op);
+        const run = vmm_run_psc(vcpu, snp_begin_psc_msr(vcpu, lo, hi), true, { punch_hole: true, serve });
+        exits.push(...run.exits);
+        if (!serve && exits.length > 0) return report();
+        if (run.result[1] !== 0) return { ret: run.result[1] };
+      }
+      return {};
+    }
+    const entries: PscBufEntry[] = [];
+    for (let a = first; a < end; ) {
       const big = a % (2 << 20) === 0 && a + (2 << 20) <= end;
-      entries.push({ gfn: a / PAGE, operation: op, pagesize: big ? RMP_PG_SIZE_2M : RMP_PG_SIZE_4K });
+      entries.push({ cur_page: 0, gfn: a / PAGE, operation: op, pagesize: big ? RMP_PG_SIZE_2M : RMP_PG_SIZE_4K });
       a += big ? 2 << 20 : PAGE;
     }
-    const exits = snp_begin_psc(this.pk, entries);
-    const e = exits[0];
-    if (!e) return {};
-    const exit: Exit = { reason: 'KVM_EXIT_HYPERCALL', vcpu: id, fields: { nr: e.nr, args0: e.gpa, args1: e.npages, args2: e.attrs, exits: exits.length } };
-    return { exit };
+    // The guest issues one VMGEXIT per buffer of at most VMGEXIT_PSC_MAX_ENTRY (64) entries.
+    for (let i = 0; i < entries.length; i += VMGEXIT_PSC_MAX_ENTRY) {
+      const chunk = entries.slice(i, i + VMGEXIT_PSC_MAX_ENTRY);
+      const run = vmm_run_psc(vcpu, sev_vmgexit_psc(vcpu, { cur_entry: 0, end_entry: chunk.length - 1, entries: chunk }), false, { punch_hole: true, serve });
+      exits.push(...run.exits);
+      if (!serve && exits.length > 0) return report();
+      if (run.result[0] !== 0 || run.result[1] !== 0) return { ret: run.result[1] * 2 ** 32 + run.result[0] }; // sw_exit_info_2 (error codes stay below 2^53)
+    }
+    return {};
   }
 
   /** `expect rmp`: by gpa through the guest_memfd slot, or by host pfn. */
