@@ -147,7 +147,7 @@ export class SnpLayer {
         if (!serve && exits.length > 0) return report();
         if (run.result[1] !== 0) return { ret: run.result[1] };
       }
-      return {};
+      return { ret: 0 };
     }
     const entries: PscBufEntry[] = [];
     for (let a = first; a < end; ) {
@@ -163,7 +163,7 @@ export class SnpLayer {
       if (!serve && exits.length > 0) return report();
       if (run.result[0] !== 0 || run.result[1] !== 0) return { ret: run.result[1] * 2 ** 32 + run.result[0] }; // sw_exit_info_2 (error codes stay below 2^53)
     }
-    return {};
+    return { ret: 0 };
   }
 
   /** `expect rmp`: by gpa through the guest_memfd slot, or by host pfn. */
