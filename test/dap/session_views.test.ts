@@ -9,7 +9,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { DebugClient } from '@vscode/debugadapter-testsupport';
 import type { DebugProtocol } from '@vscode/debugprotocol';
-import { FIXTURES, ROOT, frames, launchStopped, startClient, topFrame } from './helpers';
+import { EXAMPLES, FIXTURES, ROOT, frames, launchStopped, startClient, topFrame } from './helpers';
 
 const ZAP = join(FIXTURES, 'tdp-zap.kvmmmu');
 let dc: DebugClient | undefined;
@@ -221,5 +221,76 @@ describe('DAP: views on a replayed trace', () => {
     assert.notEqual(g5?.kind, 'leaf', `gfn 5 after the zap: ${g5?.kind}`);
     assert.equal(after.rows.find((r) => r.gfn === 6)?.kind, 'leaf');
     await assert.rejects(dc.customRequest('kvmMmu/table', { table: 999, start: 0, count: 1 }), /no page table/);
+  });
+});
+
+type WhyAnswer = { fault: { ret_pf: string; path: string; gfn: string; vcpu: number } | null; sections: Array<{ title: string; rows: Array<{ key: string; value: string }>; note?: string }> };
+
+describe('DAP: "Why?" (kvmMmu/why)', () => {
+  it('explains the MMIO path, a stale MMIO SPTE and the slow path of a scenario, each by the deciding function', async () => {
+    const file = join(EXAMPLES, 'mmio-spte.kvmmmu');
+    dc = await startClient();
+    // Line 24: a RAM fault; 28: the first MMIO access (no memslot); 50: the MMIO SPTE hit; 64: its generation is stale.
+    await launchStopped(dc, { program: file, stopOnEntry: false }, (c) => c.setBreakpointsRequest({ source: { path: file }, breakpoints: [{ line: 20 }, { line: 24 }, { line: 28 }, { line: 50 }, { line: 64 }] }));
+    const why = async () => (await dc!.customRequest('kvmMmu/why', {})).body as WhyAnswer;
+    const keys = (w: WhyAnswer) => w.sections[0]!.rows.map((r) => r.key);
+    const said = (w: WhyAnswer, k: string) => w.sections[0]!.rows.find((r) => r.key === k)?.value ?? '';
+
+    let w = await why();
+    assert.equal(w.fault, null, 'before the first fault');
+    await cont(dc);
+    w = await why();
+    assert.equal(w.fault?.ret_pf, 'RET_PF_FIXED');
+    assert.equal(w.fault?.path, 'slow');
+    assert.deepEqual(keys(w), ['kvm_mmu_do_page_fault', 'page_fault_can_be_fast', 'kvm_mmu_faultin_pfn', 'kvm_mmu_hugepage_adjust', 'kvm_tdp_mmu_map']);
+    assert.equal(w.sections[1]?.title, 'why this mapping level?', 'then why this level');
+
+    await cont(dc);
+    w = await why();
+    assert.equal(w.fault?.ret_pf, 'RET_PF_EMULATE');
+    assert.match(said(w, 'kvm_handle_noslot_fault'), /no memslot covers gfn 0xfee00: MMIO/);
+    assert.match(said(w, 'x86_emulate_instruction'), /KVM_EXIT_MMIO/);
+
+    await cont(dc);
+    w = await why();
+    assert.equal(w.fault?.path, 'mmio');
+    assert.deepEqual(keys(w).slice(0, 3), ['kvm_mmu_page_fault', 'check_mmio_spte', 'handle_mmio_page_fault']);
+    assert.match(said(w, 'handle_mmio_page_fault'), /^RET_PF_EMULATE via the MMIO SPTE/);
+
+    await cont(dc);
+    w = await why();
+    assert.match(said(w, 'check_mmio_spte'), /generation 2 differs from the memslots' 4/);
+    assert.match(said(w, 'handle_mmio_page_fault'), /^RET_PF_INVALID/);
+    assert.ok(keys(w).includes('kvm_handle_noslot_fault'), 'then the slow path rebuilds it');
+
+    // Where is GFN shows the fault's decisions for its gfn, next to why this mapping level.
+    const where = (await dc.customRequest('kvmMmu/whereIsGfn', { gfn: 0xfee00 })).body as WhyAnswer;
+    assert.ok(where.sections.some((s) => /^why RET_PF_EMULATE\? \(vCPU 0, gpa 0xfee00000\)$/.test(s.title)), where.sections.map((s) => s.title).join(' | '));
+    const other = (await dc.customRequest('kvmMmu/whereIsGfn', { gfn: 1 })).body as WhyAnswer;
+    assert.ok(!other.sections.some((s) => s.title.startsWith('why RET_PF')), 'only for the fault\'s own gfn');
+  });
+
+  it('explains a KVM_EXIT_MEMORY_FAULT by the private/shared mismatch and a write-protected shadow page by make_spte', async () => {
+    const snp = join(EXAMPLES, 'snp-gmem-rmp.kvmmmu');
+    const line = 50; // expect exit KVM_EXIT_MEMORY_FAULT gpa=0x6000 size=4K flags=0
+    dc = await startClient();
+    await launchStopped(dc, { program: snp, stopOnEntry: false }, (c) => c.setBreakpointsRequest({ source: { path: snp }, breakpoints: [{ line }] }));
+    let w = (await dc.customRequest('kvmMmu/why', {})).body as WhyAnswer;
+    assert.equal(w.fault?.path, 'memory-fault');
+    const row = w.sections[0]!.rows.find((r) => r.key === 'kvm_mmu_faultin_pfn');
+    assert.match(row?.value ?? '', /^KVM_EXIT_MEMORY_FAULT \(gpa 0x6000 size 0x1000 flags 0\): the access is shared but the gfn's attributes say private/);
+    await dc.stop();
+
+    const shadow = join(EXAMPLES, 'shadow-paging.kvmmmu');
+    dc = await startClient();
+    await launchStopped(dc, { program: shadow, stopOnEntry: false }, (c) => c.setBreakpointsRequest({ source: { path: shadow }, breakpoints: [{ line: 45 }, { line: 51 }] }));
+    w = (await dc.customRequest('kvmMmu/why', {})).body as WhyAnswer;
+    assert.equal(w.fault?.path, 'write-protected');
+    assert.match(w.sections[0]!.rows.find((r) => r.key === 'FNAME(fetch)')?.value ?? '', /^RET_PF_WRITE_PROTECTED/);
+    assert.match(w.sections[0]!.rows.find((r) => r.key === 'kvm_mmu_write_protect_fault')?.value ?? '', /^RET_PF_EMULATE/);
+    await cont(dc);
+    w = (await dc.customRequest('kvmMmu/why', {})).body as WhyAnswer;
+    assert.equal(w.fault?.path, 'guest-fault');
+    assert.match(w.sections[0]!.rows.find((r) => r.key === 'FNAME(walk_addr)')?.value ?? '', /kvm_inject_emulated_page_fault/);
   });
 });

@@ -17,6 +17,8 @@ import { KVM_PGTABLE_WALK_LEAF, kvm_pgtable_walk, type KvmPgtableVisitCtx } from
 import { pageStateName } from '../../engine/arm64/pkvm_mem_protect';
 import { ownerName } from '../../engine/arm64/variants';
 import { traceMemslots, traceRoots, traceTable, traceVm } from './trace_views';
+import { currentFaultVcpu, explainFault, type WhyFault } from './why';
+import type { KvmVcpu } from '../../engine/x86/vcpu';
 
 export interface QueryContext {
   program: DebugProgram;
@@ -445,9 +447,30 @@ function whereArm64(vm: Arm64Vm, gfn: number): WhereSection[] {
   return out;
 }
 
+/** The current fault (the most recent one, or vCPU `vcpu`'s) explained, or undefined before any fault. */
+function whyFault(program: DebugProgram, vcpuArg?: number): WhyFault | undefined {
+  const kvm = x86Kvm(program);
+  if (!kvm) throw new Error('not available for this VM (the fault explanation covers the x86 MMU)');
+  const total = program.events ? program.events(0, 0).total : 0;
+  const events = program.events ? program.events(Math.max(0, total - 4000), 4000).events : [];
+  const id = vcpuArg ?? currentFaultVcpu(events) ?? 0;
+  const vcpu = (kvm.vcpus as unknown as KvmVcpu[]).find((v) => v.vcpu_id === id);
+  return vcpu ? explainFault(kvm, vcpu, events) : undefined;
+}
+
+function whySection(w: WhyFault): WhereSection {
+  return { title: `why ${w.ret_pf}? (vCPU ${w.vcpu}, gpa ${w.gpa})`, rows: w.chain.map((d) => ({ key: d.key, value: d.value })), note: w.summary };
+}
+
 function whereIsGfn(program: DebugProgram, gfn: number): { gfn: string; gpa: string; sections: WhereSection[] } {
   const kvm = x86Kvm(program);
-  if (kvm) return { gfn: '0x' + gfn.toString(16), gpa: '0x' + (gfn * 4096).toString(16), sections: whereX86(kvm, gfn) };
+  if (kvm) {
+    const sections = whereX86(kvm, gfn);
+    const w = whyFault(program);
+    // The current fault's decisions belong with its gfn, next to why this mapping level.
+    if (w && w.gfn === gfn) sections.splice(sections.length - 1, 0, whySection(w));
+    return { gfn: '0x' + gfn.toString(16), gpa: '0x' + (gfn * 4096).toString(16), sections };
+  }
   const vm = arm64Vm(program);
   if (vm) return { gfn: '0x' + gfn.toString(16), gpa: '0x' + (gfn * vm.pageSize).toString(16), sections: whereArm64(vm, gfn) };
   throw new Error('not available for this VM (the engine has not started yet)');
@@ -636,6 +659,14 @@ export function handleQuery(name: string, args: Record<string, unknown>, ctx: Qu
     }
     case 'kvmMmu/vm':
       return { kind: ctx.program.kind, file: ctx.program.file, vm: vmOf(ctx.program) };
+    case 'kvmMmu/why': {
+      // "Why?" for the current fault: its decisions, then why this mapping level for its gfn.
+      const w = whyFault(ctx.program, args.vcpu === undefined ? undefined : int(args.vcpu, 0, 0, 4096));
+      if (!w) return { fault: null, sections: [{ title: 'why?', rows: [], note: 'no fault yet: nothing to explain' }] };
+      const kvm = x86Kvm(ctx.program)!;
+      const level = whereX86(kvm, w.gfn).find((x) => x.title === 'why this mapping level?');
+      return { fault: { ...w, gfn: '0x' + w.gfn.toString(16) }, sections: [whySection(w), ...(level && w.path !== 'mmio' && w.path !== 'memory-fault' ? [level] : [])] };
+    }
     default:
       throw new Error(`unknown request ${name}`);
   }
