@@ -134,6 +134,8 @@ export class TraceProgram implements DebugProgram {
   private readonly schema = u8();
   private readonly line = u32();
   private readonly offset = f64();
+  /** Lines after the first that a mail-wrapped event took (0 for most). */
+  private readonly span = u16();
   private readonly has = u16();
   private readonly flags = u8();
   private readonly roleMask = u32();
@@ -254,6 +256,7 @@ export class TraceProgram implements DebugProgram {
     this.schema.reserve(1)[i] = SCHEMA_INDEX.get(ev.schema)!;
     this.line.reserve(1)[i] = ev.line;
     this.offset.reserve(1)[i] = offset;
+    this.span.reserve(1)[i] = Math.min(ev.endLine - ev.line, 0xffff);
     this.has.reserve(1)[i] = ev.has;
     this.flags.reserve(1)[i] = (ev.variant & 1) | ((d.valid + 1) << 1) | ((d.spurious + 1) << 3) | ((d.fixed + 1) << 5);
     this.roleMask.reserve(1)[i] = ev.roleMask;
@@ -263,6 +266,7 @@ export class TraceProgram implements DebugProgram {
     this.stackLine.reserve(1)[i] = 0;
     const h = this.halves;
     this.fstart.reserve(1)[i] = h.n;
+    this.span.n = i + 1;
     this.schema.n = this.line.n = this.offset.n = this.has.n = this.flags.n = this.roleMask.n = this.pid.n = this.fstart.n = i + 1;
     this.stackFirst.n = this.stackCount.n = this.stackLine.n = i + 1;
     const nf = ev.schema.fields.length;
@@ -300,21 +304,31 @@ export class TraceProgram implements DebugProgram {
 
   // --------------------------------------------------------------------------------- file text
 
-  /** The capture line of event i (trimmed), read back from the file. */
+  /**
+   * The capture text of event i (trimmed), read back from the file. A mail-wrapped event is read over all
+   * its lines and joined by the parser itself, so the label is the whole event, as parsed.
+   */
   private lineText(i: number): string {
     const hit = this.textCache.get(i);
     if (hit !== undefined) return hit;
     const off = this.offset.a[i]!;
+    const span = this.span.a[i]!;
     let text = '';
     if (off >= 0) {
       let fd = -1;
       try {
         fd = openSync(this.file, 'r');
-        const buf = Buffer.allocUnsafe(4096);
+        const buf = Buffer.allocUnsafe(span === 0 ? 4096 : 16384);
         const n = readSync(fd, buf, 0, buf.length, off);
-        let end = buf.subarray(0, n).indexOf(10);
+        let end = -1;
+        for (let k = 0; k <= span; k++) {
+          end = buf.subarray(0, n).indexOf(10, end + 1);
+          if (end < 0) break;
+        }
         if (end < 0) end = n;
-        text = buf.toString('utf8', 0, end).trim();
+        text = buf.toString('utf8', 0, end);
+        if (span > 0) text = joinedEventText(text, this.kernel) ?? text.slice(0, Math.max(0, text.indexOf('\n')));
+        text = text.trim();
       } catch {
         text = '';
       } finally {
@@ -620,4 +634,13 @@ function tableOf(all: RebuiltSpte[], parent: RebuiltSpte | undefined): Map<strin
     m.set(`L${e.level} gfn 0x${e.gfn}`, node);
   }
   return m;
+}
+
+/** The text of the one event that `lines` (a wrapped event's lines) parse into, or undefined. */
+function joinedEventText(lines: string, kernel: KernelVersion): string | undefined {
+  let text: string | undefined;
+  const p = new TraceParser({ kernel, maxDetails: 0, onEvent: (ev) => (text ??= ev.text) });
+  p.push(lines);
+  p.end();
+  return text;
 }

@@ -21,10 +21,14 @@ export class ParsedEvent {
   schema!: EventSchema;
   /** 1-based line number of the event's first line. */
   line = 0;
+  /** Line number of its last line: after `line` when a mail client wrapped the event over several lines. */
+  endLine = 0;
   /** Index of the event among the parsed events of this stream (0-based). */
   seq = 0;
   // The line prefix (`COMM-PID [CPU] FLAGS TS:`) is decoded only when read: most consumers never look.
   private src = '';
+  private la = 0;
+  private lb = 0;
   private pa = -1;
   private pt0 = -1;
   private pt1 = -1;
@@ -43,6 +47,17 @@ export class ParsedEvent {
     this.pt0 = t0;
     this.pt1 = t1;
     this.decoded = false;
+  }
+
+  /** Where the whole event text is: s[a, b) (for a wrapped event, its lines joined as the parser joined them). */
+  setBounds(a: number, b: number): void {
+    this.la = a;
+    this.lb = b;
+  }
+
+  /** The event's text as the capture shows it, prefix included, wrapped lines joined. */
+  get text(): string {
+    return this.src.slice(this.la, this.lb);
   }
 
   /** Task name (`<...>` when the comm cache missed), '' without a prefix. */
@@ -145,6 +160,7 @@ export class ParsedEvent {
     if (this.derived.fixed >= 0) fields['fixed'] = this.derived.fixed === 1;
     const r: TraceRecord = {
       line: this.line,
+      endLine: this.endLine,
       seq: this.seq,
       system: this.schema.system,
       name: this.schema.name,
@@ -162,6 +178,8 @@ export class ParsedEvent {
 
 export interface TraceRecord {
   line: number;
+  /** Last line of the event (> line for a mail-wrapped event). */
+  endLine: number;
   seq: number;
   system: 'kvm' | 'kvmmmu';
   name: string;

@@ -229,8 +229,12 @@ export class TraceParser {
     }
   }
 
+  /** Number of the line being read (the last line of an event joined from wrapped lines). */
+  private curLine = 0;
+
   private line(s: string, a: number, b: number): void {
     const lineNo = ++this.lines;
+    this.curLine = lineNo;
     while (b > a) {
       const c = s.charCodeAt(b - 1);
       if (c === 13 || c === 32 || c === 9) b--;
@@ -453,7 +457,9 @@ export class TraceParser {
         else this.styles.raw++;
       }
     }
+    ev.setBounds(a, b);
     ev.line = lineNo;
+    ev.endLine = this.curLine;
     ev.seq = this.events++;
     this.byTypeCounts[id]!++;
     this.lastName = schema.name;

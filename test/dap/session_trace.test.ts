@@ -64,6 +64,27 @@ describe('DAP: replaying a captured trace', () => {
     assert.equal((await frames(dc)).at(-1)!.line, L.firstExit);
   });
 
+  it('a mail-wrapped event is labelled with its whole text, all its lines joined', async () => {
+    dc = await startClient();
+    await launchStopped(dc, { trace: join(ROOT, 'test', 'fixtures', 'traces', 'mail_wrapped.txt'), stopOnEntry: true });
+    const f = await topFrame(dc);
+    assert.equal(f.line, 5);
+    assert.equal(f.name, 'kvm_page_fault: vcpu 0 rip 0xffffffff8100abcd address 0x00000000001a2000 error_code 0x181');
+    await next(dc);
+    await next(dc);
+    // wrapped at a space, then (kvm_exit below) over three lines
+    assert.equal((await topFrame(dc)).name, 'kvm_tdp_mmu_spte_changed: as id 0 gfn 1a2 level 1 old_spte 8000000000000000 new_spte 6000003f00a2b77');
+    await next(dc);
+    assert.equal((await topFrame(dc)).name, 'kvm_mmu_set_spte: gfn 1a2 spte 6000003f00a2b77 (rwxu) level 1 at 1c4f0d10');
+    await next(dc);
+    const exit = await topFrame(dc);
+    assert.equal(exit.line, 12);
+    assert.equal(
+      exit.name,
+      'kvm_exit: vcpu 0 reason EPT_VIOLATION rip 0xffffffff8100abcd info1 0x0000000000000181 info2 0x0000000000000000 intr_info 0x00000000 error_code 0x00000000 requests 0x0000000000000000',
+    );
+  });
+
   it('a line breakpoint in the capture stops at that event', async () => {
     dc = await startClient();
     let bps: DebugProtocol.Breakpoint[] = [];

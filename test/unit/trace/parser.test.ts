@@ -157,6 +157,25 @@ test('mail-wrapped and trimmed lines are joined; prose lines are counted with th
     ],
   );
   assert.equal(parser.joinedLines, 5);
+  // the whole event, not its first line: every line it took, and its text joined as parsed
+  assert.deepEqual(
+    records.map((r) => [r.line, r.endLine]),
+    [
+      [5, 6],
+      [7, 7],
+      [8, 9],
+      [10, 11],
+      [12, 14],
+    ],
+  );
+  const texts: string[] = [];
+  const p = new TraceParser({ onEvent: (ev) => texts.push(ev.text.trim()) });
+  p.push(read('mail_wrapped.txt'));
+  p.end();
+  assert.deepEqual(texts.slice(3), [
+    'qemu-system-x86-1234  [007] .....  812.000106: kvm_mmu_set_spte: gfn 1a2 spte 6000003f00a2b77 (rwxu) level 1 at 1c4f0d10',
+    'kvm_exit: vcpu 0 reason EPT_VIOLATION rip 0xffffffff8100abcd info1 0x0000000000000181 info2 0x0000000000000000 intr_info 0x00000000 error_code 0x00000000 requests 0x0000000000000000',
+  ]);
   assert.deepEqual(records[0]!.fields, { vcpu_id: 0, guest_rip: 'ffffffff8100abcd', fault_address: 0x1a2000, error_code: 0x181 });
   assert.equal(records[0]!.pid, -1);
   assert.deepEqual(records[2]!.fields, { gfn: 0x1a2, old_spte: '8000000000000000', new_spte: '6000003f00a2b77', level: 1, as_id: 0 });
