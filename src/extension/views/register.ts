@@ -12,6 +12,7 @@ import { registerStateViews, type StateViews } from './state_views';
 import { registerWherePanel, WherePanel } from '../panels/where_panel';
 import { registerPtMapPanel, PtMapPanel } from '../panels/ptmap_panel';
 import { registerTimelinePanel, TimelinePanel } from '../panels/timeline_panel';
+import { registerWhyCommand } from './why_command';
 
 export interface VmContext {
   arch: string;
@@ -55,6 +56,7 @@ export function registerViews(context: vscode.ExtensionContext): KvmMmuViews {
   const { tree: pages, view: pagesView } = registerPagesView(context, events);
   const state = registerStateViews(context, events);
   registerWherePanel(context, events);
+  registerWhyCommand(context);
   registerPtMapPanel(context, events);
   registerTimelinePanel(context, events);
 
