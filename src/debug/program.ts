@@ -34,6 +34,18 @@ export interface DebugProgram {
   execute(step: number): StepResult | void;
   /** Back to the state before step 0, deterministically. */
   reset(): void;
+  /**
+   * What a checkpoint saves (see src/engine/snapshot.ts): the objects holding the program's whole mutable
+   * state, and a test for immutable parts not worth recording. Without it, going back re-executes from the
+   * start.
+   */
+  checkpointRoots?(): { roots: object[]; atoms?: (o: object) => boolean };
+  /**
+   * Install (undefined: remove) a function the program calls inside a long step, between two of its
+   * accesses, where a checkpoint can be taken; after such a checkpoint is restored, `execute(step)`
+   * finishes that step.
+   */
+  onBetween?(fn: (() => void) | undefined): void;
   /** Named roots of inspectable state (vCPU, VM, ...) for the Variables view and custom requests. */
   state(): Record<string, unknown>;
   /** Final summary (expects, exits) printed when the program ends. */

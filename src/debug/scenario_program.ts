@@ -20,6 +20,7 @@ export class ScenarioProgram implements DebugProgram {
   private total = 0;
   private currentStep = 0;
   private readonly unsubscribe: () => void;
+  private between: (() => void) | undefined;
 
   constructor(
     readonly file: string,
@@ -28,8 +29,21 @@ export class ScenarioProgram implements DebugProgram {
     this.loaded = loadScenario(file, nodeReader);
     const errors = this.loaded.diagnostics.filter((d) => d.severity === 'error');
     if (errors.length) throw new ScenarioLoadError(errors.map(formatDiagnostic));
-    this.runner = new ScenarioRunner(this.loaded, { overrides });
+    this.runner = this.newRunner();
     this.unsubscribe = trace.subscribe((e) => this.record(e));
+  }
+
+  private newRunner(): ScenarioRunner {
+    return new ScenarioRunner(this.loaded, { overrides: this.overrides, betweenAccesses: () => this.between?.() });
+  }
+
+  checkpointRoots(): { roots: object[]; atoms: (o: object) => boolean } {
+    // The loaded program (statements, specs) never changes; the recorded events are immutable too.
+    return { roots: [this], atoms: (o) => o === this.loaded };
+  }
+
+  onBetween(fn: (() => void) | undefined): void {
+    this.between = fn;
   }
 
   private record(e: TraceEvent): void {
@@ -69,7 +83,8 @@ export class ScenarioProgram implements DebugProgram {
   }
 
   execute(step: number): StepResult {
-    if (this.runner.pc !== step) throw new Error(`internal: scenario at statement ${this.runner.pc}, asked for ${step}`);
+    const at = this.runner.resuming ? this.runner.pc - 1 : this.runner.pc;
+    if (at !== step) throw new Error(`internal: scenario at statement ${at}, asked for ${step}`);
     this.currentStep = step;
     const r = this.runner.step();
     const output: NonNullable<StepResult['output']> = [];
@@ -92,7 +107,7 @@ export class ScenarioProgram implements DebugProgram {
     this.ring = [];
     this.total = 0;
     this.currentStep = 0;
-    this.runner = new ScenarioRunner(this.loaded, { overrides: this.overrides });
+    this.runner = this.newRunner();
   }
 
   state(): Record<string, unknown> {

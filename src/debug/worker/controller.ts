@@ -1,7 +1,7 @@
 /**
  * Execution control inside the engine worker: runs the program step by step, stops at line
  * breakpoints, at probes (function, data and exception breakpoints, stepping into the MMU), and goes
- * backwards by deterministic re-execution.
+ * backwards by deterministic re-execution from the nearest checkpoint (see ./checkpoints.ts).
  *
  * A stop inside an engine function happens *inside* the probe call: the controller serves the session's
  * requests from there, so the whole engine state (and the JavaScript stack of KVM functions) is live.
@@ -26,6 +26,8 @@ import { vcpuTimeline } from './vcpu_timeline';
 import { stage2Map } from './stage2_map';
 import { additiveDataBreakpoint } from './view_watches';
 import { auditEngine, canAudit, formatViolations, type AuditReport } from '../../engine/audit/audit';
+import { takeSnapshot } from '../../engine/snapshot';
+import { CheckpointStore, cmpKey, type Checkpoint } from './checkpoints';
 import { findSourceMap } from 'node:module';
 import { existsSync } from 'node:fs';
 import { dirname, resolve as resolvePath } from 'node:path';
@@ -84,6 +86,16 @@ class Rewind extends Error {
 let nextBpId = 1;
 let progressSeq = 0;
 
+/**
+ * Checkpoint spacing, in execution time: at least this, and at least COST_FACTOR times what the last
+ * snapshot took, so checkpoints cost the forward run a few percent while bounding how much a jump back
+ * re-executes.
+ */
+const MIN_INTERVAL_MS = 40;
+const COST_FACTOR = 12;
+/** Between-access calls per checkpoint opportunity inside a step (keeps the per-access cost to a counter). */
+const BETWEEN_MASK = 255;
+
 export class Controller {
   private pos: Position = { step: 0, hit: 0 };
   private mode: Mode = 'run';
@@ -107,11 +119,30 @@ export class Controller {
   private configured = false;
   private frameIds: Array<{ kind: 'kvm'; frame: KvmFrame } | { kind: 'program' }> = [];
 
+  private readonly checkpoints = new CheckpointStore();
+  private readonly roots: ReturnType<NonNullable<DebugProgram['checkpointRoots']>> | undefined;
+  /** Execution clock (ms), pauses and snapshot time excluded: `clockBase + now - clockStart` while running. */
+  private clockBase = 0;
+  private clockStart = performance.now();
+  /** Clock of the checkpoint last taken, restored or run past. */
+  private lastCpClock = -Infinity;
+  /** The first stored checkpoint after the current position (run past it resets the spacing timer). */
+  private nextCp: Checkpoint | undefined;
+  private snapCost = 0;
+  /** Between-access calls in the current step (a checkpoint's `sub`). */
+  private sub = 0;
+  /** A checkpoint inside the current step was restored: finish the step without its line stop. */
+  private resumeMid = false;
+  /** Probe hits in the current step are counted from its start (armed all along). */
+  private hitKnown = false;
+
   constructor(
     private readonly program: DebugProgram,
     private readonly chan: WorkerChannel,
     private readonly opts: { stopOnEntry: boolean; kernelSource?: string },
-  ) {}
+  ) {
+    this.roots = program.checkpointRoots?.();
+  }
 
   // ---------------------------------------------------------------- main loop
 
@@ -125,6 +156,7 @@ export class Controller {
     let start: Position | undefined;
     if (this.opts.stopOnEntry) start = { step: 0, hit: 0 };
     const unsubscribe = trace.subscribe(this.onTraceEvent);
+    if (this.roots) this.program.onBetween?.(this.onBetween);
     for (;;) {
       try {
         this.execute(start);
@@ -160,19 +192,18 @@ export class Controller {
     }
   }
 
-  /** Run from the start (after a reset) or continue from the current position. */
+  /** Run to `stopAt` from the nearest checkpoint before it, or continue from the current position. */
   private execute(stopAt?: Position): void {
     if (stopAt) {
-      this.program.reset();
-      probes.reset();
-      this.pos = { step: 0, hit: 0 };
+      this.rewindTo(beforePosition(stopAt));
       this.target = stopAt;
     }
     const n = this.program.length();
     let lastProgress = performance.now();
     while (this.pos.step < n) {
       const step = this.pos.step;
-      this.pos.hit = 0;
+      const resumed = this.resumeMid;
+      this.resumeMid = false;
       // Long runs (re-execution to go back, a long scenario) report progress every half second.
       const now = performance.now();
       if (now - lastProgress > 500) {
@@ -183,8 +214,18 @@ export class Controller {
         }
         this.chan.event({ event: 'progress', kind: 'update', id: this.progressId, message: `statement ${step + 1} of ${n}`, percentage: Math.floor((100 * step) / n) });
       }
-      this.lineStop(step);
+      if (!resumed) {
+        this.pos.hit = 0;
+        this.sub = 0;
+        this.maybeCheckpoint(false);
+        this.lineStop(step);
+      }
       this.armedThisStep = this.needProbes(step);
+      if (resumed) {
+        // A mid-step checkpoint is only chosen with a known hit count when this step counts hits.
+        this.hitKnown = this.armedThisStep && this.hitKnown;
+        if (!this.armedThisStep) this.pos.hit = 0;
+      } else this.hitKnown = this.armedThisStep;
       if (this.armedThisStep) probes.listen(this.onProbe);
       else probes.listen(undefined);
       let result;
@@ -429,6 +470,7 @@ export class Controller {
 
   /** Stop here and serve requests until the user resumes (or goes backwards, which unwinds). */
   private pauseAt(stop: StopInfo, hitBreakpointIds?: number[]): void {
+    this.clockBase = this.clock();
     this.endProgress();
     this.stop = stop;
     this.pos = { ...stop.pos };
@@ -448,7 +490,68 @@ export class Controller {
       }
     }
     this.stop = undefined;
+    this.clockStart = performance.now();
     this.chan.event({ event: 'continued' });
+  }
+
+  // ---------------------------------------------------------------- checkpoints
+
+  private clock(): number {
+    return this.clockBase + performance.now() - this.clockStart;
+  }
+
+  private readonly onBetween = (): void => {
+    if ((++this.sub & BETWEEN_MASK) !== 0 || this.pendingRewind) return;
+    this.maybeCheckpoint(true);
+  };
+
+  /** Take a checkpoint here if the last one is far enough behind (always at the very start). */
+  private maybeCheckpoint(mid: boolean): void {
+    if (!this.roots) return;
+    const key = { step: this.pos.step, sub: mid ? this.sub : 0 };
+    const now = this.clock();
+    while (this.nextCp && cmpKey(this.nextCp, key) <= 0) {
+      this.lastCpClock = now;
+      this.nextCp = this.checkpoints.after(this.nextCp);
+    }
+    if (this.checkpoints.size > 0 && now - this.lastCpClock < Math.max(MIN_INTERVAL_MS, COST_FACTOR * this.snapCost)) return;
+    if (this.checkpoints.has(key)) return;
+    const t0 = performance.now();
+    const snap = takeSnapshot(this.roots.roots, { atoms: this.roots.atoms });
+    this.snapCost = performance.now() - t0;
+    this.clockStart += this.snapCost;
+    this.checkpoints.add({ step: key.step, sub: key.sub, hit: !mid ? 0 : this.hitKnown ? this.pos.hit : undefined, event: trace.position, clock: now, snap });
+    this.lastCpClock = now;
+    this.nextCp = this.checkpoints.after(key);
+  }
+
+  /** Restore the latest checkpoint `ok` accepts, or start the program over when there is none. */
+  private rewindTo(ok: (c: Checkpoint) => boolean): void {
+    // Once checkpoints exist they refer to the program's objects, so it is never reset again: the first
+    // checkpoint is its start.
+    const cp = this.roots ? this.checkpoints.latest(ok) ?? this.checkpoints.all()[0] : undefined;
+    if (!cp) {
+      this.program.reset();
+      probes.reset();
+      this.pos = { step: 0, hit: 0 };
+      this.sub = 0;
+      this.resumeMid = false;
+      this.clockBase = 0;
+      this.clockStart = performance.now();
+      this.lastCpClock = -Infinity;
+      this.nextCp = this.checkpoints.after({ step: -1, sub: 0 });
+      return;
+    }
+    cp.snap.restore();
+    this.pos = { step: cp.step, hit: cp.hit ?? 0 };
+    // The program calls the between hook again for the access it stopped before.
+    this.sub = cp.sub > 0 ? cp.sub - 1 : 0;
+    this.resumeMid = cp.sub > 0;
+    this.hitKnown = cp.hit !== undefined;
+    this.clockBase = cp.clock;
+    this.clockStart = performance.now();
+    this.lastCpClock = cp.clock;
+    this.nextCp = this.checkpoints.after(cp);
   }
 
   private finish(): void {
@@ -476,20 +579,34 @@ export class Controller {
     this.mode = 'run';
     if (t === 'restart') return { step: 0, hit: 0 };
     if (typeof t === 'object' && 'event' in t) {
-      // Re-execute from the start until the event is emitted; the stop happens inside its emitter.
+      // Re-execute from the last checkpoint before the event until it is emitted; the stop happens inside
+      // its emitter. A checkpoint inside a step serves if the step will not count hits, or knows them.
       this.targetEvent = t.event;
-      this.program.reset();
-      probes.reset();
-      this.pos = { step: 0, hit: 0 };
+      const event = t.event;
+      this.rewindTo((c) => c.event <= event && (c.sub === 0 || c.hit !== undefined || !this.needProbes(c.step)));
       return undefined;
     }
     if (t !== 'reverseContinue') return t;
-    // Scan history up to (not including) the current position for stops, then go to the last one.
-    const limit = { ...this.pos };
+    // Scan history backwards, one stretch between checkpoints at a time, for the last would-be stop
+    // before the current position.
+    let limit = { ...this.pos };
+    let bound: Checkpoint | undefined;
+    for (;;) {
+      const lim = limit;
+      const end = bound;
+      const from = this.roots ? this.checkpoints.latest((c) => (c.sub === 0 || c.hit !== undefined) && (end ? cmpKey(c, end) < 0 : strictlyBefore(c, lim))) : undefined;
+      const found = this.scan(from, lim);
+      if (found.length) return found[found.length - 1];
+      if (!from || (from.step === 0 && from.sub === 0)) return { step: 0, hit: 0 };
+      limit = { step: from.step, hit: from.sub === 0 ? 0 : from.hit! + 1 };
+      bound = from;
+    }
+  }
+
+  /** Would-be stops from checkpoint `from` (or the start) up to, not including, `limit`. */
+  private scan(from: Checkpoint | undefined, limit: Position): Position[] {
     const found: Position[] = [];
-    this.program.reset();
-    probes.reset();
-    this.pos = { step: 0, hit: 0 };
+    this.rewindTo((c) => c === from);
     this.scanning = found;
     this.scanLimit = limit;
     try {
@@ -505,7 +622,7 @@ export class Controller {
       this.pendingRewind = undefined;
       probes.listen(undefined);
     }
-    return found.length ? found[found.length - 1] : { step: 0, hit: 0 };
+    return found;
   }
 
   // ---------------------------------------------------------------- requests
@@ -808,6 +925,18 @@ function engineSource(f: KvmFrame): { path: string; line: number; column: number
 
 function before(a: Position, b: Position): boolean {
   return a.step < b.step || (a.step === b.step && a.hit < b.hit);
+}
+
+/** Checkpoints from which re-execution reaches position `t` (a mid-step one in t's step needs its hit count). */
+function beforePosition(t: Position): (c: Checkpoint) => boolean {
+  return (c) => c.step < t.step || (c.step === t.step && (c.sub === 0 || (t.hit > 0 && c.hit !== undefined && c.hit < t.hit)));
+}
+
+/** The checkpoint lies before position `p` (one inside p's step with an unknown hit count never does). */
+function strictlyBefore(c: Checkpoint, p: Position): boolean {
+  if (c.step !== p.step) return c.step < p.step;
+  if (c.sub === 0) return p.hit > 0;
+  return c.hit !== undefined && c.hit < p.hit;
 }
 
 /** Positions travel as one number: step * 2^24 + hit (enough for 2^24 hits in one statement). */
