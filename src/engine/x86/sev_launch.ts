@@ -74,6 +74,7 @@ const PR_POST = defineProbe(
   'sev_gmem_post_populate', 'rmp', FK, 'LAUNCH_UPDATE, per page: rmp_make_private (immutable), then the firmware validates and measures it',
   ['gfn', 'pfn', 'type', 'old_entry', 'new_entry'],
 );
+const PR_UPDATE = defineProbe('snp_launch_update', 'rmp', FK, 'KVM_SEV_SNP_LAUNCH_UPDATE: populate initial private pages through guest_memfd', ['gfn_start', 'len', 'type']);
 const PR_FINISH = defineProbe('snp_launch_finish', 'rmp', FK, 'KVM_SEV_SNP_LAUNCH_FINISH: the VMSAs go through LAUNCH_UPDATE, then pre-faulting is allowed', ['nr_vcpus']);
 
 /** The params of KVM_SEV_SNP_LAUNCH_START. */
@@ -143,6 +144,7 @@ export function snp_launch_update(kvm: Kvm, params: SnpLaunchUpdateParams): SnpL
   const sev = to_kvm_sev_info(pk);
   const l = launches.get(pk);
   const res: SnpLaunchUpdateResult = { ret: 0, error: 0, gfn_start: params.gfn_start, len: params.len };
+  if (probes.armed) probes.hit(PR_UPDATE, { gfn_start: params.gfn_start, len: params.len, type: params.type });
   const fail = (ret: number): SnpLaunchUpdateResult => ({ ...res, ret });
   if (sev === undefined || l === undefined || !l.snp_context) return fail(-EINVAL);
   if (params.len % 4096 !== 0 || (params.flags ?? 0) !== 0 || !VALID_TYPES.has(params.type)) return fail(-EINVAL);
@@ -151,7 +153,8 @@ export function snp_launch_update(kvm: Kvm, params: SnpLaunchUpdateParams): SnpL
   if (!kvm_slot_has_gmem(slot)) return fail(-EINVAL);
   let fw_error = 0;
   // sev_gmem_post_populate: every page of the folio must still be in its initial shared state.
-  const post = (_k: unknown, gfn_start: number, pfn: number, order: number): number => {
+  // Named as the kernel's callback so the debugger's KVM stack shows it between populate and the RMP update.
+  const sev_gmem_post_populate = (_k: unknown, gfn_start: number, pfn: number, order: number): number => {
     let n_private = 0;
     let ret = 0;
     for (let i = 0; i < 2 ** order; i++) {
@@ -178,7 +181,7 @@ export function snp_launch_update(kvm: Kvm, params: SnpLaunchUpdateParams): SnpL
     if (ret !== 0) for (let i = 0; i < n_private; i++) rmp_make_shared(sev.rmp, pfn + i, PG_LEVEL_4K);
     return ret;
   };
-  const count = kvm_gmem_populate(pk, slot, params.gfn_start, npages, post);
+  const count = kvm_gmem_populate(pk, slot, params.gfn_start, npages, sev_gmem_post_populate);
   if (count < 0) return { ...res, ret: EIO, error: fw_error };
   return { ret: 0, error: 0, gfn_start: params.gfn_start + count, len: params.len - count * 4096 };
 }
