@@ -13,7 +13,23 @@ const FONTS = {
   'editor-font-size': '14px',
 };
 
-export const THEMES: Record<ThemeName, { bodyClass: string; vars: Record<string, string> }> = {
+/** The settings-editor and list variables @vscode-elements reads, which these themes take from their dropdown and input colours. */
+function derived(v: Record<string, string>, extra: Record<string, string>): Record<string, string> {
+  return {
+    ...v,
+    'settings-dropdownBackground': v['dropdown-background']!,
+    'settings-dropdownBorder': v['dropdown-border']!,
+    'settings-dropdownForeground': v['dropdown-foreground']!,
+    'settings-dropdownListBorder': v['dropdown-border']!,
+    'settings-textInputBackground': v['input-background']!,
+    'settings-textInputBorder': v['input-border']!,
+    'settings-textInputForeground': v['input-foreground']!,
+    'settings-checkboxBackground': v['checkbox-background']!,
+    ...extra,
+  };
+}
+
+const BASE: Record<ThemeName, { bodyClass: string; vars: Record<string, string> }> = {
   light: {
     bodyClass: 'vscode-light',
     vars: {
@@ -173,4 +189,10 @@ export const THEMES: Record<ThemeName, { bodyClass: string; vars: Record<string,
       'scrollbarSlider-background': 'rgba(111, 195, 223, 0.6)',
     },
   },
+};
+
+export const THEMES: Record<ThemeName, { bodyClass: string; vars: Record<string, string> }> = {
+  light: { bodyClass: BASE.light.bodyClass, vars: derived(BASE.light.vars, { 'list-activeSelectionForeground': '#000000', 'list-focusOutline': '#005fb8', 'list-highlightForeground': '#0066bf', 'button-separator': 'rgba(255, 255, 255, 0.4)', 'widget-shadow': 'rgba(0, 0, 0, 0.16)', 'toolbar-hoverBackground': 'rgba(184, 184, 184, 0.31)' }) },
+  dark: { bodyClass: BASE.dark.bodyClass, vars: derived(BASE.dark.vars, { 'list-activeSelectionForeground': '#ffffff', 'list-focusOutline': '#0078d4', 'list-highlightForeground': '#2aaaff', 'button-separator': 'rgba(255, 255, 255, 0.4)', 'widget-shadow': 'rgba(0, 0, 0, 0.36)', 'toolbar-hoverBackground': 'rgba(90, 93, 94, 0.31)' }) },
+  hc: { bodyClass: BASE.hc.bodyClass, vars: derived(BASE.hc.vars, { 'list-activeSelectionForeground': '#ffffff', 'list-focusOutline': '#f38518', 'list-highlightForeground': '#f38518', 'button-separator': 'rgba(255, 255, 255, 0.4)', 'widget-shadow': 'transparent', 'toolbar-hoverBackground': 'transparent', 'toolbar-hoverOutline': '#f38518' }) },
 };

@@ -1,18 +1,21 @@
 /**
- * Page-Table Map: every table of a root drawn as a 32x16 block of entries coloured by kind, one column per
- * level. A virtualised canvas: only blocks inside the viewport are drawn, and at small zoom a block is
- * drawn as runs of rows instead of single cells. Wheel zooms around the pointer, dragging pans, clicking
- * an entry asks "Where is GFN X?" for the first gfn it maps.
+ * Page-Table Map: every table of a root drawn as a block of entries coloured by kind, one column per
+ * level: x86 TDP roots (512 entries a table) and arm64 stage-2 tables (4K/16K/64K granules, LPA2), where
+ * under pKVM the entries can be coloured by page state and owner instead. Virtualised: tables are
+ * pre-drawn into an atlas and only those inside the viewport are copied, scaled, each frame. Wheel zooms
+ * around the pointer, dragging pans, clicking an entry asks "Where is GFN X?" for the first page it maps.
  */
 import '@vscode-elements/elements/dist/vscode-single-select/index.js';
 import '@vscode-elements/elements/dist/vscode-option/index.js';
 import '@vscode-elements/elements/dist/vscode-button/index.js';
 import './style.css';
 import { fitCanvas } from '../shared/canvas';
+import { buildAtlas, blend, parseColor, type Atlas } from './atlas';
 import {
-  BLOCK_H,
-  BLOCK_W,
   KIND_LETTERS,
+  OWNER_LETTERS,
+  STAGE2_KIND_LETTERS,
+  blockSize,
   layout,
   pagesPerEntry,
   parseToMap,
@@ -20,13 +23,16 @@ import {
   type FromMap,
   type KindLetter,
   type MapData,
+  type OwnerLetter,
 } from '../shared/ptmap_protocol';
 
+type ColorBy = 'kind' | 'owner';
 interface State {
   root?: number;
   zoom?: number;
   panX?: number;
   panY?: number;
+  colorBy?: ColorBy;
 }
 interface VsCodeApi {
   postMessage(m: FromMap): void;
@@ -36,26 +42,7 @@ interface VsCodeApi {
 declare function acquireVsCodeApi(): VsCodeApi;
 const vscode = acquireVsCodeApi();
 
-function el<K extends keyof HTMLElementTagNameMap>(tag: K, cls?: string, text?: string): HTMLElementTagNameMap[K] {
-  const e = document.createElement(tag);
-  if (cls) e.className = cls;
-  if (text !== undefined) e.textContent = text;
-  return e;
-}
-
-const saved = (vscode.getState() as State | undefined) ?? {};
-const app = document.getElementById('app')!;
-const bar = el('div', 'toolbar');
-const rootSel = document.createElement('vscode-single-select') as HTMLElement & { value: string };
-rootSel.setAttribute('aria-label', 'Root');
-const info = el('span', 'info');
-const fit = document.createElement('vscode-button');
-fit.setAttribute('secondary', '');
-fit.textContent = 'Fit';
-fit.setAttribute('aria-label', 'Fit the map to the panel width');
-bar.append(el('label', 'lbl', 'Root'), rootSel, fit, info);
-const legend = el('div', 'legend');
-const VAR_OF: Record<KindLetter, string> = {
+const KIND_VAR: Record<KindLetter, string> = {
   '.': '--vscode-disabledForeground',
   n: '--vscode-disabledForeground',
   L: '--vscode-charts-blue',
@@ -64,38 +51,119 @@ const VAR_OF: Record<KindLetter, string> = {
   M: '--vscode-charts-orange',
   F: '--vscode-charts-red',
 };
-for (const k of Object.keys(KIND_LETTERS) as KindLetter[]) {
-  const sw = el('span', `swatch k${k === '.' ? 'dot' : k}`);
-  const item = el('span', 'item');
-  item.append(sw, el('span', 'ltext', KIND_LETTERS[k]));
-  legend.append(item);
+const OWNER_VAR: Record<OwnerLetter, string> = {
+  '-': '--vscode-disabledForeground',
+  o: '--vscode-charts-blue',
+  s: '--vscode-charts-green',
+  b: '--vscode-charts-yellow',
+  y: '--vscode-charts-purple',
+  g: '--vscode-charts-orange',
+  p: '--vscode-charts-red',
+  m: '--vscode-foreground',
+};
+/** Never-written entries (and, coloured by owner, entries without a state) are the faint background of a table. */
+const FAINT = 0.18;
+const HINT = 'wheel: zoom, drag: pan, click an entry: Where is GFN?';
+
+function el<K extends keyof HTMLElementTagNameMap>(tag: K, cls?: string, text?: string): HTMLElementTagNameMap[K] {
+  const e = document.createElement(tag);
+  if (cls) e.className = cls;
+  if (text !== undefined) e.textContent = text;
+  return e;
 }
+
+function option(value: string, text: string): HTMLElement {
+  const o = document.createElement('vscode-option');
+  o.setAttribute('value', value);
+  o.textContent = text;
+  return o;
+}
+
+const saved = (vscode.getState() as State | undefined) ?? {};
+const app = document.getElementById('app')!;
+const bar = el('div', 'toolbar');
+const rootSel = document.createElement('vscode-single-select') as HTMLElement & { value: string };
+rootSel.setAttribute('aria-label', 'Root');
+const colorSel = document.createElement('vscode-single-select') as HTMLElement & { value: string };
+colorSel.setAttribute('aria-label', 'Colour entries by');
+colorSel.classList.add('color-by');
+colorSel.append(option('kind', 'entry kind'), option('owner', 'pKVM state and owner'));
+const colorLbl = el('label', 'lbl color-by', 'Colour');
+const info = el('span', 'info');
+const fit = document.createElement('vscode-button');
+fit.setAttribute('secondary', '');
+fit.textContent = 'Fit';
+fit.setAttribute('aria-label', 'Fit the map to the panel width');
+bar.append(el('label', 'lbl', 'Root'), rootSel, colorLbl, colorSel, fit, info);
+const legend = el('div', 'legend');
 const wrap = el('div', 'canvas-wrap');
 const canvas = el('canvas');
 canvas.setAttribute('role', 'img');
 canvas.setAttribute('aria-label', 'page-table map');
 wrap.append(canvas);
-const status = el('div', 'status', 'wheel: zoom, drag: pan, click an entry: Where is GFN?');
+const status = el('div', 'status', HINT);
 const err = el('div', 'error');
 app.append(bar, legend, err, wrap, status);
 
 let map: MapData | undefined;
 let pos: BlockPos[] = [];
+let block = blockSize(512);
 let zoom = saved.zoom ?? 10; // pixels per entry cell
 let panX = saved.panX ?? 10;
 let panY = saved.panY ?? 10;
-const colors: Record<string, string> = {};
+let colorBy: ColorBy = saved.colorBy ?? 'kind';
+let atlas: Atlas | undefined;
+const css = { bg: '#000', label: '#ccc', focus: '#07f' };
 
-function readColors(): void {
+const canColorByOwner = (): boolean => !!map && (map.ownership === 'guest' || map.ownership === 'host');
+const mode = (): ColorBy => (colorBy === 'owner' && canColorByOwner() ? 'owner' : 'kind');
+const kindText = (): Record<KindLetter, string> => (map?.arch === 'arm64' ? STAGE2_KIND_LETTERS : KIND_LETTERS);
+
+/** Colours resolved from the theme and the atlas drawn with them; after a map, a mode or a theme change. */
+function rebuild(): void {
   const cs = getComputedStyle(document.body);
-  for (const k of Object.keys(VAR_OF) as KindLetter[]) colors[k] = cs.getPropertyValue(VAR_OF[k]).trim() || '#888';
-  colors.grid = cs.getPropertyValue('--vscode-editor-background').trim() || '#000';
-  colors.label = cs.getPropertyValue('--vscode-foreground').trim() || '#ccc';
-  colors.focus = cs.getPropertyValue('--vscode-focusBorder').trim() || '#07f';
+  const v = (name: string, dflt: string): string => cs.getPropertyValue(name).trim() || dflt;
+  css.bg = v('--vscode-editor-background', '#000');
+  css.label = v('--vscode-foreground', '#ccc');
+  css.focus = v('--vscode-focusBorder', '#07f');
+  if (!map) return;
+  const bg = parseColor(css.bg);
+  const kindRgb = new Map<string, readonly [number, number, number]>();
+  for (const k of Object.keys(KIND_VAR) as KindLetter[]) kindRgb.set(k, blend(parseColor(v(KIND_VAR[k], '#888')), bg, k === '.' ? FAINT : 1));
+  const faintKind = new Map<string, readonly [number, number, number]>();
+  for (const k of Object.keys(KIND_VAR) as KindLetter[]) faintKind.set(k, blend(parseColor(v(KIND_VAR[k], '#888')), bg, FAINT));
+  const ownerRgb = new Map<string, readonly [number, number, number]>();
+  for (const o of Object.keys(OWNER_VAR) as OwnerLetter[]) ownerRgb.set(o, blend(parseColor(v(OWNER_VAR[o], '#888')), bg, 1));
+  const fallback = [136, 136, 136] as const;
+  const m = map;
+  const byOwner = mode() === 'owner';
+  atlas = buildAtlas(m, (t, e) => {
+    const table = m.tables[t]!;
+    const k = table.kinds[e]!;
+    if (byOwner) {
+      const o = table.owners?.[e] ?? '-';
+      // Entries without a page state (tables, empty slots) stay visible, faint, in their kind's colour.
+      return o === '-' ? faintKind.get(k) ?? fallback : ownerRgb.get(o) ?? fallback;
+    }
+    return kindRgb.get(k) ?? fallback;
+  });
+  drawLegend();
+}
+
+function drawLegend(): void {
+  const items: Array<[string, string]> = mode() === 'owner'
+    ? (Object.keys(OWNER_LETTERS) as OwnerLetter[]).filter((o) => o !== '-').map((o) => [`o${o}`, OWNER_LETTERS[o]])
+    : (Object.keys(KIND_LETTERS) as KindLetter[]).filter((k) => map?.arch !== 'arm64' || k !== 'M').map((k) => [`k${k === '.' ? 'dot' : k}`, kindText()[k]]);
+  legend.replaceChildren(...items.map(([cls, text]) => {
+    const item = el('span', 'item');
+    item.append(el('span', `swatch ${cls}`), el('span', 'ltext', text));
+    return item;
+  }));
+  if (mode() === 'owner') legend.append(el('span', 'ltext note', map?.ownership === 'host' ? 'host stage-2: the host\'s state of each page (hyp_vmemmap), or who it was donated to' : 'guest stage-2: the guest\'s state of each page (PTE SW bits)'));
 }
 
 function save(): void {
-  vscode.setState({ root: map?.root, zoom, panX, panY });
+  vscode.setState({ root: map?.root, zoom, panX, panY, colorBy });
 }
 
 let frame = 0;
@@ -103,61 +171,56 @@ function schedule(): void {
   if (!frame) frame = requestAnimationFrame(draw);
 }
 
+function addrText(t: MapData['tables'][number], entry = 0): { what: string; first: number; pages: number } {
+  const m = map!;
+  const pages = pagesPerEntry(t.level, m.leafLevel, m.bitsPerLevel);
+  const first = t.gfn + entry * pages;
+  return { what: m.arch === 'arm64' ? (m.space === 'pa' ? 'pa' : 'ipa') : 'gfn', first, pages };
+}
+
+function hex(n: number): string {
+  return '0x' + n.toString(16);
+}
+
 function draw(): void {
   frame = 0;
   const { g, w, h } = fitCanvas(canvas, wrap);
-  g.fillStyle = colors.grid;
+  g.fillStyle = css.bg;
   g.fillRect(0, 0, w, h);
-  if (!map) return;
+  if (!map || !atlas) return;
   let drawn = 0;
   const cell = zoom;
-  const gap = cell >= 4 ? 1 : 0;
+  const bw = block.w * cell;
+  const bh = block.h * cell;
+  const shift = map.pageShift ?? 12;
+  g.imageSmoothingEnabled = false;
   g.font = '11px sans-serif';
   for (let i = 0; i < map.tables.length; i++) {
-    const t = map.tables[i]!;
     const p = pos[i]!;
     const x0 = panX + p.x * cell;
     const y0 = panY + p.y * cell;
-    if (x0 > w || y0 > h || x0 + BLOCK_W * cell < 0 || y0 + BLOCK_H * cell < 0) continue;
+    if (x0 > w || y0 > h || x0 + bw < 0 || y0 + bh < 0) continue;
     drawn++;
-    if (cell >= 2) {
-      for (let e = 0; e < 512; e++) {
-        const k = t.kinds[e] as KindLetter;
-        // Never-written entries are the background of a table: present but faint.
-        g.globalAlpha = k === '.' ? 0.18 : 1;
-        g.fillStyle = colors[k] ?? '#888';
-        g.fillRect(x0 + (e % 32) * cell, y0 + Math.floor(e / 32) * cell, cell - gap, cell - gap);
-      }
-      g.globalAlpha = 1;
-    } else {
-      // Too small for cells: one line per row of 32 entries, in the row's most common non-empty kind.
-      for (let r = 0; r < 16; r++) {
-        const row = t.kinds.slice(r * 32, r * 32 + 32);
-        let best = '.';
-        let n = 0;
-        for (const k of 'FMTHLn') {
-          const c = row.split(k).length - 1;
-          if (c > n) {
-            n = c;
-            best = k;
-          }
-        }
-        g.globalAlpha = best === '.' ? 0.18 : 1;
-        g.fillStyle = colors[best as KindLetter] ?? '#888';
-        g.fillRect(x0, y0 + r * cell, BLOCK_W * cell, Math.max(cell, 0.5));
-        g.globalAlpha = 1;
-      }
+    const a = atlas.at[i]!;
+    g.drawImage(atlas.canvas, a.x, a.y, block.w, block.h, x0, y0, bw, bh);
+    if (cell >= 4) {
+      // Gaps between entries, in the background colour, so single entries read as cells.
+      g.fillStyle = css.bg;
+      for (let c = 1; c < block.w; c++) g.fillRect(x0 + c * cell - 1, y0, 1, bh);
+      for (let r = 1; r < block.h; r++) g.fillRect(x0, y0 + r * cell - 1, bw, 1);
     }
-    if (cell >= 6) {
-      g.fillStyle = colors.label;
-      g.fillText(`L${t.level} gfn 0x${t.gfn.toString(16)}`, x0, y0 - 3);
+    if (bw >= 120) {
+      const t = map.tables[i]!;
+      const at = addrText(t);
+      g.fillStyle = css.label;
+      g.fillText(`L${t.level} ${at.what} ${hex(at.what === 'gfn' ? at.first : at.first * 2 ** shift)}`, x0, y0 - 3);
     }
   }
   if (hover) {
     const p = pos[hover.table]!;
-    g.strokeStyle = colors.focus;
+    g.strokeStyle = css.focus;
     g.lineWidth = 2;
-    g.strokeRect(panX + (p.x + (hover.entry % 32)) * cell - 1, panY + (p.y + Math.floor(hover.entry / 32)) * cell - 1, cell + 1, cell + 1);
+    g.strokeRect(panX + (p.x + (hover.entry % block.w)) * cell - 1, panY + (p.y + Math.floor(hover.entry / block.w)) * cell - 1, cell + 1, cell + 1);
   }
   vscode.postMessage({ type: 'rendered', tables: map.tables.length, drawn });
 }
@@ -171,19 +234,25 @@ function hit(clientX: number, clientY: number): { table: number; entry: number }
   const wy = (clientY - r.top - panY) / zoom;
   for (let i = 0; i < pos.length; i++) {
     const p = pos[i]!;
-    if (wx >= p.x && wx < p.x + BLOCK_W && wy >= p.y && wy < p.y + BLOCK_H) {
-      return { table: i, entry: Math.floor(wy - p.y) * 32 + Math.floor(wx - p.x) };
+    if (wx >= p.x && wx < p.x + block.w && wy >= p.y && wy < p.y + block.h) {
+      return { table: i, entry: Math.floor(wy - p.y) * block.w + Math.floor(wx - p.x) };
     }
   }
   return undefined;
 }
 
-function describe(h: { table: number; entry: number }): string {
-  const t = map!.tables[h.table]!;
-  const k = t.kinds[h.entry] as KindLetter;
-  const n = pagesPerEntry(t.level);
-  const gfn = t.gfn + h.entry * n;
-  return `L${t.level} table gfn 0x${t.gfn.toString(16)} [${h.entry}]  gfn 0x${gfn.toString(16)}${n > 1 ? `-0x${(gfn + n - 1).toString(16)}` : ''}  ${KIND_LETTERS[k]}`;
+function describe(hv: { table: number; entry: number }): string {
+  const m = map!;
+  const t = m.tables[hv.table]!;
+  const k = t.kinds[hv.entry] as KindLetter;
+  const { what, first, pages } = addrText(t, hv.entry);
+  const shift = m.pageShift ?? 12;
+  const range = what === 'gfn'
+    ? `gfn ${hex(first)}${pages > 1 ? `-${hex(first + pages - 1)}` : ''}`
+    : `${what} ${hex(first * 2 ** shift)}-${hex((first + pages) * 2 ** shift - 1)}`;
+  const o = t.owners?.[hv.entry] as OwnerLetter | undefined;
+  const own = o && o !== '-' ? `  ${OWNER_LETTERS[o]}` : '';
+  return `L${t.level} table ${what} ${hex(what === 'gfn' ? t.gfn : t.gfn * 2 ** shift)} [${hv.entry}]  ${range}  ${kindText()[k]}${own}`;
 }
 
 let drag: { x: number; y: number; panX: number; panY: number; moved: boolean } | undefined;
@@ -191,11 +260,12 @@ canvas.addEventListener('mousedown', (e) => {
   drag = { x: e.clientX, y: e.clientY, panX, panY, moved: false };
 });
 window.addEventListener('mouseup', (e) => {
-  if (drag && !drag.moved) {
-    const h = hit(e.clientX, e.clientY);
-    if (h && map) {
-      const t = map.tables[h.table]!;
-      vscode.postMessage({ type: 'where', gfn: t.gfn + h.entry * pagesPerEntry(t.level) });
+  if (drag && !drag.moved && map) {
+    const hv = hit(e.clientX, e.clientY);
+    if (hv) {
+      // The host stage-2 maps host physical addresses: there is no guest frame to look up.
+      if (map.space === 'pa') status.textContent = `${describe(hv)}  (a host physical address: no guest frame)`;
+      else vscode.postMessage({ type: 'where', gfn: addrText(map.tables[hv.table]!, hv.entry).first });
     }
   }
   if (drag) save();
@@ -211,10 +281,10 @@ window.addEventListener('mousemove', (e) => {
     schedule();
     return;
   }
-  const h = hit(e.clientX, e.clientY);
-  if (h?.table !== hover?.table || h?.entry !== hover?.entry) {
-    hover = h;
-    status.textContent = h ? describe(h) : 'wheel: zoom, drag: pan, click an entry: Where is GFN?';
+  const hv = hit(e.clientX, e.clientY);
+  if (hv?.table !== hover?.table || hv?.entry !== hover?.entry) {
+    hover = hv;
+    status.textContent = hv ? describe(hv) : HINT;
     schedule();
   }
 });
@@ -224,7 +294,7 @@ canvas.addEventListener('wheel', (e) => {
   const mx = e.clientX - r.left;
   const my = e.clientY - r.top;
   const f = Math.exp(-e.deltaY * 0.0015);
-  const nz = Math.min(40, Math.max(0.05, zoom * f));
+  const nz = Math.min(40, Math.max(0.02, zoom * f));
   panX = mx - ((mx - panX) * nz) / zoom;
   panY = my - ((my - panY) * nz) / zoom;
   zoom = nz;
@@ -233,7 +303,7 @@ canvas.addEventListener('wheel', (e) => {
 }, { passive: false });
 new ResizeObserver(() => schedule()).observe(wrap);
 new MutationObserver(() => {
-  readColors();
+  rebuild();
   schedule();
 }).observe(document.body, { attributes: true, attributeFilter: ['class'] });
 
@@ -241,8 +311,8 @@ new MutationObserver(() => {
 function fitWidth(): void {
   if (!map || pos.length === 0) return;
   let maxX = 0;
-  for (const p of pos) maxX = Math.max(maxX, p.x + BLOCK_W);
-  zoom = Math.min(40, Math.max(0.05, (wrap.clientWidth - 20) / maxX));
+  for (const p of pos) maxX = Math.max(maxX, p.x + block.w);
+  zoom = Math.min(40, Math.max(0.02, (wrap.clientWidth - 20) / maxX));
   panX = 10;
   panY = 18;
   save();
@@ -254,6 +324,24 @@ rootSel.addEventListener('change', () => {
   const r = Number(rootSel.value);
   if (Number.isInteger(r) && r !== map?.root) vscode.postMessage({ type: 'selectRoot', root: r });
 });
+colorSel.addEventListener('change', () => {
+  colorBy = colorSel.value === 'owner' ? 'owner' : 'kind';
+  save();
+  rebuild();
+  schedule();
+});
+
+const n = (c: number, what: string): string => `${c} ${what}${c === 1 ? '' : 's'}`;
+
+function summary(m: MapData): string {
+  const count: Record<string, number> = {};
+  for (const t of m.tables) for (const k of t.kinds) count[k] = (count[k] ?? 0) + 1;
+  const levels = m.tables.length ? Math.abs(m.rootLevel - (m.leafLevel ?? 1)) + 1 : 0;
+  const head = m.arch === 'arm64'
+    ? `stage-2 ${m.granule?.toUpperCase() ?? ''} granule${m.lpa2 ? ', LPA2' : ''}, ${levels} levels from L${m.rootLevel}  ${n(m.tables.length, 'table')}  ${n(count.L ?? 0, 'page')}  ${n(count.H ?? 0, 'block')}${count.n ? `  ${count.n} annotated` : ''}${count.F ? `  ${count.F} locked` : ''}`
+    : `${m.format.toUpperCase()}  ${m.tables.length} tables  ${count.L ?? 0} 4K leaves  ${count.H ?? 0} huge leaves${count.M ? `  ${count.M} MMIO` : ''}${count.F ? `  ${count.F} frozen` : ''}`;
+  return `${head}${m.truncated ? '  (truncated)' : ''}${m.at ? `  at ${m.at}` : ''}`;
+}
 
 window.addEventListener('message', (ev: MessageEvent) => {
   const m = parseToMap(ev.data);
@@ -264,23 +352,21 @@ window.addEventListener('message', (ev: MessageEvent) => {
   }
   err.textContent = '';
   const first = !map && saved.zoom === undefined;
-  const rootChanged = map !== undefined && map.root !== m.map.root;
+  const rootChanged = map !== undefined && (map.root !== m.map.root || map.format !== m.map.format);
   map = m.map;
+  block = blockSize(map.entries ?? 512);
   pos = layout(map);
-  if (first || rootChanged) fitWidth();
-  rootSel.replaceChildren(...map.roots.map((r) => {
-    const o = document.createElement('vscode-option');
-    o.setAttribute('value', String(r.table));
-    o.textContent = r.label;
-    return o;
-  }));
+  hover = undefined;
+  rootSel.replaceChildren(...map.roots.map((r) => option(String(r.table), r.label)));
   rootSel.value = String(map.root);
-  const count: Record<string, number> = {};
-  for (const t of map.tables) for (const k of t.kinds) count[k] = (count[k] ?? 0) + 1;
-  info.textContent = `${map.format.toUpperCase()}  ${map.tables.length} tables  ${count.L ?? 0} 4K leaves  ${count.H ?? 0} huge leaves${count.M ? `  ${count.M} MMIO` : ''}${count.F ? `  ${count.F} frozen` : ''}${map.truncated ? '  (truncated)' : ''}${map.at ? `  at ${map.at}` : ''}`;
+  for (const e of [colorSel, colorLbl]) e.style.display = canColorByOwner() ? '' : 'none';
+  colorSel.value = mode();
+  info.textContent = summary(map);
+  rebuild();
+  if (first || rootChanged) fitWidth();
   save();
   schedule();
 });
 
-readColors();
+rebuild();
 vscode.postMessage(saved.root !== undefined ? { type: 'ready', root: saved.root } : { type: 'ready' });

@@ -6,7 +6,7 @@
 /** Kinds the timeline colours, in drawing order, with the theme colour and legend text of each. */
 export const TIMELINE_KINDS = {
   fault: { color: '--vscode-charts-blue', label: 'fault' },
-  map: { color: '--vscode-charts-green', label: 'SPTE set / shadow page' },
+  map: { color: '--vscode-charts-green', label: 'SPTE change / shadow page' },
   zap: { color: '--vscode-charts-red', label: 'zap' },
   split: { color: '--vscode-charts-purple', label: 'huge page split' },
   flush: { color: '--vscode-charts-yellow', label: 'TLB flush' },

@@ -18,7 +18,10 @@ declare function acquireVsCodeApi(): VsCodeApi;
 const vscode = acquireVsCodeApi();
 
 const LABEL_W = 96;
-const ROW_H = 40;
+/** Row height: rows share the panel's height, between these bounds. */
+const ROW_MIN = 40;
+const ROW_MAX = 96;
+let ROW_H = ROW_MIN;
 const TOP = 22;
 const HINT = 'wheel: zoom, drag: pan, click: reveal the statement, shift-click: go back to the event, double-click: all';
 
@@ -80,6 +83,7 @@ function draw(): void {
   g.fillRect(0, 0, w, h);
   if (!data) return;
   const d = data;
+  ROW_H = Math.max(ROW_MIN, Math.min(ROW_MAX, Math.floor((h - TOP - 4) / Math.max(1, d.rows.length))));
   const pw = plotWidth();
   const bw = pw / d.buckets;
   const bottom = TOP + d.rows.length * ROW_H;
@@ -99,7 +103,8 @@ function draw(): void {
     if (x - lastX > 44) {
       g.globalAlpha = 1;
       g.fillStyle = pal.dim;
-      g.fillText(`L${s.line}`, x + 3, 9);
+      const label = `L${s.line}`;
+      g.fillText(label, Math.min(x + 3, w - g.measureText(label).width - 2), 9);
       lastX = x;
     }
   }

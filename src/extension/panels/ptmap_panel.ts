@@ -1,6 +1,7 @@
 /**
- * Page-Table Map panel: all tables of one TDP MMU root drawn on a virtualised canvas (see
- * webview/ptmap). The extension reads `kvmMmu/tableMap` at each stop while the panel is visible.
+ * Page-Table Map panel: all tables of one TDP MMU root, or of an arm64 stage-2, drawn on a virtualised
+ * canvas (see webview/ptmap). The extension reads `kvmMmu/tableMap` (x86) or `kvmMmu/stage2Map` (arm64)
+ * at each stop while the panel is visible.
  */
 import * as vscode from 'vscode';
 import { webviewHtml, webviewOptions } from './webview_html';
@@ -59,7 +60,7 @@ export class PtMapPanel {
       return undefined;
     }
     try {
-      const raw = (await s.customRequest('kvmMmu/tableMap', { root: this.root ?? -1, maxTables: 8192 })) as Record<string, unknown>;
+      const raw = await this.read(s);
       const parsed = parseToMap({ type: 'map', map: raw });
       if (!parsed || parsed.type !== 'map') throw new Error('malformed kvmMmu/tableMap response');
       this.map = parsed.map;
@@ -71,6 +72,17 @@ export class PtMapPanel {
       const msg = errorText(e);
       this.post({ type: 'error', message: /not available|unknown request/.test(msg) ? 'not available for this VM' : msg });
       return undefined;
+    }
+  }
+
+  /** The x86 map, else the arm64 stage-2 map (an arm64 VM answers the first with 'no x86 MMU'). */
+  private async read(s: vscode.DebugSession): Promise<Record<string, unknown>> {
+    const args = { root: this.root ?? -1, maxTables: 8192 };
+    try {
+      return (await s.customRequest('kvmMmu/tableMap', args)) as Record<string, unknown>;
+    } catch (e) {
+      if (!/no x86 MMU/.test(errorText(e))) throw e;
+      return (await s.customRequest('kvmMmu/stage2Map', args)) as Record<string, unknown>;
     }
   }
 
