@@ -295,6 +295,8 @@ export class ShadowVcpu {
     this.vcpu.requests = v;
   }
   readonly walk_it = new ShadowWalkIterator();
+  /** Walk state of kvm_mmu_invalidate_addr (INVLPG / INVPCID), apart from the fault's. */
+  readonly invalidate_it = new ShadowWalkIterator();
   /** gw->prefetch_ptes: the 4K gPTE group of the last fault (lo, hi pairs), read by FNAME(gpte_changed). */
   readonly prefetch_ptes = new Uint32Array(2 * PTE_PREFETCH_NUM);
   /** What the guest walker reads of the vCPU (RFLAGS.AC, PKRU). */

@@ -76,6 +76,7 @@ import {
   drop_parent_pte,
 } from './shadow_mmu';
 import { slot_gfn_to_host_pfn } from './memslot';
+import { KVM_MMU_ROOT_CURRENT, KVM_MMU_ROOT_PREVIOUS, KVM_MMU_ROOTS_ALL } from './shadow_roots';
 
 const T = 'arch/x86/kvm/mmu/paging_tmpl.h';
 const F = 'arch/x86/kvm/mmu/mmu.c';
@@ -91,6 +92,7 @@ const PR_NONPAGING_PF = defineProbe('nonpaging_page_fault', 'shadow_mmu', F, 'CR
 const PR_DIRECT_PF = defineProbe('direct_page_fault', 'shadow_mmu', F, 'faultin and direct_map under mmu_lock', ['fault']);
 const PR_DIRECT_MAP = defineProbe('direct_map', 'shadow_mmu', F, 'direct shadow pages down to goal_level, then the leaf', ['fault']);
 const PR_TRACK_WRITE = defineProbe('kvm_mmu_track_write', 'shadow_mmu', F, 'an emulated write hit a shadowed guest page table: zap the written SPTEs or the page', ['gpa', 'bytes']);
+const PR_INVALIDATE_ADDR = defineProbe('kvm_mmu_invalidate_addr', 'shadow_mmu', F, 'resync one address in unsync pages under the selected roots (current and/or prev_roots)', ['addr', 'roots']);
 const PR_INVLPG = defineProbe('kvm_mmu_invlpg', 'shadow_mmu', F, 'guest INVLPG: resync the gPTE in unsync pages on the path', ['gva']);
 const PR_INJECT_PF = defineProbe('kvm_inject_emulated_page_fault', 'shadow_mmu', 'arch/x86/kvm/x86.c', 'the guest walk failed: queue #PF for the guest', ['error_code', 'address']);
 
@@ -591,17 +593,26 @@ function __kvm_mmu_invalidate_addr(sv: ShadowVcpu, it: ShadowWalkIterator): void
 /** kvm_mmu_invlpg() → kvm_mmu_invalidate_addr(KVM_MMU_ROOTS_ALL): the current root and every prev root. */
 export function kvm_mmu_invlpg(sv: ShadowVcpu, gva: number): void {
   if (probes.armed) probes.hit(PR_INVLPG, { gva });
-  sv.vcpu.stat.invlpg++;
   // vcpu_clear_mmio_info().
   if (sv.vcpu.mmio_gva === (gva - (gva % 4096))) sv.vcpu.mmio_gva = 0;
-  const it = new ShadowWalkIterator();
-  if (sv.root_kind !== ROOT_INVALID && sv.root_kind !== ROOT_DUMMY) {
-    shadow_walk_init(it, sv, gva);
+  // INVLPG also drops global mappings, whatever their PCID: every cached root is in scope.
+  kvm_mmu_invalidate_addr(sv, gva, KVM_MMU_ROOTS_ALL);
+  sv.vcpu.stat.invlpg++;
+}
+
+/** kvm_mmu_invalidate_addr(): resync `addr` under the current root and/or the chosen prev_roots. */
+export function kvm_mmu_invalidate_addr(sv: ShadowVcpu, addr: number, roots: number): void {
+  if (probes.armed) probes.hit(PR_INVALIDATE_ADDR, { addr, roots });
+  if (sv.sync_spte === null) return;
+  const it = sv.invalidate_it;
+  if ((roots & KVM_MMU_ROOT_CURRENT) !== 0 && sv.root_kind !== ROOT_INVALID && sv.root_kind !== ROOT_DUMMY) {
+    shadow_walk_init(it, sv, addr);
     __kvm_mmu_invalidate_addr(sv, it);
   }
-  for (const p of sv.prev_roots) {
-    if (p.sp === null) continue;
-    shadow_walk_init_using_root(it, sv, p.sp, gva);
+  for (let i = 0; i < sv.prev_roots.length; i++) {
+    const p = sv.prev_roots[i]!;
+    if ((roots & KVM_MMU_ROOT_PREVIOUS(i)) === 0 || p.sp === null) continue;
+    shadow_walk_init_using_root(it, sv, p.sp, addr);
     __kvm_mmu_invalidate_addr(sv, it);
   }
 }

@@ -45,6 +45,8 @@ const PR_NEW_PGD = defineProbe('kvm_mmu_new_pgd', 'roots', F, 'CR3 load: switch 
 export const KVM_MMU_ROOT_CURRENT = 1 << 0;
 export const KVM_MMU_ROOT_PREVIOUS = (i: number): number => 1 << (1 + i);
 export const KVM_MMU_ROOTS_ALL = 0xf;
+/** vCPU request: point the hardware at the root fast_pgd_switch made current (bit distinct from vm.ts's). */
+export const KVM_REQ_LOAD_MMU_PGD = 1 << 11;
 /** INVALID_PAE_ROOT. */
 export const INVALID_PAE_ROOT = 0;
 
@@ -421,6 +423,7 @@ export function kvm_mmu_new_pgd(sv: ShadowVcpu, new_pgd: number): boolean {
     kvm_mmu_free_roots(sv, KVM_MMU_ROOT_CURRENT);
     return false;
   }
+  sv.requests |= KVM_REQ_LOAD_MMU_PGD;
   const root = sv.root_sp;
   if (!sv.direct && root !== null) {
     root.write_flooding_count = 0;

@@ -37,7 +37,8 @@ import {
   type SplitAccessVariant,
   type PaeRootVariant,
 } from './shadow_mmu';
-import { kvm_mmu_free_roots, kvm_mmu_new_pgd, kvm_mmu_reload, kvm_mmu_sync_roots, kvm_mmu_sync_prev_roots, KVM_MMU_ROOTS_ALL, pae_root_entries, pae_root_pfn } from './shadow_roots';
+import { kvm_mmu_free_roots, kvm_mmu_reload, KVM_MMU_ROOTS_ALL, pae_root_entries, pae_root_pfn } from './shadow_roots';
+import { kvm_set_cr3, kvm_post_set_cr4, kvm_handle_invpcid, shadow_service_requests, X86_CR3_PCID_NOFLUSH_HI, KVM_REQ_TLB_FLUSH_GUEST, type SetCr3Env } from './shadow_cr3';
 import { shadow_mmu_slot_apply_flags } from './shadow_split';
 import { kvm_mmu_track_write, kvm_mmu_invlpg, shadow_paging_init_hooks } from './shadow_paging';
 import { kvm_mmu_page_fault } from './mmu';
@@ -144,6 +145,7 @@ export class ShadowVm {
     const role = kvm_calc_cpu_role({ cr0, cr4, efer, smm: this.vcpu.smm });
     const sv = this.sv;
     const changed = role.lo !== sv.cpu_role_base || role.hi !== sv.cpu_role_ext;
+    const old_cr4 = this.cr4;
     this.cr0 = cr0 >>> 0;
     this.cr4 = cr4 >>> 0;
     this.efer = efer >>> 0;
@@ -163,10 +165,12 @@ export class ShadowVm {
         this.cpu,
       );
       shadow_paging_init_hooks(sv);
+      kvm_post_set_cr4(sv, old_cr4, this.cr4);
       this.cr3 = cr3;
       this.src.setCr3(cr3 % 0x1_0000_0000, Math.floor(cr3 / 0x1_0000_0000));
       if (this.isPae()) this.src.load_pdptrs(this.cpu.maxphyaddr);
     } else {
+      if (old_cr4 !== this.cr4) kvm_post_set_cr4(sv, old_cr4, this.cr4);
       this.loadCr3(cr3);
     }
   }
@@ -175,20 +179,54 @@ export class ShadowVm {
     return (this.sv.cpu_role_base & ROLE_LEVEL_MASK) === 3;
   }
 
-  /** MOV to CR3: PAE guests reload the PDPTRs; the root cache (prev_roots) may hold the new root. */
-  loadCr3(cr3: number, skip_tlb_flush = false): boolean {
-    this.cr3 = cr3;
-    this.src.setCr3(cr3 % 0x1_0000_0000, Math.floor(cr3 / 0x1_0000_0000));
-    if (this.isPae() && !this.src.load_pdptrs(this.cpu.maxphyaddr)) return false;
-    const pgd = this.isPae() ? cr3 - (cr3 % 32) : cr3 - (cr3 % 4096);
-    kvm_mmu_new_pgd(this.sv, pgd);
-    // A flushing CR3 load syncs unsync shadow pages under the (cached) root on the next entry.
-    if (!skip_tlb_flush && this.sv.root_kind !== ROOT_INVALID) kvm_mmu_sync_roots(this.sv);
+  private readonly cr3_env: SetCr3Env = {
+    maxphyaddr: 0,
+    pae: false,
+    load_pdptrs: (cr3: number): boolean => {
+      const src = this.src;
+      const olo = src.cr3Lo;
+      const ohi = src.cr3Hi;
+      src.setCr3(cr3 % 0x1_0000_0000, Math.floor(cr3 / 0x1_0000_0000));
+      if (src.load_pdptrs(this.cpu.maxphyaddr)) return true;
+      src.setCr3(olo, ohi);
+      return false;
+    },
+  };
+
+  /**
+   * MOV to CR3 with a 64-bit operand (kvm_set_cr3): with CR4.PCIDE=1, bit 63 of `hi` skips the flush
+   * and bits 11:0 are the PCID. Then the vCPU re-enters, servicing the requests the load raised. False
+   * when the guest gets #GP.
+   */
+  movCr3(lo: number, hi: number): boolean {
+    const env = this.cr3_env;
+    env.maxphyaddr = this.cpu.maxphyaddr;
+    env.pae = this.isPae();
+    if (kvm_set_cr3(this.sv, this, env, lo, hi) !== 0) return false;
+    this.src.setCr3(this.cr3 % 0x1_0000_0000, Math.floor(this.cr3 / 0x1_0000_0000));
+    shadow_service_requests(this.sv);
+    return true;
+  }
+
+  /** MOV to CR3 of `cr3` (< 2^52); `noflush` sets bit 63, which only means something with CR4.PCIDE=1. */
+  loadCr3(cr3: number, noflush = false): boolean {
+    return this.movCr3(cr3 % 0x1_0000_0000, Math.floor(cr3 / 0x1_0000_0000) | (noflush ? X86_CR3_PCID_NOFLUSH_HI : 0));
+  }
+
+  /**
+   * INVPCID with descriptor {pcid, gla} (pcid < 2^32 here; larger values are #GP anyway). Returns
+   * false when the guest gets #GP; otherwise the vCPU re-enters and services the requests raised.
+   */
+  invpcid(type: number, pcid: number, gla: number): boolean {
+    const r = kvm_handle_invpcid(this.sv, this, type, pcid >>> 0, Math.floor(pcid / 0x1_0000_0000), gla % 0x1_0000_0000, Math.floor(gla / 0x1_0000_0000), (this.cr4 & X86_CR4_LA57) !== 0);
+    if (r === 'gp') return false;
+    shadow_service_requests(this.sv);
     return true;
   }
 
   /** vcpu_enter_guest's kvm_mmu_reload. */
   reload(): number {
+    shadow_service_requests(this.sv);
     return kvm_mmu_reload(this.sv);
   }
 
@@ -199,6 +237,7 @@ export class ShadowVm {
   fault(gva: number, error_code: number): number {
     const sv = this.sv;
     sv.injected = null;
+    shadow_service_requests(sv);
     if (kvm_mmu_reload(sv) !== 0) return RET_PF_RETRY;
     const r = kvm_mmu_page_fault(this.vcpu, gva, error_code, 0);
     return r < 0 ? r : this.vcpu.last_ret_pf;
@@ -364,8 +403,8 @@ export class ShadowVm {
 
   /** KVM_REQ_TLB_FLUSH_GUEST (e.g. INVPCID all-context): sync the current roots, free unsync prev roots. */
   flushTlbGuest(): void {
-    kvm_mmu_sync_roots(this.sv);
-    kvm_mmu_sync_prev_roots(this.sv);
+    this.sv.requests |= KVM_REQ_TLB_FLUSH_GUEST;
+    shadow_service_requests(this.sv);
   }
 
   invlpg(gva: number): void {

@@ -328,6 +328,7 @@ test('a guest mapping of a gpa without a memslot becomes an MMIO SPTE and the ac
 
 test('INVLPG also resyncs unsync pages under prev_roots; a guest TLB flush frees unsync prev roots', () => {
   const { vm, b } = setup();
+  vm.setRegs(CR0, CR4 | (1 << 17), EFER, b.cr3); // CR4.PCIDE, so MOV CR3 may skip the flush
   const gva = 0x60_0000;
   b.map(gva, 0x400_0000, ALL);
   vm.fault(gva, 0);
@@ -336,7 +337,7 @@ test('INVLPG also resyncs unsync pages under prev_roots; a guest TLB flush frees
   vm.access(0x7000_0000, true); // PT unsync
   const b2 = new GuestPageTableBuilder(vm.mem, 4, 0x80_0000);
   b2.map(0x1000, 0x410_0000, ALL);
-  vm.loadCr3(b2.cr3, true); // no flush: the first root goes to prev_roots[0] still unsync below
+  assert.equal(vm.loadCr3(b2.cr3, true), true); // bit 63: no flush, the first root goes to prev_roots[0] still unsync below
   assert.equal(vm.roots().prev[0]!.root!.unsync_children, 1);
   const pteOff = b.entryGpa(gva, 1) & 0xfff;
   vm.mem.write64(ptGpa + pteOff, (0x400_0000 | GPTE_P | GPTE_U | GPTE_A) >>> 0, 0);
