@@ -23,9 +23,13 @@
  *   through npf_interception) up to that task's `kvm_entry` or next fault; without any `kvm_page_fault`,
  *   each `kvm_mmu_spte_requested` is a write fault on its gfn. Outside faults, a task's run of changes
  *   with `kvm_mmu_split_huge_page` is enabling dirty logging on the slots split (eager split), a run
- *   after `kvm_mmu_zap_all_fast` is that, and a run of removals only is a zap of those ranges; any
- *   other run (aging, dirty-log clearing, ...) is not replayed and its changes are counted, not compared.
- *   Such runs end when a vCPU faults again.
+ *   after `kvm_mmu_zap_all_fast` is that, a run after `kvm_age_hva` is page aging (clear_young) of its
+ *   HVA range, a run after `kvm_unmap_hva_range` is that invalidation (part of a 2M page: the host split
+ *   its THP), and a run of removals only is a zap of those ranges; any other run (dirty-log clearing,
+ *   memslot changes, ...) is not replayed and its changes are counted, not compared. Such runs end when
+ *   a vCPU faults again.
+ * - HVAs: a memslot's HVA - GPA offset comes from the notifier operations on it (see voteHva); without
+ *   any, the model's default HVA is used.
  * - Comparison: per operation, each (address space, gfn, level) sequence of `kvm_tdp_mmu_spte_changed`
  *   of the model against the capture's, and each (gfn, level) sequence of `kvm_mmu_set_spte` (which has
  *   no old value and no address space); the earliest line where they disagree is reported.
@@ -149,7 +153,8 @@ export interface Mismatch {
 
 export interface ModelCheckResult {
   ok: boolean;
-  vm: { format: 'ept' | 'npt'; levels: number; description: string; slots: Array<{ slot: number; gpa: string; size: string; backing: string }> };
+  /** Slots carry `hva` when mmu-notifier operations told it (else the model's default HVA is used). */
+  vm: { format: 'ept' | 'npt'; levels: number; description: string; slots: Array<{ slot: number; gpa: string; size: string; backing: string; hva?: string }> };
   faultsReplayed: number;
   /** How faults were taken from the capture. */
   faultSource: 'kvm_page_fault' | 'kvm_mmu_spte_requested' | 'none';
@@ -192,7 +197,7 @@ function key(asId: number, gfn: number, level: number, set = false): string {
  * or something the model is not driven with (`other`: its changes are listed as not replayed).
  */
 interface Episode {
-  kind: 'fault' | 'dirty_log' | 'zap_all' | 'zap' | 'other';
+  kind: 'fault' | 'dirty_log' | 'zap_all' | 'zap' | 'age' | 'unmap' | 'other';
   line: number;
   pid: number;
   vcpu: number;
@@ -202,6 +207,9 @@ interface Episode {
   changes: SpteChange[];
   /** Split gfns (dirty_log). */
   splits: number[];
+  /** HVA range of an mmu-notifier operation (age, unmap). */
+  hvaStart: number;
+  hvaEnd: number;
   /** No more events will be attributed to it. */
   closed: boolean;
 }
@@ -216,18 +224,39 @@ interface Scan {
   regions: Set<number>;
   vcpus: number;
   sawPageFault: boolean;
+  /** HVA - GPA offsets that mmu-notifier operations imply: 2M region index -> offset -> votes. */
+  hvaVotes: Map<number, Map<number, number>>;
+}
+
+/**
+ * An mmu-notifier operation names HVAs, its changes name gfns: the lowest SPTE it changed lies in its HVA
+ * range, which gives the slot's HVA - GPA offset, taken 2 MiB aligned (VMMs align guest RAM for THP).
+ * Operations vote; each inferred slot takes the offset most of its votes name.
+ */
+function voteHva(cap: Scan, e: Episode): void {
+  let low = -1;
+  for (const c of e.changes) if (!c.set && (low < 0 || c.gfn < low)) low = c.gfn;
+  if (low < 0) return;
+  const off = e.hvaStart - low * 4096;
+  const aligned = off - (off % 0x20_0000);
+  const region = Math.floor(low / 512);
+  let votes = cap.hvaVotes.get(region);
+  if (!votes) cap.hvaVotes.set(region, (votes = new Map()));
+  votes.set(aligned, (votes.get(aligned) ?? 0) + 1);
 }
 
 const S_SPLIT = EVENT_BY_NAME.get('kvm_mmu_split_huge_page')!;
 const S_ENTRY = EVENT_BY_NAME.get('kvm_entry')!;
 const S_ZAP_ALL = EVENT_BY_NAME.get('kvm_mmu_zap_all_fast')!;
+const S_AGE = EVENT_BY_NAME.get('kvm_age_hva')!;
+const S_UNMAP = EVENT_BY_NAME.get('kvm_unmap_hva_range')!;
 
 /**
  * One pass over the capture. Operations are handed to `emit` in the order they started, each once it is
  * closed (so only the operations still open are held in memory).
  */
 async function readCapture(source: AsyncIterable<Uint8Array | string>, opts: ModelCheckOptions, emit: (ep: Episode) => void, signal?: AbortSignal): Promise<Scan> {
-  const cap: Scan = { evidence: new VmEvidence(), faults: 0, realChanges: 0, hugeAt: new Map(), regions: new Set(), vcpus: 1, sawPageFault: false };
+  const cap: Scan = { evidence: new VmEvidence(), faults: 0, realChanges: 0, hugeAt: new Map(), regions: new Set(), vcpus: 1, sawPageFault: false, hvaVotes: new Map() };
   const PF = S_PF.index;
   const C = S_CHANGED.index;
   const R = S_REQ.index;
@@ -237,7 +266,10 @@ async function readCapture(source: AsyncIterable<Uint8Array | string>, opts: Mod
   let head = 0;
   const close = (pid: number) => {
     const e = open.get(pid);
-    if (e) e.closed = true;
+    if (e) {
+      e.closed = true;
+      if (e.kind === 'age' || e.kind === 'unmap') voteHva(cap, e);
+    }
     open.delete(pid);
   };
   const drain = () => {
@@ -249,7 +281,7 @@ async function readCapture(source: AsyncIterable<Uint8Array | string>, opts: Mod
   };
   const start = (kind: Episode['kind'], ev: ParsedEvent, f?: Partial<Episode>): Episode => {
     close(ev.pid);
-    const e: Episode = { kind, line: ev.line, pid: ev.pid, vcpu: 0, gpa: 0, errLo: 0, errHi: 0, changes: [], splits: [], closed: false, ...f };
+    const e: Episode = { kind, line: ev.line, pid: ev.pid, vcpu: 0, gpa: 0, errLo: 0, errHi: 0, changes: [], splits: [], hvaStart: 0, hvaEnd: 0, closed: false, ...f };
     if (kind === 'fault') cap.faults++;
     queue.push(e);
     open.set(ev.pid, e);
@@ -291,6 +323,13 @@ async function readCapture(source: AsyncIterable<Uint8Array | string>, opts: Mod
       ep.splits.push(gfn);
     } else if (s === S_ZAP_ALL) {
       start('zap_all', ev);
+    } else if (s === S_AGE || s === S_UNMAP) {
+      // clear_young / clear_flush_young, and invalidate_range_start: the changes that follow in this task
+      const i0 = s.index['start']!;
+      const i1 = s.index['end']!;
+      const hvaStart = ev.hi[i0]! * TWO32 + ev.lo[i0]!;
+      const hvaEnd = ev.hi[i1]! * TWO32 + ev.lo[i1]!;
+      start(s === S_AGE ? 'age' : 'unmap', ev, { hvaStart, hvaEnd });
     } else if (s === S_SET) {
       const ep = open.get(ev.pid);
       const level = ev.lo[S_SET.index['level']!]!;
@@ -419,7 +458,7 @@ export async function modelCheckFile(path: string, opts: ModelCheckOptions = {})
 class ModelRun {
   readonly result: ModelCheckResult;
   private readonly vm: X86Vm | undefined;
-  private readonly slots: Array<{ slot: number; gpa: number; size: number; backing: HostBacking }>;
+  private readonly slots: Array<{ slot: number; gpa: number; size: number; backing: HostBacking; hva?: number }>;
   private readonly modelChanges: SpteChange[] = [];
   private readonly touchedOutside = new Map<string, number>();
   private unsubscribe: (() => void) | undefined;
@@ -429,12 +468,18 @@ class ModelRun {
     private readonly maxMismatches: number,
   ) {
     const ev = scan.evidence;
-    this.slots = inferSlots(scan.regions, scan.hugeAt);
+    this.slots = inferSlots(scan.regions, scan.hugeAt).map((sl) => {
+      const off = slotHvaOffset(scan.hvaVotes, sl.gpa, sl.size);
+      return off === undefined ? sl : { ...sl, hva: sl.gpa + off };
+    });
     this.result = {
       ok: true,
       vm: {
         format: ev.format, levels: ev.levels, description: ev.describe(),
-        slots: this.slots.map((s) => ({ slot: s.slot, gpa: '0x' + s.gpa.toString(16), size: '0x' + s.size.toString(16), backing: s.backing })),
+        slots: this.slots.map((s) => ({
+          slot: s.slot, gpa: '0x' + s.gpa.toString(16), size: '0x' + s.size.toString(16), backing: s.backing,
+          ...(s.hva !== undefined ? { hva: '0x' + s.hva.toString(16) } : {}),
+        })),
       },
       faultsReplayed: 0,
       faultSource: scan.sawPageFault ? 'kvm_page_fault' : scan.faults ? 'kvm_mmu_spte_requested' : 'none',
@@ -454,7 +499,7 @@ class ModelRun {
       guest_maxphyaddr: ev.levels === 5 ? 52 : 46,
       nr_vcpus: scan.vcpus,
     });
-    for (const s of this.slots) vm.add_slot(s.slot, s.gpa, s.size, { host_backing: s.backing });
+    for (const s of this.slots) vm.add_slot(s.slot, s.gpa, s.size, s.hva !== undefined ? { host_backing: s.backing, userspace_addr: s.hva } : { host_backing: s.backing });
     this.vm = vm;
     // The model's changes, collected from its own tracepoints while an operation runs.
     const changes = this.modelChanges;
@@ -513,6 +558,19 @@ class ModelRun {
         case 'zap_all':
           vm.zap_all_fast();
           break;
+        case 'age':
+          // clear_young and clear_flush_young change the same SPTEs (they differ in the TLB flush only)
+          vm.notifier_age(ep.hvaStart, ep.hvaEnd, 'clear_young');
+          break;
+        case 'unmap': {
+          // An invalidation of part of a 2M page in a THP-backed slot is the host splitting or migrating
+          // out of that THP: afterwards the host maps the range with 4K pages (the faults that follow show it).
+          const partial = ep.hvaStart % 0x20_0000 !== 0 || ep.hvaEnd % 0x20_0000 !== 0;
+          vm.notifier_invalidate(ep.hvaStart, ep.hvaEnd, partial ? (slot, first, last) => {
+            for (let i = first; i <= last; i++) slot.host_split_2m.add(Math.floor(i / 512));
+          } : undefined);
+          break;
+        }
         case 'zap':
           for (const c of ep.changes) if (!c.set && (c.oldLo & 0x800) !== 0 && (c.level === 1 || (c.oldLo & 0x80) !== 0)) vm.zap_gfn_range(c.gfn, c.gfn + (SPAN[c.level] ?? 1));
           break;
@@ -543,6 +601,24 @@ class ModelRun {
     r.ok = r.mismatches.length === 0;
     return r;
   }
+}
+
+/** The HVA - GPA offset most notifier operations on a slot's regions voted for, if any. */
+function slotHvaOffset(votes: Map<number, Map<number, number>>, gpa: number, size: number): number | undefined {
+  const tally = new Map<number, number>();
+  for (let r = gpa / 0x20_0000; r < (gpa + size) / 0x20_0000; r++) {
+    const v = votes.get(r);
+    if (v) for (const [off, n] of v) tally.set(off, (tally.get(off) ?? 0) + n);
+  }
+  let best: number | undefined;
+  let most = 0;
+  for (const [off, n] of tally) {
+    if (n > most || (n === most && best !== undefined && off < best)) {
+      best = off;
+      most = n;
+    }
+  }
+  return best;
 }
 
 function report(result: ModelCheckResult, m: Mismatch): void {

@@ -72,7 +72,7 @@ function human(r: ReplayResult, file: string): string {
 function modelCheckText(r: ModelCheckResult, file: string): string {
   const out: string[] = [];
   out.push(`${file}: model check against the x86 model: ${r.vm.description}`);
-  out.push(`  memslots (inferred): ${r.vm.slots.map((s) => `${s.slot}: gpa ${s.gpa} size ${s.size} ${s.backing}`).join('; ') || 'none'}`);
+  out.push(`  memslots (inferred): ${r.vm.slots.map((s) => `${s.slot}: gpa ${s.gpa} size ${s.size}${s.hva ? ` hva ${s.hva}` : ''} ${s.backing}`).join('; ') || 'none'}`);
   if (r.skipped) {
     out.push(`not checked: ${r.skipped}`);
     return out.join('\n');

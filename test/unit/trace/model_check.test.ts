@@ -77,7 +77,8 @@ describe('model check', () => {
     const r = await modelCheckFile(fixture);
     assert.deepEqual(r.mismatches, []);
     assert.equal(r.faultsReplayed, 3);
-    assert.deepEqual(r.operations, { fault: 3, zap: 1 });
+    // the zap follows kvm_unmap_hva_range: replayed as that notifier invalidation
+    assert.deepEqual(r.operations, { fault: 3, unmap: 1 });
     // 7 kvm_tdp_mmu_spte_changed and 3 kvm_mmu_set_spte
     assert.equal(r.compared, 10);
     const noFaults = readFileSync(fixture, 'utf8').split('\n').filter((l) => !/ kvm_page_fault: /.test(l)).join('\n');
@@ -139,6 +140,51 @@ describe('model check', () => {
   it('a shadow-paging capture (no TDP MMU changes) is not checked, and says why', async () => {
     const r = await modelCheckStream(chunks('       CPU 0/KVM-4711    [002] .....   812.000102: kvm_mmu_set_spte: gfn 1a2 spte 6000003f00a2b77 (rwxu) level 1 at 1c4f0d10\n'));
     assert.match(r.skipped ?? '', /kvm_tdp_mmu_spte_changed/);
+  });
+
+  it('host aging and invalidations (examples/host-notifiers.kvmmmu) are replayed through the notifiers and check clean', async () => {
+    const out = join(dir, 'host-notifiers.txt');
+    execFileSync(process.execPath, ['--import', 'tsx', join(ROOT, 'src', 'cli', 'bin.ts'), 'run', join(ROOT, 'examples', 'host-notifiers.kvmmmu'), '--trace-out', out], { cwd: ROOT, stdio: 'pipe' });
+    const r = await modelCheckFile(out);
+    assert.deepEqual(r.mismatches, []);
+    // one clear_young over four 2M leaves, a THP reclaim (2M) and a 4K migration out of a THP, whose
+    // refaults map 4K leaves only because the partial invalidation split the host's THP
+    assert.deepEqual(r.operations, { fault: 6, age: 1, unmap: 2 });
+    assert.equal(r.notReplayed, 0);
+    assert.deepEqual(r.vm.slots, [{ slot: 0, gpa: '0x0', size: '0x800000', backing: '2m-thp', hva: '0x7f0000000000' }]);
+    // an aged leaf that keeps its accessed bit in the capture is reported at that line, as an age
+    const lines = readFileSync(out, 'utf8').split('\n');
+    const i = lines.findIndex((l) => / kvm_tdp_mmu_spte_changed: as id 0 gfn 200 level 2 old_spte 8600001000200bf7 new_spte 8600001000200af7$/.test(l));
+    assert.ok(i > 0 && / kvm_age_hva: /.test(lines.slice(0, i).reverse().find((l) => !/spte_changed/.test(l)) ?? ''));
+    lines[i] = lines[i]!.replace(/new_spte 8600001000200af7$/, 'new_spte 8600001000200bf7');
+    const r2 = await modelCheckStream(chunks(lines.join('\n')));
+    assert.equal(r2.mismatches[0]?.line, i + 1);
+    assert.match(r2.mismatches[0]!.reason, /^new_spte differs/);
+  });
+
+  it('a memslot away from the default HVA: its HVA is learnt from the notifier operations', async () => {
+    const scenario = join(dir, 'hva.kvmmmu');
+    writeFileSync(scenario, [
+      'vm arch=x86 vendor=intel tdp=on vcpus=1',
+      'param nx_huge_pages=off',
+      'KVM_SET_USER_MEMORY_REGION2 slot=0 gpa=0 size=16M hva=0x7f0000000000 backing=4k',
+      'KVM_SET_USER_MEMORY_REGION2 slot=1 gpa=0x40000000 size=8M hva=0x7e1230000000 backing=2M',
+      'guest write gpa 0x40000000..0x40600000 step 2M',
+      'guest read gpa=0x3000',
+      'host age gpa 0x40000000..0x40800000',
+      'host invalidate gpa 0x40201000+4K reason=migration',
+      'guest read gpa=0x40201000',
+      'host invalidate gpa 0x40400000+2M reason=reclaim',
+      'guest write gpa=0x40400000',
+      '',
+    ].join('\n'));
+    const out = join(dir, 'hva.txt');
+    execFileSync(process.execPath, ['--import', 'tsx', join(ROOT, 'src', 'cli', 'bin.ts'), 'run', scenario, '--trace-out', out], { cwd: ROOT, stdio: 'pipe' });
+    const r = await modelCheckFile(out);
+    assert.deepEqual(r.mismatches, []);
+    assert.deepEqual(r.operations, { fault: 6, age: 1, unmap: 2 });
+    // slot 0 saw no notifier: the model's default HVA; slot 1's HVA comes from its age and unmap lines
+    assert.deepEqual(r.vm.slots.map((x) => [x.gpa, x.hva]), [['0x0', undefined], ['0x40000000', '0x7e1230000000']]);
   });
 
   it('inferred memslots cover every touched 2M region, are disjoint and ordered, and back huge leaves', () => {
