@@ -246,7 +246,7 @@ class X86Engine implements ScenarioEngine {
 
   access(op: AccessOp): Outcome {
     if (op.space === 'gva') {
-      if (this.snp) throw new NotSupportedYet('GVA accesses in SEV-SNP guests (C-bit from the guest tables); use gpa= with private/shared');
+      if (this.snp) return this.snpGvaAccess(op);
       const g = this.guest;
       const gpa = g.translateHalves(op.vcpu, op.lo, op.hi, op.kind, op.user);
       // Table accesses happen whether or not the walk ends in a #PF.
@@ -258,6 +258,27 @@ class X86Engine implements ScenarioEngine {
       return this.store(op, gpa, this.gpaAccess(op.vcpu, gpa, op.kind, op.private));
     }
     return this.store(op, op.addr, this.gpaAccess(op.vcpu, op.addr, op.kind, op.private));
+  }
+
+  /**
+   * A GVA access in an SEV-SNP guest: the CPU's walk of the guest tables, each table read a private access
+   * (page tables are always private: APM vol. 2 15.34), then the data access. The model's guest tables carry
+   * no C-bit, so the access's `private`/`shared` word stands for the leaf's C-bit (shared when absent).
+   */
+  private snpGvaAccess(op: AccessOp): Outcome {
+    const g = this.guest;
+    const t = g.translate(op.vcpu, (BigInt(op.hi >>> 0) << 32n) | BigInt(op.lo >>> 0), op.kind, op.user);
+    const w = t.walker;
+    for (let i = 0; i < w.nsteps; i++) {
+      const gpa = w.step_gpa[i]!;
+      if (gpa < 0) continue;
+      const write = w.ad_set[w.step_level[i]! - 1] !== 0;
+      const r = this.snp!.access(op.vcpu, gpa - (gpa % PAGE), write ? 'write' : 'read', true);
+      if (r.vc) return { exception: { vector: 'VC', fields: { address: gpa - (gpa % PAGE) } } };
+      if (r.exit || (r.ret !== undefined && r.ret !== 0)) return r;
+    }
+    if (t.gpa === undefined) return { exception: { vector: 'PF', fields: { error_code: g.walkErrorCode, address: op.addr } } };
+    return this.store(op, t.gpa, this.gpaAccess(op.vcpu, t.gpa, op.kind, op.private));
   }
 
   /** A completed write with `value=` lands in guest memory (8 bytes, aligned down), where the guest's tables live. */
