@@ -57,6 +57,17 @@ async function expandRoot(dc: InProcessDapClient): Promise<{ ms: number; leafMs:
   return { ms: best, leafMs: leafBest, rows };
 }
 
+/** Times every animation-frame callback named `draw` (the map's) into `window.drawMs`. */
+const TIME_DRAWS = `(() => {
+  const raf = window.requestAnimationFrame.bind(window);
+  window.drawMs = [];
+  window.requestAnimationFrame = (cb) => raf((t) => {
+    const s = performance.now();
+    cb(t);
+    if (cb.name === 'draw') window.drawMs.push(performance.now() - s);
+  });
+})()`;
+
 /** Drag across the map for `frames` animation frames; the frame rate the page kept. */
 async function pan(page: Page, frames: number): Promise<{ fps: number; worstMs: number; drawMs: number }> {
   const { ts: times, busy } = await page.evaluate(async (n) => {
@@ -66,13 +77,12 @@ async function pan(page: Page, frames: number): Promise<{ fps: number; worstMs: 
     const y0 = r.top + r.height / 2;
     c.dispatchEvent(new MouseEvent('mousedown', { clientX: x0, clientY: y0, bubbles: true }));
     const ts: number[] = [];
-    const busy: number[] = [];
+    const w = window as unknown as { drawMs: number[] };
+    w.drawMs.length = 0;
     await new Promise<void>((done) => {
       let i = 0;
       const tick = (t: number): void => {
         ts.push(t);
-        // The map's draw for the previous move ran just before this callback in the same frame.
-        busy.push(performance.now() - t);
         if (i++ >= n) return done();
         // A figure-eight keeps new regions of the map coming into view every frame.
         window.dispatchEvent(new MouseEvent('mousemove', { clientX: x0 + 300 * Math.sin(i / 20), clientY: y0 + 240 * Math.sin(i / 10), bubbles: true }));
@@ -81,12 +91,12 @@ async function pan(page: Page, frames: number): Promise<{ fps: number; worstMs: 
       requestAnimationFrame(tick);
     });
     window.dispatchEvent(new MouseEvent('mouseup', { clientX: x0, clientY: y0 + 1000, bubbles: true }));
-    return { ts, busy };
+    return { ts, busy: w.drawMs.slice() };
   }, frames);
   const span = times[times.length - 1]! - times[0]!;
   let worst = 0;
   for (let i = 1; i < times.length; i++) worst = Math.max(worst, times[i]! - times[i - 1]!);
-  const sorted = busy.slice(1).sort((a, b) => a - b);
+  const sorted = busy.slice().sort((a, b) => a - b);
   return { fps: ((times.length - 1) * 1000) / span, worstMs: worst, drawMs: sorted[Math.floor(sorted.length * 0.95)] ?? 0 };
 }
 
@@ -126,15 +136,17 @@ export const views: Metric = {
       try {
         const frames = ctx.quick ? 120 : 360;
         let worstFps = Infinity;
+        let worstDraw = 0;
         const parts: string[] = [];
         // Fit (the default view), an overview with hundreds of tables in view, and a close-up.
         for (const zoom of [undefined, 0.05, 24]) {
-          const { page, errors } = await host.open('ptmap', 'dark', { width: 1200, height: 800 }, zoom === undefined ? undefined : { zoom, panX: 10, panY: 10 });
+          const { page, errors } = await host.open('ptmap', 'dark', { width: 1200, height: 800 }, zoom === undefined ? undefined : { zoom, panX: 10, panY: 10 }, TIME_DRAWS);
           await deliver(page, { type: 'map', map }, 'rendered');
           const r = await pan(page, frames);
           if (errors.length) throw new Error(errors.join('; '));
           worstFps = Math.min(worstFps, r.fps);
-          parts.push(`${zoom === undefined ? 'fit' : `zoom ${zoom}`}: ${r.fps.toFixed(1)} fps, worst frame ${r.worstMs.toFixed(1)} ms, draw p95 ${r.drawMs.toFixed(1)} ms`);
+          worstDraw = Math.max(worstDraw, r.drawMs);
+          parts.push(`${zoom === undefined ? 'fit' : `zoom ${zoom}`}: ${r.fps.toFixed(1)} fps, worst frame ${r.worstMs.toFixed(1)} ms, map draw p95 ${r.drawMs.toFixed(1)} ms`);
           await page.close();
         }
         out.push({
@@ -145,6 +157,15 @@ export const views: Metric = {
           // requestAnimationFrame runs at 60 Hz: a page that keeps up reads 59-60.
           met: worstFps >= 58,
           note: `${map.tables.length} tables (${pages} SPTEs), 1200x800 canvas, ${frames} drag frames per zoom, slowest of: ${parts.join('; ')}; map read in ${mapMs.toFixed(0)} ms`,
+        });
+        // The frame rate also counts everything else on a shared machine; the map's own share of a frame is this.
+        out.push({
+          name: 'ptmap_pan_draw_p95_1m',
+          value: Number(worstDraw.toFixed(2)),
+          unit: 'ms',
+          target: '<= 16.7 ms (a 60 fps frame)',
+          met: worstDraw <= 1000 / 60,
+          note: 'the map\'s requestAnimationFrame callback while panning, 95th percentile, worst of the three zooms above',
         });
       } finally {
         await host.close();

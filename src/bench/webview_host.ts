@@ -57,7 +57,8 @@ export class WebviewHost {
   }
 
   /** A page running dist/webview/<bundle>.js in `theme`, with `window.posted` collecting what it posts. */
-  async open(bundle: string, theme: ThemeName, size = { width: 1000, height: 640 }, state?: unknown): Promise<{ page: Page; errors: string[] }> {
+  /** `init` runs in the page before the bundle (instrumentation). */
+  async open(bundle: string, theme: ThemeName, size = { width: 1000, height: 640 }, state?: unknown, init?: string): Promise<{ page: Page; errors: string[] }> {
     const page = await this.browser.newPage({ viewport: size, deviceScaleFactor: 1 });
     const errors: string[] = [];
     page.on('pageerror', (e) => errors.push(String(e)));
@@ -75,6 +76,7 @@ export class WebviewHost {
       w.vsState = s;
       w.acquireVsCodeApi = () => ({ postMessage: (m: unknown) => w.posted.push(m), getState: () => w.vsState, setState: (x: unknown) => { w.vsState = x; } });
     }, state ?? null);
+    if (init) await page.evaluate(init);
     await page.addScriptTag({ content: readFileSync(join(ROOT, 'dist', 'webview', `${bundle}.js`), 'utf8') });
     return { page, errors };
   }

@@ -11,7 +11,9 @@ import '@vscode-elements/elements/dist/vscode-button/index.js';
 import './style.css';
 import { fitCanvas } from '../shared/canvas';
 import { buildAtlas, blend, parseColor, type Atlas } from './atlas';
+import { TileCache, tablesIn, type Scene } from './tiles';
 import {
+  BLOCK_GAP,
   KIND_LETTERS,
   OWNER_LETTERS,
   STAGE2_KIND_LETTERS,
@@ -113,6 +115,8 @@ let panX = saved.panX ?? 10;
 let panY = saved.panY ?? 10;
 let colorBy: ColorBy = saved.colorBy ?? 'kind';
 let atlas: Atlas | undefined;
+let scene: Scene | undefined;
+const tiles = new TileCache();
 const css = { bg: '#000', label: '#ccc', focus: '#07f' };
 
 const canColorByOwner = (): boolean => !!map && (map.ownership === 'guest' || map.ownership === 'host');
@@ -147,7 +151,33 @@ function rebuild(): void {
     }
     return kindRgb.get(k) ?? fallback;
   });
+  scene = sceneOf(m, atlas);
+  tiles.reset();
   drawLegend();
+}
+
+function sceneOf(m: MapData, a: Atlas): Scene {
+  const byX = new Map<number, number[]>();
+  pos.forEach((p, i) => {
+    const col = byX.get(p.x);
+    if (col) col.push(i);
+    else byX.set(p.x, [i]);
+  });
+  const shift = m.pageShift ?? 12;
+  return {
+    atlas: a,
+    pos,
+    columns: [...byX.entries()].map(([x, tables]) => ({ x, tables })),
+    rowStep: block.h + BLOCK_GAP,
+    block,
+    bg: css.bg,
+    fg: css.label,
+    label: (i) => {
+      const t = m.tables[i]!;
+      const at = addrText(t);
+      return `L${t.level} ${at.what} ${hex(at.what === 'gfn' ? at.first : at.first * 2 ** shift)}`;
+    },
+  };
 }
 
 function drawLegend(): void {
@@ -187,52 +217,28 @@ function draw(): void {
   const { g, w, h } = fitCanvas(canvas, wrap);
   g.fillStyle = css.bg;
   g.fillRect(0, 0, w, h);
-  if (!map || !atlas) return;
-  let drawn = 0;
+  if (!map || !scene) return;
+  // Tiles still to draw come on the next frames; the rest of the map is already on screen.
+  if (tiles.draw(g, scene, zoom, panX, panY, w, h)) schedule();
   const cell = zoom;
-  const bw = block.w * cell;
-  const bh = block.h * cell;
-  const shift = map.pageShift ?? 12;
-  g.imageSmoothingEnabled = false;
-  g.font = '11px sans-serif';
-  for (let i = 0; i < map.tables.length; i++) {
-    const p = pos[i]!;
-    const x0 = panX + p.x * cell;
-    const y0 = panY + p.y * cell;
-    if (x0 > w || y0 > h || x0 + bw < 0 || y0 + bh < 0) continue;
-    drawn++;
-    const a = atlas.at[i]!;
-    g.drawImage(atlas.canvas, a.x, a.y, block.w, block.h, x0, y0, bw, bh);
-    if (cell >= 4) {
-      // Gaps between entries, in the background colour, so single entries read as cells.
-      g.fillStyle = css.bg;
-      for (let c = 1; c < block.w; c++) g.fillRect(x0 + c * cell - 1, y0, 1, bh);
-      for (let r = 1; r < block.h; r++) g.fillRect(x0, y0 + r * cell - 1, bw, 1);
-    }
-    if (bw >= 120) {
-      const t = map.tables[i]!;
-      const at = addrText(t);
-      g.fillStyle = css.label;
-      g.fillText(`L${t.level} ${at.what} ${hex(at.what === 'gfn' ? at.first : at.first * 2 ** shift)}`, x0, y0 - 3);
-    }
-  }
   if (hover) {
     const p = pos[hover.table]!;
     g.strokeStyle = css.focus;
     g.lineWidth = 2;
-    g.strokeRect(panX + (p.x + (hover.entry % block.w)) * cell - 1, panY + (p.y + Math.floor(hover.entry / block.w)) * cell - 1, cell + 1, cell + 1);
+    g.strokeRect(Math.round(panX) + (p.x + (hover.entry % block.w)) * cell - 1, Math.round(panY) + (p.y + Math.floor(hover.entry / block.w)) * cell - 1, cell + 1, cell + 1);
   }
+  const drawn = tablesIn(scene, -panX / zoom, -panY / zoom, (w - panX) / zoom, (h - panY) / zoom).length;
   vscode.postMessage({ type: 'rendered', tables: map.tables.length, drawn });
 }
 
 let hover: { table: number; entry: number } | undefined;
 
 function hit(clientX: number, clientY: number): { table: number; entry: number } | undefined {
-  if (!map) return undefined;
+  if (!map || !scene) return undefined;
   const r = canvas.getBoundingClientRect();
-  const wx = (clientX - r.left - panX) / zoom;
-  const wy = (clientY - r.top - panY) / zoom;
-  for (let i = 0; i < pos.length; i++) {
+  const wx = (clientX - r.left - Math.round(panX)) / zoom;
+  const wy = (clientY - r.top - Math.round(panY)) / zoom;
+  for (const i of tablesIn(scene, wx, wy, wx + 1e-9, wy + 1e-9)) {
     const p = pos[i]!;
     if (wx >= p.x && wx < p.x + block.w && wy >= p.y && wy < p.y + block.h) {
       return { table: i, entry: Math.floor(wy - p.y) * block.w + Math.floor(wx - p.x) };
