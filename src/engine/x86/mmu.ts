@@ -421,11 +421,39 @@ export function kvm_mmu_do_page_fault(vcpu: KvmVcpu, gpa: number, err_lo: number
   return r;
 }
 
-/** kvm_tdp_page_fault(). */
+/**
+ * What the shadow MMU (shadow_paging.ts, which imports this file) lends the common fault code: its
+ * direct_page_fault for tdp_mmu=0, and the lockless walk to the last SPTE on a shadow root's path that
+ * fast_page_fault (fast_pf_get_last_sptep) and handle_mmio_page_fault (get_walk) use.
+ */
+export interface ShadowMmuFaultHooks {
+  direct_page_fault(vcpu: KvmVcpu, fault: kvm_page_fault): number;
+  get_last_sptep(vcpu: KvmVcpu, addr: number, res: { sp: KvmMmuPage | null; index: number; lo: number; hi: number; level: number }): boolean;
+}
+let shadow_hooks: ShadowMmuFaultHooks | null = null;
+
+export function register_shadow_mmu_fault_hooks(h: ShadowMmuFaultHooks): void {
+  shadow_hooks = h;
+}
+
+/** is_tdp_mmu_active(): the TDP MMU owns this vCPU's roots. */
+function is_tdp_mmu_active(vcpu: KvmVcpu): boolean {
+  return vcpu.kvm.params.tdp_mmu && vcpu.mmu.page_fault === kvm_tdp_page_fault;
+}
+
+/** The last SPTE on the path to the faulting address, through the TDP MMU or the shadow MMU's walk. */
+function get_last_sptep(vcpu: KvmVcpu, fault_addr: number, gfn: number): boolean {
+  if (is_tdp_mmu_active(vcpu)) return kvm_tdp_mmu_fast_pf_get_last_sptep(vcpu, gfn, last);
+  last.sp = null;
+  return shadow_hooks !== null && shadow_hooks.get_last_sptep(vcpu, fault_addr, last);
+}
+
+/** kvm_tdp_page_fault(): the TDP MMU, or with tdp_mmu=0 the shadow MMU's direct_page_fault. */
 export function kvm_tdp_page_fault(vcpu: KvmVcpu, fault: kvm_page_fault): number {
   if (probes.armed) probes.hit(PR_TDP_PAGE_FAULT, { fault });
   if (vcpu.kvm.params.tdp_mmu) return kvm_tdp_mmu_page_fault(vcpu, fault);
-  throw new Error('direct_page_fault (tdp_mmu=0) belongs to the shadow MMU model');
+  if (shadow_hooks === null) throw new Error('tdp_mmu=0 needs the shadow MMU (shadow_paging.ts) loaded');
+  return shadow_hooks.direct_page_fault(vcpu, fault);
 }
 
 /** kvm_gfn_is_write_tracked(): the shadow MMU or an external user (KVMGT) write-tracks the gfn. */
@@ -501,7 +529,7 @@ export function fast_page_fault(vcpu: KvmVcpu, fault: kvm_page_fault): number {
   let spte_hi = 0;
   let retry_count = 0;
   for (;;) {
-    if (!kvm_tdp_mmu_fast_pf_get_last_sptep(vcpu, fault.gfn, last)) {
+    if (!get_last_sptep(vcpu, fault.addr, fault.gfn)) {
       kvm.WARN_ON_ONCE(true, 'fast_page_fault without an SPTE to look at');
       break;
     }
@@ -735,13 +763,13 @@ function check_mmio_spte(vcpu: KvmVcpu, lo: number, hi: number): boolean {
 export function handle_mmio_page_fault(vcpu: KvmVcpu, addr: number, direct: boolean): number {
   if (probes.armed) probes.hit(PR_MMIO_PF, { addr });
   const kvm = vcpu.kvm;
-  // The MMIO cache by GVA and get_mmio_spte() over shadow roots are not modelled: a shadow MMU's RSVD
-  // fault goes on to the full fault path.
-  if (vcpu.mmu.page_fault !== kvm_tdp_page_fault) return RET_PF_INVALID;
   const gfn = Math.floor(addr / 4096);
-  if (direct && vcpu.mmio_gfn > 0 && vcpu.mmio_gfn === gfn && vcpu.mmio_gen === kvm.kvm_memslots(vcpu.smm ? 1 : 0).generation) return RET_PF_EMULATE;
-  // get_mmio_spte(): the last SPTE on the current root's path (kvm_tdp_mmu_get_walk), without allocating.
-  if (!kvm_tdp_mmu_fast_pf_get_last_sptep(vcpu, gfn, last)) return RET_PF_RETRY;
+  // mmio_info_in_cache(): by gpa for a direct MMU, by page-aligned gva for shadow paging.
+  if (vcpu.mmio_gen === kvm.kvm_memslots(vcpu.smm ? 1 : 0).generation) {
+    if (direct ? vcpu.mmio_gfn > 0 && vcpu.mmio_gfn === gfn : vcpu.mmio_gva !== 0 && vcpu.mmio_gva === addr - (addr % 4096)) return RET_PF_EMULATE;
+  }
+  // get_mmio_spte(): the last SPTE on the current root's path (kvm_tdp_mmu_get_walk or get_walk), without allocating.
+  if (!get_last_sptep(vcpu, addr, gfn)) return RET_PF_RETRY;
   const s = last;
   if (is_mmio_spte(kvm.masks, s.lo, s.hi, kvm.arch.shadow_mmio_value)) {
     const mgfn = get_mmio_spte_gfn(kvm.masks, s.lo, s.hi);

@@ -297,6 +297,8 @@ export class ShadowVcpu {
   readonly walk_it = new ShadowWalkIterator();
   /** Walk state of kvm_mmu_invalidate_addr (INVLPG / INVPCID), apart from the fault's. */
   readonly invalidate_it = new ShadowWalkIterator();
+  /** Walk state of the lockless walks (fast_page_fault, MMIO SPTE lookup). */
+  readonly lockless_it = new ShadowWalkIterator();
   /** gw->prefetch_ptes: the 4K gPTE group of the last fault (lo, hi pairs), read by FNAME(gpte_changed). */
   readonly prefetch_ptes = new Uint32Array(2 * PTE_PREFETCH_NUM);
   /** What the guest walker reads of the vCPU (RFLAGS.AC, PKRU). */
@@ -307,6 +309,7 @@ export class ShadowVcpu {
     this.vcpu = vcpu;
     this.walk_vcpu.vcpu_id = vcpu.vcpu_id;
     sk.vcpus.push(this);
+    shadow_vcpus.set(vcpu, this);
   }
 
   get root_level(): number {
@@ -320,6 +323,15 @@ export class ShadowVcpu {
   get direct(): boolean {
     return (this.root_role & ROLE_DIRECT) !== 0;
   }
+}
+
+/** The shadow-MMU half of each vCPU, for entry points that the common code calls with the KvmVcpu. */
+const shadow_vcpus = new WeakMap<KvmVcpu, ShadowVcpu>();
+
+export function shadow_vcpu_of(vcpu: KvmVcpu): ShadowVcpu {
+  const sv = shadow_vcpus.get(vcpu);
+  if (sv === undefined) throw new Error(`vCPU ${vcpu.vcpu_id} has no shadow MMU`);
+  return sv;
 }
 
 /** struct kvm_shadow_walk_iterator: addr, the current table and index, level. */

@@ -10,10 +10,10 @@ import { probes, defineProbe } from '../probes';
 import { trace } from '../trace_sink';
 import { emitTracepoint } from '../tracepoints/index';
 import type { KvmMmuPage } from './mmu_page';
-import type { kvm_page_fault } from './vcpu';
+import type { kvm_page_fault, KvmVcpu } from './vcpu';
 import {
   kvm_mmu_faultin_pfn, kvm_mmu_hugepage_adjust, disallowed_hugepage_adjust, kvm_mmu_finish_page_fault, is_obsolete_sp, is_page_fault_stale,
-  page_fault_handle_page_track,
+  page_fault_handle_page_track, fast_page_fault, register_shadow_mmu_fault_hooks,
 } from './mmu';
 import { walk_addr_generic, PTTYPE_32, PTTYPE_64, type PtType, GuestWalker, MemoryGuestPageTables } from './paging_tmpl';
 import { __is_rsvd_bits_set } from './guest_pte';
@@ -38,7 +38,7 @@ import {
 } from './spte';
 import { ROLE_ACCESS_SHIFT, ROLE_AD_DISABLED, ROLE_DIRECT, ROLE_HAS_4_BYTE_GPTE, ROLE_LEVEL_MASK, ROLE_QUADRANT_MASK, ROLE_QUADRANT_SHIFT, PT32_ROOT_LEVEL, PT32E_ROOT_LEVEL } from './role';
 import { PFERR_RSVD_MASK } from './pferr';
-import { RET_PF_CONTINUE, RET_PF_RETRY, RET_PF_SPURIOUS, RET_PF_WRITE_PROTECTED } from './ret_pf';
+import { RET_PF_CONTINUE, RET_PF_INVALID, RET_PF_RETRY, RET_PF_SPURIOUS, RET_PF_WRITE_PROTECTED } from './ret_pf';
 import { KVM_REQ_MMU_FREE_OBSOLETE_ROOTS } from './vm';
 import {
   ShadowVcpu,
@@ -74,6 +74,7 @@ import {
   kvm_flush_remote_tlbs_gfn,
   kvm_mmu_unprotect_page,
   drop_parent_pte,
+  shadow_vcpu_of,
 } from './shadow_mmu';
 import { slot_gfn_to_host_pfn } from './memslot';
 import { KVM_MMU_ROOT_CURRENT, KVM_MMU_ROOT_PREVIOUS, KVM_MMU_ROOTS_ALL } from './shadow_roots';
@@ -451,11 +452,16 @@ export function direct_map(sv: ShadowVcpu, fault: kvm_page_fault): number {
   return ret;
 }
 
-/** direct_page_fault() (the shadow-MMU half; fast_page_fault is not modelled for shadow roots). */
+/**
+ * direct_page_fault(): a direct MMU on shadow pages (CR0.PG=0 under shadow paging, or TDP with
+ * tdp_mmu=0). fast_page_fault first, then faultin and direct_map under mmu_lock.
+ */
 export function direct_page_fault(sv: ShadowVcpu, fault: kvm_page_fault): number {
   if (probes.armed) probes.hit(PR_DIRECT_PF, { fault });
   if (page_fault_handle_page_track(sv.vcpu, fault)) return RET_PF_WRITE_PROTECTED;
-  let r = kvm_mmu_faultin_pfn(sv.vcpu, fault, ACC_ALL);
+  let r = fast_page_fault(sv.vcpu, fault);
+  if (r !== RET_PF_INVALID) return r;
+  r = kvm_mmu_faultin_pfn(sv.vcpu, fault, ACC_ALL);
   if (r !== RET_PF_CONTINUE) return r;
   r = RET_PF_RETRY;
   if (!is_page_fault_stale(sv.vcpu, fault) && make_mmu_pages_available(sv) === 0) r = direct_map(sv, fault);
@@ -633,3 +639,27 @@ export function shadow_paging_init_hooks(sv: ShadowVcpu): void {
   mmu.page_fault = (_vcpu, fault) => handler(sv, fault);
   if (sv.walker === null) sv.walker = new GuestWalker();
 }
+
+/**
+ * fast_pf_get_last_sptep() / get_walk(): the lockless shadow walk to `addr`, keeping the last SPTE seen
+ * (a leaf, or the non-present entry where the walk stopped).
+ */
+function shadow_get_last_sptep(vcpu: KvmVcpu, addr: number, res: { sp: KvmMmuPage | null; index: number; lo: number; hi: number; level: number }): boolean {
+  const sv = shadow_vcpu_of(vcpu);
+  const it = sv.lockless_it;
+  res.sp = null;
+  for (shadow_walk_init(it, sv, addr); shadow_walk_okay(it); shadow_walk_next(it, sv.sk)) {
+    const t = it.table!;
+    res.sp = sptep_to_sp(sv.sk, it.sptep);
+    res.index = it.index;
+    res.lo = t[2 * it.index]!;
+    res.hi = t[2 * it.index + 1]!;
+    res.level = it.level;
+  }
+  return res.sp !== null;
+}
+
+register_shadow_mmu_fault_hooks({
+  direct_page_fault: (vcpu, fault) => direct_page_fault(shadow_vcpu_of(vcpu), fault),
+  get_last_sptep: shadow_get_last_sptep,
+});
