@@ -59,7 +59,7 @@ const OWNER_VAR: Record<OwnerLetter, string> = {
   s: '--vscode-charts-green',
   b: '--vscode-charts-yellow',
   y: '--vscode-charts-purple',
-  g: '--vscode-charts-orange',
+  g: '--vscode-terminal-ansiCyan',
   p: '--vscode-charts-red',
   m: '--vscode-foreground',
 };
