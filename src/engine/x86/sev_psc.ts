@@ -10,11 +10,14 @@
  * 64-bit GHCB values (MSR contents, sw_exit_info_2) are kept as 32-bit halves.
  */
 import { defineProbe, probes } from '../probes';
-import type { PrivateMemKvm } from '../kvm/attributes';
 import {
-  KVM_EXIT_HYPERCALL, KVM_HC_MAP_GPA_RANGE, KVM_MAP_GPA_RANGE_DECRYPTED, KVM_MAP_GPA_RANGE_ENCRYPTED, KVM_MAP_GPA_RANGE_PAGE_SZ_2M,
-  KVM_MAP_GPA_RANGE_PAGE_SZ_4K, SNP_PAGE_STATE_PRIVATE, SNP_PAGE_STATE_SHARED, to_kvm_sev_info, vmm_handle_map_gpa_range, type PscExit,
+  KVM_MAP_GPA_RANGE_DECRYPTED, KVM_MAP_GPA_RANGE_ENCRYPTED, KVM_MAP_GPA_RANGE_PAGE_SZ_2M, KVM_MAP_GPA_RANGE_PAGE_SZ_4K,
+  SNP_PAGE_STATE_PRIVATE, SNP_PAGE_STATE_SHARED, to_kvm_sev_info, vmm_handle_map_gpa_range, type PscExit,
 } from './sev_snp';
+import {
+  KVM_EXIT_HYPERCALL_LONG_MODE, KVM_HC_MAP_GPA_RANGE, kvm_map_gpa_range_exit, user_exit_on_hypercall, vcpu_run_state, vmm_run_map_gpa,
+  type HypercallVcpu,
+} from './hypercall_exit';
 
 /** GHCB MSR protocol: request/response codes in GHCBData[11:0]. */
 export const GHCB_MSR_INFO_MASK = 0xfff;
@@ -51,11 +54,6 @@ export interface PscBuffer {
   entries: PscBufEntry[];
 }
 
-/** The KVM_EXIT_HYPERCALL part of struct kvm_run userspace sees, and the ret it writes back. */
-export interface HypercallRun extends PscExit {
-  ret: number;
-}
-
 /** Per-vCPU PSC state (svm->sev_es.psc_* and the GHCB fields the PSC paths read and write). */
 export interface SnpPscVcpu {
   /** control->ghcb_gpa while the MSR protocol is in use: the request, then KVM's response. */
@@ -68,17 +66,10 @@ export interface SnpPscVcpu {
   psc_idx: number;
   psc_inflight: number;
   psc_2m: boolean;
-  /** The pending KVM_EXIT_HYPERCALL, or null. */
-  run: HypercallRun | null;
-  /** vcpu->arch.complete_userspace_io. */
-  complete_userspace_io: ((vcpu: PscVcpu) => number) | null;
 }
 
 /** The vCPU fields the PSC paths use. */
-export interface PscVcpu {
-  readonly kvm: PrivateMemKvm;
-  readonly vcpu_id: number;
-}
+export type PscVcpu = HypercallVcpu;
 
 const states = new WeakMap<object, SnpPscVcpu>();
 
@@ -87,7 +78,6 @@ export function snp_psc_state(vcpu: PscVcpu): SnpPscVcpu {
   if (s === undefined) {
     s = {
       ghcb_msr_lo: 0, ghcb_msr_hi: 0, sw_exit_info_2_lo: 0, sw_exit_info_2_hi: 0, psc: null, psc_idx: 0, psc_inflight: 0, psc_2m: false,
-      run: null, complete_userspace_io: null,
     };
     states.set(vcpu, s);
   }
@@ -97,21 +87,6 @@ export function snp_psc_state(vcpu: PscVcpu): SnpPscVcpu {
 const FK = 'arch/x86/kvm/svm/sev.c';
 const PR_PSC_MSR = defineProbe('snp_begin_psc_msr', 'rmp', FK, 'GHCB MSR page-state change: one 4K page to KVM_HC_MAP_GPA_RANGE', ['gpa', 'operation']);
 const PR_PSC = defineProbe('snp_begin_psc', 'rmp', FK, 'GHCB PSC NAE: the next run of adjacent entries to KVM_HC_MAP_GPA_RANGE', ['cur_entry', 'end_entry']);
-
-/** user_exit_on_hypercall(): userspace enabled KVM_CAP_EXIT_HYPERCALL for this hypercall. */
-export function user_exit_on_hypercall(kvm: PrivateMemKvm, nr: number): boolean {
-  const sev = to_kvm_sev_info(kvm);
-  return sev !== undefined && (sev.hypercall_exit_enabled & (1 << nr)) !== 0;
-}
-
-/** KVM_ENABLE_CAP(KVM_CAP_EXIT_HYPERCALL): args[0] is the mask of hypercalls to forward. */
-export function kvm_enable_cap_exit_hypercall(kvm: PrivateMemKvm, mask: number): number {
-  const sev = to_kvm_sev_info(kvm);
-  if (sev === undefined) return -22;
-  if ((mask & ~(1 << KVM_HC_MAP_GPA_RANGE)) !== 0) return -22; // KVM_EXIT_HYPERCALL_VALID_MASK
-  sev.hypercall_exit_enabled = mask;
-  return 0;
-}
 
 function set_ghcb_msr(s: SnpPscVcpu, lo: number, hi: number): void {
   s.ghcb_msr_lo = lo >>> 0;
@@ -125,11 +100,10 @@ export function ghcb_msr_psc_req(gfn: number, op: number): [number, number] {
   return [lo, hi];
 }
 
-function request_hypercall(vcpu: PscVcpu, s: SnpPscVcpu, gpa: number, npages: number, attrs: number, done: (vcpu: PscVcpu) => number): number {
-  s.run = { exit_reason: KVM_EXIT_HYPERCALL, nr: KVM_HC_MAP_GPA_RANGE, gpa, npages, attrs, ret: 0 };
-  s.complete_userspace_io = done;
-  to_kvm_sev_info(vcpu.kvm)?.psc_exits.push(s.run);
-  return 0;
+function request_hypercall(vcpu: PscVcpu, gpa: number, npages: number, attrs: number, done: (vcpu: PscVcpu) => number): number {
+  const r = kvm_map_gpa_range_exit(vcpu, gpa, npages, attrs, KVM_EXIT_HYPERCALL_LONG_MODE, done);
+  to_kvm_sev_info(vcpu.kvm)?.psc_exits.push(vcpu_run_state(vcpu).run!);
+  return r;
 }
 
 /**
@@ -151,13 +125,13 @@ export function snp_begin_psc_msr(vcpu: PscVcpu, lo: number, hi: number): number
     return 1;
   }
   const attrs = (op === SNP_PAGE_STATE_PRIVATE ? KVM_MAP_GPA_RANGE_ENCRYPTED : KVM_MAP_GPA_RANGE_DECRYPTED) | KVM_MAP_GPA_RANGE_PAGE_SZ_4K;
-  return request_hypercall(vcpu, s, gfn * 4096, 1, attrs, snp_complete_psc_msr);
+  return request_hypercall(vcpu, gfn * 4096, 1, attrs, snp_complete_psc_msr);
 }
 
 /** Back from userspace after an MSR PSC: GHCB_MSR_PSC_RESP, with bit 63 set if the conversion failed. */
 export function snp_complete_psc_msr(vcpu: PscVcpu): number {
   const s = snp_psc_state(vcpu);
-  set_ghcb_msr(s, GHCB_MSR_PSC_RESP, s.run!.ret !== 0 ? GHCB_MSR_PSC_RESP_ERROR_HI : 0);
+  set_ghcb_msr(s, GHCB_MSR_PSC_RESP, vcpu_run_state(vcpu).run!.ret !== 0 ? GHCB_MSR_PSC_RESP_ERROR_HI : 0);
   return 1;
 }
 
@@ -182,7 +156,7 @@ function __snp_complete_one_psc(s: SnpPscVcpu): void {
 
 function snp_complete_one_psc(vcpu: PscVcpu): number {
   const s = snp_psc_state(vcpu);
-  if (s.run!.ret !== 0) {
+  if (vcpu_run_state(vcpu).run!.ret !== 0) {
     snp_complete_psc(s, VMGEXIT_PSC_ERROR_GENERIC);
     return 1;
   }
@@ -258,26 +232,11 @@ export function snp_begin_psc(vcpu: PscVcpu): number {
     if (op === SNP_PAGE_STATE_PRIVATE || op === SNP_PAGE_STATE_SHARED) {
       const attrs = (op === SNP_PAGE_STATE_PRIVATE ? KVM_MAP_GPA_RANGE_ENCRYPTED : KVM_MAP_GPA_RANGE_DECRYPTED) |
         (start!.pagesize ? KVM_MAP_GPA_RANGE_PAGE_SZ_2M : KVM_MAP_GPA_RANGE_PAGE_SZ_4K);
-      return request_hypercall(vcpu, s, gfn * 4096, npages, attrs, snp_complete_one_psc);
+      return request_hypercall(vcpu, gfn * 4096, npages, attrs, snp_complete_one_psc);
     }
     // PSMASH/UNSMASH (or any other operation): done without an exit; go on with the next run.
     __snp_complete_one_psc(s);
   }
-}
-
-/**
- * KVM_RUN after a KVM_EXIT_HYPERCALL: userspace's hypercall.ret goes back to KVM, which calls
- * complete_userspace_io. Returns its result (1 = the guest runs, 0 = another exit).
- */
-export function kvm_complete_userspace_hypercall(vcpu: PscVcpu, ret: number): number {
-  const s = snp_psc_state(vcpu);
-  const done = s.complete_userspace_io;
-  if (s.run === null || done === null) return 1;
-  s.run.ret = ret;
-  s.complete_userspace_io = null;
-  const r = done(vcpu);
-  if (r !== 0) s.run = null;
-  return r;
 }
 
 /** What a VMM's run loop did for one page-state change. */
@@ -295,14 +254,6 @@ export interface PscRun {
  */
 export function vmm_run_psc(vcpu: PscVcpu, first: number, msr: boolean, opts: { punch_hole?: boolean; serve?: boolean } = {}): PscRun {
   const s = snp_psc_state(vcpu);
-  const exits: PscExit[] = [];
-  let r = first;
-  for (let guard = 0; r === 0 && s.run !== null && guard < 4 * VMGEXIT_PSC_MAX_COUNT; guard++) {
-    const ex = s.run;
-    exits.push({ exit_reason: ex.exit_reason, nr: ex.nr, gpa: ex.gpa, npages: ex.npages, attrs: ex.attrs });
-    if (opts.serve === false) break;
-    const rc = vmm_handle_map_gpa_range(vcpu.kvm, ex, { punch_hole: opts.punch_hole });
-    r = kvm_complete_userspace_hypercall(vcpu, rc === 0 ? 0 : 1);
-  }
+  const exits = vmm_run_map_gpa(vcpu, first, opts.serve === false ? undefined : (ex) => vmm_handle_map_gpa_range(vcpu.kvm, ex, { punch_hole: opts.punch_hole }));
   return { exits, result: msr ? [s.ghcb_msr_lo, s.ghcb_msr_hi] : [s.sw_exit_info_2_lo, s.sw_exit_info_2_hi] };
 }

@@ -250,12 +250,6 @@ export interface SevInfo {
   readonly psc_exits: PscExit[];
   /** RMP #NPFs sev_handle_rmp_fault handled. */
   rmp_faults: number;
-  /**
-   * kvm->arch.hypercall_exit_enabled (KVM_CAP_EXIT_HYPERCALL), a bit per hypercall number. Kept with the
-   * SEV state because only page-state changes read it here; it starts with KVM_HC_MAP_GPA_RANGE set,
-   * as a VMM that runs SNP guests enables it.
-   */
-  hypercall_exit_enabled: number;
 }
 
 const sev_infos = new TrackedWeakMap<object, SevInfo>();
@@ -276,7 +270,7 @@ export function sev_snp_guest(kvm: PrivateMemKvm): boolean {
  */
 export function sev_snp_init(kvm: PrivateMemKvm, opts: { asid?: number; rmp?: SnpRmpTable } = {}): SevInfo {
   if (kvm.vm_type !== KVM_X86_SNP_VM) throw new Error('sev_snp_init needs a KVM_X86_SNP_VM');
-  const info: SevInfo = { asid: opts.asid ?? 1, rmp: opts.rmp ?? new SnpRmpTable(), psc_exits: [], rmp_faults: 0, hypercall_exit_enabled: 1 << KVM_HC_MAP_GPA_RANGE };
+  const info: SevInfo = { asid: opts.asid ?? 1, rmp: opts.rmp ?? new SnpRmpTable(), psc_exits: [], rmp_faults: 0 };
   sev_infos.set(kvm, info);
   kvm_private_ctx(kvm).arch = {
     gmem_prepare: sev_gmem_prepare,

@@ -27,7 +27,7 @@ import { roleExpectFields, spteExpectFields } from './x86_fields';
 import { X86Guest } from './x86_guest';
 import { createShadowEngine } from './x86_shadow';
 import { SnpLayer } from './x86_snp';
-import { kvm_enable_cap_exit_hypercall } from '../../engine/x86/sev_psc';
+import { kvm_enable_cap_exit_hypercall } from '../../engine/x86/hypercall_exit';
 import {
   KVM_SEV_SNP_PAGE_TYPE_CPUID, KVM_SEV_SNP_PAGE_TYPE_NORMAL, KVM_SEV_SNP_PAGE_TYPE_SECRETS, KVM_SEV_SNP_PAGE_TYPE_UNMEASURED,
   KVM_SEV_SNP_PAGE_TYPE_ZERO, snp_launch_finish, snp_launch_start, snp_launch_update,
@@ -237,7 +237,6 @@ class X86Engine implements ScenarioEngine {
 
   enableCap(op: { cap: string; args0: number }): Outcome {
     if (op.cap === 'KVM_CAP_EXIT_HYPERCALL') {
-      if (!this.snp) throw new NotSupportedYet('KVM_CAP_EXIT_HYPERCALL outside SEV-SNP VMs');
       return { ret: kvm_enable_cap_exit_hypercall(this.vm.kvm.private_mem, op.args0) };
     }
     if (op.cap !== 'KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2') throw new NotSupportedYet(op.cap);

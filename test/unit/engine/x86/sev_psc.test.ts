@@ -15,9 +15,9 @@ import {
 } from '../../../../src/engine/x86/sev_snp';
 import {
   GHCB_MSR_PSC_RESP, SNP_PAGE_STATE_PSMASH, SNP_PAGE_STATE_UNSMASH, VMGEXIT_PSC_ERROR_GENERIC, VMGEXIT_PSC_ERROR_INVALID_ENTRY,
-  VMGEXIT_PSC_ERROR_INVALID_HDR, ghcb_msr_psc_req, kvm_complete_userspace_hypercall, kvm_enable_cap_exit_hypercall, sev_vmgexit_psc,
-  snp_begin_psc_msr, snp_psc_state, vmm_run_psc, type PscBufEntry,
+  VMGEXIT_PSC_ERROR_INVALID_HDR, ghcb_msr_psc_req, sev_vmgexit_psc, snp_begin_psc_msr, snp_psc_state, vmm_run_psc, type PscBufEntry,
 } from '../../../../src/engine/x86/sev_psc';
+import { kvm_complete_userspace_hypercall, kvm_enable_cap_exit_hypercall, vcpu_run_state } from '../../../../src/engine/x86/hypercall_exit';
 
 const GPA = 0x1_0000_0000;
 const GFN = GPA / 4096;
@@ -36,7 +36,7 @@ function snpVm() {
 
 const entry = (gfn: number, operation: number, pagesize = 0, cur_page = 0): PscBufEntry => ({ cur_page, gfn, operation, pagesize });
 const exitOf = (vcpu: object) => {
-  const r = snp_psc_state(vcpu as never).run!;
+  const r = vcpu_run_state(vcpu as never).run!;
   return [r.exit_reason, r.nr, r.gpa, r.npages, r.attrs];
 };
 
@@ -59,16 +59,17 @@ test('GHCB MSR PSC request: gfn in bits 51:12, operation in 55:52; one 4K page t
 test('MSR PSC: PSMASH/UNSMASH operations and a VMM without KVM_CAP_EXIT_HYPERCALL get the error response, no exit', () => {
   const { vcpu, kvm } = snpVm();
   const s = snp_psc_state(vcpu);
+  const run = vcpu_run_state(vcpu);
   for (const op of [SNP_PAGE_STATE_PSMASH, SNP_PAGE_STATE_UNSMASH]) {
-    s.run = null;
+    run.run = null;
     const [lo, hi] = ghcb_msr_psc_req(GFN, op);
     assert.equal(snp_begin_psc_msr(vcpu, lo, hi), 1);
-    assert.deepEqual([s.ghcb_msr_lo, s.ghcb_msr_hi, s.run], [GHCB_MSR_PSC_RESP, 0x8000_0000, null]);
+    assert.deepEqual([s.ghcb_msr_lo, s.ghcb_msr_hi, run.run], [GHCB_MSR_PSC_RESP, 0x8000_0000, null]);
   }
   assert.equal(kvm_enable_cap_exit_hypercall(kvm, 0), 0);
   const [lo, hi] = ghcb_msr_psc_req(GFN, SNP_PAGE_STATE_SHARED);
   assert.equal(snp_begin_psc_msr(vcpu, lo, hi), 1);
-  assert.equal(s.run, null);
+  assert.equal(run.run, null);
   assert.equal(kvm_enable_cap_exit_hypercall(kvm, 1 << 3), -22, 'only KVM_HC_MAP_GPA_RANGE may exit');
 });
 
