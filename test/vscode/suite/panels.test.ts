@@ -24,8 +24,8 @@ interface Api {
   views: {
     decoder(): DecoderLike | undefined;
     where(): WhereLike | undefined;
-    timeline(): { rendered: { lanes: number; buckets: number } | undefined } | undefined;
-    ptmap(): { rendered: { tables: number; drawn: number } | undefined; map: { tables: Array<{ level: number; kinds: string }> } | undefined } | undefined;
+    timeline(): { rendered: { rows: number; buckets: number } | undefined } | undefined;
+    ptmap(): { rendered: { tables: number; drawn: number } | undefined; map: { arch?: string; tables: Array<{ level: number; kinds: string; owners?: string }> } | undefined } | undefined;
     events: { onStopped: vscode.Event<{ reason: string; session: vscode.DebugSession }> };
   };
 }
@@ -147,6 +147,9 @@ describe('Bit Decoder panel', () => {
       assert.match(why2.note ?? '', /dirty logging splits huge leaves/, 'the 4K leaf is explained by dirty logging');
       await setTheme('Default Light Modern');
       await screenshot('where-gfn-light');
+      await setTheme('Default High Contrast');
+      await screenshot('where-gfn-hc');
+      await setTheme('Default Light Modern');
 
       // The page-table map of the same moment: 1 PML4 + 1 PDPT + 1 PD + 512 PTs after the eager split.
       const map = await vscode.commands.executeCommand<{ tables: Array<{ level: number; kinds: string }> }>('kvmMmu.showPageTableMap');
@@ -175,7 +178,63 @@ describe('Bit Decoder panel', () => {
       assert.strictEqual(inBuckets, tl.kinds[mapKind].total, 'the buckets hold every event of the kind');
       await waitFor('timeline drawn', () => api.views.timeline()?.rendered);
       await screenshot('timeline-dark');
+      await setTheme('Default Light Modern');
+      await screenshot('timeline-light');
+      await setTheme('Default High Contrast');
+      await screenshot('timeline-hc');
+      await vscode.commands.executeCommand('kvmMmu.showPageTableMap');
+      await waitFor('map drawn', () => api.views.ptmap()?.rendered);
+      await screenshot('ptmap-hc');
+      await setTheme('Default Dark Modern');
     } finally {
+      sub.dispose();
+      await vscode.debug.stopDebugging();
+    }
+  });
+
+  it('draws the arm64 stage-2 of a pKVM session with page states and owners', async function () {
+    this.timeout(60000);
+    // Our own pKVM scenario (examples/ changes under other work): shares, donations, a guest share back.
+    const text = [
+      'vm arch=arm64 mode=protected type=protected ipa_bits=40 pa_bits=40 host_memory=0x80000000+2G',
+      '__pkvm_host_share_hyp pfn=0x80010',
+      'host stage2_fault addr=0x80011000 read',
+      '__pkvm_host_donate_hyp pfn=0x80012 nr_pages=1',
+      '__pkvm_host_donate_guest pfn=0x80020 gfn=0x100',
+      '__pkvm_host_donate_guest pfn=0x80021 gfn=0x101',
+      '__pkvm_guest_share_host gfn=0x100',
+      '__pkvm_guest_unshare_host gfn=0x100',
+      '',
+    ].join('\n');
+    const program = path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'kvm-mmu-panels-')), 'pkvm.kvmmmu');
+    fs.writeFileSync(program, text);
+    // Stop while the guest shares gfn 0x100 with the host.
+    const line = text.split('\n').findIndex((l) => l.startsWith('__pkvm_guest_unshare_host'));
+    assert.ok(line > 0, 'the example has the unshare line');
+    const name = `pkvm map ${Date.now()}`;
+    await vscode.commands.executeCommand('workbench.action.closeAllGroups');
+    await setTheme('Default Dark Modern');
+    const stops: string[] = [];
+    const sub = api.views.events.onStopped((e) => {
+      if (e.session.name === name) stops.push(e.reason);
+    });
+    const bp = new vscode.SourceBreakpoint(new vscode.Location(vscode.Uri.file(program), new vscode.Position(line, 0)));
+    vscode.debug.addBreakpoints([bp]);
+    try {
+      await vscode.debug.startDebugging(undefined, { type: 'kvm-mmu', request: 'launch', name, program, stopOnEntry: false });
+      await waitFor('breakpoint', () => (stops.length ? true : undefined));
+      const map = await vscode.commands.executeCommand<{ arch?: string; entries?: number; ownership?: string; tables: Array<{ level: number; kinds: string; owners?: string }> }>('kvmMmu.showPageTableMap');
+      assert.ok(map, 'a map');
+      assert.strictEqual(map.arch, 'arm64');
+      assert.strictEqual(map.entries, 512);
+      assert.strictEqual(map.ownership, 'guest');
+      const leaf = map.tables.find((t) => t.level === 3)!;
+      assert.strictEqual(leaf.owners?.[0x100], 's', 'gfn 0x100 is PKVM_PAGE_SHARED_OWNED in the guest stage-2');
+      assert.strictEqual(leaf.owners?.[0x101], 'o', 'gfn 0x101 is PKVM_PAGE_OWNED');
+      await waitFor('map drawn', () => api.views.ptmap()?.rendered);
+      await screenshot('ptmap-arm64-pkvm-dark');
+    } finally {
+      vscode.debug.removeBreakpoints([bp]);
       sub.dispose();
       await vscode.debug.stopDebugging();
     }
