@@ -21,7 +21,8 @@
  * - Operations, read in capture order per task: a fault is `kvm_page_fault` (address = GPA under TDP; VMX
  *   traces the EPT exit qualification, replayed through handle_ept_violation; SVM the #NPF error code,
  *   through npf_interception) up to that task's `kvm_entry` or next fault; without any `kvm_page_fault`,
- *   each `kvm_mmu_spte_requested` is a write fault on its gfn. Outside faults, a task's run of changes
+ *   each `kvm_mmu_spte_requested` is a write fault on its gfn, or KVM_PRE_FAULT_MEMORY of it when the leaf
+ *   it installs has no accessed bit (a prefetch). Outside faults, a task's run of changes
  *   with `kvm_mmu_split_huge_page` is enabling dirty logging on the slots split (eager split), a run
  *   after `kvm_mmu_zap_all_fast` is that, a run after `kvm_age_hva` is page aging (clear_young) of its
  *   HVA range, a run after `kvm_unmap_hva_range` is that invalidation (part of a 2M page: the host split
@@ -197,7 +198,7 @@ function key(asId: number, gfn: number, level: number, set = false): string {
  * or something the model is not driven with (`other`: its changes are listed as not replayed).
  */
 interface Episode {
-  kind: 'fault' | 'dirty_log' | 'zap_all' | 'zap' | 'age' | 'unmap' | 'other';
+  kind: 'fault' | 'prefault' | 'dirty_log' | 'zap_all' | 'zap' | 'age' | 'unmap' | 'other';
   line: number;
   pid: number;
   vcpu: number;
@@ -207,6 +208,8 @@ interface Episode {
   changes: SpteChange[];
   /** Split gfns (dirty_log). */
   splits: number[];
+  /** Gfns of the `kvm_mmu_spte_requested` events in it. */
+  requests: number[];
   /** HVA range of an mmu-notifier operation (age, unmap). */
   hvaStart: number;
   hvaEnd: number;
@@ -281,7 +284,7 @@ async function readCapture(source: AsyncIterable<Uint8Array | string>, opts: Mod
   };
   const start = (kind: Episode['kind'], ev: ParsedEvent, f?: Partial<Episode>): Episode => {
     close(ev.pid);
-    const e: Episode = { kind, line: ev.line, pid: ev.pid, vcpu: 0, gpa: 0, errLo: 0, errHi: 0, changes: [], splits: [], hvaStart: 0, hvaEnd: 0, closed: false, ...f };
+    const e: Episode = { kind, line: ev.line, pid: ev.pid, vcpu: 0, gpa: 0, errLo: 0, errHi: 0, changes: [], splits: [], requests: [], hvaStart: 0, hvaEnd: 0, closed: false, ...f };
     if (kind === 'fault') cap.faults++;
     queue.push(e);
     open.set(ev.pid, e);
@@ -308,9 +311,12 @@ async function readCapture(source: AsyncIterable<Uint8Array | string>, opts: Mod
       cap.regions.add(Math.floor(gpa / 0x20_0000));
     } else if (s === S_REQ) {
       const gfn = ev.hi[R['gfn']!]! * TWO32 + ev.lo[R['gfn']!]!;
-      cap.regions.add(Math.floor(gfn / 512));
+      // an error pfn (bits 63:52: no memslot, a hardware-poisoned page, ...) says there is no memory there
+      if ((ev.hi[R['pfn']!]! & 0xfff0_0000) === 0) cap.regions.add(Math.floor(gfn / 512));
       // Without kvm_page_fault events, the request is the fault (its access is unknown: a write).
       if (!cap.sawPageFault && open.get(ev.pid)?.kind !== 'fault') start('fault', ev, { gpa: gfn * 4096, errLo: -1 });
+      const ep = open.get(ev.pid);
+      if (ep?.kind === 'fault') ep.requests.push(gfn);
     } else if (s === S_ENTRY) {
       if (open.get(ev.pid)?.kind === 'fault') close(ev.pid);
     } else if (s === S_SPLIT) {
@@ -528,6 +534,7 @@ class ModelRun {
     if (!vm || result.mismatches.length >= this.maxMismatches) return false;
     const format = this.scan.evidence.format;
     this.modelChanges.length = 0;
+    if (ep.kind === 'fault' && ep.errLo === -1 && installsUnaccessedLeaf(ep, format)) ep.kind = 'prefault';
     result.operations[ep.kind] = (result.operations[ep.kind] ?? 0) + 1;
     try {
       switch (ep.kind) {
@@ -544,6 +551,14 @@ class ModelRun {
           if (format === 'ept') handle_ept_violation(vcpu, ep.gpa, ep.errLo >>> 0);
           else npf_interception(vcpu, ep.gpa, ep.errLo >>> 0, ep.errHi >>> 0);
           result.faultsReplayed++;
+          break;
+        }
+        case 'prefault': {
+          // KVM_PRE_FAULT_MEMORY (a prefetch: no accessed bit): each page it requested, in order
+          for (const gfn of ep.requests) {
+            vm.pre_fault_memory(Math.min(ep.vcpu, 63), gfn * 4096, 4096);
+            result.faultsReplayed++;
+          }
           break;
         }
         case 'dirty_log': {
@@ -619,6 +634,19 @@ function slotHvaOffset(votes: Map<number, Map<number, number>>, gpa: number, siz
     }
   }
   return best;
+}
+
+/**
+ * A request with no kvm_page_fault that installs a present leaf without its accessed bit (EPT bit 8, NPT
+ * bit 5) is a prefetch: KVM_PRE_FAULT_MEMORY, which maps without a guest access. A guest fault sets it.
+ */
+function installsUnaccessedLeaf(ep: Episode, format: 'ept' | 'npt'): boolean {
+  const accessed = format === 'ept' ? 0x100 : 0x20;
+  for (const c of ep.changes) {
+    if (c.set || (c.newLo & 0x800) === 0) continue;
+    if (c.level === 1 || (c.newLo & 0x80) !== 0) return (c.newLo & accessed) === 0;
+  }
+  return false;
 }
 
 function report(result: ModelCheckResult, m: Mismatch): void {

@@ -162,6 +162,19 @@ describe('model check', () => {
     assert.match(r2.mismatches[0]!.reason, /^new_spte differs/);
   });
 
+  it('KVM_PRE_FAULT_MEMORY (examples/prefault-memory.kvmmmu): prefetched leaves without A, and a miss outside memslots', async () => {
+    const out = join(dir, 'prefault.txt');
+    execFileSync(process.execPath, ['--import', 'tsx', join(ROOT, 'src', 'cli', 'bin.ts'), 'run', join(ROOT, 'examples', 'prefault-memory.kvmmmu'), '--trace-out', out], { cwd: ROOT, stdio: 'pipe' });
+    const r = await modelCheckFile(out);
+    assert.deepEqual(r.mismatches, []);
+    assert.equal(r.faultSource, 'kvm_mmu_spte_requested');
+    // one ioctl's run of requests: four 2M pages, then the page at 1 GiB, which has no memslot (an MMIO SPTE)
+    assert.deepEqual(r.operations, { prefault: 1 });
+    assert.equal(r.faultsReplayed, 5);
+    // the request with an error pfn does not make memory appear at 1 GiB
+    assert.deepEqual(r.vm.slots.map((x) => [x.gpa, x.size]), [['0x0', '0x800000']]);
+  });
+
   it('a memslot away from the default HVA: its HVA is learnt from the notifier operations', async () => {
     const scenario = join(dir, 'hva.kvmmmu');
     writeFileSync(scenario, [
