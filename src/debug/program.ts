@@ -71,4 +71,6 @@ export interface ProgramEvent {
   text: string;
   /** Step (statement) that emitted it. */
   step: number;
+  /** The task that emitted it, where the program knows (a captured trace's `COMM-PID` prefix). */
+  pid?: number;
 }

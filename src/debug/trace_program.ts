@@ -561,7 +561,7 @@ export class TraceProgram implements DebugProgram {
     const make = (i: number): ProgramEvent => {
       const ev = this.fill(i, this.peek);
       const vcpu = ev.get('vcpu_id');
-      return { index: i, name: ev.schema.name, vcpu: typeof vcpu === 'number' ? vcpu : -1, text: this.payload(i), step: i };
+      return { index: i, name: ev.schema.name, vcpu: typeof vcpu === 'number' ? vcpu : -1, text: this.payload(i), step: i, pid: ev.pid };
     };
     if (!filter) {
       const events: ProgramEvent[] = [];

@@ -61,6 +61,11 @@ export function vcpuTimeline(program: DebugProgram, args: Record<string, unknown
     kindIndex.set(kind, i);
     return { kind, total: 0, names: [] };
   });
+  // A vCPU runs on a thread of its own ("CPU N/KVM"): in a captured trace, events without a vcpu_id
+  // field (most kvmmmu ones) belong to the vCPU whose events that thread also emitted.
+  const vcpuOfPid = new Map<number, number>();
+  for (const e of evs) if (e.vcpu >= 0 && e.pid !== undefined && e.pid > 0 && !vcpuOfPid.has(e.pid)) vcpuOfPid.set(e.pid, e.vcpu);
+  const vcpuOf = (e: ProgramEvent): number => (e.vcpu >= 0 || e.pid === undefined ? e.vcpu : vcpuOfPid.get(e.pid) ?? -1);
   const kindOfName = new Map<string, number>();
   const rowOf = new Map<number, number>();
   for (const e of evs) {
@@ -71,7 +76,8 @@ export function vcpuTimeline(program: DebugProgram, args: Record<string, unknown
       kinds[k]!.names.push(e.name);
     }
     kinds[k]!.total++;
-    rowOf.set(e.vcpu, (rowOf.get(e.vcpu) ?? 0) + 1);
+    const v = vcpuOf(e);
+    rowOf.set(v, (rowOf.get(v) ?? 0) + 1);
   }
   const rows = [...rowOf.entries()].sort((a, b) => a[0] - b[0]).map(([vcpu, total]) => ({ vcpu, total }));
   rows.forEach((r, i) => rowOf.set(r.vcpu, i));
@@ -93,7 +99,7 @@ export function vcpuTimeline(program: DebugProgram, args: Record<string, unknown
   for (let i = lo; i < evs.length && evs[i]!.index < to; i++) {
     const e = evs[i]!;
     const b = Math.min(buckets - 1, Math.floor((e.index - from) / width));
-    const r = rowOf.get(e.vcpu)!;
+    const r = rowOf.get(vcpuOf(e))!;
     counts[r]![kindOfName.get(e.name)!]![b]!++;
     if (firstAt[r]![b] === -1) {
       firstAt[r]![b] = e.index;

@@ -5,6 +5,7 @@ import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { ScenarioProgram } from '../../../src/debug/scenario_program';
+import { TraceProgram } from '../../../src/debug/trace_program';
 import type { DebugProgram } from '../../../src/debug/program';
 import { Arm64Vm } from '../../../src/engine/arm64/mmu';
 import { eventKind, vcpuTimeline } from '../../../src/debug/worker/vcpu_timeline';
@@ -70,6 +71,20 @@ test('timeline: one row per vCPU, counts per kind add up to the events in range'
   assert.equal(z.firstAt[r2]![0], vcpu2[0]!.index);
   assert.equal(z.counts.flat(2).reduce((a, b) => a + b, 0), 1);
   p.dispose();
+});
+
+test('timeline of a replayed trace: events without vcpu_id go to the vCPU whose thread emitted them', () => {
+  const p = new TraceProgram(join(EXAMPLES, '..', 'test', 'fixtures', 'traces', 'clean_faults.txt'), {});
+  for (let s = 0; s < p.length(); s++) p.execute(s);
+  const t = vcpuTimeline(p, { buckets: 20 });
+  assert.ok(parseToTimeline({ type: 'timeline', data: t }));
+  // CPU 0/KVM-4711's kvm_tdp_mmu_spte_changed lines are vCPU 0's; qemu's notifier and its zap are not.
+  const all = p.events(0, 1e9).events;
+  const qemu = all.filter((e) => e.pid === 4700).length;
+  assert.ok(qemu >= 2);
+  assert.deepEqual(t.rows, [{ vcpu: -1, total: qemu }, { vcpu: 0, total: all.length - qemu }]);
+  const map = t.kinds.findIndex((k) => k.kind === 'map');
+  assert.ok(t.counts[1]![map]!.some((c) => c > 0), 'the fault thread\'s SPTE changes are in the vCPU 0 row');
 });
 
 test('stage-2 map: the guest stage-2 of a 4K VM, a page and a block, in the panel format', () => {
