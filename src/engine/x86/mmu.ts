@@ -632,7 +632,7 @@ function kvm_handle_error_pfn(vcpu: KvmVcpu, fault: kvm_page_fault): number {
 
 /** vcpu_cache_mmio_info(). */
 function vcpu_cache_mmio_info(vcpu: KvmVcpu, gva: number, gfn: number, access: number): void {
-  vcpu.mmio_gva = gva;
+  vcpu.mmio_gva = gva - (gva % 4096);
   vcpu.mmio_access = access;
   vcpu.mmio_gfn = gfn;
   vcpu.mmio_gen = vcpu.kvm.kvm_memslots(vcpu.smm ? 1 : 0).generation;

@@ -13,7 +13,7 @@ import type { KvmMmuPage } from './mmu_page';
 import type { kvm_page_fault, KvmVcpu } from './vcpu';
 import {
   kvm_mmu_faultin_pfn, kvm_mmu_hugepage_adjust, disallowed_hugepage_adjust, kvm_mmu_finish_page_fault, is_obsolete_sp, is_page_fault_stale,
-  page_fault_handle_page_track, fast_page_fault, register_shadow_mmu_fault_hooks,
+  page_fault_handle_page_track, fast_page_fault, register_shadow_mmu_fault_hooks, kvm_tdp_page_fault,
 } from './mmu';
 import { walk_addr_generic, PTTYPE_32, PTTYPE_64, type PtType, GuestWalker, MemoryGuestPageTables } from './paging_tmpl';
 import { __is_rsvd_bits_set } from './guest_pte';
@@ -638,6 +638,19 @@ export function shadow_paging_init_hooks(sv: ShadowVcpu): void {
   const handler = (sv.cpu_role_base & ROLE_DIRECT) !== 0 ? nonpaging_page_fault : pttype === PTTYPE_32 ? paging32_page_fault : paging64_page_fault;
   mmu.page_fault = (_vcpu, fault) => handler(sv, fault);
   if (sv.walker === null) sv.walker = new GuestWalker();
+}
+
+/**
+ * TDP with tdp_mmu=0: mmu->page_fault is kvm_tdp_page_fault (so faults are is_tdp), which hands them to
+ * direct_page_fault; a direct MMU has no sync_spte.
+ */
+export function shadow_tdp_init_hooks(sv: ShadowVcpu): void {
+  sv.sync_spte = null;
+  const mmu = sv.vcpu.mmu;
+  mmu.root_role = sv.root_role;
+  mmu.root_hpa_valid = () => sv.root_kind !== ROOT_INVALID;
+  mmu.root_to_sp = () => (sv.root_kind === ROOT_SP ? sv.root_sp : null);
+  mmu.page_fault = kvm_tdp_page_fault;
 }
 
 /**

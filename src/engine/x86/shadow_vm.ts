@@ -40,8 +40,10 @@ import {
 import { kvm_mmu_free_roots, kvm_mmu_reload, KVM_MMU_ROOTS_ALL, pae_root_entries, pae_root_pfn } from './shadow_roots';
 import { kvm_set_cr3, kvm_post_set_cr4, kvm_handle_invpcid, shadow_service_requests, X86_CR3_PCID_NOFLUSH_HI, KVM_REQ_TLB_FLUSH_GUEST, type SetCr3Env } from './shadow_cr3';
 import { shadow_mmu_slot_apply_flags } from './shadow_split';
-import { kvm_mmu_track_write, kvm_mmu_invlpg, shadow_paging_init_hooks } from './shadow_paging';
-import { kvm_mmu_page_fault } from './mmu';
+import { kvm_rmap_age_gfn_range } from './shadow_age';
+import { kvm_mmu_track_write, kvm_mmu_invlpg, shadow_paging_init_hooks, shadow_tdp_init_hooks } from './shadow_paging';
+import { kvm_mmu_page_fault, kvm_init_mmu } from './mmu';
+import { wire_make_spte_args } from './tdp_mmu';
 
 export interface ShadowVmOptions {
   vendor?: 'vmx' | 'svm';
@@ -60,6 +62,12 @@ export interface ShadowVmOptions {
    * shadow over a 32-bit/PAE guest (shadow NPT) with the pml4/pml5 special roots.
    */
   host_root_level?: 3 | 4 | 5;
+  /**
+   * TDP enabled with the TDP MMU off (kvm.tdp_mmu=0): the legacy MMU builds direct shadow pages under
+   * a TDP-role root (mmu_alloc_direct_roots), and faults are guest physical (kvm_tdp_page_fault →
+   * direct_page_fault → direct_map). Default false: shadow paging (TDP off).
+   */
+  tdp?: boolean;
   /** Eager splitting also covers L1 shadow pages (model knob; upstream splits nested pages only). */
   eager_split_l1?: boolean;
   /** n_max_mmu_pages (default: kvm_mmu_calculate_default_mmu_pages of guest RAM). */
@@ -100,21 +108,32 @@ export class ShadowVm {
   efer = 0;
   cr3 = 0;
   readonly host_root_level: number;
+  /** TDP on with tdp_mmu=0: direct roots on shadow pages, faults by GPA (EPT violation / #NPF). */
+  readonly tdp: boolean;
+  private guest_role_lo = -1;
+  private guest_role_hi = -1;
   /** Emulated writes performed by guestWrite (write-protected guest tables). */
   emulated_writes = 0;
 
   constructor(o: ShadowVmOptions = {}) {
     const vendor = o.vendor ?? 'vmx';
     this.host_root_level = o.host_root_level ?? 3;
-    this.kvm = new Kvm({ ...o.kvm, vendor });
-    // With TDP off the host uses the legacy (non-EPT) SPTE format on both vendors.
-    kvm_mmu_reset_all_pte_masks(this.kvm.masks, { maxphyaddr: this.kvm.vendor.host_maxphyaddr, mmio_caching: this.kvm.params.mmio_caching });
-    this.kvm.masks.is_ept = false;
-    this.kvm.arch.shadow_mmio_value = { lo: this.kvm.masks.shadow_mmio_value.lo, hi: this.kvm.masks.shadow_mmio_value.hi };
-    this.kvm.arch.cpu_dirty_log_size = 0;
+    this.tdp = o.tdp ?? false;
+    this.kvm = new Kvm({ ...o.kvm, vendor, params: { ...o.kvm?.params, ...(this.tdp ? { tdp_mmu: false } : {}) } });
+    if (this.tdp) {
+      // TDP keeps the EPT/NPT SPTE format the VM was created with, and EPT's memory type bits.
+      wire_make_spte_args(this.kvm);
+    } else {
+      // With TDP off the host uses the legacy (non-EPT) SPTE format on both vendors.
+      kvm_mmu_reset_all_pte_masks(this.kvm.masks, { maxphyaddr: this.kvm.vendor.host_maxphyaddr, mmio_caching: this.kvm.params.mmio_caching });
+      this.kvm.masks.is_ept = false;
+      this.kvm.arch.shadow_mmio_value = { lo: this.kvm.masks.shadow_mmio_value.lo, hi: this.kvm.masks.shadow_mmio_value.hi };
+      this.kvm.arch.cpu_dirty_log_size = 0;
+    }
     const mem_bytes = o.mem_bytes ?? 1 << 30;
     this.sk = new ShadowMmu(this.kvm, { split_access: o.split_access, pae_root: o.pae_root, n_max_mmu_pages: o.n_max_mmu_pages ?? kvm_mmu_calculate_default_mmu_pages(mem_bytes / 4096) });
     const sk = this.sk;
+    if (this.tdp) sk.make_spte_args.get_mt_mask = this.kvm.make_spte_args.get_mt_mask;
     sk.split_non_nested = o.eager_split_l1 ?? false;
     this.kvm.mmu_ops = {
       flush_shadow_memslot: (_kvm, slot) => {
@@ -134,6 +153,13 @@ export class ShadowVm {
     this.sv = new ShadowVcpu(sk, this.vcpu);
     this.sv.src = this.src;
     this.sv.walker = new GuestWalker();
+    if (this.tdp) {
+      // kvm_init_mmu() for TDP: the root role comes from the TDP level and A/D support, not the guest.
+      kvm_init_mmu(this.vcpu);
+      this.sv.root_role = this.vcpu.mmu.root_role;
+      this.sv.cpu_role_base = this.sv.root_role;
+      shadow_tdp_init_hooks(this.sv);
+    }
     this.setRegs(o.cr0 ?? 0x8001_0011, o.cr4 ?? 0x20, o.efer ?? 0x500 | 0x800, o.cr3 ?? 0);
   }
 
@@ -144,6 +170,18 @@ export class ShadowVm {
   setRegs(cr0: number, cr4: number, efer: number, cr3: number): void {
     const role = kvm_calc_cpu_role({ cr0, cr4, efer, smm: this.vcpu.smm });
     const sv = this.sv;
+    if (this.tdp) {
+      // With TDP, CR3 loads are not intercepted; a paging-mode change resets the MMU context
+      // (kvm_mmu_unload), and the next entry finds the same TDP-role root in the page hash.
+      if (role.lo !== this.guest_role_lo || role.hi !== this.guest_role_hi) kvm_mmu_free_roots(sv, KVM_MMU_ROOTS_ALL);
+      this.guest_role_lo = role.lo;
+      this.guest_role_hi = role.hi;
+      this.cr0 = cr0 >>> 0;
+      this.cr4 = cr4 >>> 0;
+      this.efer = efer >>> 0;
+      this.cr3 = cr3;
+      return;
+    }
     const changed = role.lo !== sv.cpu_role_base || role.hi !== sv.cpu_role_ext;
     const old_cr4 = this.cr4;
     this.cr0 = cr0 >>> 0;
@@ -253,7 +291,13 @@ export class ShadowVm {
     if (info === null) return ec;
     const { lo, hi } = info;
     const m = this.kvm.masks;
-    if ((write && (lo & 2) === 0) || (user && (lo & 4) === 0) || (fetch && (hi & m.shadow_nx_mask.hi) !== 0)) return ec | PFERR_PRESENT_MASK;
+    // Bit 0 is P in the x86 format and R in EPT: an access-tracked EPT SPTE is not readable.
+    if ((lo & 1) === 0) return ec;
+    const um = m.shadow_user_mask;
+    const denied_user = user && (um.lo | um.hi) !== 0 && (lo & um.lo) === 0 && (hi & um.hi) === 0;
+    const xm = m.shadow_x_mask;
+    const denied_exec = fetch && ((xm.lo | xm.hi) !== 0 ? (lo & xm.lo) === 0 && (hi & xm.hi) === 0 : (hi & m.shadow_nx_mask.hi) !== 0);
+    if ((write && (lo & 2) === 0) || denied_user || denied_exec) return ec | PFERR_PRESENT_MASK;
     return -1;
   }
 
@@ -426,6 +470,16 @@ export class ShadowVm {
     const f = kvm_unmap_gfn_range(this.sk, this.slot, start_gfn, end_gfn);
     this.kvm.kvm_mmu_invalidate_end();
     return f;
+  }
+
+  /** mmu-notifier clear_young over guest frames [start, end) (kvm_age_gfn): whether any was young. */
+  ageGfnRange(start_gfn: number, end_gfn: number): boolean {
+    return kvm_rmap_age_gfn_range(this.sk, this.slot, start_gfn, end_gfn, false);
+  }
+
+  /** mmu-notifier test_young (kvm_test_age_gfn). */
+  testAgeGfnRange(start_gfn: number, end_gfn: number): boolean {
+    return kvm_rmap_age_gfn_range(this.sk, this.slot, start_gfn, end_gfn, true);
   }
 
   /** KVM_SET_USER_MEMORY_REGION2 flags change on the RAM slot (dirty logging on/off). */
