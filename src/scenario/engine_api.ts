@@ -117,6 +117,7 @@ export interface ScenarioEngine {
   invlpg?(op: { vcpu: number; gva: bigint }): Outcome;
   pvalidate?(op: { vcpu: number; gva?: bigint; gpa?: number; size: number; validate: boolean }): Outcome;
   psc?(op: { vcpu: number; start: number; end: number; to: 'private' | 'shared' | 'psmash' | 'unsmash'; via?: 'ghcb' | 'msr'; serve?: boolean }): Outcome;
+  mapGpa?(op: { vcpu: number; start: number; end: number; to: 'private' | 'shared'; serve: boolean }): Outcome;
   snpLaunchStart?(op: { policy: number; flags: number }): Outcome;
   snpLaunchUpdate?(op: { gfnStart: number; len: number; type: string; flags: number }): Outcome;
   snpLaunchFinish?(op: { flags: number }): Outcome;

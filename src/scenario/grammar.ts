@@ -462,6 +462,17 @@ export const STATEMENTS: readonly StmtSpec[] = [
     ],
     example: 'guest psc gpa 0x100000000+2M private',
   },
+  {
+    keyword: 'guest map_gpa', group: 'guest',
+    doc: 'TDX TDG.VP.VMCALL<MapGPA>: ask to convert a GPA range (R12/R13); KVM forwards it as KVM_HC_MAP_GPA_RANGE exits of at most 2M.',
+    args: [
+      { name: 'gpa', type: 'range', required: true, doc: 'range to convert, without the shared bit', space: 'gpa' },
+      { name: 'to', type: 'enum', bare: true, required: true, values: ['private', 'shared'], doc: 'requested state (shared sets the shared bit in R12)' },
+      { name: 'serve', type: 'bool', doc: 'the VMM serves each exit (KVM_SET_MEMORY_ATTRIBUTES; to shared also punches the guest_memfd hole) until the TD resumes' },
+      vcpu,
+    ],
+    example: 'guest map_gpa gpa 0x200000+4M shared serve=1',
+  },
   // ---------------------------------------------------------------- pKVM (arm64)
   ...pkvmCalls(),
   // ---------------------------------------------------------------- expectations

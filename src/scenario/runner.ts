@@ -426,6 +426,14 @@ export class ScenarioRunner {
       case 'KVM_ENABLE_CAP':
         o = this.need(st, 'enableCap')({ cap: this.word(st, 'cap', ''), args0: this.flags(st, 'args0') });
         break;
+      case 'guest map_gpa': {
+        const r = st.args['gpa']!.value as Extract<Value, { kind: 'range' }>;
+        o = this.need(st, 'mapGpa')({
+          vcpu: this.vcpu(st), start: Number(r.start), end: Number(r.single ? r.start + 4096n : r.end), to: this.word(st, 'to', 'private') as 'private',
+          serve: this.optBig(st, 'serve') === 1n,
+        });
+        break;
+      }
       case 'KVM_SEV_SNP_LAUNCH_START':
         o = this.need(st, 'snpLaunchStart')({ policy: this.num(st, 'policy'), flags: this.num(st, 'flags', 0) });
         break;

@@ -27,7 +27,9 @@ import { roleExpectFields, spteExpectFields } from './x86_fields';
 import { X86Guest } from './x86_guest';
 import { createShadowEngine } from './x86_shadow';
 import { SnpLayer } from './x86_snp';
-import { kvm_enable_cap_exit_hypercall } from '../../engine/x86/hypercall_exit';
+import { kvm_enable_cap_exit_hypercall, vmm_run_map_gpa } from '../../engine/x86/hypercall_exit';
+import { tdx_map_gpa, tdx_map_gpa_state } from '../../engine/x86/tdx_map_gpa';
+import { vmm_handle_map_gpa_range } from '../../engine/x86/sev_snp';
 import {
   KVM_SEV_SNP_PAGE_TYPE_CPUID, KVM_SEV_SNP_PAGE_TYPE_NORMAL, KVM_SEV_SNP_PAGE_TYPE_SECRETS, KVM_SEV_SNP_PAGE_TYPE_UNMEASURED,
   KVM_SEV_SNP_PAGE_TYPE_ZERO, snp_launch_finish, snp_launch_start, snp_launch_update,
@@ -135,6 +137,27 @@ class X86Engine implements ScenarioEngine {
   psc(op: { vcpu: number; start: number; end: number; to: 'private' | 'shared' | 'psmash' | 'unsmash'; via?: 'ghcb' | 'msr'; serve?: boolean }): Outcome {
     if (!this.snp) throw new NotSupportedYet('page-state changes need an SEV-SNP VM (TDX MapGPA is not bound)');
     return this.snp.psc(op.vcpu, op.start, op.end, op.to, op.via ?? 'ghcb', op.serve === true);
+  }
+
+  /**
+   * TDG.VP.VMCALL<MapGPA>. Without `serve` the first KVM_HC_MAP_GPA_RANGE exit (later chunks are dropped:
+   * the VMM never re-enters); with it the VMM converts every chunk and `ret` is the TDVMCALL status in R10
+   * (0 success; the error statuses have bit 63 set, so only their value as a double is exact).
+   */
+  mapGpa(op: { vcpu: number; start: number; end: number; to: 'private' | 'shared'; serve: boolean }): Outcome {
+    const kvm = this.vm.kvm;
+    if (!kvm.is_tdx) throw new NotSupportedYet('MapGPA is a TDX call; SEV-SNP guests use guest psc');
+    const vcpu = this.vm.vcpu(op.vcpu);
+    const start = op.start - (op.start % PAGE);
+    const gpa = op.to === 'shared' ? start + kvm.arch.gfn_direct_bits * PAGE : start;
+    const first = tdx_map_gpa(vcpu, gpa, Math.max(op.end - start, 0));
+    const exits = vmm_run_map_gpa(vcpu, first, op.serve ? (ex) => vmm_handle_map_gpa_range(kvm.private_mem, ex, { punch_hole: true }) : undefined);
+    if (!op.serve && exits.length > 0) {
+      const e = exits[0]!;
+      return { exit: { reason: 'KVM_EXIT_HYPERCALL', vcpu: op.vcpu, fields: { nr: e.nr, args0: e.gpa, args1: e.npages, args2: e.attrs, exits: 1 } } };
+    }
+    const s = tdx_map_gpa_state(vcpu);
+    return { ret: s.r10_hi * 2 ** 32 + s.r10_lo };
   }
 
   snpLaunchStart(op: { policy: number; flags: number }): Outcome {
