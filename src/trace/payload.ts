@@ -102,6 +102,10 @@ function readDec(s: string, pos: number, end: number, signed: boolean): number {
     if (lo === 0) hi = (hi + 1) >>> 0;
     vLo = lo;
     vHi = hi;
+  } else if (n <= 0x7fff_ffff) {
+    // the usual small number: no floating-point remainder
+    vLo = n;
+    vHi = 0;
   } else {
     vLo = n % 0x1_0000_0000 >>> 0;
     vHi = Math.floor(n / 0x1_0000_0000) >>> 0;

@@ -65,6 +65,8 @@ const MAX_FAULT_PAGES = 1 << 20;
 const SPAN = [0, 1, 512, 512 * 512, 512 * 512 * 512, 512 * 512 * 512 * 512, 512 ** 5];
 
 function alignDown(gfn: number, level: number): number {
+  // level 1 (most events) needs no floating-point remainder
+  if (level <= 1) return gfn;
   const span = SPAN[level] ?? 1;
   return gfn - (gfn % span);
 }
