@@ -96,7 +96,11 @@ const fit = document.createElement('vscode-button');
 fit.setAttribute('secondary', '');
 fit.textContent = 'Fit';
 fit.setAttribute('aria-label', 'Fit the map to the panel width');
-bar.append(el('label', 'lbl', 'Root'), rootSel, colorLbl, colorSel, fit, info);
+const rootGroup = el('span', 'group');
+rootGroup.append(el('label', 'lbl', 'Root'), rootSel);
+const colorGroup = el('span', 'group');
+colorGroup.append(colorLbl, colorSel);
+bar.append(rootGroup, colorGroup, fit, info);
 const legend = el('div', 'legend');
 const wrap = el('div', 'canvas-wrap');
 const canvas = el('canvas');
@@ -113,7 +117,8 @@ let block = blockSize(512);
 let zoom = saved.zoom ?? 10; // pixels per entry cell
 let panX = saved.panX ?? 10;
 let panY = saved.panY ?? 10;
-let colorBy: ColorBy = saved.colorBy ?? 'kind';
+// Page states are what a pKVM map is for: shown first where the map has them.
+let colorBy: ColorBy = saved.colorBy ?? 'owner';
 let atlas: Atlas | undefined;
 let scene: Scene | undefined;
 const tiles = new TileCache();
@@ -365,7 +370,7 @@ window.addEventListener('message', (ev: MessageEvent) => {
   hover = undefined;
   rootSel.replaceChildren(...map.roots.map((r) => option(String(r.table), r.label)));
   rootSel.value = String(map.root);
-  for (const e of [colorSel, colorLbl]) e.style.display = canColorByOwner() ? '' : 'none';
+  colorGroup.style.display = canColorByOwner() ? '' : 'none';
   colorSel.value = mode();
   info.textContent = summary(map);
   rebuild();

@@ -98,7 +98,7 @@ export class TileCache {
     const oy = ty * TILE;
     const bw = s.block.w * zoom;
     const bh = s.block.h * zoom;
-    const labels = bw >= 120;
+    const labels = bw >= 90;
     const reachX = labels ? LABEL_W / zoom : 0;
     const reachY = labels ? LABEL_H / zoom : 0;
     const list = tablesIn(s, ox / zoom - reachX, oy / zoom, (ox + TILE) / zoom, (oy + TILE) / zoom + reachY);

@@ -89,7 +89,7 @@ function shots(): Shot[] {
     { panel: 'where', bundle: 'where', message: { type: 'answer', answer: { ...where, at: 'line 14: guest read gpa=0x40400000 vcpu=0' } }, until: () => document.querySelectorAll('section').length > 3, size: { width: 1000, height: 900 } },
     { panel: 'ptmap-x86', bundle: 'ptmap', message: { type: 'map', map: { ...tableMap, at: 'line 14' } }, until: rendered },
     { panel: 'ptmap-arm64', bundle: 'ptmap', message: { type: 'map', map: armMap }, until: rendered },
-    { panel: 'ptmap-pkvm-host-owner', bundle: 'ptmap', message: { type: 'map', map: host }, until: rendered, state: { colorBy: 'owner' } },
+    { panel: 'ptmap-pkvm-host-owner', bundle: 'ptmap', message: { type: 'map', map: host }, until: rendered, state: { colorBy: 'owner' }, size: { width: 520, height: 640 } },
     { panel: 'ptmap-pkvm-guest-owner', bundle: 'ptmap', message: { type: 'map', map: guestS2 }, until: rendered, state: { colorBy: 'owner' } },
     { panel: 'timeline', bundle: 'timeline', message: { type: 'timeline', data: timeline }, until: rendered },
   ];
