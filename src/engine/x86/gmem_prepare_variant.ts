@@ -15,6 +15,7 @@
  * The workload driver uses the real attribute, guest_memfd, SEV-SNP and private-faultin code, and by
  * default the engine's fault path and TDP MMU; a small leaf-level NPT model is the alternative backend.
  */
+import { sev_vmgexit_psc, vmm_run_psc, type PscBufEntry } from './sev_psc';
 import { defineProbe, probes } from '../probes';
 import {
   KVM_MEMORY_ATTRIBUTE_PRIVATE, KVM_X86_SNP_VM, kvm_private_ctx, kvm_private_mem_init, kvm_vm_ioctl_set_mem_attributes, max_level_by_lpage_info,
@@ -33,7 +34,7 @@ import { X86Vm } from './index';
 import { npf_interception } from './mmu';
 import {
   PVALIDATE_FAIL_SIZEMISMATCH, RMP_PG_SIZE_2M, RMP_PG_SIZE_4K, SNP_PAGE_STATE_PRIVATE, SNP_PAGE_STATE_SHARED, pvalidate, sev_gmem_prepare,
-  sev_handle_rmp_fault, sev_snp_init, snp_begin_psc, to_kvm_sev_info, snp_rmp_check_guest_access, vmm_handle_map_gpa_range, type SevInfo,
+  sev_handle_rmp_fault, sev_snp_init, to_kvm_sev_info, snp_rmp_check_guest_access, type SevInfo,
 } from './sev_snp';
 import { RET_PF_CONTINUE, RET_PF_FIXED, RET_PF_RETRY } from './ret_pf';
 import { Kvm } from './vm';
@@ -178,10 +179,6 @@ class GmemSim {
     this.vcpu = { kvm, vcpu_id: 0, run_exit: null };
     // Launch: all guest memory private.
     kvm_vm_ioctl_set_mem_attributes(kvm, { address: SLOT_GFN * 4096, size: npages * 4096, attributes: KVM_MEMORY_ATTRIBUTE_PRIVATE, flags: 0 });
-  }
-
-  private get pk(): PrivateMemKvm {
-    return this.kvm as unknown as PrivateMemKvm;
   }
 
   /** Remove every leaf overlapping [start, end). */
@@ -355,13 +352,15 @@ class GmemSim {
   }
 
   convert(start: number, end: number, to: 'private' | 'shared', punch_hole: boolean): void {
-    const entries = [];
+    const entries: PscBufEntry[] = [];
     for (let g = start; g < end; g++) {
-      entries.push({ gfn: SLOT_GFN + g, operation: to === 'private' ? SNP_PAGE_STATE_PRIVATE : SNP_PAGE_STATE_SHARED, pagesize: RMP_PG_SIZE_4K });
+      entries.push({ cur_page: 0, gfn: SLOT_GFN + g, operation: to === 'private' ? SNP_PAGE_STATE_PRIVATE : SNP_PAGE_STATE_SHARED, pagesize: RMP_PG_SIZE_4K });
     }
-    for (const e of snp_begin_psc(this.pk, entries)) {
-      const r = vmm_handle_map_gpa_range(this.pk, e, { punch_hole });
-      if (r !== 0) throw new Error(`conversion failed: ${r}`);
+    // The guest's PSC buffers hold at most 64 entries; KVM forwards each run, the VMM converts and re-enters.
+    for (let i = 0; i < entries.length; i += 64) {
+      const chunk = entries.slice(i, i + 64);
+      const run = vmm_run_psc(this.vcpu, sev_vmgexit_psc(this.vcpu, { cur_entry: 0, end_entry: chunk.length - 1, entries: chunk }), false, { punch_hole });
+      if (run.result[0] !== 0 || run.result[1] !== 0) throw new Error(`conversion failed: sw_exit_info_2 ${run.result[1]}:${run.result[0]}`);
     }
     // A guest converting to private accepts the pages again when it next touches them (#VC -> PVALIDATE).
   }

@@ -704,18 +704,9 @@ export function pvalidate(rmp: SnpRmpTable, asid: number, gpa: number, pfn: numb
 }
 
 // ---------------------------------------------------------------------------------------------------
-// Guest page-state changes (GHCB PSC) and the conversions userspace does for them.
+// The conversion userspace does for a KVM_HC_MAP_GPA_RANGE exit (the exits themselves: sev_psc.ts).
 
-/** One GHCB PSC entry. */
-export interface PscEntry {
-  gfn: number;
-  /** SNP_PAGE_STATE_PRIVATE or SNP_PAGE_STATE_SHARED. */
-  operation: number;
-  /** RMP_PG_SIZE_4K or RMP_PG_SIZE_2M. */
-  pagesize: number;
-}
-
-/** A KVM_EXIT_HYPERCALL (KVM_HC_MAP_GPA_RANGE) KVM raises for a run of PSC entries. */
+/** A KVM_EXIT_HYPERCALL (KVM_HC_MAP_GPA_RANGE) as the VMM sees it (sev_psc.ts and tdx_map_gpa.ts raise them). */
 export interface PscExit {
   exit_reason: number;
   nr: number;
@@ -723,29 +714,6 @@ export interface PscExit {
   gpa: number;
   npages: number;
   attrs: number;
-}
-
-/**
- * snp_begin_psc(): KVM turns a PSC request into KVM_HC_MAP_GPA_RANGE exits, merging adjacent entries with
- * the same operation and page size into one range; userspace performs each conversion and resumes.
- */
-export function snp_begin_psc(kvm: PrivateMemKvm, entries: readonly PscEntry[]): PscExit[] {
-  const out: PscExit[] = [];
-  for (const e of entries) {
-    const npages = e.pagesize === RMP_PG_SIZE_2M ? PTRS_PER_PMD : 1;
-    const gfn = e.pagesize === RMP_PG_SIZE_2M ? e.gfn - (e.gfn % PTRS_PER_PMD) : e.gfn;
-    const attrs = (e.operation === SNP_PAGE_STATE_PRIVATE ? KVM_MAP_GPA_RANGE_ENCRYPTED : KVM_MAP_GPA_RANGE_DECRYPTED) |
-      (e.pagesize === RMP_PG_SIZE_2M ? KVM_MAP_GPA_RANGE_PAGE_SZ_2M : KVM_MAP_GPA_RANGE_PAGE_SZ_4K);
-    const last = out[out.length - 1];
-    if (last !== undefined && last.attrs === attrs && last.gpa + last.npages * 4096 === gfn * 4096) {
-      last.npages += npages;
-      continue;
-    }
-    out.push({ exit_reason: KVM_EXIT_HYPERCALL, nr: KVM_HC_MAP_GPA_RANGE, gpa: gfn * 4096, npages, attrs });
-  }
-  const sev = to_kvm_sev_info(kvm);
-  if (sev !== undefined) sev.psc_exits.push(...out);
-  return out;
 }
 
 /**

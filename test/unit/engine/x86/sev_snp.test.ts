@@ -10,8 +10,8 @@ import {
   PSMASH_FAIL_INPUT, PSMASH_FAIL_PERMISSION, PVALIDATE_FAIL_INPUT, PVALIDATE_FAIL_SIZEMISMATCH, RMPUPDATE_FAIL_OVERLAP, RMP_PG_SIZE_2M,
   RMP_PG_SIZE_4K, SnpRmpTable, adjust_direct_map, decode_rmpentry_raw, psmash, pvalidate, rmp_make_private, rmp_make_shared,
   rmpupdate_insn, sev_gmem_invalidate, sev_gmem_max_mapping_level, sev_gmem_prepare, sev_handle_rmp_fault, sev_snp_init,
-  snp_host_write_faults, snp_lookup_rmpentry, snp_rmp_check_guest_access, snp_begin_psc, vmm_handle_map_gpa_range,
-  SNP_PAGE_STATE_SHARED, SNP_PAGE_STATE_PRIVATE, KVM_HC_MAP_GPA_RANGE, KVM_MAP_GPA_RANGE_ENCRYPTED, KVM_MAP_GPA_RANGE_PAGE_SZ_2M,
+  snp_host_write_faults, snp_lookup_rmpentry, snp_rmp_check_guest_access, vmm_handle_map_gpa_range,
+  KVM_HC_MAP_GPA_RANGE, KVM_MAP_GPA_RANGE_ENCRYPTED,
   snp_rmp_view, RMPENTRY_RAW_FIELDS, snp_check_guest_access, snp_guest_pvalidate, type RmpLookup,
 } from '../../../../src/engine/x86/sev_snp';
 import { decodeFields } from '../../../../src/engine/bits/fields';
@@ -271,27 +271,23 @@ test('sev_handle_rmp_fault on a shared gfn only warns (no trace)', () => {
   assert.ok(kvm.warnings.some((w) => w.includes('RMP fault')));
 });
 
-test('PSC: KVM merges entries into KVM_HC_MAP_GPA_RANGE exits; the VMM converts and punches the hole', () => {
+test('KVM_HC_MAP_GPA_RANGE served by the VMM: attributes flip and the punched hole smashes the 2M entry and frees the pages', () => {
   const { kvm, sev, slot, fd } = snpVm();
   const f = kvm_gmem_file(pk(kvm), fd)!;
   kvm_gmem_get_pfn(pk(kvm), slot, 0x100000, { pfn: 0, max_order: 0 });
-  const exits = snp_begin_psc(pk(kvm), [
-    { gfn: 0x100010, operation: SNP_PAGE_STATE_SHARED, pagesize: RMP_PG_SIZE_4K },
-    { gfn: 0x100011, operation: SNP_PAGE_STATE_SHARED, pagesize: RMP_PG_SIZE_4K },
-    { gfn: 0x100200, operation: SNP_PAGE_STATE_PRIVATE, pagesize: RMP_PG_SIZE_2M },
-  ]);
-  assert.deepEqual(exits.map((e) => [e.nr, e.gpa, e.npages, e.attrs]), [
-    [KVM_HC_MAP_GPA_RANGE, 0x1_0001_0000, 2, 0],
-    [KVM_HC_MAP_GPA_RANGE, 0x1_0020_0000, 512, KVM_MAP_GPA_RANGE_ENCRYPTED | KVM_MAP_GPA_RANGE_PAGE_SZ_2M],
-  ]);
-  assert.equal(sev.psc_exits.length, 2);
-  assert.equal(vmm_handle_map_gpa_range(pk(kvm), exits[0]!, { punch_hole: true }), 0);
+  const exit = { exit_reason: 3, nr: KVM_HC_MAP_GPA_RANGE, gpa: 0x1_0001_0000, npages: 2, attrs: 0 };
+  assert.equal(vmm_handle_map_gpa_range(pk(kvm), exit, { punch_hole: true }), 0);
   assert.equal(kvm.kvm_mem_is_private(0x100010), false);
   assert.equal(kvm.kvm_mem_is_private(0x100012), true);
   // The hole went through sev_gmem_invalidate: the 2M entry was smashed, the two pages are shared again.
   assert.equal(sev.rmp.is_assigned(f.pfn_base + 0x10), false);
   assert.equal(sev.rmp.is_assigned(f.pfn_base + 0x12), true);
   assert.equal(sev.rmp.stats.psmash, 1);
+  // Back to private: only the attribute changes; the RMP entry waits for the next private fault.
+  const priv = { ...exit, attrs: KVM_MAP_GPA_RANGE_ENCRYPTED };
+  assert.equal(vmm_handle_map_gpa_range(pk(kvm), priv), 0);
+  assert.equal(kvm.kvm_mem_is_private(0x100010), true);
+  assert.equal(sev.rmp.is_assigned(f.pfn_base + 0x10), false);
 });
 
 test('probes where an RMP entry changes carry pfn, old/new entries and raw first qwords', () => {
