@@ -63,8 +63,7 @@ export const PVALIDATE_FAIL_NOUPDATE = 255;
 export const SNP_PAGE_STATE_PRIVATE = 1;
 export const SNP_PAGE_STATE_SHARED = 2;
 /** KVM_HC_MAP_GPA_RANGE, the hypercall KVM forwards PSC requests as (KVM_EXIT_HYPERCALL). */
-export const KVM_HC_MAP_GPA_RANGE = 12;
-export const KVM_EXIT_HYPERCALL = 3;
+export { KVM_EXIT_HYPERCALL, KVM_HC_MAP_GPA_RANGE } from './hypercall_exit';
 export const KVM_MAP_GPA_RANGE_PAGE_SZ_4K = 0;
 export const KVM_MAP_GPA_RANGE_PAGE_SZ_2M = 1;
 export const KVM_MAP_GPA_RANGE_ENCRYPTED = 1 << 4;
