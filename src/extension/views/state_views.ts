@@ -39,14 +39,20 @@ export class RowsTree implements vscode.TreeDataProvider<RowNode> {
   private readonly changed = new vscode.EventEmitter<RowNode | undefined>();
   readonly onDidChangeTreeData = this.changed.event;
   private cache: RowNode[] | undefined;
+  /** The read in flight: the view and a caller asking at once must share it, not page twice. */
+  private loading: Promise<RowNode[]> | undefined;
   /** Paged lists: rows read so far and the list's length, so "more…" asks for the next page only. */
   private have: RowNode[] = [];
   private total = 0;
+  /** Bumped by invalidate: a read that started before it must not land after it. */
+  private generation = 0;
 
   constructor(private readonly load: Loader | PagedLoader) {}
 
   invalidate(): void {
+    this.generation++;
     this.cache = undefined;
+    this.loading = undefined;
     this.have = [];
     this.total = 0;
     this.changed.fire(undefined);
@@ -67,33 +73,55 @@ export class RowsTree implements vscode.TreeDataProvider<RowNode> {
     if (n) return n.children ?? [];
     const s = activeKvmSession();
     if (!s) return [];
-    if (!this.cache) {
-      try {
-        this.cache = typeof this.load === 'function' ? await this.load(s) : await this.page(s, this.load);
-      } catch (e) {
-        const msg = errorText(e);
-        this.cache = [{ kind: 'message', label: /not available|cannot answer|unknown request/.test(msg) ? 'not available for this VM' : msg, icon: 'info' }];
-      }
+    if (this.cache) return this.cache;
+    if (!this.loading) {
+      const gen = this.generation;
+      const read = (async (): Promise<RowNode[]> => {
+        try {
+          return typeof this.load === 'function' ? await this.load(s) : await this.page(s, this.load, gen);
+        } catch (e) {
+          const msg = errorText(e);
+          return [{ kind: 'message', label: /not available|cannot answer|unknown request/.test(msg) ? 'not available for this VM' : msg, icon: 'info' }];
+        }
+      })();
+      this.loading = read;
+      void read.then((rows) => {
+        if (gen !== this.generation || this.loading !== read) return;
+        this.cache = rows;
+        this.loading = undefined;
+      });
     }
-    return this.cache;
+    return this.loading;
   }
 
   /** Load the next page of a paged list (the "more…" node); the tree re-reads its children. */
   async more(): Promise<void> {
     const s = activeKvmSession();
-    if (!s || typeof this.load === 'function' || this.have.length >= this.total) return;
+    if (!s || typeof this.load === 'function') return;
+    if (this.loading) await this.loading;
+    if (this.have.length >= this.total) return;
+    const gen = this.generation;
+    const read = this.page(s, this.load, gen);
+    this.loading = read;
     try {
-      this.cache = await this.page(s, this.load);
+      const rows = await read;
+      if (gen !== this.generation) return;
+      this.cache = rows;
     } catch (e) {
       void vscode.window.showErrorMessage(errorText(e));
       return;
+    } finally {
+      if (this.loading === read) this.loading = undefined;
     }
     this.changed.fire(undefined);
   }
 
-  private async page(s: vscode.DebugSession, p: PagedLoader): Promise<RowNode[]> {
-    const r = await p.load(s, this.have.length, p.pageSize);
-    this.have = this.have.concat(r.nodes);
+  private async page(s: vscode.DebugSession, p: PagedLoader, gen: number): Promise<RowNode[]> {
+    const start = this.have.length;
+    const r = await p.load(s, start, p.pageSize);
+    // A stop (invalidate) meanwhile: this page belongs to a state the view no longer shows.
+    if (gen !== this.generation) return [];
+    this.have = this.have.slice(0, start).concat(r.nodes);
     this.total = r.total;
     if (!this.have.length) return [p.empty];
     const left = this.total - this.have.length;

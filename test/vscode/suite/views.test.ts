@@ -47,12 +47,40 @@ const FIXTURES: Record<string, string> = {
     '',
   ].join('\n'),
 };
+// Two 4K leaves, both zapped by one invalidation (two SPTE watches fire in one statement), then a refault.
+FIXTURES['two-leaves.kvmmmu'] = [
+  'vm arch=x86 vendor=intel tdp=on tdp_levels=4 maxphyaddr=46 vcpus=1',
+  'param tdp_mmu=Y nx_huge_pages=off',
+  'KVM_SET_USER_MEMORY_REGION2 slot=0 gpa=0 size=16M hva=0x7f0000000000 backing=4K',
+  'guest read gpa=0x5000',
+  'guest read gpa=0x6000',
+  'host invalidate gpa 0x5000..0x7000 reason=reclaim',
+  'guest read gpa=0x5000',
+  '',
+].join('\n');
+// An SNP guest touching 450 private pages: 450 RMP entries, more than two pages of the RMP view.
+FIXTURES['snp-many-rmp.kvmmmu'] = [
+  'vm arch=x86 vendor=amd tdp=on type=snp maxphyaddr=48 vcpus=1',
+  'param nx_huge_pages=off',
+  'KVM_CREATE_GUEST_MEMFD fd=gmem0 size=64M',
+  'KVM_SET_USER_MEMORY_REGION2 slot=0 gpa=0 size=64M flags=KVM_MEM_GUEST_MEMFD guest_memfd=gmem0 backing=4K',
+  'KVM_SET_MEMORY_ATTRIBUTES address=0 size=64M attributes=KVM_MEMORY_ATTRIBUTE_PRIVATE',
+  ...Array.from({ length: 450 }, (_, i) => `guest read gpa=0x${(i * 0x1000).toString(16)} private`),
+  'expect rmp gpa=0x0 assigned=1',
+  '',
+].join('\n');
+// `kvm-mmu run test/dap/fixtures/tdp-zap.kvmmmu --trace-out`: the capture a trace session replays (faults on
+// gfn 5 and 6, an mmu-notifier zap of gfn 5, a refault of it).
+FIXTURES['two-faults.trace.txt'] = '       CPU 0/KVM-1235    [000] .....    12.000001: kvm_mmu_get_page: sp gen 0 gfn 0 l4 8-byte q0 direct wux nxe ad root 0 sync new\n       CPU 0/KVM-1235    [000] .....    12.000002: kvm_page_fault: vcpu 0 rip 0xfff0 address 0x0000000000005000 error_code 0x181\n       CPU 0/KVM-1235    [000] .....    12.000003: kvm_mmu_spte_requested: gfn 5 pfn 1000005 level 1\n       CPU 0/KVM-1235    [000] .....    12.000004: kvm_mmu_get_page: sp gen 0 gfn 0 l3 8-byte q0 direct wux nxe ad root 0 sync new\n       CPU 0/KVM-1235    [000] .....    12.000005: kvm_tdp_mmu_spte_changed: as id 0 gfn 0 level 4 old_spte 8000000000000000 new_spte 8000000040001907\n       CPU 0/KVM-1235    [000] .....    12.000006: kvm_mmu_get_page: sp gen 0 gfn 0 l2 8-byte q0 direct wux nxe ad root 0 sync new\n       CPU 0/KVM-1235    [000] .....    12.000007: kvm_tdp_mmu_spte_changed: as id 0 gfn 0 level 3 old_spte 8000000000000000 new_spte 8000000040002907\n       CPU 0/KVM-1235    [000] .....    12.000008: kvm_mmu_get_page: sp gen 0 gfn 0 l1 8-byte q0 direct wux nxe ad root 0 sync new\n       CPU 0/KVM-1235    [000] .....    12.000009: kvm_tdp_mmu_spte_changed: as id 0 gfn 0 level 2 old_spte 8000000000000000 new_spte 8000000040003907\n       CPU 0/KVM-1235    [000] .....    12.000010: kvm_tdp_mmu_spte_changed: as id 0 gfn 5 level 1 old_spte 8000000000000000 new_spte 8600001000005b77\n       CPU 0/KVM-1235    [000] .....    12.000011: kvm_mmu_set_spte: gfn 5 spte 8600001000005b77 (rwxu) level 1 at 40003028\n       CPU 0/KVM-1235    [000] .....    12.000012: kvm_page_fault: vcpu 0 rip 0xfff0 address 0x0000000000006000 error_code 0x181\n       CPU 0/KVM-1235    [000] .....    12.000013: kvm_mmu_spte_requested: gfn 6 pfn 1000006 level 1\n       CPU 0/KVM-1235    [000] .....    12.000014: kvm_tdp_mmu_spte_changed: as id 0 gfn 6 level 1 old_spte 8000000000000000 new_spte 8600001000006b77\n       CPU 0/KVM-1235    [000] .....    12.000015: kvm_mmu_set_spte: gfn 6 spte 8600001000006b77 (rwxu) level 1 at 40003030\n qemu-system-x86-1234    [000] .....    12.000016: kvm_unmap_hva_range: mmu notifier unmap range: 0x007f0000005000 -- 0x007f0000006000\n qemu-system-x86-1234    [000] .....    12.000017: kvm_tdp_mmu_spte_changed: as id 0 gfn 5 level 1 old_spte 8600001000005b77 new_spte 8000000000000000\n       CPU 0/KVM-1235    [000] .....    12.000018: kvm_page_fault: vcpu 0 rip 0xfff0 address 0x0000000000005000 error_code 0x181\n       CPU 0/KVM-1235    [000] .....    12.000019: kvm_mmu_spte_requested: gfn 5 pfn 1000005 level 1\n       CPU 0/KVM-1235    [000] .....    12.000020: kvm_tdp_mmu_spte_changed: as id 0 gfn 5 level 1 old_spte 8000000000000000 new_spte 8600001000005b77\n       CPU 0/KVM-1235    [000] .....    12.000021: kvm_mmu_set_spte: gfn 5 spte 8600001000005b77 (rwxu) level 1 at 40003028\n';
 const FIXTURE_DIR = fs.mkdtempSync(path.join(os.tmpdir(), 'kvm-mmu-views-'));
 for (const [name, text] of Object.entries(FIXTURES)) fs.writeFileSync(path.join(FIXTURE_DIR, name), text);
 const TDP_BASICS = path.join(FIXTURE_DIR, 'tdp-basics.kvmmmu');
 const PKVM = path.join(FIXTURE_DIR, 'pkvm-ownership.kvmmmu');
 const SNP = path.join(FIXTURE_DIR, 'snp-rmp.kvmmmu');
 const SHADOW = path.join(FIXTURE_DIR, 'shadow-paging.kvmmmu');
+const TWO_LEAVES = path.join(FIXTURE_DIR, 'two-leaves.kvmmmu');
+const MANY_RMP = path.join(FIXTURE_DIR, 'snp-many-rmp.kvmmmu');
+const TRACE = path.join(FIXTURE_DIR, 'two-faults.trace.txt');
 
 type Node = { kind: string; group?: string; probes?: Array<{ name: string }>; probe?: { name: string }; ev?: { name: string; index: number; step: number; text: string }; text?: string };
 interface Tree {
@@ -78,11 +106,12 @@ interface Api {
     pages: Tree;
     pagesView: vscode.TreeView<unknown>;
     state: { memslots: RowsTree; ownership: RowsTree; rmp: RowsTree };
+    where(): unknown;
   };
 }
 
 /** Start a session and resolve at its first stop. */
-async function startAndStop(api: Api, program: string): Promise<vscode.DebugSession> {
+async function startAndStop(api: Api, program: string, kind: 'program' | 'trace' = 'program'): Promise<vscode.DebugSession> {
   const name = `${path.basename(program)} ${Date.now()}`;
   const stopped = new Promise<vscode.DebugSession>((resolve) => {
     const sub = api.views.events.onStopped((e) => {
@@ -91,7 +120,7 @@ async function startAndStop(api: Api, program: string): Promise<vscode.DebugSess
       resolve(e.session);
     });
   });
-  const ok = await vscode.debug.startDebugging(undefined, { type: 'kvm-mmu', request: 'launch', name, program, stopOnEntry: true });
+  const ok = await vscode.debug.startDebugging(undefined, { type: 'kvm-mmu', request: 'launch', name, [kind]: program, stopOnEntry: true });
   assert.ok(ok, 'startDebugging');
   return stopped;
 }
@@ -116,6 +145,43 @@ async function stepToLine(api: Api, session: vscode.DebugSession, line: number):
     await nextStop(api, session, 'next', { threadId: 1 });
   }
   throw new Error(`never reached line ${line}`);
+}
+
+/** The level-1 SPTE nodes of the first root, expanding tables on the way down. */
+async function leafNodes(tree: Tree): Promise<Node[]> {
+  type P = Node & { row?: { level: number; child?: number } };
+  let level: P[] = (await tree.getChildren()) as P[];
+  for (let depth = 0; depth < 8; depth++) {
+    const next: P[] = [];
+    for (const n of level) {
+      if (n.kind === 'spte' && n.row?.level === 1) next.push(n);
+      else if (n.kind === 'as' || n.kind === 'root' || (n.kind === 'spte' && n.row?.child !== undefined)) next.push(...((await tree.getChildren(n)) as P[]));
+    }
+    level = next;
+    if (level.length && level.every((n) => n.kind === 'spte' && n.row?.level === 1)) return level;
+  }
+  return level.filter((n) => n.kind === 'spte' && n.row?.level === 1);
+}
+
+/** Send a resume request and resolve with the reason of the next stop. */
+async function stopReason(api: Api, session: vscode.DebugSession, request: string): Promise<string> {
+  const stopped = new Promise<string>((resolve) => {
+    const sub = api.views.events.onStopped((e) => {
+      if (e.session.id !== session.id) return;
+      sub.dispose();
+      resolve(e.reason);
+    });
+  });
+  await session.customRequest(request, { threadId: 1 });
+  return stopped;
+}
+
+/** An argument of the top frame (the probe's arguments scope). */
+async function topArg(session: vscode.DebugSession, name: string): Promise<string> {
+  const st = await session.customRequest('stackTrace', { threadId: 1 });
+  const scopes = await session.customRequest('scopes', { frameId: st.stackFrames[0].id });
+  const vars = await session.customRequest('variables', { variablesReference: scopes.scopes[0].variablesReference });
+  return (vars.variables as Array<{ name: string; value: string }>).find((v) => v.name === name)?.value ?? '';
 }
 
 async function setTheme(name: string): Promise<void> {
@@ -386,6 +452,91 @@ describe('KVM MMU views', () => {
     rows = await api.views.state.rmp.getChildren();
     assert.match(rows.map((r) => r.description).join(' | '), /asid 1 {2}Validated/, 'after guest pvalidate');
     await screenshot('rmp-view-dark');
+  });
+
+  it('MMU Pages and Memslots show a replayed trace: the MMU rebuilt from the capture', async function () {
+    this.timeout(60000);
+    const session = await startAndStop(api, TRACE, 'trace');
+    await waitFor('trace vm context', () => (api.views.vm()?.arch === 'x86' ? true : undefined));
+    // Line 16: both faults replayed, the zap of gfn 5 not yet.
+    await stepToLine(api, session, 16);
+    await vscode.commands.executeCommand('kvmMmu.pages.focus');
+    const leaves = await leafNodes(api.views.pages);
+    const labels = leaves.map((n) => `${api.views.pages.getTreeItem(n).label} | ${api.views.pages.getTreeItem(n).description}`);
+    assert.strictEqual(labels.length, 2, labels.join(' ; '));
+    assert.match(labels[0], /^\[5\] gfn 0x5 \| L1 leaf 4K/);
+    assert.match(labels[1], /^\[6\] gfn 0x6 \| L1 leaf 4K/);
+    const groups = await api.views.state.memslots.getChildren();
+    assert.deepStrictEqual(groups.map((g) => g.label), ['Memslots', 'Attributes', 'Shadow pages', 'Capture']);
+    assert.match(groups[0].description ?? '', /^1 inferred/);
+    const capture = await api.views.state.memslots.getChildren(groups[3]);
+    assert.ok(capture.some((r) => r.label === 'faults' && r.description === '2'), capture.map((r) => `${r.label}=${r.description}`).join(', '));
+    await screenshot('pages-view-trace-dark');
+    // After the zap (line 17) the tree follows the rebuilt state: gfn 5 is gone, gfn 6 stays.
+    await stepToLine(api, session, 18);
+    const after = (await leafNodes(api.views.pages)).map((n) => String(api.views.pages.getTreeItem(n).label));
+    assert.deepStrictEqual(after, ['[6] gfn 0x6']);
+  });
+
+  it('"Break when SPTE changes" on two SPTEs: both watches coexist with VS Code\'s data breakpoints and both fire', async function () {
+    this.timeout(60000);
+    const session = await startAndStop(api, TWO_LEAVES);
+    await stepToLine(api, session, 6);
+    const leaves = await leafNodes(api.views.pages);
+    assert.strictEqual(leaves.length, 2);
+    const ids: string[] = [];
+    for (const n of leaves) ids.push((await vscode.commands.executeCommand<string>('kvmMmu.pages.breakOnChange', n)) ?? '');
+    assert.deepStrictEqual(ids, ['spte:0:5:1', 'spte:0:6:1']);
+    // VS Code sends its whole (here empty) data breakpoint set whenever it syncs: the watches stay.
+    await session.customRequest('setDataBreakpoints', { breakpoints: [] });
+    const listed = (await session.customRequest('kvmMmu/dataBreakpoints', {})) as { breakpoints: Array<{ dataId: string }> };
+    assert.deepStrictEqual(listed.breakpoints.map((b) => b.dataId), ids);
+    const gfns: string[] = [];
+    for (let i = 0; i < 2; i++) {
+      const reason = await stopReason(api, session, 'continue');
+      assert.strictEqual(reason, 'data breakpoint');
+      gfns.push(await topArg(session, 'gfn'));
+    }
+    assert.deepStrictEqual(gfns, ['0x5', '0x6'], 'the one invalidation zaps both, one stop each');
+  });
+
+  it('RMP pages a long list: 200 rows, then "more…" loads the next page', async function () {
+    this.timeout(90000);
+    const session = await startAndStop(api, MANY_RMP);
+    await waitFor('snp context', () => (api.views.vm()?.type === 'snp' ? true : undefined));
+    vscode.debug.addBreakpoints([new vscode.SourceBreakpoint(new vscode.Location(vscode.Uri.file(MANY_RMP), new vscode.Position(455, 0)))]);
+    try {
+      await stopReason(api, session, 'continue');
+      await vscode.commands.executeCommand('kvmMmu.rmp.focus');
+      let rows = await api.views.state.rmp.getChildren();
+      assert.strictEqual(rows.length, 201);
+      assert.strictEqual(rows[200].kind, 'more');
+      assert.strictEqual(rows[200].label, 'more… (250 more entries)');
+      await vscode.commands.executeCommand('kvmMmu.state.more', 'rmp');
+      rows = await api.views.state.rmp.getChildren();
+      assert.strictEqual(rows.length, 401);
+      assert.strictEqual(rows[400].label, 'more… (50 more entries)');
+      await vscode.commands.executeCommand('kvmMmu.state.more', 'rmp');
+      rows = await api.views.state.rmp.getChildren();
+      assert.strictEqual(rows.length, 450);
+      assert.ok(rows.every((r) => r.kind === 'row'));
+      assert.strictEqual(new Set(rows.map((r) => r.label)).size, 450, 'no row twice');
+      await screenshot('rmp-view-paged-dark');
+    } finally {
+      vscode.debug.removeBreakpoints(vscode.debug.breakpoints.filter((b) => b instanceof vscode.SourceBreakpoint));
+    }
+  });
+
+  it('"Why?" explains the current fault and shows it in Where is GFN', async function () {
+    this.timeout(60000);
+    const session = await startAndStop(api, TWO_LEAVES);
+    await stepToLine(api, session, 5);
+    const r = await vscode.commands.executeCommand<{ fault: { ret_pf: string; path: string; gfn: string }; sections: Array<{ title: string; rows: Array<{ key: string }> }> }>('kvmMmu.why');
+    assert.strictEqual(r?.fault.ret_pf, 'RET_PF_FIXED');
+    assert.strictEqual(r?.fault.gfn, '0x5');
+    assert.deepStrictEqual(r?.sections[0].rows.map((x) => x.key), ['kvm_mmu_do_page_fault', 'page_fault_can_be_fast', 'kvm_mmu_faultin_pfn', 'kvm_mmu_hugepage_adjust', 'kvm_tdp_mmu_map']);
+    await waitFor('where panel', () => api.views.where());
+    await screenshot('why-where-panel-dark');
   });
 
   it('Events says so when there is no session', async () => {
