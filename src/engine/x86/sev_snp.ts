@@ -412,11 +412,15 @@ export function rmp_make_shared(rmp: SnpRmpTable, pfn: number, level: number): n
   return ret;
 }
 
-/** The PSMASH instruction on a 2M-aligned pfn: clears the size bit of all 512 entries. */
+/**
+ * The PSMASH instruction: the pfn must be 2M-aligned and its entry an assigned 2M page (an unassigned
+ * region keeping the 2M size bit after rmp_make_shared is not a page to smash). Clears the size bit of
+ * all 512 entries.
+ */
 export function psmash_insn(rmp: SnpRmpTable, pfn: number): number {
   if (pfn < 0 || pfn > rmp.max_pfn || pfn % PTRS_PER_PMD !== 0) return PSMASH_FAIL_INPUT;
   const f = rmp.flags_of(pfn);
-  if ((f & FL_PAGESIZE) === 0) return PSMASH_FAIL_INPUT;
+  if ((f & (FL_ASSIGNED | FL_PAGESIZE)) !== (FL_ASSIGNED | FL_PAGESIZE)) return PSMASH_FAIL_INPUT;
   if ((f & FL_IMMUTABLE) !== 0) return PSMASH_FAIL_PERMISSION;
   for (let k = 0; k < PTRS_PER_PMD; k++) rmp.set_flag(pfn + k, FL_PAGESIZE, false);
   return PSMASH_SUCCESS;

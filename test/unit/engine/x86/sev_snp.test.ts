@@ -78,6 +78,13 @@ test('PSMASH splits a 2M entry into 512 4K entries and keeps Validated; failure 
   assert.equal(rmp.census().assigned_4k, 512);
   // Already 4K: nothing to smash.
   assert.equal(psmash(rmp, H), PSMASH_FAIL_INPUT);
+  // A 2M region returned to the hypervisor keeps its size bit but is not an assigned 2M page.
+  const freed = new SnpRmpTable();
+  rmp_make_private(freed, H, 0x4000_0000, 2, ASID, false);
+  assert.equal(rmp_make_shared(freed, H, 2), 0);
+  assert.equal(freed.entry(H).pagesize, 1);
+  assert.equal(psmash(freed, H), PSMASH_FAIL_INPUT);
+  assert.equal(freed.stats.psmash, 0);
   const imm = new SnpRmpTable();
   rmp_make_private(imm, H, 0, 2, ASID, true);
   assert.equal(psmash(imm, H), PSMASH_FAIL_PERMISSION);
