@@ -40,7 +40,7 @@ import { createReadStream, statSync } from 'node:fs';
 import { EVENT_BY_NAME, hexHalves, KVM_ISA_SVM, KVM_ISA_VMX } from '../engine/tracepoints/index';
 import { trace, type TraceEvent } from '../engine/trace_sink';
 import { X86Vm, type HostBacking } from '../engine/x86/index';
-import { handle_ept_violation, npf_interception } from '../engine/x86/mmu';
+import { handle_ept_misconfig, handle_ept_violation, npf_interception } from '../engine/x86/mmu';
 import type { ParsedEvent } from './event';
 import { TraceParser } from './parser';
 import { AbortError, parseStream, type StreamOptions } from './stream';
@@ -54,6 +54,9 @@ const S_EXIT = EVENT_BY_NAME.get('kvm_exit')!;
 const S_GET = EVENT_BY_NAME.get('kvm_mmu_get_page')!;
 
 const TWO32 = 0x1_0000_0000;
+/** Slot ids and GPAs of the model's stand-ins for memslot updates a capture does not show. */
+const DUMMY_SLOT = 32000;
+const DUMMY_GPA = 2 ** 45;
 const SPAN = [0, 1, 512, 512 * 512, 512 * 512 * 512, 512 ** 4];
 
 // ---------------------------------------------------------------------------------------------------
@@ -198,7 +201,7 @@ function key(asId: number, gfn: number, level: number, set = false): string {
  * or something the model is not driven with (`other`: its changes are listed as not replayed).
  */
 interface Episode {
-  kind: 'fault' | 'prefault' | 'dirty_log' | 'zap_all' | 'zap' | 'age' | 'unmap' | 'other';
+  kind: 'fault' | 'prefault' | 'mmio' | 'dirty_log' | 'zap_all' | 'zap' | 'age' | 'unmap' | 'other';
   line: number;
   pid: number;
   vcpu: number;
@@ -208,6 +211,10 @@ interface Episode {
   changes: SpteChange[];
   /** Split gfns (dirty_log). */
   splits: number[];
+  /** Memslot generations the MMIO events show passing before it (memslot updates the trace does not show). */
+  genBump: number;
+  /** A check_mmio_spte was seen in it. */
+  checked: boolean;
   /** Gfns of the `kvm_mmu_spte_requested` events in it. */
   requests: number[];
   /** HVA range of an mmu-notifier operation (age, unmap). */
@@ -252,6 +259,9 @@ const S_SPLIT = EVENT_BY_NAME.get('kvm_mmu_split_huge_page')!;
 const S_ENTRY = EVENT_BY_NAME.get('kvm_entry')!;
 const S_ZAP_ALL = EVENT_BY_NAME.get('kvm_mmu_zap_all_fast')!;
 const S_AGE = EVENT_BY_NAME.get('kvm_age_hva')!;
+const S_CHECK_MMIO = EVENT_BY_NAME.get('check_mmio_spte')!;
+const S_MARK_MMIO = EVENT_BY_NAME.get('mark_mmio_spte')!;
+const S_HANDLE_MMIO = EVENT_BY_NAME.get('handle_mmio_page_fault')!;
 const S_UNMAP = EVENT_BY_NAME.get('kvm_unmap_hva_range')!;
 
 /**
@@ -265,6 +275,15 @@ async function readCapture(source: AsyncIterable<Uint8Array | string>, opts: Mod
   const R = S_REQ.index;
   const SP = S_SPLIT.index;
   const open = new Map<number, Episode>();
+  // a faulting address is memory unless the capture's requests there found no memslot (MMIO)
+  const faultRegions = new Set<number>();
+  const mmioRegions = new Set<number>();
+  /** Last memslot generation an MMIO event showed (-1: none yet). */
+  let lastGen = -1;
+  const sawGen = (gen: number, ep: Episode | undefined) => {
+    if (lastGen >= 0 && gen > lastGen && ep) ep.genBump += gen - lastGen;
+    lastGen = gen;
+  };
   let queue: Episode[] = [];
   let head = 0;
   const close = (pid: number) => {
@@ -284,7 +303,7 @@ async function readCapture(source: AsyncIterable<Uint8Array | string>, opts: Mod
   };
   const start = (kind: Episode['kind'], ev: ParsedEvent, f?: Partial<Episode>): Episode => {
     close(ev.pid);
-    const e: Episode = { kind, line: ev.line, pid: ev.pid, vcpu: 0, gpa: 0, errLo: 0, errHi: 0, changes: [], splits: [], requests: [], hvaStart: 0, hvaEnd: 0, closed: false, ...f };
+    const e: Episode = { kind, line: ev.line, pid: ev.pid, vcpu: 0, gpa: 0, errLo: 0, errHi: 0, changes: [], splits: [], requests: [], genBump: 0, checked: false, hvaStart: 0, hvaEnd: 0, closed: false, ...f };
     if (kind === 'fault') cap.faults++;
     queue.push(e);
     open.set(ev.pid, e);
@@ -308,15 +327,29 @@ async function readCapture(source: AsyncIterable<Uint8Array | string>, opts: Mod
       // an ioctl's run of changes ends when a vCPU faults again (a sequential reading of the capture)
       for (const [pid, e] of open) if (e.kind !== 'fault') close(pid);
       start('fault', ev, { vcpu, gpa, errLo: ev.lo[PF['error_code']!]!, errHi: ev.hi[PF['error_code']!]! });
-      cap.regions.add(Math.floor(gpa / 0x20_0000));
+      faultRegions.add(Math.floor(gpa / 0x20_0000));
     } else if (s === S_REQ) {
       const gfn = ev.hi[R['gfn']!]! * TWO32 + ev.lo[R['gfn']!]!;
       // an error pfn (bits 63:52: no memslot, a hardware-poisoned page, ...) says there is no memory there
       if ((ev.hi[R['pfn']!]! & 0xfff0_0000) === 0) cap.regions.add(Math.floor(gfn / 512));
+      else mmioRegions.add(Math.floor(gfn / 512));
       // Without kvm_page_fault events, the request is the fault (its access is unknown: a write).
       if (!cap.sawPageFault && open.get(ev.pid)?.kind !== 'fault') start('fault', ev, { gpa: gfn * 4096, errLo: -1 });
       const ep = open.get(ev.pid);
-      if (ep?.kind === 'fault') ep.requests.push(gfn);
+      if (ep?.kind === 'fault' || ep?.kind === 'mmio') ep.requests.push(gfn);
+    } else if (s === S_CHECK_MMIO) {
+      // An access to an MMIO SPTE: under NPT the #NPF traced kvm_page_fault just before (same fault); an
+      // EPT misconfiguration traces no kvm_page_fault, so a check outside a fresh fault starts its own access.
+      let ep = open.get(ev.pid);
+      if (!ep || ep.kind !== 'fault' || ep.changes.length !== 0 || ep.requests.length !== 0 || ep.checked) ep = start('mmio', ev, { gpa: -1 });
+      ep.checked = true;
+      sawGen(ev.lo[s.index['kvm_gen']!]!, ep);
+    } else if (s === S_HANDLE_MMIO) {
+      const ep = open.get(ev.pid);
+      const gi = s.index['gfn']!;
+      if (ep?.kind === 'mmio' && ep.gpa < 0) ep.gpa = (ev.hi[gi]! * TWO32 + ev.lo[gi]!) * 4096;
+    } else if (s === S_MARK_MMIO) {
+      sawGen(ev.lo[s.index['gen']!]!, open.get(ev.pid));
     } else if (s === S_ENTRY) {
       if (open.get(ev.pid)?.kind === 'fault') close(ev.pid);
     } else if (s === S_SPLIT) {
@@ -376,6 +409,7 @@ async function readCapture(source: AsyncIterable<Uint8Array | string>, opts: Mod
   await parseStream(source, parser, streamOpts);
   for (const pid of [...open.keys()]) close(pid);
   drain();
+  for (const r of faultRegions) if (!mmioRegions.has(r)) cap.regions.add(r);
   return cap;
 }
 
@@ -534,6 +568,7 @@ class ModelRun {
     if (!vm || result.mismatches.length >= this.maxMismatches) return false;
     const format = this.scan.evidence.format;
     this.modelChanges.length = 0;
+    if (ep.genBump > 0) this.bumpGeneration(ep.genBump);
     if (ep.kind === 'fault' && ep.errLo === -1 && installsUnaccessedLeaf(ep, format)) ep.kind = 'prefault';
     result.operations[ep.kind] = (result.operations[ep.kind] ?? 0) + 1;
     try {
@@ -550,6 +585,18 @@ class ModelRun {
           // VMX traces the exit qualification, SVM the #NPF error code: each goes to its own handler.
           if (format === 'ept') handle_ept_violation(vcpu, ep.gpa, ep.errLo >>> 0);
           else npf_interception(vcpu, ep.gpa, ep.errLo >>> 0, ep.errHi >>> 0);
+          result.faultsReplayed++;
+          break;
+        }
+        case 'mmio': {
+          const gpa = ep.gpa >= 0 ? ep.gpa : ep.requests.length ? ep.requests[0]! * 4096 : -1;
+          if (gpa < 0 || format !== 'ept') {
+            result.notReplayed += ep.changes.filter((c) => !c.set).length;
+            return true;
+          }
+          const vcpu = vm.vcpu(Math.min(ep.vcpu, 63));
+          vm.enter(vcpu);
+          handle_ept_misconfig(vcpu, gpa);
           result.faultsReplayed++;
           break;
         }
@@ -601,6 +648,25 @@ class ModelRun {
     result.modelChanges += this.modelChanges.length;
     compareEpisode(ep, this.modelChanges, result, this.touchedOutside);
     return result.mismatches.length < this.maxMismatches;
+  }
+
+  private dummySlots = 0;
+
+  /**
+   * Memslot updates the capture does not show, seen through the MMIO generation: the model makes as many
+   * (4 KiB slots far above guest RAM, which no capture event touches) until its generation moved as much.
+   */
+  private bumpGeneration(by: number): void {
+    const vm = this.vm!;
+    const gen0 = vm.kvm.mmio_gen(0);
+    const capture = this.modelChanges.length;
+    while (((vm.kvm.mmio_gen(0) - gen0) >>> 0) < by && this.dummySlots < 256) {
+      const r = vm.add_slot(DUMMY_SLOT + this.dummySlots, DUMMY_GPA + this.dummySlots * 4096, 4096);
+      this.dummySlots++;
+      if (r < 0) break;
+    }
+    // a slot creation changes no SPTE; drop anything it traced so that only the operation is compared
+    this.modelChanges.length = capture;
   }
 
   dispose(): void {

@@ -175,6 +175,24 @@ describe('model check', () => {
     assert.deepEqual(r.vm.slots.map((x) => [x.gpa, x.size]), [['0x0', '0x800000']]);
   });
 
+  it('MMIO SPTEs (examples/mmio-spte.kvmmmu): no memory where requests found no memslot; a hidden memslot update refreshes the stale one', async () => {
+    const out = join(dir, 'mmio.txt');
+    execFileSync(process.execPath, ['--import', 'tsx', join(ROOT, 'src', 'cli', 'bin.ts'), 'run', join(ROOT, 'examples', 'mmio-spte.kvmmmu'), '--trace-out', out], { cwd: ROOT, stdio: 'pipe' });
+    const r = await modelCheckFile(out);
+    assert.deepEqual(r.mismatches, []);
+    // three kvm_page_faults (RAM, then two MMIO gpas) and two EPT misconfigurations: the cached MMIO SPTE
+    // hit (valid), then the one made stale by the memslot update (kvm_gen 4, spte-gen 2), re-marked
+    assert.deepEqual(r.operations, { fault: 3, mmio: 2 });
+    assert.deepEqual(r.vm.slots.map((x) => x.gpa), ['0x0']);
+    // the refreshed MMIO SPTE carries the new generation: one with the old one is a mismatch at its line
+    const lines = readFileSync(out, 'utf8').split('\n');
+    const i = lines.findIndex((l) => / kvm_tdp_mmu_spte_changed: as id 0 gfn fee00 level 1 old_spte fee00016 new_spte fee00026$/.test(l));
+    assert.ok(i > 0);
+    lines[i] = lines[i]!.replace(/new_spte fee00026$/, 'new_spte fee00016');
+    const r2 = await modelCheckStream(chunks(lines.join('\n')));
+    assert.equal(r2.mismatches[0]?.line, i + 1);
+  });
+
   it('a memslot away from the default HVA: its HVA is learnt from the notifier operations', async () => {
     const scenario = join(dir, 'hva.kvmmmu');
     writeFileSync(scenario, [
