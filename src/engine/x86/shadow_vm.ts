@@ -10,7 +10,7 @@ import { Kvm, type KvmCreateOptions } from './vm';
 import { KvmVcpu } from './vcpu';
 import type { HostBacking, KvmMemorySlot } from './memslot';
 import { kvm_mmu_reset_all_pte_masks, spte_to_pfn, SPTE_MMU_PRESENT_MASK, PT_PAGE_SIZE_MASK } from './spte';
-import { kvm_calc_cpu_role, shadowMmuRootRole, decodeRole, X86_CR0_PG, X86_CR0_WP, X86_CR4_PAE, X86_CR4_PSE, X86_CR4_SMEP, X86_CR4_SMAP, X86_CR4_PKE, X86_CR4_LA57, EFER_LMA, EFER_NX, ROLE_LEVEL_MASK, type KvmMmuPageRole } from './role';
+import { kvm_calc_cpu_role, shadowMmuRootRole, shadowNptRoles, ROLE_DIRECT, decodeRole, X86_CR0_PG, X86_CR0_WP, X86_CR4_PAE, X86_CR4_PSE, X86_CR4_SMEP, X86_CR4_SMAP, X86_CR4_PKE, X86_CR4_LA57, EFER_LMA, EFER_NX, ROLE_LEVEL_MASK, type KvmMmuPageRole } from './role';
 import { createGuestMmu, MemoryGuestPageTables, GuestWalker, type GuestCpuModel } from './paging_tmpl';
 import { PFERR_PRESENT_MASK, PFERR_WRITE_MASK, PFERR_USER_MASK, PFERR_FETCH_MASK } from './pferr';
 import { RET_PF_EMULATE, RET_PF_FIXED, RET_PF_RETRY, RET_PF_SPURIOUS } from './ret_pf';
@@ -58,8 +58,9 @@ export interface ShadowVmOptions {
   split_access?: SplitAccessVariant;
   pae_root?: PaeRootVariant;
   /**
-   * Host root level for guests below 4 levels: 3 (shadow paging, default), or 4/5 to model a 64-bit
-   * shadow over a 32-bit/PAE guest (shadow NPT) with the pml4/pml5 special roots.
+   * 3 (default): shadow paging. 4 or 5: shadow NPT (L1's NPT tables shadowed at the host's TDP level):
+   * guest-mode roles, the pml4/pml5 special roots over a 32-bit/PAE L1, and a passthrough 5-level root
+   * over a 4-level L1.
    */
   host_root_level?: 3 | 4 | 5;
   /**
@@ -110,6 +111,7 @@ export class ShadowVm {
   readonly host_root_level: number;
   /** TDP on with tdp_mmu=0: direct roots on shadow pages, faults by GPA (EPT violation / #NPF). */
   readonly tdp: boolean;
+  /** kvm_calc_cpu_role of the last setRegs: a change resets the MMU context. */
   private guest_role_lo = -1;
   private guest_role_hi = -1;
   /** Emulated writes performed by guestWrite (write-protected guest tables). */
@@ -182,7 +184,9 @@ export class ShadowVm {
       this.cr3 = cr3;
       return;
     }
-    const changed = role.lo !== sv.cpu_role_base || role.hi !== sv.cpu_role_ext;
+    const changed = role.lo !== this.guest_role_lo || role.hi !== this.guest_role_hi;
+    this.guest_role_lo = role.lo;
+    this.guest_role_hi = role.hi;
     const old_cr4 = this.cr4;
     this.cr0 = cr0 >>> 0;
     this.cr4 = cr4 >>> 0;
@@ -193,7 +197,14 @@ export class ShadowVm {
       sv.cpu_role_ext = role.hi;
       sv.root_role = shadowMmuRootRole(role.lo);
       const hl = this.host_root_level;
-      if (hl > 3 && (role.lo & ROLE_LEVEL_MASK) < 4 && (role.lo & 0x80) === 0) sv.root_role = ((sv.root_role & ~ROLE_LEVEL_MASK) | hl) >>> 0;
+      if (hl > 3 && (role.lo & ROLE_DIRECT) === 0) {
+        // Shadow NPT (kvm_init_shadow_npt_mmu): guest-mode roles at the host's TDP level; a 5-level host
+        // root over a 4-level L1 table is a passthrough root.
+        const npt = shadowNptRoles(cr0, cr4, efer, this.vcpu.smm, hl);
+        sv.cpu_role_base = npt.cpu_role.lo;
+        sv.cpu_role_ext = npt.cpu_role.hi;
+        sv.root_role = npt.root_role;
+      }
       sv.guest = createGuestMmu(
         {
           cr0_pg: (cr0 & X86_CR0_PG) !== 0, cr0_wp: (cr0 & X86_CR0_WP) !== 0, cr4_pae: (cr4 & X86_CR4_PAE) !== 0, cr4_pse: (cr4 & X86_CR4_PSE) !== 0,
