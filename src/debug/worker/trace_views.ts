@@ -50,17 +50,25 @@ class TableIndex {
       rootLevel.set(r.id, level >= 1 && level <= 5 ? level : m.levels);
       this.rootTable.set(r.id, this.table(r.id, r.asId, level, 0));
     }
-    const present = new Set(s.sptes.map((e) => `${e.root}:${e.level}:${e.gfn}`));
-    for (const e of s.sptes) {
-      const gfn = Number.parseInt(e.gfn, 16);
+    // Per (root, level): the gfns that hold an entry (numbers, not strings: a million SPTEs stay cheap).
+    const present = new Map<number, Set<number>>();
+    const gfns = s.sptes.map((e) => Number.parseInt(e.gfn, 16));
+    s.sptes.forEach((e, k) => {
+      const key = e.root * 8 + e.level;
+      let set = present.get(key);
+      if (!set) present.set(key, (set = new Set()));
+      set.add(gfns[k]!);
+    });
+    s.sptes.forEach((e, k) => {
+      const gfn = gfns[k]!;
       const top = rootLevel.get(e.root) ?? m.levels;
       const up = e.level + 1;
       const parentGfn = gfn - (gfn % (SPAN[up] ?? 1));
       // The parent entry is one level up at the start of this table's range; without it, an orphan.
-      const orphan = e.level < top && !present.has(`${e.root}:${up}:${parentGfn.toString(16)}`);
+      const orphan = e.level < top && !present.get(e.root * 8 + up)?.has(parentGfn);
       const t = e.level >= top || orphan ? this.rootTable.get(e.root) : this.table(e.root, e.asId, e.level, parentGfn);
       t?.entries.push(e);
-    }
+    });
   }
 
   private table(root: number, asId: number, level: number, base: number): Table {
@@ -115,8 +123,8 @@ export function traceRoots(m: RebuiltMmu): Record<string, unknown> {
         as_id: r.asId,
         mirror: false,
         invalid: r.invalid,
-        // The capture shows references only through kvm_mmu_get_page; unknown is 0.
-        root_count: 0,
+        // The capture shows the reference count only in kvm_mmu_get_page's text ("root N"); else unknown (0).
+        root_count: Number(/\broot (\d+)/.exec(r.sp?.text ?? '')?.[1] ?? 0),
         entries: t.entries.length,
         sptes: r.sptes,
         gfn: 0,
