@@ -135,7 +135,8 @@ class X86Engine implements ScenarioEngine {
   }
 
   psc(op: { vcpu: number; start: number; end: number; to: 'private' | 'shared' | 'psmash' | 'unsmash'; via?: 'ghcb' | 'msr'; serve?: boolean }): Outcome {
-    if (!this.snp) throw new NotSupportedYet('page-state changes need an SEV-SNP VM (TDX MapGPA is not bound)');
+    if (!this.snp) throw new NotSupportedYet('page-state changes need an SEV-SNP VM (TDX: guest map_gpa)');
+    if (op.end - op.start > 64 * 2 ** 30) throw new NotSupportedYet('a page-state change of more than 64 GiB in one line');
     return this.snp.psc(op.vcpu, op.start, op.end, op.to, op.via ?? 'ghcb', op.serve === true);
   }
 
@@ -147,6 +148,7 @@ class X86Engine implements ScenarioEngine {
   mapGpa(op: { vcpu: number; start: number; end: number; to: 'private' | 'shared'; serve: boolean }): Outcome {
     const kvm = this.vm.kvm;
     if (!kvm.is_tdx) throw new NotSupportedYet('MapGPA is a TDX call; SEV-SNP guests use guest psc');
+    if (op.end - op.start > 64 * 2 ** 30) throw new NotSupportedYet('a MapGPA of more than 64 GiB in one line');
     const vcpu = this.vm.vcpu(op.vcpu);
     const start = op.start - (op.start % PAGE);
     const gpa = op.to === 'shared' ? start + kvm.arch.gfn_direct_bits * PAGE : start;
