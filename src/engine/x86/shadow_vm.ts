@@ -167,9 +167,10 @@ export class ShadowVm {
 
   /**
    * Set CR0/CR4/EFER/CR3 (kvm_init_mmu → kvm_init_shadow_mmu). A different CPU role resets the MMU
-   * context (all roots freed); the same role with another CR3 is a CR3 load.
+   * context (all roots freed); the same role with another CR3 is a CR3 load (`noflush`: bit 63 set),
+   * which returns false when it raises #GP.
    */
-  setRegs(cr0: number, cr4: number, efer: number, cr3: number): void {
+  setRegs(cr0: number, cr4: number, efer: number, cr3: number, noflush = false): boolean {
     const role = kvm_calc_cpu_role({ cr0, cr4, efer, smm: this.vcpu.smm });
     const sv = this.sv;
     if (this.tdp) {
@@ -182,7 +183,7 @@ export class ShadowVm {
       this.cr4 = cr4 >>> 0;
       this.efer = efer >>> 0;
       this.cr3 = cr3;
-      return;
+      return true;
     }
     const changed = role.lo !== this.guest_role_lo || role.hi !== this.guest_role_hi;
     this.guest_role_lo = role.lo;
@@ -218,10 +219,10 @@ export class ShadowVm {
       this.cr3 = cr3;
       this.src.setCr3(cr3 % 0x1_0000_0000, Math.floor(cr3 / 0x1_0000_0000));
       if (this.isPae()) this.src.load_pdptrs(this.cpu.maxphyaddr);
-    } else {
-      if (old_cr4 !== this.cr4) kvm_post_set_cr4(sv, old_cr4, this.cr4);
-      this.loadCr3(cr3);
+      return true;
     }
+    if (old_cr4 !== this.cr4) kvm_post_set_cr4(sv, old_cr4, this.cr4);
+    return this.loadCr3(cr3, noflush);
   }
 
   private isPae(): boolean {

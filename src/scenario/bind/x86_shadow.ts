@@ -91,7 +91,10 @@ class ShadowEngine implements ScenarioEngine {
     const r = this.guest.setRegs(0, op);
     if (r < 0) return { ret: r };
     const g = this.guest.regs(0);
-    sv.setRegs(Number(g.cr0 & 0xffff_ffffn), Number(g.cr4 & 0xffff_ffffn), Number(g.efer & 0xffff_ffffn), Number(g.cr3));
+    // Bit 63 of CR3 is the PCID no-flush bit (a reserved bit, so #GP, with CR4.PCIDE=0).
+    const noflush = (g.cr3 >> 63n) !== 0n;
+    const ok = sv.setRegs(Number(g.cr0 & 0xffff_ffffn), Number(g.cr4 & 0xffff_ffffn), Number(g.efer & 0xffff_ffffn), Number(g.cr3 & ((1n << 63n) - 1n)), noflush);
+    if (!ok) return { exception: { vector: 'GP', fields: { error_code: 0 } } };
     return { ret: 0 };
   }
 
@@ -174,9 +177,10 @@ class ShadowEngine implements ScenarioEngine {
         return [f];
       }
       case 'roots': {
+        // The current root (cached=0) and the prev_roots entries (cached=1), each with the CR3 it was cached under.
         const r = sv.roots();
-        const all = [r.root, ...r.prev.map((p) => p.root)].filter((x) => x !== null);
-        return all.map((p) => roleExpectFields(p.role & ~(1 << 20), { root_count: p.root_count, gfn: p.gfn }));
+        const all = [{ root: r.root, pgd: sv.sv.root_pgd, cached: 0 }, ...r.prev.map((p) => ({ root: p.root, pgd: p.pgd, cached: 1 }))];
+        return all.flatMap((e) => (e.root === null ? [] : [roleExpectFields(e.root.role & ~(1 << 20), { root_count: e.root.root_count, gfn: e.root.gfn, pgd: e.pgd, cached: e.cached })]));
       }
       case 'walk': {
         const id = 0;
