@@ -127,8 +127,14 @@ class X86Engine implements ScenarioEngine {
 
   pvalidate(op: { vcpu: number; gva?: bigint; gpa?: number; size: number; validate: boolean }): Outcome {
     if (!this.snp) throw new NotSupportedYet('PVALIDATE needs an SEV-SNP VM (vm type=snp vendor=amd)');
-    if (op.gpa === undefined) throw new NotSupportedYet('PVALIDATE by GVA in SEV-SNP guests; use gpa=');
-    const r = this.snp.pvalidate(op.vcpu, op.gpa, op.size, op.validate);
+    let gpa = op.gpa;
+    if (gpa === undefined) {
+      // PVALIDATE takes a virtual address (rAX): the CPU walks the guest tables first, with private reads.
+      const t = this.snpTranslate(op.vcpu, op.gva!, 'read', false);
+      if (t.stop) return t.stop;
+      gpa = t.gpa!;
+    }
+    const r = this.snp.pvalidate(op.vcpu, gpa, op.size, op.validate);
     // As the guest kernel's pvalidate() helper: CF set (nothing to change) reads as PVALIDATE_FAIL_NOUPDATE.
     if (!r.exit && r.ret === 0 && r.cf) return { ret: 255 };
     return r.exit ? { exit: r.exit } : { ret: r.ret ?? 0 };
@@ -290,19 +296,26 @@ class X86Engine implements ScenarioEngine {
    * no C-bit, so the access's `private`/`shared` word stands for the leaf's C-bit (shared when absent).
    */
   private snpGvaAccess(op: AccessOp): Outcome {
+    const t = this.snpTranslate(op.vcpu, (BigInt(op.hi >>> 0) << 32n) | BigInt(op.lo >>> 0), op.kind, op.user);
+    if (t.stop) return t.stop.exception?.vector === 'PF' ? { exception: { vector: 'PF', fields: { ...t.stop.exception.fields, address: op.addr } } } : t.stop;
+    return this.store(op, t.gpa!, this.gpaAccess(op.vcpu, t.gpa!, op.kind, op.private));
+  }
+
+  /** The CPU's walk of an SNP guest's tables: every table read is a private access with the RMP check. */
+  private snpTranslate(id: number, gva: bigint, kind: 'read' | 'write' | 'fetch', user: boolean): { gpa?: number; stop?: Outcome } {
     const g = this.guest;
-    const t = g.translate(op.vcpu, (BigInt(op.hi >>> 0) << 32n) | BigInt(op.lo >>> 0), op.kind, op.user);
+    const t = g.translate(id, gva, kind, user);
     const w = t.walker;
     for (let i = 0; i < w.nsteps; i++) {
       const gpa = w.step_gpa[i]!;
       if (gpa < 0) continue;
       const write = w.ad_set[w.step_level[i]! - 1] !== 0;
-      const r = this.snp!.access(op.vcpu, gpa - (gpa % PAGE), write ? 'write' : 'read', true);
-      if (r.vc) return { exception: { vector: 'VC', fields: { address: gpa - (gpa % PAGE) } } };
-      if (r.exit || (r.ret !== undefined && r.ret !== 0)) return r;
+      const r = this.snp!.access(id, gpa - (gpa % PAGE), write ? 'write' : 'read', true);
+      if (r.vc) return { stop: { exception: { vector: 'VC', fields: { address: gpa - (gpa % PAGE) } } } };
+      if (r.exit || (r.ret !== undefined && r.ret !== 0)) return { stop: r };
     }
-    if (t.gpa === undefined) return { exception: { vector: 'PF', fields: { error_code: g.walkErrorCode, address: op.addr } } };
-    return this.store(op, t.gpa, this.gpaAccess(op.vcpu, t.gpa, op.kind, op.private));
+    if (t.gpa === undefined) return { stop: { exception: { vector: 'PF', fields: { error_code: g.walkErrorCode, address: Number(gva) } } } };
+    return { gpa: t.gpa };
   }
 
   /** A completed write with `value=` lands in guest memory (8 bytes, aligned down), where the guest's tables live. */
