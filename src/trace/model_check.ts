@@ -22,13 +22,14 @@
  *   traces the EPT exit qualification, replayed through handle_ept_violation; SVM the #NPF error code,
  *   through npf_interception) up to that task's `kvm_entry` or next fault; without any `kvm_page_fault`,
  *   each `kvm_mmu_spte_requested` is a write fault on its gfn, or KVM_PRE_FAULT_MEMORY of it when the leaf
- *   it installs has no accessed bit (a prefetch). Outside faults, a task's run of changes
- *   with `kvm_mmu_split_huge_page` is enabling dirty logging on the slots split (eager split), a run
- *   after `kvm_mmu_zap_all_fast` is that, a run after `kvm_age_hva` is page aging (clear_young) of its
- *   HVA range, a run after `kvm_unmap_hva_range` is that invalidation (part of a 2M page: the host split
- *   its THP), and a run of removals only is a zap of those ranges; any other run (dirty-log clearing,
- *   memslot changes, ...) is not replayed and its changes are counted, not compared. Such runs end when
- *   a vCPU faults again.
+ *   it installs has no accessed bit (a prefetch). Outside faults, a task's run of changes with
+ *   `kvm_mmu_split_huge_page`, or one that only write-protects leaves, is dirty logging (enabling it, or a
+ *   get/clear of part of a slot: see replayDirtyLog); a run after `kvm_mmu_zap_all_fast` is that; a run
+ *   after `kvm_age_hva` is page aging (clear_young) of its HVA range; a run after `kvm_unmap_hva_range`
+ *   is that invalidation (part of a 2M page: the host split its THP); a run of removals only is a zap of
+ *   those ranges; any other run is not replayed and its changes are counted, not compared. Such runs end
+ *   when a vCPU faults again. An EPT misconfiguration (check_mmio_spte outside a fault) is an MMIO
+ *   access; memslot updates show only as MMIO generation steps, and the model makes as many.
  * - HVAs: a memslot's HVA - GPA offset comes from the notifier operations on it (see voteHva); without
  *   any, the model's default HVA is used.
  * - Comparison: per operation, each (address space, gfn, level) sequence of `kvm_tdp_mmu_spte_changed`
@@ -39,7 +40,7 @@
 import { createReadStream, statSync } from 'node:fs';
 import { EVENT_BY_NAME, hexHalves, KVM_ISA_SVM, KVM_ISA_VMX } from '../engine/tracepoints/index';
 import { trace, type TraceEvent } from '../engine/trace_sink';
-import { X86Vm, type HostBacking } from '../engine/x86/index';
+import { KVM_DIRTY_LOG_INITIALLY_SET, KVM_DIRTY_LOG_MANUAL_PROTECT_ENABLE, X86Vm, type HostBacking } from '../engine/x86/index';
 import { handle_ept_misconfig, handle_ept_violation, npf_interception } from '../engine/x86/mmu';
 import type { ParsedEvent } from './event';
 import { TraceParser } from './parser';
@@ -570,6 +571,7 @@ class ModelRun {
     this.modelChanges.length = 0;
     if (ep.genBump > 0) this.bumpGeneration(ep.genBump);
     if (ep.kind === 'fault' && ep.errLo === -1 && installsUnaccessedLeaf(ep, format)) ep.kind = 'prefault';
+    if (ep.kind === 'other' && ep.changes.length > 0 && ep.changes.every((c) => c.set || isWriteProtect(c))) ep.kind = 'dirty_log';
     result.operations[ep.kind] = (result.operations[ep.kind] ?? 0) + 1;
     try {
       switch (ep.kind) {
@@ -608,15 +610,9 @@ class ModelRun {
           }
           break;
         }
-        case 'dirty_log': {
-          const ids = new Set<number>();
-          for (const g of ep.splits) {
-            const s = this.slots.find((x) => g * 4096 >= x.gpa && g * 4096 < x.gpa + x.size);
-            if (s) ids.add(s.slot);
-          }
-          for (const id of ids) vm.set_dirty_logging(id, true);
+        case 'dirty_log':
+          this.replayDirtyLog(ep);
           break;
-        }
         case 'zap_all':
           vm.zap_all_fast();
           break;
@@ -651,6 +647,75 @@ class ModelRun {
   }
 
   private dummySlots = 0;
+  /** Slots whose dirty logging the replay turned on; whether manual protection (CLEAR_DIRTY_LOG) is on. */
+  private readonly logging = new Set<number>();
+  private manualProtect = false;
+
+  /**
+   * A run outside faults that write-protects leaves (after eager splits, if any). When it covers every
+   * writable page the model maps in a slot whose logging is off, it is enabling dirty logging. Otherwise
+   * it write-protects part of a slot: KVM_GET_DIRTY_LOG (the pages written since) or KVM_CLEAR_DIRTY_LOG
+   * (the pages cleared). Both are replayed as a clear with a bitmap of the pages the capture
+   * write-protected, under manual protection with INITIALLY_SET (which makes enabling change nothing, as
+   * such captures show).
+   */
+  private replayDirtyLog(ep: Episode): void {
+    const vm = this.vm!;
+    const pages = new Map<number, number[]>(); // slot -> slot-relative pages write-protected
+    const slotOf = (gfn: number) => this.slots.find((x) => gfn * 4096 >= x.gpa && gfn * 4096 < x.gpa + x.size);
+    for (const c of ep.changes) {
+      if (c.set || !isWriteProtect(c)) continue;
+      const sl = slotOf(c.gfn);
+      if (!sl) continue;
+      let l = pages.get(sl.slot);
+      if (!l) pages.set(sl.slot, (l = []));
+      const span = SPAN[c.level] ?? 1;
+      for (let g = c.gfn; g < c.gfn + span && g * 4096 < sl.gpa + sl.size; g++) l.push(g - sl.gpa / 4096);
+    }
+    // an eager split with no write-protection after it still names its slot
+    for (const g of ep.splits) {
+      const sl = slotOf(g);
+      if (sl && !pages.has(sl.slot)) pages.set(sl.slot, []);
+    }
+    const root = vm.current_root(0);
+    for (const [id, list] of pages) {
+      const sl = this.slots.find((x) => x.slot === id)!;
+      let writable = 0;
+      if (root) {
+        for (const [gfn, level] of vm.leaves(root)) {
+          if (gfn * 4096 < sl.gpa || gfn * 4096 >= sl.gpa + sl.size) continue;
+          const v = vm.read_spte(gfn, level, root);
+          if (v && (v.lo & 2) !== 0) writable += SPAN[level] ?? 1;
+        }
+      }
+      if (!this.logging.has(id) && (list.length === 0 || list.length >= writable)) {
+        vm.set_dirty_logging(id, true);
+        this.logging.add(id);
+        continue;
+      }
+      if (!this.manualProtect) {
+        vm.enable_manual_dirty_log_protect(KVM_DIRTY_LOG_MANUAL_PROTECT_ENABLE | KVM_DIRTY_LOG_INITIALLY_SET);
+        this.manualProtect = true;
+      }
+      if (!this.logging.has(id)) {
+        vm.set_dirty_logging(id, true);
+        this.logging.add(id);
+      }
+      if (list.length === 0) continue;
+      const npages = sl.size / 4096;
+      let lo = Infinity;
+      let hi = -1;
+      for (const p of list) {
+        lo = Math.min(lo, p);
+        hi = Math.max(hi, p);
+      }
+      const first = lo - (lo % 64);
+      const num = Math.min(npages - first, Math.ceil((hi + 1 - first) / 64) * 64);
+      const bitmap = new Uint32Array(Math.ceil(num / 64) * 2);
+      for (const p of list) bitmap[(p - first) >>> 5]! |= 1 << ((p - first) & 31);
+      vm.clear_dirty_log(id, first, num, bitmap);
+    }
+  }
 
   /**
    * Memslot updates the capture does not show, seen through the MMIO generation: the model makes as many
@@ -706,6 +771,13 @@ function slotHvaOffset(votes: Map<number, Map<number, number>>, gpa: number, siz
  * A request with no kvm_page_fault that installs a present leaf without its accessed bit (EPT bit 8, NPT
  * bit 5) is a prefetch: KVM_PRE_FAULT_MEMORY, which maps without a guest access. A guest fault sets it.
  */
+/** A present leaf losing its writable bit (bit 1 in EPT and in NPT) and nothing else but A/D. */
+function isWriteProtect(c: SpteChange): boolean {
+  if ((c.oldLo & 0x800) === 0 || (c.newLo & 0x800) === 0 || (c.oldLo & 2) === 0 || (c.newLo & 2) !== 0) return false;
+  if (c.level !== 1 && (c.newLo & 0x80) === 0) return false;
+  return ((c.oldLo ^ c.newLo) & ~0x362) === 0 && c.oldHi === c.newHi;
+}
+
 function installsUnaccessedLeaf(ep: Episode, format: 'ept' | 'npt'): boolean {
   const accessed = format === 'ept' ? 0x100 : 0x20;
   for (const c of ep.changes) {
