@@ -436,6 +436,23 @@ export function kvm_mmu_new_pgd(sv: ShadowVcpu, new_pgd: number): boolean {
   return true;
 }
 
+/**
+ * x86.c load_pdptrs() found new PDPTEs. Upstream, with TDP off, the current root is freed so the next
+ * entry rebuilds the PAE root from them. Variant `shadow_page` keeps its PAE-root shadow page and
+ * revalidates the links instead, as it does when a cached root is reused.
+ */
+export function kvm_mmu_pdptrs_changed(sv: ShadowVcpu, same_pgd: boolean): void {
+  const root = sv.root_sp;
+  if (sv.root_kind === ROOT_SP && root !== null && (root.role & ROLE_PAE_ROOT) !== 0) {
+    // A new CR3 moves this root to prev_roots (kvm_mmu_new_pgd), revalidated if it is ever reused.
+    if (!same_pgd) return;
+    load_pdptrs(sv);
+    pae_root_sp_revalidate(sv, root, (sv.root_role & ROLE_HAS_4_BYTE_GPTE) !== 0, Math.floor(sv.root_pgd / 4096));
+    return;
+  }
+  kvm_mmu_free_roots(sv, KVM_MMU_ROOT_CURRENT);
+}
+
 /** The four PAE root entries (special root or PAE-root shadow page), for views and tests. */
 export function pae_root_entries(sv: ShadowVcpu): Array<{ lo: number; hi: number }> {
   const t = sv.root_kind === ROOT_SP && (sv.root_sp!.role & ROLE_PAE_ROOT) !== 0 ? sv.root_sp!.spt : sv.pae_root;

@@ -37,7 +37,7 @@ import {
   type SplitAccessVariant,
   type PaeRootVariant,
 } from './shadow_mmu';
-import { kvm_mmu_free_roots, kvm_mmu_reload, KVM_MMU_ROOTS_ALL, pae_root_entries, pae_root_pfn } from './shadow_roots';
+import { kvm_mmu_free_roots, kvm_mmu_reload, kvm_mmu_pdptrs_changed, KVM_MMU_ROOTS_ALL, pae_root_entries, pae_root_pfn } from './shadow_roots';
 import { kvm_set_cr3, kvm_post_set_cr4, kvm_handle_invpcid, shadow_service_requests, X86_CR3_PCID_NOFLUSH_HI, KVM_REQ_TLB_FLUSH_GUEST, type SetCr3Env } from './shadow_cr3';
 import { shadow_mmu_slot_apply_flags } from './shadow_split';
 import { kvm_rmap_age_gfn_range } from './shadow_age';
@@ -229,6 +229,8 @@ export class ShadowVm {
     return (this.sv.cpu_role_base & ROLE_LEVEL_MASK) === 3;
   }
 
+  private readonly old_pdptrs = new Uint32Array(8);
+
   private readonly cr3_env: SetCr3Env = {
     maxphyaddr: 0,
     pae: false,
@@ -236,10 +238,19 @@ export class ShadowVm {
       const src = this.src;
       const olo = src.cr3Lo;
       const ohi = src.cr3Hi;
+      this.old_pdptrs.set(src.pdptrs);
       src.setCr3(cr3 % 0x1_0000_0000, Math.floor(cr3 / 0x1_0000_0000));
-      if (src.load_pdptrs(this.cpu.maxphyaddr)) return true;
-      src.setCr3(olo, ohi);
-      return false;
+      if (!src.load_pdptrs(this.cpu.maxphyaddr)) {
+        src.setCr3(olo, ohi);
+        return false;
+      }
+      for (let i = 0; i < 8; i++) {
+        if (src.pdptrs[i] !== this.old_pdptrs[i]) {
+          kvm_mmu_pdptrs_changed(this.sv, cr3 === this.cr3);
+          break;
+        }
+      }
+      return true;
     },
   };
 

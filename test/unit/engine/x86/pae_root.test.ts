@@ -140,3 +140,22 @@ test('special roots over a 2-level guest with a 4/5-level host root: pml4_root[0
     assert.equal(vm.gvaToGpa(0x4000_3000), 0x80_0000);
   }
 });
+
+test('MOV CR3 of the same PAE CR3 with a changed PDPTE: load_pdptrs frees the special root; variant shadow_page revalidates its links', () => {
+  for (const variant of ['special', 'shadow_page'] as const) {
+    const { vm, b } = paeVm(variant);
+    b.map(0x4000_1000, 0x100_0000, ALL);
+    vm.setRegs(CR0, CR4_PAE, 0, b.cr3);
+    vm.access(0x4000_1000);
+    assert.equal(vm.gvaToGpa(0x4000_1000), 0x100_0000);
+    // The guest points PDPTE 1 at another page directory, then reloads the same CR3.
+    const other = new GuestPageTableBuilder(vm.mem, 3, 0x40_0000);
+    other.map(0x4000_1000, 0x200_0000, ALL);
+    vm.mem.write64(b.cr3 + 8, vm.mem.read64lo(other.cr3 + 8), vm.mem.read64hi(other.cr3 + 8));
+    const loads = vm.sk.counters.root_loads;
+    assert.equal(vm.loadCr3(b.cr3), true);
+    vm.access(0x4000_1000);
+    assert.equal(vm.gvaToGpa(0x4000_1000), 0x200_0000, `${variant}: no stale PDPTE link`);
+    assert.equal(vm.sk.counters.root_loads - loads, variant === 'special' ? 1 : 0);
+  }
+});
