@@ -15,7 +15,7 @@ import {
   SNP_PAGE_STATE_PRIVATE, SNP_PAGE_STATE_SHARED, to_kvm_sev_info, vmm_handle_map_gpa_range, type PscExit,
 } from './sev_snp';
 import {
-  KVM_EXIT_HYPERCALL_LONG_MODE, KVM_HC_MAP_GPA_RANGE, kvm_map_gpa_range_exit, user_exit_on_hypercall, vcpu_run_state, vmm_run_map_gpa,
+  KVM_HC_MAP_GPA_RANGE, kvm_map_gpa_range_exit, user_exit_on_hypercall, vcpu_run_state, vmm_run_map_gpa,
   type HypercallVcpu,
 } from './hypercall_exit';
 
@@ -101,7 +101,8 @@ export function ghcb_msr_psc_req(gfn: number, op: number): [number, number] {
 }
 
 function request_hypercall(vcpu: PscVcpu, gpa: number, npages: number, attrs: number, done: (vcpu: PscVcpu) => number): number {
-  const r = kvm_map_gpa_range_exit(vcpu, gpa, npages, attrs, KVM_EXIT_HYPERCALL_LONG_MODE, done);
+  // Unlike TDX's MapGPA, the SNP paths leave hypercall.flags alone.
+  const r = kvm_map_gpa_range_exit(vcpu, gpa, npages, attrs, 0, done);
   to_kvm_sev_info(vcpu.kvm)?.psc_exits.push(vcpu_run_state(vcpu).run!);
   return r;
 }
