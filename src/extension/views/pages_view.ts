@@ -121,6 +121,8 @@ export class PagesTree implements vscode.TreeDataProvider<PageNode> {
   private rootsCache: { format: string; mmu: string; roots: RootRow[] } | undefined;
   private error: string | undefined;
   format = 'ept';
+  /** Data ids of the SPTE watches the adapter holds (kvmMmu/dataBreakpoints), marked on their nodes. */
+  watched = new Set<string>();
   private generation = 0;
 
   constructor(private readonly session: () => vscode.DebugSession | undefined) {}
@@ -135,6 +137,20 @@ export class PagesTree implements vscode.TreeDataProvider<PageNode> {
     this.changed.fire(undefined);
   }
 
+  /** Mirror the adapter's watches: a node shows it is watched however the watch was added. */
+  async readWatches(s: vscode.DebugSession, gen = this.generation): Promise<void> {
+    try {
+      const r = (await s.customRequest('kvmMmu/dataBreakpoints', {})) as { breakpoints?: Array<{ dataId?: unknown }> };
+      const ids = new Set((r?.breakpoints ?? []).map((b) => b.dataId).filter((d): d is string => typeof d === 'string' && d.startsWith('spte:')));
+      const same = ids.size === this.watched.size && [...ids].every((d) => this.watched.has(d));
+      if (gen !== this.generation || same) return;
+      this.watched = ids;
+      this.changed.fire(undefined);
+    } catch {
+      // An adapter without watches (or one that ended): nothing to mark.
+    }
+  }
+
   private async roots(): Promise<{ format: string; mmu: string; roots: RootRow[] } | undefined> {
     if (this.rootsCache) return this.rootsCache;
     const s = this.session();
@@ -145,6 +161,7 @@ export class PagesTree implements vscode.TreeDataProvider<PageNode> {
       if (!r) throw new Error('malformed kvmMmu/roots response');
       if (gen === this.generation) {
         this.rootsCache = r;
+        void this.readWatches(s, gen);
         this.format = r.format;
         this.error = undefined;
       }
@@ -235,6 +252,10 @@ export class PagesTree implements vscode.TreeDataProvider<PageNode> {
         }
         item.tooltip = md;
         item.contextValue = k.context;
+        if (this.watched.has(spteDataId(n.as_id, r.gfn, r.level))) {
+          item.description = `${item.description}  (watched)`;
+          item.contextValue = `${k.context}.watched`;
+        }
         return item;
       }
     }
@@ -341,10 +362,25 @@ export function registerPagesView(context: vscode.ExtensionContext, events: Sess
         const r = (await session.customRequest('kvmMmu/addDataBreakpoint', { dataId })) as { breakpoint?: { verified?: boolean; message?: string } };
         const mine = r?.breakpoint;
         if (!mine || mine.verified === false) throw new Error(mine?.message ?? 'refused');
+        await tree.readWatches(session);
         void vscode.window.showInformationMessage(`Breaks when the SPTE of gfn ${hex(s.row.gfn)} at level ${s.row.level} changes (${dataId}).`);
         return dataId;
       } catch (e) {
         void vscode.window.showErrorMessage(`Cannot watch ${dataId}: ${errorText(e)}`);
+        return undefined;
+      }
+    }),
+    vscode.commands.registerCommand('kvmMmu.pages.unwatch', async (n?: PageNode) => {
+      const s = spteOf(n);
+      const session = activeKvmSession();
+      if (!s || !session) return undefined;
+      const dataId = spteDataId(s.as_id, s.row.gfn, s.row.level);
+      try {
+        const r = (await session.customRequest('kvmMmu/removeDataBreakpoint', { dataId })) as { removed?: boolean };
+        await tree.readWatches(session);
+        return r?.removed ? dataId : undefined;
+      } catch (e) {
+        void vscode.window.showErrorMessage(`Cannot stop watching ${dataId}: ${errorText(e)}`);
         return undefined;
       }
     }),

@@ -487,6 +487,17 @@ describe('KVM MMU views', () => {
     const ids: string[] = [];
     for (const n of leaves) ids.push((await vscode.commands.executeCommand<string>('kvmMmu.pages.breakOnChange', n)) ?? '');
     assert.deepStrictEqual(ids, ['spte:0:5:1', 'spte:0:6:1']);
+    // The tree mirrors the adapter's watches; one can be dropped from its node and added back.
+    const marked = await waitFor('watched marks', async () => {
+      const items = (await leafNodes(api.views.pages)).map((n) => api.views.pages.getTreeItem(n));
+      return items.every((i) => String(i.description).endsWith('(watched)') && /\.watched$/.test(i.contextValue ?? '')) ? items : undefined;
+    });
+    assert.strictEqual(marked.length, 2);
+    assert.strictEqual(await vscode.commands.executeCommand<string>('kvmMmu.pages.unwatch', leaves[1]), 'spte:0:6:1');
+    const one = (await session.customRequest('kvmMmu/dataBreakpoints', {})) as { breakpoints: Array<{ dataId: string }> };
+    assert.deepStrictEqual(one.breakpoints.map((b) => b.dataId), ['spte:0:5:1']);
+    assert.ok(!String(api.views.pages.getTreeItem(leaves[1]).description).endsWith('(watched)'));
+    assert.strictEqual(await vscode.commands.executeCommand<string>('kvmMmu.pages.breakOnChange', leaves[1]), 'spte:0:6:1');
     // VS Code sends its whole (here empty) data breakpoint set whenever it syncs: the watches stay.
     await session.customRequest('setDataBreakpoints', { breakpoints: [] });
     const listed = (await session.customRequest('kvmMmu/dataBreakpoints', {})) as { breakpoints: Array<{ dataId: string }> };
