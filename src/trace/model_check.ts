@@ -17,7 +17,8 @@
  *   compared with bits 51:12 masked: what must agree is where a change happens, its kind, permissions,
  *   memory type, A/D and software bits.
  * - Module parameters and vendor knobs are the engine's defaults (tdp_mmu, eager_page_split on;
- *   nx_huge_pages off; EPT A/D on; PML off): a capture does not show them.
+ *   nx_huge_pages off; EPT A/D on; PML off): a capture does not show them, except nx_huge_pages, on when
+ *   a huge leaf is installed without execute permission.
  * - Operations, read in capture order per task: a fault is `kvm_page_fault` (address = GPA under TDP; VMX
  *   traces the EPT exit qualification, replayed through handle_ept_violation; SVM the #NPF error code,
  *   through npf_interception) up to that task's `kvm_entry` or next fault; without any `kvm_page_fault`,
@@ -42,6 +43,7 @@ import { EVENT_BY_NAME, hexHalves, KVM_ISA_SVM, KVM_ISA_VMX } from '../engine/tr
 import { trace, type TraceEvent } from '../engine/trace_sink';
 import { KVM_DIRTY_LOG_INITIALLY_SET, KVM_DIRTY_LOG_MANUAL_PROTECT_ENABLE, X86Vm, type HostBacking } from '../engine/x86/index';
 import { handle_ept_misconfig, handle_ept_violation, npf_interception } from '../engine/x86/mmu';
+import { kvm_tdp_mmu_zap_possible_nx_huge_page } from '../engine/x86/tdp_mmu';
 import type { ParsedEvent } from './event';
 import { TraceParser } from './parser';
 import { AbortError, parseStream, type StreamOptions } from './stream';
@@ -74,6 +76,8 @@ export class VmEvidence {
   rootLevel = 0;
   faults = 0;
   requested = 0;
+  /** Huge leaves installed without execute permission (EPT X clear, or NPT NX set): nx_huge_pages is on. */
+  nxHugeLeaves = 0;
 
   onEvent(ev: ParsedEvent): void {
     const s = ev.schema;
@@ -85,7 +89,11 @@ export class VmEvidence {
       this.tdpChanges++;
       const level = ev.lo[S_CHANGED.index['level']!]!;
       if (level > this.maxLevel && level <= 5) this.maxLevel = level;
-      this.vote(ev.lo[S_CHANGED.index['new_spte']!]!, level);
+      const nLo = ev.lo[S_CHANGED.index['new_spte']!]!;
+      const nHi = ev.hi[S_CHANGED.index['new_spte']!]!;
+      this.vote(nLo, level);
+      // TDP maps guest memory executable unless the NX huge page mitigation keeps huge pages non-executable
+      if (level >= 2 && (nLo & 0x880) === 0x880 && (this.eptLooking >= this.nptLooking ? (nLo & 4) === 0 : (nHi & 0x8000_0000) !== 0)) this.nxHugeLeaves++;
     } else if (s === S_SET) {
       this.vote(ev.lo[S_SET.index['spte']!]!, ev.lo[S_SET.index['level']!]!);
     } else if (s === S_GET) {
@@ -540,6 +548,7 @@ class ModelRun {
       guest_maxphyaddr: ev.levels === 5 ? 52 : 46,
       nr_vcpus: scan.vcpus,
     });
+    if (ev.nxHugeLeaves > 0) vm.set_nx_huge_pages('on');
     for (const s of this.slots) vm.add_slot(s.slot, s.gpa, s.size, s.hva !== undefined ? { host_backing: s.backing, userspace_addr: s.hva } : { host_backing: s.backing });
     this.vm = vm;
     // The model's changes, collected from its own tracepoints while an operation runs.
@@ -630,7 +639,21 @@ class ModelRun {
           break;
         }
         case 'zap':
-          for (const c of ep.changes) if (!c.set && (c.oldLo & 0x800) !== 0 && (c.level === 1 || (c.oldLo & 0x80) !== 0)) vm.zap_gfn_range(c.gfn, c.gfn + (SPAN[c.level] ?? 1));
+          for (const c of ep.changes) {
+            if (c.set || (c.oldLo & 0x800) === 0) continue;
+            if (c.level === 1 || (c.oldLo & 0x80) !== 0) {
+              vm.zap_gfn_range(c.gfn, c.gfn + (SPAN[c.level] ?? 1));
+              continue;
+            }
+            // A table's parent SPTE removed outside a fault: NX huge page recovery of that table (the
+            // only path that zaps one table); the model recovers the same page if it tracked it.
+            for (const sp of vm.kvm.arch.possible_nx_huge_pages) {
+              if (sp.gfn === c.gfn && (sp.role & 0xf) === c.level - 1) {
+                kvm_tdp_mmu_zap_possible_nx_huge_page(vm.kvm, sp);
+                break;
+              }
+            }
+          }
           break;
         case 'other':
           result.notReplayed += ep.changes.filter((c) => !c.set).length;

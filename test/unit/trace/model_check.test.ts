@@ -215,6 +215,23 @@ describe('model check', () => {
     assert.match(r2.mismatches[0]!.reason, /^the capture changes this SPTE in this dirty_log .*, the model does not/);
   });
 
+  it('NX huge pages (examples/nx-huge-pages.kvmmmu): the mitigation is inferred, its recovery replayed', async () => {
+    const out = join(dir, 'nx.txt');
+    execFileSync(process.execPath, ['--import', 'tsx', join(ROOT, 'src', 'cli', 'bin.ts'), 'run', join(ROOT, 'examples', 'nx-huge-pages.kvmmmu'), '--trace-out', out], { cwd: ROOT, stdio: 'pipe' });
+    const r = await modelCheckFile(out);
+    assert.deepEqual(r.mismatches, []);
+    // an exec fault split to 4K, a read beside it, a non-executable 2M leaf (the evidence), the recovery
+    // zapping the NX-split table, and the read that maps the 2M page again
+    assert.deepEqual(r.operations, { fault: 4, zap: 1 });
+    assert.equal(r.notReplayed, 0);
+    // with the 2M leaves made executable there is no evidence: the model, mitigation off, maps the exec
+    // fault on the THP with a 2M leaf where the capture split it
+    const text = readFileSync(out, 'utf8').replace(/(new_spte [0-9a-f]+)bf3$/gm, '$1bf7');
+    const r2 = await modelCheckStream(chunks(text));
+    assert.equal(r2.ok, false);
+    assert.ok(r2.mismatches[0]!.line <= 11, `first mismatch in the exec fault, not at line ${r2.mismatches[0]!.line}`);
+  });
+
   it('a memslot away from the default HVA: its HVA is learnt from the notifier operations', async () => {
     const scenario = join(dir, 'hva.kvmmmu');
     writeFileSync(scenario, [
