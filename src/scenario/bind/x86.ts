@@ -565,13 +565,14 @@ export function createX86Engine(cfg: VmConfig): ScenarioEngine | string {
       return v === 'gmem_prepare' ? 'variant gmem_prepare only shows in SEV-SNP VMs (type=snp)' : `variant ${v} concerns the shadow MMU: use tdp=off`;
     }
   }
-  if (params.tdp_mmu === false) return 'tdp_mmu=N (the shadow MMU under TDP) is not in the x86 model yet';
   const vendor_config: Partial<KvmX86VendorConfig> = {
     max_tdp_level: cfg.tdpLevels === 5 ? 5 : 4,
     host_maxphyaddr: Math.max(46, cfg.maxphyaddr),
   };
   if (p['eptad'] !== undefined) vendor_config.ept_ad = yes(p['eptad'], true);
   if (p['pml'] !== undefined) vendor_config.pml = yes(p['pml'], false);
+  // tdp_mmu=N: the legacy MMU builds the TDP tables from direct shadow pages.
+  if (params.tdp_mmu === false) return createShadowEngine(cfg, params, { vendor_config });
   if (cfg.type === 'snp' && cfg.vendor !== 'amd') return 'SEV-SNP VMs need vendor=amd';
   const vmType = VM_TYPES[cfg.type];
   if (vmType === undefined) return `VM type ${cfg.type} is not an x86 type`;

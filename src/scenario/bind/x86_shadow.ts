@@ -7,7 +7,7 @@
  */
 import { ShadowVm } from '../../engine/x86/shadow_vm';
 import type { HostBacking } from '../../engine/x86/memslot';
-import type { KvmX86ModuleParams } from '../../engine/x86/params';
+import type { KvmX86ModuleParams, KvmX86VendorConfig } from '../../engine/x86/params';
 import {
   type AccessOp,
   type Fields,
@@ -38,8 +38,9 @@ class ShadowEngine implements ScenarioEngine {
   constructor(
     readonly cfg: VmConfig,
     private readonly params: Partial<KvmX86ModuleParams>,
+    private readonly tdp: ShadowTdpOptions | undefined,
   ) {
-    this.name = `x86 shadow MMU (tdp=off, ${cfg.vendor})`;
+    this.name = tdp ? `x86 legacy MMU under TDP (tdp_mmu=0, ${cfg.vendor})` : `x86 shadow MMU (tdp=off, ${cfg.vendor})`;
   }
 
   private get sv(): ShadowVm {
@@ -79,7 +80,8 @@ class ShadowEngine implements ScenarioEngine {
       pae_root: v['pae_root'] === 'proposed' || v['pae_root'] === 'shadow_page' ? 'shadow_page' : 'special',
       // Model option (not a kernel parameter): the nested-MMU eager split applied to L1 shadow pages.
       eager_split_l1: l1 !== undefined && /^(y|yes|on|true|1)$/i.test(l1),
-      kvm: { params: this.params },
+      tdp: this.tdp !== undefined,
+      kvm: this.tdp ? { params: this.params, vendor_config: this.tdp.vendor_config, guest_maxphyaddr: this.cfg.maxphyaddr } : { params: this.params },
     });
     this.guestSide = new X86Guest(undefined, this.cfg.maxphyaddr, this.cfg.vendor === 'amd', this.vm.mem);
     if (logDirty) this.vm.setDirtyLogging(true);
@@ -105,6 +107,15 @@ class ShadowEngine implements ScenarioEngine {
   /** The guest's store to its own PTE, through the GVA where it maps that table. */
   guestWritePte(op: { vcpu: number; gva: bigint; level: number; value: bigint; cr3?: number; via?: bigint }): Outcome {
     const sv = this.sv;
+    if (this.tdp) {
+      // With TDP the guest's page tables are plain guest memory to KVM: no write-protection, no exit.
+      const at = this.guest.entryGpa(0, op.gva, op.level, op.cr3);
+      if (at === undefined) return { ret: -14 };
+      const size = this.guest.entrySize(0);
+      sv.access(at, true);
+      this.guest.writeEntry(at, op.value, size);
+      return {};
+    }
     if (op.via === undefined) throw new NotSupportedYet('under shadow paging the store needs the GVA of the page table: add via=');
     const at = this.guest.entryGpa(0, op.gva, op.level, op.cr3);
     const t = this.guest.translate(0, op.via, 'write', false, true);
@@ -117,6 +128,7 @@ class ShadowEngine implements ScenarioEngine {
 
   access(op: AccessOp): Outcome {
     const sv = this.sv;
+    if (this.tdp) return this.tdpAccess(op);
     let gva = op.addr;
     if (op.space === 'gpa') {
       if ((this.guest.regs(0).cr0 & CR0_PG) !== 0n) throw new NotSupportedYet('with shadow paging and CR0.PG set, guest accesses are by GVA');
@@ -133,8 +145,24 @@ class ShadowEngine implements ScenarioEngine {
     return {};
   }
 
+  /** TDP: the guest's own walk (no exit; a #PF goes straight to the guest), then the GPA access through the MMU. */
+  private tdpAccess(op: AccessOp): Outcome {
+    const sv = this.sv;
+    if (op.private !== undefined) throw new NotSupportedYet('private/shared accesses need the TDP MMU (tdp_mmu=Y)');
+    let gpa = op.addr;
+    if (op.space === 'gva') {
+      const t = this.guest.translate(0, (BigInt(op.hi >>> 0) << 32n) | BigInt(op.lo >>> 0), op.kind, op.user);
+      if (t.gpa === undefined) return { exception: { vector: 'PF', fields: { error_code: t.walker.error_code, address: op.addr } } };
+      gpa = t.gpa;
+    }
+    sv.access(gpa, op.kind === 'write', false, op.kind === 'fetch');
+    if (op.kind === 'write' && op.hasValue) sv.mem.write64(gpa - (gpa % 8), Number(op.value & 0xffff_ffffn), Number((op.value >> 32n) & 0xffff_ffffn));
+    return {};
+  }
+
   invlpg(op: { vcpu: number; gva: bigint }): Outcome {
-    this.sv.invlpg(Number(op.gva));
+    // With TDP, INVLPG is not intercepted: nothing for the MMU to do.
+    if (!this.tdp) this.sv.invlpg(Number(op.gva));
     return {};
   }
 
@@ -151,7 +179,8 @@ class ShadowEngine implements ScenarioEngine {
     const sv = this.sv;
     switch (subject) {
       case 'spte': {
-        if (sel['gva'] === undefined && (this.guest.regs(0).cr0 & CR0_PG) !== 0n) {
+        if (this.tdp && sel['gva'] !== undefined) throw new NotSupportedYet('with TDP, SPTEs map guest physical addresses: use gpa= or gfn=');
+        if (!this.tdp && sel['gva'] === undefined && (this.guest.regs(0).cr0 & CR0_PG) !== 0n) {
           throw new NotSupportedYet('under shadow paging with CR0.PG set, SPTEs are found by gva=');
         }
         const gva = Number(sel['gva'] ?? sel['gpa'] ?? Number(sel['gfn']) * PAGE);
@@ -203,10 +232,16 @@ class ShadowEngine implements ScenarioEngine {
   }
 }
 
-export function createShadowEngine(cfg: VmConfig, params: Partial<KvmX86ModuleParams>): ScenarioEngine | string {
-  if (cfg.vcpus !== 1) return 'the shadow-paging model has one vCPU (vcpus=1)';
-  if (cfg.type !== 'default') return `VM type ${cfg.type} needs TDP`;
+/** TDP with tdp_mmu=0: the vendor's TDP configuration the legacy MMU's direct roots follow. */
+export interface ShadowTdpOptions {
+  vendor_config: Partial<KvmX86VendorConfig>;
+}
+
+/** The shadow MMU: TDP off (shadow paging), or with `tdp` TDP on and tdp_mmu=0 (direct shadow pages). */
+export function createShadowEngine(cfg: VmConfig, params: Partial<KvmX86ModuleParams>, tdp?: ShadowTdpOptions): ScenarioEngine | string {
+  if (cfg.vcpus !== 1) return `the ${tdp ? 'tdp_mmu=0' : 'shadow-paging'} model has one vCPU (vcpus=1)`;
+  if (cfg.type !== 'default') return tdp ? `VM type ${cfg.type} needs the TDP MMU (tdp_mmu=Y)` : `VM type ${cfg.type} needs TDP`;
   const gp = cfg.variants['gmem_prepare'];
   if (gp !== undefined && gp !== 'upstream' && gp !== 'on_alloc') return 'gmem_prepare concerns SEV-SNP, which needs TDP';
-  return new ShadowEngine(cfg, params);
+  return new ShadowEngine(cfg, params, tdp);
 }
