@@ -222,6 +222,28 @@ describe('DAP: views on a replayed trace', () => {
     assert.equal(after.rows.find((r) => r.gfn === 6)?.kind, 'leaf');
     await assert.rejects(dc.customRequest('kvmMmu/table', { table: 999, start: 0, count: 1 }), /no page table/);
   });
+
+  it('"Why?" on a capture: the chain its events prove, and a fault still being replayed says so', async () => {
+    const trace = zapCapture();
+    dc = await startClient();
+    // 14: gfn 6's fault requested its leaf, the SPTE change not yet replayed; 16: both faults done.
+    await launchStopped(dc, { trace, stopOnEntry: false }, (c) => c.setBreakpointsRequest({ source: { path: trace }, breakpoints: [{ line: 14 }, { line: 16 }] }));
+    let w = (await dc.customRequest('kvmMmu/why', {})).body as WhyAnswer;
+    assert.equal(w.fault?.ret_pf, 'in progress');
+    assert.match(w.sections[0]!.note ?? '', /still being replayed \(next: kvm_tdp_mmu_spte_changed\)/);
+    await cont(dc);
+    w = (await dc.customRequest('kvmMmu/why', {})).body as WhyAnswer;
+    assert.equal(w.fault?.ret_pf, 'RET_PF_FIXED');
+    assert.equal(w.fault?.gfn, '0x6');
+    assert.deepEqual(w.sections[0]!.rows.map((r) => r.key), ['kvm_page_fault', 'page_fault_can_be_fast', 'kvm_mmu_hugepage_adjust', 'kvm_tdp_mmu_map']);
+    assert.match(w.sections[0]!.rows[3]!.value, /^RET_PF_FIXED: the 4K leaf was installed \(kvm_tdp_mmu_spte_changed: as id 0 gfn 6 level 1/);
+    // Where is GFN 6 in the capture: its walk through the rebuilt root, and the fault's chain.
+    const where = (await dc.customRequest('kvmMmu/whereIsGfn', { gfn: 6 })).body as WhyAnswer;
+    const sptes = where.sections.find((x) => x.title.startsWith('SPTEs in root #'));
+    assert.deepEqual(sptes?.rows.map((r) => r.key), ['level 4', 'level 3', 'level 2', 'level 1']);
+    assert.match(sptes!.rows[3]!.value, /^0x8600001000006b77 {2}leaf/);
+    assert.ok(where.sections.some((x) => x.title === 'why RET_PF_FIXED? (vCPU 0, gpa 0x6000)'), where.sections.map((x) => x.title).join(' | '));
+  });
 });
 
 type WhyAnswer = { fault: { ret_pf: string; path: string; gfn: string; vcpu: number } | null; sections: Array<{ title: string; rows: Array<{ key: string; value: string }>; note?: string }> };

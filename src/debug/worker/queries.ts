@@ -16,8 +16,9 @@ import { kvm_mmu_max_mapping_level } from '../../engine/x86/mmu';
 import { KVM_PGTABLE_WALK_LEAF, kvm_pgtable_walk, type KvmPgtableVisitCtx } from '../../engine/arm64/pgtable';
 import { pageStateName } from '../../engine/arm64/pkvm_mem_protect';
 import { ownerName } from '../../engine/arm64/variants';
-import { traceMemslots, traceRoots, traceTable, traceVm } from './trace_views';
+import { traceMemslots, traceRoots, traceTable, traceVm, traceWhere } from './trace_views';
 import { currentFaultVcpu, explainFault, type WhyFault } from './why';
+import { explainTraceFault } from './why_trace';
 import type { KvmVcpu } from '../../engine/x86/vcpu';
 
 export interface QueryContext {
@@ -462,7 +463,21 @@ function whySection(w: WhyFault): WhereSection {
   return { title: `why ${w.ret_pf}? (vCPU ${w.vcpu}, gpa ${w.gpa})`, rows: w.chain.map((d) => ({ key: d.key, value: d.value })), note: w.summary };
 }
 
+/** The current fault of a capture, from the events replayed so far (the next one tells if it is done). */
+function whyTrace(program: DebugProgram, replayed: number, vcpu?: number): ReturnType<typeof explainTraceFault> {
+  if (!program.events) return undefined;
+  const events = program.events(Math.max(0, replayed - 4000), Math.min(4000, replayed)).events;
+  return explainTraceFault(events, vcpu, program.events(replayed, 1).events[0]);
+}
+
 function whereIsGfn(program: DebugProgram, gfn: number): { gfn: string; gpa: string; sections: WhereSection[] } {
+  const rebuilt = program.rebuilt?.();
+  if (rebuilt) {
+    const sections: WhereSection[] = traceWhere(rebuilt, gfn);
+    const w = whyTrace(program, rebuilt.replayed);
+    if (w && w.gfn === gfn) sections.push({ title: `why ${w.ret_pf}? (vCPU ${w.vcpu}, gpa ${w.gpa})`, rows: w.chain, note: w.summary });
+    return { gfn: '0x' + gfn.toString(16), gpa: '0x' + (gfn * 4096).toString(16), sections };
+  }
   const kvm = x86Kvm(program);
   if (kvm) {
     const sections = whereX86(kvm, gfn);
@@ -660,8 +675,16 @@ export function handleQuery(name: string, args: Record<string, unknown>, ctx: Qu
     case 'kvmMmu/vm':
       return { kind: ctx.program.kind, file: ctx.program.file, vm: vmOf(ctx.program) };
     case 'kvmMmu/why': {
+      const vcpuArg = args.vcpu === undefined ? undefined : int(args.vcpu, 0, 0, 4096);
+      const rebuiltNow = ctx.program.rebuilt?.();
+      if (rebuiltNow) {
+        // A capture: the events replayed so far (the current one not yet) are all there is to go on.
+        const t = whyTrace(ctx.program, rebuiltNow.replayed, vcpuArg);
+        if (!t) return { fault: null, sections: [{ title: 'why?', rows: [], note: 'no fault replayed yet: nothing to explain' }] };
+        return { fault: { ...t, gfn: '0x' + t.gfn.toString(16) }, sections: [{ title: `why ${t.ret_pf}? (vCPU ${t.vcpu}, gpa ${t.gpa})`, rows: t.chain, note: t.summary }] };
+      }
       // "Why?" for the current fault: its decisions, then why this mapping level for its gfn.
-      const w = whyFault(ctx.program, args.vcpu === undefined ? undefined : int(args.vcpu, 0, 0, 4096));
+      const w = whyFault(ctx.program, vcpuArg);
       if (!w) return { fault: null, sections: [{ title: 'why?', rows: [], note: 'no fault yet: nothing to explain' }] };
       const kvm = x86Kvm(ctx.program)!;
       const level = whereX86(kvm, w.gfn).find((x) => x.title === 'why this mapping level?');

@@ -240,3 +240,34 @@ export function traceVm(m: RebuiltMmu): Record<string, unknown> {
     source: 'trace',
   };
 }
+
+/** "Where is GFN X?" in a capture: the inferred memslot and the rebuilt SPTEs that map the gfn, per root. */
+export function traceWhere(m: RebuiltMmu, gfn: number): Array<{ title: string; rows: Array<{ key: string; value: string; decode?: { kind: string; value: string; level: number } }>; note?: string }> {
+  const masks = masksOf(m);
+  const slots = (traceMemslots(m).slots as Array<{ id: number; base_gfn: number; npages: number; gpa: string; gpa_end: string; backing: string }>);
+  const slot = slots.find((x) => gfn >= x.base_gfn && gfn < x.base_gfn + x.npages);
+  const out: Array<{ title: string; rows: Array<{ key: string; value: string; decode?: { kind: string; value: string; level: number } }>; note?: string }> = [];
+  out.push(slot
+    ? { title: 'memslot (inferred from the capture)', rows: [{ key: 'slot', value: String(slot.id) }, { key: 'gpa range', value: `${slot.gpa}-${slot.gpa_end}` }, { key: 'host backing', value: slot.backing }], note: 'a capture never shows memslots: this is the range its SPTEs cover' }
+    : { title: 'memslot (inferred from the capture)', rows: [], note: 'no rebuilt leaf covers this gfn' });
+  const byRoot = new Map<number, RebuiltSpte[]>();
+  for (const e of m.summary.sptes) {
+    const span = SPAN[e.level] ?? 1;
+    if (Number.parseInt(e.gfn, 16) !== gfn - (gfn % span)) continue;
+    let l = byRoot.get(e.root);
+    if (!l) byRoot.set(e.root, (l = []));
+    l.push(e);
+  }
+  if (!m.summary.roots.length) out.push({ title: 'SPTEs', rows: [], note: 'no root rebuilt yet' });
+  for (const r of m.summary.roots) {
+    const rows = (byRoot.get(r.id) ?? []).map((e) => {
+      const { lo, hi } = halves(e.spte);
+      const d = describeSpte(masks, lo, hi, e.level);
+      return { key: `level ${e.level}`, value: `${hex0x(lo, hi, 16)}  ${d.kind}${d.large ? ' (huge)' : ''}${d.kind === 'leaf' || d.kind === 'nonleaf' ? ` ${d.traceFlags} pfn ${d.pfn}` : ''}  (capture line ${e.line})`, decode: { kind: m.format === 'ept' ? 'ept-spte' : 'npt-spte', value: hex0x(lo, hi), level: e.level } };
+    });
+    out.push(rows.length
+      ? { title: `SPTEs in root #${r.id} (as ${r.asId}${r.invalid ? ', invalid' : ''})`, rows }
+      : { title: `SPTEs in root #${r.id} (as ${r.asId}${r.invalid ? ', invalid' : ''})`, rows, note: 'the capture set no SPTE for this gfn in this root' });
+  }
+  return out;
+}
