@@ -3,7 +3,7 @@ import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
 import * as vscode from 'vscode';
-import { activateExtension, screenshot, waitFor } from './helpers';
+import { activateExtension, screenshot, sleep, waitFor } from './helpers';
 
 const ROOT = process.env.KVM_MMU_ROOT ?? path.resolve(__dirname, '..', '..', '..', '..');
 void ROOT;
@@ -517,6 +517,8 @@ describe('KVM MMU views', () => {
     await waitFor('snp context', () => (api.views.vm()?.type === 'snp' ? true : undefined));
     vscode.debug.addBreakpoints([new vscode.SourceBreakpoint(new vscode.Location(vscode.Uri.file(MANY_RMP), new vscode.Position(455, 0)))]);
     try {
+      // VS Code sends the breakpoint to the adapter asynchronously: let it arrive before running.
+      await sleep(500);
       await stopReason(api, session, 'continue');
       await vscode.commands.executeCommand('kvmMmu.rmp.focus');
       let rows = await api.views.state.rmp.getChildren();
