@@ -21,6 +21,7 @@ import {
   layout,
   pagesPerEntry,
   parseToMap,
+  walkPath,
   type BlockPos,
   type FromMap,
   type KindLetter,
@@ -121,8 +122,9 @@ let panY = saved.panY ?? 10;
 let colorBy: ColorBy = saved.colorBy ?? 'owner';
 let atlas: Atlas | undefined;
 let scene: Scene | undefined;
+let walk: Array<{ table: number; entry: number }> = [];
 const tiles = new TileCache();
-const css = { bg: '#000', label: '#ccc', focus: '#07f' };
+const css = { bg: '#000', label: '#ccc', focus: '#07f', walk: '#f80' };
 
 const canColorByOwner = (): boolean => !!map && (map.ownership === 'guest' || map.ownership === 'host');
 const mode = (): ColorBy => (colorBy === 'owner' && canColorByOwner() ? 'owner' : 'kind');
@@ -135,6 +137,7 @@ function rebuild(): void {
   css.bg = v('--vscode-editor-background', '#000');
   css.label = v('--vscode-foreground', '#ccc');
   css.focus = v('--vscode-focusBorder', '#07f');
+  css.walk = v('--vscode-editorWarning-foreground', v('--vscode-charts-orange', '#f80'));
   if (!map) return;
   const bg = parseColor(css.bg);
   const kindRgb = new Map<string, readonly [number, number, number]>();
@@ -226,6 +229,7 @@ function draw(): void {
   // Tiles still to draw come on the next frames; the rest of the map is already on screen.
   if (tiles.draw(g, scene, zoom, panX, panY, w, h)) schedule();
   const cell = zoom;
+  if (walk.length) drawWalk(g, cell);
   if (hover) {
     const p = pos[hover.table]!;
     g.strokeStyle = css.focus;
@@ -237,6 +241,34 @@ function draw(): void {
 }
 
 let hover: { table: number; entry: number } | undefined;
+
+/** The current fault's walk: each entry it reads outlined, joined to the table it leads to. */
+function drawWalk(g: CanvasRenderingContext2D, cell: number): void {
+  const px = Math.round(panX);
+  const py = Math.round(panY);
+  const centre = (w: { table: number; entry: number }) => {
+    const p = pos[w.table]!;
+    return { x: px + (p.x + (w.entry % block.w) + 0.5) * cell, y: py + (p.y + Math.floor(w.entry / block.w) + 0.5) * cell };
+  };
+  g.save();
+  g.strokeStyle = css.walk;
+  g.lineWidth = 2;
+  g.setLineDash([5, 3]);
+  g.beginPath();
+  walk.forEach((w, i) => {
+    const c = centre(w);
+    if (i === 0) g.moveTo(c.x, c.y);
+    else g.lineTo(c.x, c.y);
+  });
+  g.stroke();
+  g.setLineDash([]);
+  const r = Math.max(4, cell / 2 + 2);
+  for (const w of walk) {
+    const c = centre(w);
+    g.strokeRect(c.x - r, c.y - r, 2 * r, 2 * r);
+  }
+  g.restore();
+}
 
 function hit(clientX: number, clientY: number): { table: number; entry: number } | undefined {
   if (!map || !scene) return undefined;
@@ -372,7 +404,8 @@ window.addEventListener('message', (ev: MessageEvent) => {
   rootSel.value = String(map.root);
   colorGroup.style.display = canColorByOwner() ? '' : 'none';
   colorSel.value = mode();
-  info.textContent = summary(map);
+  walk = map.walk ? walkPath(map, map.walk.gfn) : [];
+  info.textContent = summary(map) + (map.walk ? `  |  walk of the ${map.walk.label}` : '');
   rebuild();
   if (first || rootChanged) fitWidth();
   save();

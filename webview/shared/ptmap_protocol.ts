@@ -74,6 +74,8 @@ export interface MapData {
   pageShift?: number;
   /** Whose page states `owners` gives: the guest's (guest stage-2) or the host's (host stage-2). */
   ownership?: 'none' | 'guest' | 'host';
+  /** The page of the current fault, whose walk the map highlights. */
+  walk?: { gfn: number; label: string };
 }
 
 export type ToMap = { type: 'map'; map: MapData } | { type: 'error'; message: string };
@@ -130,6 +132,8 @@ export function parseToMap(m: unknown): ToMap | undefined {
   if (d.bitsPerLevel !== undefined) map.bitsPerLevel = bitsPerLevel;
   if (int(d.pageShift) && d.pageShift >= 12 && d.pageShift <= 16) map.pageShift = d.pageShift;
   if (d.ownership === 'none' || d.ownership === 'guest' || d.ownership === 'host') map.ownership = d.ownership;
+  const w = d.walk as Record<string, unknown> | undefined;
+  if (w && typeof w === 'object' && int(w.gfn) && w.gfn < 2 ** 52 && typeof w.label === 'string' && w.label.length <= 300) map.walk = { gfn: w.gfn, label: w.label };
   return { type: 'map', map };
 }
 
@@ -182,4 +186,32 @@ export function layout(map: MapData): BlockPos[] {
     rows.set(col, row + 1);
     return { x: col * (w + COLUMN_GAP), y: row * (h + BLOCK_GAP) };
   });
+}
+
+/**
+ * The entries a walk for `gfn` goes through, root first: in each table the entry covering gfn, down
+ * through table entries to the child linked there, as long as the child covers gfn (indirect shadow
+ * pages translate other addresses and end the path).
+ */
+export function walkPath(map: MapData, gfn: number): Array<{ table: number; entry: number }> {
+  const entries = map.entries ?? 512;
+  const span = (level: number) => pagesPerEntry(level, map.leafLevel, map.bitsPerLevel);
+  const covers = (i: number) => {
+    const t = map.tables[i]!;
+    return gfn >= t.gfn && gfn < t.gfn + entries * span(t.level);
+  };
+  const child = new Map<string, number>();
+  map.tables.forEach((t, i) => {
+    if (t.parent >= 0) child.set(`${t.parent}:${t.parentIndex}`, i);
+  });
+  const path: Array<{ table: number; entry: number }> = [];
+  let cur = map.tables.findIndex((t, i) => t.parent === -1 && covers(i));
+  while (cur >= 0 && covers(cur)) {
+    const t = map.tables[cur]!;
+    const entry = Math.floor((gfn - t.gfn) / span(t.level));
+    path.push({ table: cur, entry });
+    if (t.kinds[entry] !== 'T') break;
+    cur = child.get(`${cur}:${entry}`) ?? -1;
+  }
+  return path;
 }

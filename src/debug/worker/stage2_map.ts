@@ -118,7 +118,11 @@ export function stage2Map(program: DebugProgram, args: Record<string, unknown>):
     if (owners) t.owners = owners.join('');
     tables.push(t);
   }
+  // The guest stage-2's most recent abort is the walk the map highlights.
+  const last = s.space === 'ipa' ? vm.faultLog[vm.faultLog.length - 1] : undefined;
+  const walk = last ? { gfn: Math.floor(last.ipa / pgt.pageSize), label: `last stage-2 abort: ipa 0x${last.ipa.toString(16)} ${last.access} ${last.fsc} fault at level ${last.level} -> ${last.outcome}` } : undefined;
   return {
+    walk,
     format: `stage2-${pgt.gi.name}${pgt.lpa2 ? '-lpa2' : ''}`,
     arch: 'arm64',
     granule: pgt.gi.name,

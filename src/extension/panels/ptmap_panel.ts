@@ -79,10 +79,24 @@ export class PtMapPanel {
   private async read(s: vscode.DebugSession): Promise<Record<string, unknown>> {
     const args = { root: this.root ?? -1, maxTables: 8192 };
     try {
-      return (await s.customRequest('kvmMmu/tableMap', args)) as Record<string, unknown>;
+      const map = (await s.customRequest('kvmMmu/tableMap', args)) as Record<string, unknown>;
+      return { ...map, walk: await this.currentFault(s) };
     } catch (e) {
       if (!/no x86 MMU/.test(errorText(e))) throw e;
       return (await s.customRequest('kvmMmu/stage2Map', args)) as Record<string, unknown>;
+    }
+  }
+
+  /** The page of the x86 current fault ("Why?"'s), whose walk the map highlights; none before a fault. */
+  private async currentFault(s: vscode.DebugSession): Promise<{ gfn: number; label: string } | undefined> {
+    try {
+      const r = (await s.customRequest('kvmMmu/why', {})) as { fault?: { vcpu?: number; gpa?: string; gfn?: string; ret_pf?: string } | null };
+      const f = r.fault;
+      const gfn = f && typeof f.gfn === 'string' ? Number.parseInt(f.gfn, 16) : NaN;
+      if (!f || !Number.isSafeInteger(gfn)) return undefined;
+      return { gfn, label: `current fault: vCPU ${f.vcpu ?? '?'} gpa ${f.gpa ?? '?'} ${f.ret_pf ?? ''}`.trim() };
+    } catch {
+      return undefined;
     }
   }
 

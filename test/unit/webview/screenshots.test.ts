@@ -72,6 +72,10 @@ interface Shot {
 function shots(): Shot[] {
   const x86 = program(X86);
   const tableMap = handleQuery('kvmMmu/tableMap', { root: -1, maxTables: 8192 }, { program: x86 }) as Record<string, unknown>;
+  // The panel adds the current fault ("Why?") to the map for its walk.
+  const why = handleQuery('kvmMmu/why', {}, { program: x86 }) as { fault: { gfn: string; gpa: string; vcpu: number; ret_pf: string } | null };
+  assert.ok(why.fault, 'a current fault');
+  tableMap.walk = { gfn: Number.parseInt(why.fault.gfn, 16), label: `current fault: vCPU ${why.fault.vcpu} gpa ${why.fault.gpa} ${why.fault.ret_pf}` };
   const where = handleQuery('kvmMmu/whereIsGfn', { gfn: 0x10 }, { program: x86 }) as { gfn: string; gpa: string; sections: unknown[] };
   const timeline = vcpuTimeline(x86, { buckets: 300 });
   x86.dispose();
@@ -125,6 +129,9 @@ test('every panel renders in light, dark and high contrast (screenshots saved)',
         await page.evaluate(() => new Promise((r) => requestAnimationFrame(() => requestAnimationFrame(r))));
         await page.screenshot({ path: join(OUT, `${s.panel}-${theme}.png`) });
         assert.deepEqual(errors, [], `${s.panel} in ${theme}`);
+        if (s.panel === 'ptmap-x86' || s.panel === 'ptmap-arm64') {
+          assert.match(await page.evaluate(() => document.querySelector('.info')?.textContent ?? ''), /walk of the (current fault: vCPU 0|last stage-2 abort)/);
+        }
         if (s.bundle === 'ptmap' || s.bundle === 'timeline') {
           const n = await canvasColours(page);
           assert.ok(n >= 4, `${s.panel} in ${theme}: the canvas shows ${n} colours`);

@@ -233,8 +233,11 @@ describe('Bit Decoder panel', () => {
       const leaf = map.tables.find((t) => t.level === 3)!;
       assert.strictEqual(leaf.owners?.[0x100], 's', 'gfn 0x100 is PKVM_PAGE_SHARED_OWNED in the guest stage-2');
       assert.strictEqual(leaf.owners?.[0x101], 'o', 'gfn 0x101 is PKVM_PAGE_OWNED');
-      await waitFor('map drawn', () => api.views.ptmap()?.rendered);
-      await screenshot('ptmap-arm64-pkvm-dark');
+      try {
+        await waitFor('map drawn', () => api.views.ptmap()?.rendered);
+      } finally {
+        await screenshot('ptmap-arm64-pkvm-dark');
+      }
     } finally {
       vscode.debug.removeBreakpoints([bp]);
       sub.dispose();
