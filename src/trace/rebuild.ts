@@ -24,6 +24,7 @@
 import { EVENT_BY_NAME, hexHalves, spText, type EventSchema } from '../engine/tracepoints/index';
 import type { ParsedEvent } from './event';
 import { FaultLoops } from './fault_loops';
+import { hexOfHalves } from './hex_text';
 import { NumTable } from './num_table';
 import { isPresentKind, KIND_FROZEN, KIND_LEAF, KIND_MMIO, KIND_NAMES, KIND_NONLEAF, KIND_NONPRESENT, spteKindCode, type SpteKind } from './spte_kind';
 
@@ -862,14 +863,14 @@ export class Rebuilder {
           const s = m.get(gfn);
           const lo = this.lo[s]!;
           const hi = this.hi[s]!;
-          // small integers (`| 0`) keep the objects free of boxed doubles; hexHalves avoids the slow radix path
+          // small integers (`| 0`) keep the objects free of boxed doubles
           const line = this.lineOf[s]!;
           sptes.push({
             asId: r.asId,
             root: r.id,
             gfn: hexHalves(gfn >>> 0, (gfn / TWO32) >>> 0),
             level,
-            spte: hexHalves(lo, hi),
+            spte: hexOfHalves(lo, hi),
             kind: KIND_NAMES[spteKindCode(lo, hi, level)]!,
             line: line <= 0x3fff_ffff ? line | 0 : line,
           });
