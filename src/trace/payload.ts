@@ -383,8 +383,10 @@ interface Compiled {
   isBool: Uint8Array;
   signed: Uint8Array;
   lits: string[];
-  /** Char codes of each literal, for an inline compare (no call per literal). */
-  litCodes: Int32Array[];
+  /** All literals' char codes in one array (litAt[k], length litLen[k]), for an inline compare in the hot loop. */
+  allLits: Uint16Array;
+  litAt: Int32Array;
+  litLen: Int32Array;
   parts: readonly Part[];
 }
 
@@ -400,14 +402,19 @@ function compileParts(schema: EventSchema, parts: readonly Part[]): Compiled {
     isBool: new Uint8Array(n),
     signed: new Uint8Array(n),
     lits: new Array<string>(n).fill(''),
-    litCodes: new Array<Int32Array>(n).fill(new Int32Array(0)),
+    allLits: new Uint16Array(parts.reduce((a, p) => a + (p.t === 'lit' ? p.s.length : 0), 0)),
+    litAt: new Int32Array(n),
+    litLen: new Int32Array(n),
     parts,
   };
+  let litFill = 0;
   parts.forEach((p, k) => {
     if (p.t === 'lit') {
       c.ops[k] = OP_LIT;
       c.lits[k] = p.s;
-      c.litCodes[k] = Int32Array.from(p.s, (ch) => ch.charCodeAt(0));
+      c.litAt[k] = litFill;
+      c.litLen[k] = p.s.length;
+      for (let i = 0; i < p.s.length; i++) c.allLits[litFill++] = p.s.charCodeAt(i);
       return;
     }
     c.fields[k] = p.field;
@@ -466,11 +473,13 @@ function run(schema: EventSchema, c: Compiled, s: string, pos: number, end: numb
   for (let k = 0; k < n; k++) {
     const op = ops[k]!;
     if (op === OP_LIT) {
-      const codes = c.litCodes[k]!;
-      const L = codes.length;
-      let j = 0;
-      if (pos + L <= end) while (j < L && s.charCodeAt(pos + j) === codes[j]) j++;
-      if (j !== L) {
+      const lits = c.allLits;
+      const L = c.litLen[k]!;
+      const at = c.litAt[k]! - pos;
+      let j = pos;
+      const stop = pos + L;
+      if (stop <= end) while (j < stop && s.charCodeAt(j) === lits[at + j]) j++;
+      if (j !== stop) {
         // a trimmed line loses the trailing space before an empty flag list (`pferr 0 `)
         if (pos >= end && tailCanBeEmpty(c, k, ev)) return PAYLOAD_OK;
         return litFail(s, pos, end, c.lits[k]!);
