@@ -35,6 +35,14 @@ test('hash_64 bucket: top 12 bits of gfn * GOLDEN_RATIO_64', () => {
   assert.equal(kvm_page_table_hashfn(1), 0x61c);
   assert.equal(kvm_page_table_hashfn(2), 0xc39);
   assert.equal(kvm_page_table_hashfn(0), 0);
+  // Against 64-bit arithmetic, across the gfn range (up to 52-bit physical addresses).
+  let x = 0x1234_5678;
+  for (let i = 0; i < 2000; i++) {
+    x = (Math.imul(x, 1103515245) + 12345) >>> 0;
+    const gfn = i % 3 === 0 ? x : (x % 0x10_0000) * 0x1_0000_0000 + ((x * 2654435761) >>> 0);
+    const want = Number(((BigInt(gfn) * 0x61c8864680b583ebn) & 0xffff_ffff_ffff_ffffn) >> 52n);
+    assert.equal(kvm_page_table_hashfn(gfn), want, `gfn ${gfn.toString(16)}`);
+  }
 });
 
 test('account_shadowed: upper-level guest tables are write-tracked, the PT gfn only loses huge pages', () => {
