@@ -703,8 +703,9 @@ class ModelRun {
     const root = vm.current_root(0);
     for (const [id, list] of pages) {
       const sl = this.slots.find((x) => x.slot === id)!;
+      // only a slot whose logging is off needs the count (a walk of the model's SPTEs)
       let writable = 0;
-      if (root) {
+      if (root && !this.logging.has(id) && list.length !== 0) {
         for (const [gfn, level] of vm.leaves(root)) {
           if (gfn * 4096 < sl.gpa || gfn * 4096 >= sl.gpa + sl.size) continue;
           const v = vm.read_spte(gfn, level, root);
