@@ -225,6 +225,10 @@ describe('Bit Decoder panel', () => {
     try {
       await vscode.debug.startDebugging(undefined, { type: 'kvm-mmu', request: 'launch', name, program, stopOnEntry: false });
       await waitFor('breakpoint', () => (stops.length ? true : undefined));
+      // The stop reveals the scenario in the active group: open the map beside it only then, or the
+      // editor covers the map (a hidden webview draws nothing).
+      await waitFor('the stop shown in an editor', () => (vscode.window.activeTextEditor?.document.uri.fsPath === program ? true : undefined));
+      await sleep(300);
       const map = await vscode.commands.executeCommand<{ arch?: string; entries?: number; ownership?: string; tables: Array<{ level: number; kinds: string; owners?: string }> }>('kvmMmu.showPageTableMap');
       assert.ok(map, 'a map');
       assert.strictEqual(map.arch, 'arm64');
