@@ -160,7 +160,8 @@ export class ParsedEvent {
     if (this.derived.fixed >= 0) fields['fixed'] = this.derived.fixed === 1;
     const r: TraceRecord = {
       line: this.line,
-      endLine: this.endLine,
+      // an event refilled from storage may not carry its last line: then it is its first
+      endLine: Math.max(this.endLine, this.line),
       seq: this.seq,
       system: this.schema.system,
       name: this.schema.name,
