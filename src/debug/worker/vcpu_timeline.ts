@@ -47,9 +47,24 @@ export interface VcpuTimeline {
   steps: Array<{ step: number; index: number; line: number }>;
 }
 
+/**
+ * The event window, read once per window: an event keeps its index across re-execution, so the same
+ * first index and count mean the same events, and a zoom or a pan (a request each) reuses them.
+ */
+const windows = new WeakMap<DebugProgram, { first: number; total: number; events: ProgramEvent[] }>();
+
+function eventsOf(program: DebugProgram): ProgramEvent[] {
+  const head = program.events!(0, 0);
+  const w = windows.get(program);
+  if (w && w.first === head.first && w.total === head.total) return w.events;
+  const events = program.events!(0, Number.MAX_SAFE_INTEGER).events;
+  windows.set(program, { first: head.first, total: head.total, events });
+  return events;
+}
+
 export function vcpuTimeline(program: DebugProgram, args: Record<string, unknown>): VcpuTimeline {
   if (!program.events) throw new Error('this program records no events');
-  const evs: ProgramEvent[] = program.events(0, Number.MAX_SAFE_INTEGER).events;
+  const evs = eventsOf(program);
   const first = evs.length ? evs[0]!.index : 0;
   const end = evs.length ? evs[evs.length - 1]!.index + 1 : 0;
   const from = Math.max(first, int(args.from, first));
