@@ -60,7 +60,7 @@ function main(): void {
       chan.respond(m.seq, false, undefined, msg);
     }
   }
-  new Controller(program, chan, { stopOnEntry: options.stopOnEntry, kernelSource: options.kernelSource }).serve();
+  new Controller(program, chan, { stopOnEntry: options.stopOnEntry, kernelSource: options.kernelSource, checkpointInterval: options.checkpointInterval ?? undefined }).serve();
   port.close();
 }
 

@@ -11,6 +11,8 @@ export interface LaunchOptions {
   variants: Record<string, string>;
   parameters: Record<string, string | number | boolean>;
   kernelSource?: string;
+  /** See KvmMmuLaunchArguments.checkpointInterval. */
+  checkpointInterval?: number;
 }
 
 export type WorkerRequest =

@@ -16,7 +16,9 @@ export class ScenarioProgram implements DebugProgram {
   readonly kind = 'scenario' as const;
   private readonly loaded: Loaded;
   private runner: ScenarioRunner;
-  private ring: Array<{ e: TraceEvent; step: number }> = [];
+  /** The most recent events and the statement of each, as parallel arrays (cheap to checkpoint). */
+  private ring: TraceEvent[] = [];
+  private readonly ringSteps = new Int32Array(EVENT_WINDOW);
   private total = 0;
   private currentStep = 0;
   private readonly unsubscribe: () => void;
@@ -49,13 +51,14 @@ export class ScenarioProgram implements DebugProgram {
   private record(e: TraceEvent): void {
     this.total++;
     // Keep the event itself: its text is formatted only if the Events view asks for it.
-    const ev = { e, step: this.currentStep };
-    if (this.ring.length < EVENT_WINDOW) this.ring.push(ev);
-    else this.ring[e.index % EVENT_WINDOW] = ev;
+    const slot = this.ring.length < EVENT_WINDOW ? this.ring.length : e.index % EVENT_WINDOW;
+    this.ring[slot] = e;
+    this.ringSteps[slot] = this.currentStep;
   }
 
   events(start: number, count: number, filter?: string): { total: number; first: number; events: ProgramEvent[] } {
-    const ordered = this.ring.length < EVENT_WINDOW ? this.ring : [...this.ring.slice(this.total % EVENT_WINDOW), ...this.ring.slice(0, this.total % EVENT_WINDOW)];
+    const all = this.ring.map((e, i) => ({ e, step: this.ringSteps[i]! }));
+    const ordered = all.length < EVENT_WINDOW ? all : [...all.slice(this.total % EVENT_WINDOW), ...all.slice(0, this.total % EVENT_WINDOW)];
     const matching = filter ? ordered.filter((r) => r.e.name.includes(filter) || r.e.text.includes(filter)) : ordered;
     const events: ProgramEvent[] = matching.slice(start, start + count).map((r) => ({ index: r.e.index, name: r.e.name, vcpu: r.e.vcpu, text: r.e.text, step: r.step }));
     return { total: matching.length, first: ordered[0]?.e.index ?? 0, events };

@@ -35,6 +35,11 @@ export interface KvmMmuLaunchArguments extends DebugProtocol.LaunchRequestArgume
   variants?: Record<string, string>;
   parameters?: Record<string, string | number | boolean>;
   cwd?: string;
+  /**
+   * Milliseconds of execution between checkpoints for reverse execution (0: at every opportunity);
+   * default: adaptive, a small multiple of what a snapshot costs.
+   */
+  checkpointInterval?: number;
 }
 
 export interface SessionOptions {
@@ -95,6 +100,7 @@ export class KvmMmuDebugSession extends LoggingDebugSession {
       variants: args.variants ?? {},
       parameters: args.parameters ?? {},
       kernelSource: args.kernelSource,
+      checkpointInterval: args.checkpointInterval,
     };
     if (!options.program && !options.trace) {
       this.sendErrorResponse(response, 2001, 'launch needs "program" (a .kvmmmu scenario) or "trace" (a captured trace)');
@@ -336,6 +342,8 @@ function launchArgumentsProblem(args: unknown): string | undefined {
     if (a[k] !== undefined && a[k] !== null && typeof a[k] !== 'string') return `launch argument "${k}" must be a string`;
   }
   if (a['stopOnEntry'] !== undefined && typeof a['stopOnEntry'] !== 'boolean') return 'launch argument "stopOnEntry" must be true or false';
+  const ci = a['checkpointInterval'];
+  if (ci !== undefined && ci !== null && (typeof ci !== 'number' || !Number.isFinite(ci) || ci < 0)) return 'launch argument "checkpointInterval" must be a number of milliseconds >= 0';
   for (const k of ['variants', 'parameters']) {
     const v = a[k];
     if (v !== undefined && v !== null && (typeof v !== 'object' || Array.isArray(v))) return `launch argument "${k}" must be an object of NAME: VALUE`;

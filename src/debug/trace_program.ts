@@ -423,6 +423,13 @@ export class TraceProgram implements DebugProgram {
     trace.reset();
   }
 
+  checkpointRoots(): { roots: object[]; atoms: (o: object) => boolean } {
+    // The parsed capture (columns, frame names, evidence) never changes; `ev` is refilled by every step;
+    // the payload text cache holds what a step's text always is.
+    const fixed = new Set<object>([this.ev, this.peek, this.frameNames, this.frameIndex, this.evidence, this.textCache, this.parseStats, this.kernel as object]);
+    return { roots: [this], atoms: (o) => o instanceof Column || fixed.has(o) };
+  }
+
   /** The `<stack trace>` of the current event (the one about to run, or running), innermost first. */
   frames(): KvmFrame[] {
     const i = this.cursor;

@@ -82,6 +82,7 @@ export function takeSnapshot(roots: readonly object[], opts: SnapshotOptions = {
   const kinds: Kind[] = [];
   const data: unknown[] = [];
   let bytes = 0;
+  const typed: number[] = [];
   const stack: unknown[] = [...roots];
   const push = (v: unknown): void => {
     if (v !== null && typeof v === 'object' && !seen.has(v)) stack.push(v);
@@ -97,7 +98,10 @@ export function takeSnapshot(roots: readonly object[], opts: SnapshotOptions = {
           objs.push(o.buffer); kinds.push(Kind.Buffer); data.push(o.buffer.slice(0));
           bytes += o.buffer.byteLength;
         } else {
-          objs.push(o); kinds.push(Kind.Typed); data.push((o as unknown as TypedArray).slice());
+          // Copied after the walk into one arena per element type: thousands of small page-table arrays
+          // would otherwise mean thousands of small allocations per snapshot.
+          objs.push(o); kinds.push(Kind.Typed); data.push(undefined);
+          typed.push(objs.length - 1);
           bytes += o.byteLength;
         }
         continue;
@@ -164,6 +168,7 @@ export function takeSnapshot(roots: readonly object[], opts: SnapshotOptions = {
     }
     walk();
   }
+  copyTyped(objs as TypedArray[], data, typed);
   const count = objs.length;
   return {
     bytes,
@@ -203,9 +208,11 @@ export function takeSnapshot(roots: readonly object[], opts: SnapshotOptions = {
             for (const v of data[i] as unknown[]) s.add(v);
             break;
           }
-          case Kind.Typed:
-            (o as Uint8Array).set(data[i] as Uint8Array);
+          case Kind.Typed: {
+            const [arena, off, len] = data[i] as [TypedArray, number, number];
+            (o as Uint8Array).set((arena as Uint8Array).subarray(off, off + len));
             break;
+          }
           case Kind.Buffer:
             new Uint8Array(o as ArrayBuffer).set(new Uint8Array(data[i] as ArrayBuffer));
             break;
@@ -223,4 +230,22 @@ export function takeSnapshot(roots: readonly object[], opts: SnapshotOptions = {
       for (const h of restoreHooks) h();
     },
   };
+}
+
+/** Copy the typed arrays at `which` into one arena per element type; data[i] becomes [arena, offset, length]. */
+function copyTyped(objs: TypedArray[], data: unknown[], which: number[]): void {
+  const totals = new Map<new (n: number) => TypedArray, number>();
+  for (const i of which) {
+    const ctor = objs[i]!.constructor as new (n: number) => TypedArray;
+    totals.set(ctor, (totals.get(ctor) ?? 0) + objs[i]!.length);
+  }
+  const arenas = new Map<new (n: number) => TypedArray, { a: TypedArray; off: number }>();
+  for (const [ctor, n] of totals) arenas.set(ctor, { a: new ctor(n), off: 0 });
+  for (const i of which) {
+    const t = objs[i]!;
+    const ar = arenas.get(t.constructor as new (n: number) => TypedArray)!;
+    (ar.a as Uint8Array).set(t as Uint8Array, ar.off);
+    data[i] = [ar.a, ar.off, t.length];
+    ar.off += t.length;
+  }
 }

@@ -91,8 +91,8 @@ let progressSeq = 0;
  * snapshot took, so checkpoints cost the forward run a few percent while bounding how much a jump back
  * re-executes.
  */
-const MIN_INTERVAL_MS = 40;
-const COST_FACTOR = 12;
+const MIN_INTERVAL_MS = 50;
+const COST_FACTOR = 8;
 /** Between-access calls per checkpoint opportunity inside a step (keeps the per-access cost to a counter). */
 const BETWEEN_MASK = 255;
 
@@ -139,7 +139,7 @@ export class Controller {
   constructor(
     private readonly program: DebugProgram,
     private readonly chan: WorkerChannel,
-    private readonly opts: { stopOnEntry: boolean; kernelSource?: string },
+    private readonly opts: { stopOnEntry: boolean; kernelSource?: string; checkpointInterval?: number },
   ) {
     this.roots = program.checkpointRoots?.();
   }
@@ -514,12 +514,15 @@ export class Controller {
       this.lastCpClock = now;
       this.nextCp = this.checkpoints.after(this.nextCp);
     }
-    if (this.checkpoints.size > 0 && now - this.lastCpClock < Math.max(MIN_INTERVAL_MS, COST_FACTOR * this.snapCost)) return;
+    const interval = this.opts.checkpointInterval ?? Math.max(MIN_INTERVAL_MS, COST_FACTOR * this.snapCost);
+    if (this.checkpoints.size > 0 && now - this.lastCpClock < interval) return;
     if (this.checkpoints.has(key)) return;
     const t0 = performance.now();
     const snap = takeSnapshot(this.roots.roots, { atoms: this.roots.atoms });
-    this.snapCost = performance.now() - t0;
-    this.clockStart += this.snapCost;
+    const cost = performance.now() - t0;
+    this.clockStart += cost;
+    // Smoothed: one snapshot that met a garbage collection should not space the next ones out.
+    this.snapCost = this.snapCost ? (this.snapCost + cost) / 2 : cost;
     this.checkpoints.add({ step: key.step, sub: key.sub, hit: !mid ? 0 : this.hitKnown ? this.pos.hit : undefined, event: trace.position, clock: now, snap });
     this.lastCpClock = now;
     this.nextCp = this.checkpoints.after(key);
