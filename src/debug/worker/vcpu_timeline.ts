@@ -48,29 +48,28 @@ export interface VcpuTimeline {
 }
 
 /**
- * The event window, read once per window: an event keeps its index across re-execution, so the same
- * first index and count mean the same events, and a zoom or a pan (a request each) reuses them.
+ * The event window in columns: index, step, row (vCPU) and kind of each event, plus the per-window totals.
+ * Read once per window: an event keeps its index across re-execution, so the same first index and count
+ * mean the same events, and every zoom or pan of the window (a request each) reuses this.
  */
-const windows = new WeakMap<DebugProgram, { first: number; total: number; events: ProgramEvent[] }>();
-
-function eventsOf(program: DebugProgram): ProgramEvent[] {
-  const head = program.events!(0, 0);
-  const w = windows.get(program);
-  if (w && w.first === head.first && w.total === head.total) return w.events;
-  const events = program.events!(0, Number.MAX_SAFE_INTEGER).events;
-  windows.set(program, { first: head.first, total: head.total, events });
-  return events;
+interface Window {
+  first: number;
+  total: number;
+  index: Float64Array;
+  step: Float64Array;
+  row: Int32Array;
+  kind: Uint8Array;
+  rows: Array<{ vcpu: number; total: number }>;
+  kinds: VcpuTimeline['kinds'];
 }
 
-export function vcpuTimeline(program: DebugProgram, args: Record<string, unknown>): VcpuTimeline {
-  if (!program.events) throw new Error('this program records no events');
-  const evs = eventsOf(program);
-  const first = evs.length ? evs[0]!.index : 0;
-  const end = evs.length ? evs[evs.length - 1]!.index + 1 : 0;
-  const from = Math.max(first, int(args.from, first));
-  const to = Math.min(Math.max(end, from + 1), Math.max(from + 1, int(args.to, end)));
-  const buckets = int(args.buckets, 400, 1, 4000);
+const windows = new WeakMap<DebugProgram, Window>();
 
+function windowOf(program: DebugProgram): Window {
+  const head = program.events!(0, 0);
+  const cached = windows.get(program);
+  if (cached && cached.first === head.first && cached.total === head.total) return cached;
+  const evs: ProgramEvent[] = program.events!(0, Number.MAX_SAFE_INTEGER).events;
   const kindIndex = new Map<string, number>();
   const kinds: VcpuTimeline['kinds'] = [...EVENT_KINDS.map((k) => k.kind), OTHER_KIND].map((kind, i) => {
     kindIndex.set(kind, i);
@@ -80,10 +79,13 @@ export function vcpuTimeline(program: DebugProgram, args: Record<string, unknown
   // field (most kvmmmu ones) belong to the vCPU whose events that thread also emitted.
   const vcpuOfPid = new Map<number, number>();
   for (const e of evs) if (e.vcpu >= 0 && e.pid !== undefined && e.pid > 0 && !vcpuOfPid.has(e.pid)) vcpuOfPid.set(e.pid, e.vcpu);
-  const vcpuOf = (e: ProgramEvent): number => (e.vcpu >= 0 || e.pid === undefined ? e.vcpu : vcpuOfPid.get(e.pid) ?? -1);
+  const n = evs.length;
+  const w: Window = { first: head.first, total: head.total, index: new Float64Array(n), step: new Float64Array(n), row: new Int32Array(n), kind: new Uint8Array(n), rows: [], kinds };
   const kindOfName = new Map<string, number>();
-  const rowOf = new Map<number, number>();
-  for (const e of evs) {
+  const vcpus = new Int32Array(n);
+  const perVcpu = new Map<number, number>();
+  for (let i = 0; i < n; i++) {
+    const e = evs[i]!;
     let k = kindOfName.get(e.name);
     if (k === undefined) {
       k = kindIndex.get(eventKind(e.name))!;
@@ -91,39 +93,58 @@ export function vcpuTimeline(program: DebugProgram, args: Record<string, unknown
       kinds[k]!.names.push(e.name);
     }
     kinds[k]!.total++;
-    const v = vcpuOf(e);
-    rowOf.set(v, (rowOf.get(v) ?? 0) + 1);
+    const v = e.vcpu >= 0 || e.pid === undefined ? e.vcpu : vcpuOfPid.get(e.pid) ?? -1;
+    perVcpu.set(v, (perVcpu.get(v) ?? 0) + 1);
+    vcpus[i] = v;
+    w.index[i] = e.index;
+    w.step[i] = e.step;
+    w.kind[i] = k;
   }
-  const rows = [...rowOf.entries()].sort((a, b) => a[0] - b[0]).map(([vcpu, total]) => ({ vcpu, total }));
-  rows.forEach((r, i) => rowOf.set(r.vcpu, i));
+  w.rows = [...perVcpu.entries()].sort((a, b) => a[0] - b[0]).map(([vcpu, total]) => ({ vcpu, total }));
+  const rowOf = new Map(w.rows.map((r, i) => [r.vcpu, i]));
+  for (let i = 0; i < n; i++) w.row[i] = rowOf.get(vcpus[i]!)!;
+  windows.set(program, w);
+  return w;
+}
 
+export function vcpuTimeline(program: DebugProgram, args: Record<string, unknown>): VcpuTimeline {
+  if (!program.events) throw new Error('this program records no events');
+  const w = windowOf(program);
+  const n = w.index.length;
+  const first = n ? w.index[0]! : 0;
+  const end = n ? w.index[n - 1]! + 1 : 0;
+  const from = Math.max(first, int(args.from, first));
+  const to = Math.min(Math.max(end, from + 1), Math.max(from + 1, int(args.to, end)));
+  const buckets = int(args.buckets, 400, 1, 4000);
+  const { rows, kinds } = w;
   const counts = rows.map(() => kinds.map(() => new Array<number>(buckets).fill(0)));
   const firstAt = rows.map(() => new Array<number>(buckets).fill(-1));
   const stepAt = rows.map(() => new Array<number>(buckets).fill(-1));
   const width = (to - from) / buckets;
   // Events are in index order: binary search the first one in range.
   let lo = 0;
-  let hi = evs.length;
+  let hi = n;
   while (lo < hi) {
     const mid = (lo + hi) >> 1;
-    if (evs[mid]!.index < from) lo = mid + 1;
+    if (w.index[mid]! < from) lo = mid + 1;
     else hi = mid;
   }
   const steps: VcpuTimeline['steps'] = [];
   let prevStep = -1;
-  for (let i = lo; i < evs.length && evs[i]!.index < to; i++) {
-    const e = evs[i]!;
-    const b = Math.min(buckets - 1, Math.floor((e.index - from) / width));
-    const r = rowOf.get(vcpuOf(e))!;
-    counts[r]![kindOfName.get(e.name)!]![b]!++;
+  for (let i = lo; i < n && w.index[i]! < to; i++) {
+    const index = w.index[i]!;
+    const step = w.step[i]!;
+    const b = Math.min(buckets - 1, Math.floor((index - from) / width));
+    const r = w.row[i]!;
+    counts[r]![w.kind[i]!]![b]!++;
     if (firstAt[r]![b] === -1) {
-      firstAt[r]![b] = e.index;
-      stepAt[r]![b] = e.step;
+      firstAt[r]![b] = index;
+      stepAt[r]![b] = step;
     }
-    if (e.step !== prevStep) {
-      prevStep = e.step;
-      if (steps.length < 2000) steps.push({ step: e.step, index: e.index, line: program.locationOf(e.step).line });
+    if (step !== prevStep) {
+      prevStep = step;
+      if (steps.length < 2000) steps.push({ step, index, line: program.locationOf(step).line });
     }
   }
-  return { first, end, from, to, buckets, kinds, rows, counts, firstAt, stepAt, steps };
+  return { first, end, from, to, buckets, kinds: kinds.map((k) => ({ ...k, names: [...k.names] })), rows: rows.map((r) => ({ ...r })), counts, firstAt, stepAt, steps };
 }
