@@ -36,6 +36,8 @@
  * - Comparison: per operation, each (address space, gfn, level) sequence of `kvm_tdp_mmu_spte_changed`
  *   of the model against the capture's, and each (gfn, level) sequence of `kvm_mmu_set_spte` (which has
  *   no old value and no address space); the earliest line where they disagree is reported.
+ * - SMM: a fault whose changes are in address space 1 runs with the vCPU in SMM (slots mapped in both
+ *   address spaces); no event shows SMM entry or exit.
  * - Only TDP MMU captures are checked (shadow paging faults on GVAs whose guest page tables are not traced).
  */
 import { createReadStream, statSync } from 'node:fs';
@@ -177,6 +179,8 @@ interface Scan {
   regions: Set<number>;
   vcpus: number;
   sawPageFault: boolean;
+  /** Some change was in address space 1 (SMM). */
+  sawSmm: boolean;
   /** HVA - GPA offsets that mmu-notifier operations imply: 2M region index -> offset -> votes. */
   hvaVotes: Map<number, Map<number, number>>;
 }
@@ -212,7 +216,7 @@ const S_UNMAP = EVENT_BY_NAME.get('kvm_unmap_hva_range')!;
  * closed (so only the operations still open are held in memory).
  */
 async function readCapture(source: AsyncIterable<Uint8Array | string>, opts: ModelCheckOptions, emit: (ep: Episode) => void, signal?: AbortSignal): Promise<Scan> {
-  const cap: Scan = { evidence: new VmEvidence(), faults: 0, realChanges: 0, hugeAt: new Map(), regions: new Set(), vcpus: 1, sawPageFault: false, hvaVotes: new Map() };
+  const cap: Scan = { evidence: new VmEvidence(), faults: 0, realChanges: 0, hugeAt: new Map(), regions: new Set(), vcpus: 1, sawPageFault: false, sawSmm: false, hvaVotes: new Map() };
   const PF = S_PF.index;
   const C = S_CHANGED.index;
   const R = S_REQ.index;
@@ -331,6 +335,7 @@ async function readCapture(source: AsyncIterable<Uint8Array | string>, opts: Mod
         oldLo: ev.lo[C['old_spte']!]!, oldHi: ev.hi[C['old_spte']!]!, newLo: ev.lo[C['new_spte']!]!, newHi: ev.hi[C['new_spte']!]!, line: ev.line,
       };
       cap.realChanges++;
+      if (c.asId === 1) cap.sawSmm = true;
       const removal = (c.newLo & 0x800) === 0;
       let ep = open.get(ev.pid);
       if (!ep) ep = start(removal ? 'zap' : 'other', ev);
@@ -448,7 +453,12 @@ class ModelRun {
       nr_vcpus: scan.vcpus,
     });
     if (ev.nxHugeLeaves > 0) vm.set_nx_huge_pages('on');
-    for (const s of this.slots) vm.add_slot(s.slot, s.gpa, s.size, s.hva !== undefined ? { host_backing: s.backing, userspace_addr: s.hva } : { host_backing: s.backing });
+    for (const s of this.slots) {
+      const o = s.hva !== undefined ? { host_backing: s.backing, userspace_addr: s.hva } : { host_backing: s.backing };
+      vm.add_slot(s.slot, s.gpa, s.size, o);
+      // SMM's address space sees the same memory (as VMMs map guest RAM into both)
+      if (scan.sawSmm) vm.add_slot((1 << 16) | s.slot, s.gpa, s.size, o);
+    }
     this.vm = vm;
     // The model's changes, collected from its own tracepoints while an operation runs.
     const changes = this.modelChanges;
@@ -484,7 +494,9 @@ class ModelRun {
     try {
       switch (ep.kind) {
         case 'fault': {
-          const vcpu = vm.vcpu(Math.min(ep.vcpu, 63));
+          const id = Math.min(ep.vcpu, 63);
+          const vcpu = vm.vcpu(id);
+          this.followSmm(id, ep);
           vm.enter(vcpu);
           if (ep.errLo === -1) {
             // a fault known only from kvm_mmu_spte_requested: a guest data write to a not-present GPA
@@ -569,6 +581,28 @@ class ModelRun {
   }
 
   private dummySlots = 0;
+  /** vCPUs the replay put in SMM. */
+  private readonly inSmm = new Set<number>();
+
+  /**
+   * No event says a vCPU entered or left SMM; the address space of a fault's changes does (SMM faults map
+   * into address space 1). A fault that changes nothing leaves the vCPU where it was.
+   */
+  private followSmm(id: number, ep: Episode): void {
+    let smm = false;
+    let normal = false;
+    for (const c of ep.changes) {
+      if (c.set) continue;
+      if (c.asId === 1) smm = true;
+      else normal = true;
+    }
+    if (smm === normal) return;
+    if (smm !== this.inSmm.has(id)) {
+      this.vm!.smm(id, smm);
+      if (smm) this.inSmm.add(id);
+      else this.inSmm.delete(id);
+    }
+  }
   /** Slots whose dirty logging the replay turned on; whether manual protection (CLEAR_DIRTY_LOG) is on. */
   private readonly logging = new Set<number>();
   private manualProtect = false;

@@ -8,6 +8,9 @@ import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import fc from 'fast-check';
 import { inferSlots, modelCheckFile, modelCheckStream } from '../../../src/trace/model_check';
+import { trace, type TraceEvent } from '../../../src/engine/trace_sink';
+import { X86Vm } from '../../../src/engine/x86/index';
+import { formatTraceLine } from '../../../src/scenario/trace_text';
 
 const ROOT = resolve(__dirname, '..', '..', '..');
 
@@ -230,6 +233,34 @@ describe('model check', () => {
     const r2 = await modelCheckStream(chunks(text));
     assert.equal(r2.ok, false);
     assert.ok(r2.mismatches[0]!.line <= 11, `first mismatch in the exec fault, not at line ${r2.mismatches[0]!.line}`);
+  });
+
+  it('SMM: faults whose changes are in address space 1 run in SMM (a capture the engine writes directly)', async () => {
+    // no scenario verb enters SMM: drive the x86 model and print its events as `--trace-out` does
+    const lines: string[] = [];
+    let seq = 0;
+    const unsubscribe = trace.subscribe((e: TraceEvent) => lines.push(formatTraceLine(e, seq++, 'qemu-system-x86', e.vcpu)));
+    const vm = new X86Vm({ vendor: 'vmx', nr_vcpus: 1 });
+    try {
+      vm.add_slot(0, 0, 0x40_0000, { host_backing: '4k' });
+      vm.add_slot((1 << 16) | 0, 0, 0x40_0000, { host_backing: '4k' });
+      vm.access(0, 0x1000, 'write');
+      vm.smm(0, true);
+      vm.access(0, 0x2000, 'write');
+      vm.access(0, 0x5000, 'read');
+      vm.smm(0, false);
+      vm.access(0, 0x3000, 'read');
+    } finally {
+      unsubscribe();
+      vm.destroy();
+    }
+    const text = lines.join('\n') + '\n';
+    assert.match(text, / kvm_tdp_mmu_spte_changed: as id 1 gfn 2 level 1 /);
+    const r = await modelCheckStream(chunks(text));
+    assert.deepEqual(r.mismatches, []);
+    assert.equal(r.faultsReplayed, 4);
+    // the SMM root's table links and both SMM leaves were compared in address space 1
+    assert.ok(r.compared >= 12, `compared ${r.compared}`);
   });
 
   it('a memslot away from the default HVA: its HVA is learnt from the notifier operations', async () => {
