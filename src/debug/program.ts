@@ -53,7 +53,7 @@ export interface DebugProgram {
   /** MMU state by subject (spte, sp, roots, root, rmp, stage2, memslot, ...), as `expect` sees it. */
   query?(subject: string, selector: Record<string, string | number | boolean>): Array<Record<string, unknown>> | undefined;
   /** Tracepoint events emitted so far, oldest first (a bounded window of the most recent ones). */
-  events?(start: number, count: number, filter?: string): { total: number; first: number; events: ProgramEvent[] };
+  events?(start: number, count: number, filter?: string, opts?: EventsOptions): { total: number; first: number; events: ProgramEvent[] };
   /**
    * The call stack of the current step when the program knows it better than the engine's JavaScript
    * stack (a replayed event's recorded `<stack trace>`), innermost first; empty when it does not.
@@ -61,6 +61,11 @@ export interface DebugProgram {
   frames?(): KvmFrame[];
   /** A replayed trace: the MMU rebuilt from the events replayed so far, which the views show. */
   rebuilt?(): RebuiltMmu;
+}
+
+export interface EventsOptions {
+  /** false: leave `text` empty (a view that only counts events need not format a million payloads). */
+  text?: boolean;
 }
 
 export interface ProgramEvent {

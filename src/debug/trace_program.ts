@@ -27,7 +27,7 @@ import { VmEvidence } from '../trace/model_check';
 import { TraceParser } from '../trace/parser';
 import { Rebuilder, type RebuildSummary, type RebuiltSpte } from '../trace/rebuild';
 import { setSpteFormat } from './decoders';
-import type { DebugProgram, ProgramEvent, SourceLocation, StepResult } from './program';
+import type { DebugProgram, EventsOptions, ProgramEvent, SourceLocation, StepResult } from './program';
 import type { RebuiltMmu } from './worker/trace_views';
 
 // ---------------------------------------------------------------------------------------------------
@@ -563,12 +563,13 @@ export class TraceProgram implements DebugProgram {
     }
   }
 
-  events(start: number, count: number, filter?: string): { total: number; first: number; events: ProgramEvent[] } {
+  events(start: number, count: number, filter?: string, opts?: EventsOptions): { total: number; first: number; events: ProgramEvent[] } {
     const n = this.line.n;
+    const withText = opts?.text !== false;
     const make = (i: number): ProgramEvent => {
       const ev = this.fill(i, this.peek);
       const vcpu = ev.get('vcpu_id');
-      return { index: i, name: ev.schema.name, vcpu: typeof vcpu === 'number' ? vcpu : -1, text: this.payload(i), step: i, pid: ev.pid };
+      return { index: i, name: ev.schema.name, vcpu: typeof vcpu === 'number' ? vcpu : -1, text: withText ? this.payload(i) : '', step: i, pid: ev.pid };
     };
     if (!filter) {
       const events: ProgramEvent[] = [];

@@ -69,7 +69,7 @@ function windowOf(program: DebugProgram): Window {
   const head = program.events!(0, 0);
   const cached = windows.get(program);
   if (cached && cached.first === head.first && cached.total === head.total) return cached;
-  const evs: ProgramEvent[] = program.events!(0, Number.MAX_SAFE_INTEGER).events;
+  const evs: ProgramEvent[] = program.events!(0, Number.MAX_SAFE_INTEGER, undefined, { text: false }).events;
   const kindIndex = new Map<string, number>();
   const kinds: VcpuTimeline['kinds'] = [...EVENT_KINDS.map((k) => k.kind), OTHER_KIND].map((kind, i) => {
     kindIndex.set(kind, i);
