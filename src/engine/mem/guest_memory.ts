@@ -13,9 +13,17 @@ export const PAGE_SHIFT = 12;
 export const PAGE_SIZE = 4096;
 const WORDS_PER_PAGE = PAGE_SIZE / 4;
 const MAX_GPA = 2 ** 52;
+const PAGE_CACHE_SIZE = 64;
 
 export class GuestMemory {
   private readonly pages = new Map<number, Uint32Array>();
+  /**
+   * Direct-mapped cache of materialised pages in front of `pages`: a guest walk reads the same few
+   * table pages again and again, and a Map lookup costs several times a typed-array probe. Pages are
+   * only ever added (until clear()), so a cached page can never go stale.
+   */
+  private readonly cacheGfn = new Float64Array(PAGE_CACHE_SIZE).fill(-1);
+  private readonly cachePage: Array<Uint32Array | undefined> = new Array<Uint32Array | undefined>(PAGE_CACHE_SIZE).fill(undefined);
   /** Exclusive upper bound of valid gfns (the guest's memory size in pages). */
   readonly nrPages: number;
 
@@ -39,7 +47,15 @@ export class GuestMemory {
 
   /** The backing page of `gfn` if it was ever written (never allocates). */
   peekPage(gfn: number): Uint32Array | undefined {
-    return this.pages.get(gfn);
+    // gfn is a non-negative integer: `&` keeps its low bits even above 2^31.
+    const c = gfn & (PAGE_CACHE_SIZE - 1);
+    if (this.cacheGfn[c] === gfn) return this.cachePage[c];
+    const p = this.pages.get(gfn);
+    if (p !== undefined) {
+      this.cacheGfn[c] = gfn;
+      this.cachePage[c] = p;
+    }
+    return p;
   }
 
   /** The backing page of `gfn`, created zero-filled on first use. */
@@ -98,7 +114,7 @@ export class GuestMemory {
   readEntry(gpa: number, size: 4 | 8, out: Uint32Array): boolean {
     const gfn = Math.floor(gpa / PAGE_SIZE);
     if (!(gpa >= 0) || gfn >= this.nrPages) return false;
-    const p = this.pages.get(gfn);
+    const p = this.peekPage(gfn);
     if (p === undefined) {
       out[0] = 0;
       out[1] = 0;
@@ -148,5 +164,7 @@ export class GuestMemory {
   /** Drop every page (back to all zeroes). */
   clear(): void {
     this.pages.clear();
+    this.cacheGfn.fill(-1);
+    this.cachePage.fill(undefined);
   }
 }

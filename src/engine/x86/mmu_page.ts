@@ -20,6 +20,8 @@ const ROLE_IS_MIRROR = 0x8_0000;
 export const SHADOW_NONPRESENT_HI = 0x8000_0000;
 
 const NONPRESENT_TABLE = new Uint32Array(1024);
+/** Small enough that an unused remainder stays well under the TDP bench's bytes-per-page budget. */
+const SLAB_TABLES = 16;
 for (let i = 1; i < 1024; i += 2) NONPRESENT_TABLE[i] = SHADOW_NONPRESENT_HI;
 
 export class KvmMmuPage {
@@ -115,6 +117,11 @@ export class MmuPagePool {
   private readonly by_pfn: (KvmMmuPage | undefined)[] = [];
   private readonly free_pfns: number[] = [];
   private readonly free_tables: Uint32Array[] = [];
+  /**
+   * Never-used tables, cut SLAB_TABLES at a time from one buffer: one off-heap backing store per slab
+   * instead of per table. Only the views are kept (a snapshot copies views, not the slab twice).
+   */
+  private readonly fresh_tables: Uint32Array[] = [];
   private next = 0;
   /** Number of live SPs (n_used_mmu_pages counts shadow pages only; this counts every table). */
   live = 0;
@@ -122,7 +129,13 @@ export class MmuPagePool {
   alloc(role: number, gfn: number, tdp_mmu_page: boolean): KvmMmuPage {
     const slot = this.free_pfns.length !== 0 ? this.free_pfns.pop()! : this.next++;
     let spt = this.free_tables.pop();
-    if (spt === undefined) spt = new Uint32Array(1024);
+    if (spt === undefined) {
+      if (this.fresh_tables.length === 0) {
+        const slab = new Uint32Array(1024 * SLAB_TABLES);
+        for (let i = SLAB_TABLES - 1; i >= 0; i--) this.fresh_tables.push(slab.subarray(1024 * i, 1024 * (i + 1)));
+      }
+      spt = this.fresh_tables.pop()!;
+    }
     // New tables start with every entry SHADOW_NONPRESENT_VALUE (the shadow page cache's init value).
     spt.set(NONPRESENT_TABLE);
     const sp = new KvmMmuPage(spt, MMU_TABLE_PFN_BASE + slot, role, gfn, tdp_mmu_page);

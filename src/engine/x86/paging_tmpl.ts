@@ -290,7 +290,13 @@ export class GuestWalker {
 
   resetSteps(): void {
     this.nsteps = 0;
-    this.ad_set.fill(0);
+    // Five stores: a fill() builtin call costs more than this on every walk.
+    const a = this.ad_set;
+    a[0] = 0;
+    a[1] = 0;
+    a[2] = 0;
+    a[3] = 0;
+    a[4] = 0;
   }
 
   addStep(level: number, lo: number, hi: number, gpa: number, reason: WalkStep): void {
@@ -554,8 +560,12 @@ export function walk_addr_generic(
       } else {
         const bits = 9 * (level - 1);
         const frame = gpte_to_gfn(pttype, pteLo, pteHi);
-        const span = 2 ** bits;
-        gfn = frame - (frame % span) + ((addrLo >>> 12) & (span - 1));
+        // A 4K leaf is the common case; above it, divide rather than `%` (a floating-point modulo).
+        if (bits === 0) gfn = frame;
+        else {
+          const span = 2 ** bits;
+          gfn = Math.floor(frame / span) * span + ((addrLo >>> 12) & (span - 1));
+        }
       }
       if (src.translate_gpa !== undefined) {
         const real = src.translate_gpa(gfn * 4096, accessLo, accessHi);

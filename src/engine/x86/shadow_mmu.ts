@@ -153,11 +153,9 @@ export function kvm_page_table_hashfn(gfn: number): number {
   const gh = Math.floor(gfn / 0x1_0000_0000) >>> 0;
   const Gl = 0x80b583eb;
   const Gh = 0x61c88646;
-  // high 32 bits of gl * Gl
-  const a0 = gl & 0xffff, a1 = gl >>> 16, b0 = Gl & 0xffff, b1 = Gl >>> 16;
-  const p00 = a0 * b0, p01 = a0 * b1, p10 = a1 * b0, p11 = a1 * b1;
-  const mid = (p00 >>> 16) + (p01 & 0xffff) + (p10 & 0xffff);
-  const mulhi = (p11 + (p01 >>> 16) + (p10 >>> 16) + Math.floor(mid / 0x10000)) >>> 0;
+  // High 32 bits of gl * Gl from two exact double products (each below 2^48):
+  // floor(gl*Gl / 2^32) = floor((a1*Gl + floor(a0*Gl / 2^16)) / 2^16) with gl = a1*2^16 + a0.
+  const mulhi = Math.floor(((gl >>> 16) * Gl + Math.floor((gl & 0xffff) * Gl / 0x10000)) / 0x10000);
   const hi = (mulhi + Math.imul(gl, Gh) + Math.imul(gh, Gl)) >>> 0;
   return hi >>> (32 - KVM_MMU_HASH_SHIFT);
 }
@@ -195,6 +193,9 @@ export class ShadowMmu {
   /** Host pages below 4 GiB (pae_root) and other special-root pages. */
   readonly host: HostMemory;
   readonly make_spte_args: MakeSpteArgs = newMakeSpteArgs();
+  /** shadowed_translation arrays of freed pages, and never-used ones cut from a slab (alloc_shadowed_translation). */
+  readonly st_free: Float64Array[] = [];
+  readonly st_fresh: Float64Array[] = [];
   readonly split_access: SplitAccessVariant;
   /** Model knob: let eager splitting cover L1 shadow pages too (upstream: nested guest_mode pages only). */
   split_non_nested = false;
@@ -871,7 +872,7 @@ export function kvm_mmu_alloc_shadow_page(sk: ShadowMmu, sv: ShadowVcpu | null, 
   } else {
     sp = sk.kvm.pool.alloc(role, gfn, false);
   }
-  sp.shadowed_translation = (role & ROLE_DIRECT) === 0 && (role & ROLE_LEVEL_MASK) <= KVM_MAX_HUGEPAGE_LEVEL && (role & ROLE_PAE_ROOT) === 0 ? new Float64Array(512) : null;
+  sp.shadowed_translation = (role & ROLE_DIRECT) === 0 && (role & ROLE_LEVEL_MASK) <= KVM_MAX_HUGEPAGE_LEVEL && (role & ROLE_PAE_ROOT) === 0 ? alloc_shadowed_translation(sk) : null;
   // unsync_child_bitmap is allocated on the first mark_unsync (most SPs never need it).
   sp.unsync_child_bitmap = null;
   sp.mmu_valid_gen = sk.kvm.arch.mmu_valid_gen;
@@ -1090,7 +1091,8 @@ export function mmu_set_spte(sv: ShadowVcpu, slot: KvmMemorySlot | null, sptep: 
   a.host_writable = host_writable;
   a.slot = slot;
   a.slot_dirty_track_enabled = slot !== null && kvm_slot_dirty_track_enabled(slot);
-  a.nx_huge_page_enabled = sk.kvm.is_nx_huge_page_enabled();
+  // make_spte reads it only for huge leaves: skip the module-parameter lookup for the 4K ones.
+  a.nx_huge_page_enabled = level > PG_LEVEL_4K && sk.kvm.is_nx_huge_page_enabled();
   const wrprot = make_spte(sk.masks, a, tmp);
   const nlo = tmp.lo;
   const nhi = tmp.hi;
@@ -1473,8 +1475,24 @@ function kvm_mmu_free_shadow_page(sk: ShadowMmu, sp: KvmMmuPage): void {
   } else {
     sk.kvm.pool.free(sp);
   }
+  if (sp.shadowed_translation !== null) sk.st_free.push(sp.shadowed_translation);
   sp.shadowed_translation = null;
 }
+
+/**
+ * A zeroed shadowed_translation array: a freed page's, or one carved from a slab, because a fresh
+ * 4 KiB typed array (an off-heap backing store) per shadow page showed up in the fault-in profile.
+ */
+function alloc_shadowed_translation(sk: ShadowMmu): Float64Array {
+  const st = sk.st_free.pop();
+  if (st !== undefined) return st.fill(0);
+  if (sk.st_fresh.length === 0) {
+    const slab = new Float64Array(512 * ST_SLAB);
+    for (let i = ST_SLAB - 1; i >= 0; i--) sk.st_fresh.push(slab.subarray(512 * i, 512 * (i + 1)));
+  }
+  return sk.st_fresh.pop()!;
+}
+const ST_SLAB = 16;
 
 /** kvm_mmu_commit_zap_page(). */
 export function kvm_mmu_commit_zap_page(sk: ShadowMmu, invalid_list: KvmMmuPage[]): void {

@@ -115,6 +115,11 @@ function protect_clean_gpte(access: number, lo: number): number {
   return (lo & PT_DIRTY_MASK) !== 0 ? access : access & ~ACC_WRITE_MASK;
 }
 
+/** gfn rounded down to a multiple of `per` (a power of two), without a floating-point `%`. */
+function gfn_align_down(gfn: number, per: number): number {
+  return per === 1 ? gfn : Math.floor(gfn / per) * per;
+}
+
 function gpte_to_gfn(pttype: PtType, lo: number, hi: number): number {
   if (pttype === PTTYPE_32) return lo >>> 12;
   return (lo >>> 12) + (hi & 0xfffff) * 0x10_0000;
@@ -246,7 +251,9 @@ function gpte_changed(sv: ShadowVcpu, gw: GuestWalker, level: number, pttype: Pt
   let hi: number;
   if (level === PG_LEVEL_4K) {
     const group = PTE_PREFETCH_NUM * size;
-    const base = pte_gpa - (pte_gpa % group);
+    // group is a power of two below 2^31: the low bits survive `&`'s 32-bit truncation, and a `%` on a
+    // gpa would be a floating-point modulo.
+    const base = pte_gpa - (pte_gpa & (group - 1));
     if (!read_gpte_group(sv, base, size)) return true;
     const k = 2 * ((pte_gpa - base) / size);
     lo = sv.prefetch_ptes[k]!;
@@ -342,7 +349,7 @@ function fetch_tmpl(sv: ShadowVcpu, fault: kvm_page_fault, gw: GuestWalker, ptty
       disallowed_hugepage_adjust(sk.kvm, fault, t[2 * it.index]!, t[2 * it.index + 1]!, it.level);
     }
     const per = KVM_PAGES_PER_HPAGE(it.level);
-    base_gfn = fault.gfn - (fault.gfn % per);
+    base_gfn = gfn_align_down(fault.gfn, per);
     if (it.level === fault.goal_level) break;
     validate_direct_spte(sv, it.sptep, direct_access);
     const sp = kvm_mmu_get_child_sp(sv, it.sptep, base_gfn, true, direct_access);
@@ -384,7 +391,8 @@ export function kvm_inject_emulated_page_fault(sv: ShadowVcpu, error_code: numbe
 function page_fault_tmpl(sv: ShadowVcpu, fault: kvm_page_fault, pttype: PtType): number {
   const gw = sv.walker!;
   const addr = fault.addr;
-  const r = walk_addr_generic(gw, sv.walk_vcpu, sv.guest!, sv.src!, addr % 0x1_0000_0000, Math.floor(addr / 0x1_0000_0000), fault.error_code_lo & ~PFERR_RSVD_MASK, fault.error_code_hi);
+  // addr >>> 0 is addr mod 2^32 for a non-negative integer, without a floating-point modulo.
+  const r = walk_addr_generic(gw, sv.walk_vcpu, sv.guest!, sv.src!, addr >>> 0, Math.floor(addr / 0x1_0000_0000), fault.error_code_lo & ~PFERR_RSVD_MASK, fault.error_code_hi);
   if (!r) {
     if (!fault.prefetch) kvm_inject_emulated_page_fault(sv, gw.error_code, addr);
     return RET_PF_RETRY;
@@ -435,7 +443,7 @@ export function direct_map(sv: ShadowVcpu, fault: kvm_page_fault): number {
       disallowed_hugepage_adjust(sk.kvm, fault, t[2 * it.index]!, t[2 * it.index + 1]!, it.level);
     }
     const per = KVM_PAGES_PER_HPAGE(it.level);
-    base_gfn = fault.gfn - (fault.gfn % per);
+    base_gfn = gfn_align_down(fault.gfn, per);
     if (it.level === fault.goal_level) break;
     const sp = kvm_mmu_get_child_sp(sv, it.sptep, base_gfn, true, ACC_ALL);
     if (sp === null) continue;

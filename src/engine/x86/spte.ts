@@ -752,9 +752,11 @@ export function make_spte(m: SpteMasks, a: MakeSpteArgs, out: U64): boolean {
     hi |= m.shadow_me_value.hi;
   }
 
-  // pfn << PAGE_SHIFT without leaving 32-bit arithmetic.
-  lo |= (a.pfn % 0x10_0000) * 4096;
-  hi |= (a.pfn / 0x10_0000) >>> 0;
+  // pfn << PAGE_SHIFT: pfn * 4096 is exact below 2^53 and `|=` keeps it modulo 2^32, which is the low
+  // half; a `%` here would be a floating-point modulo (a C call in V8) once pfn is not a small integer.
+  const pfn = a.pfn;
+  lo |= pfn * 4096;
+  hi |= (pfn / 0x10_0000) >>> 0;
 
   if ((pte_access & ACC_WRITE_MASK) !== 0) {
     // An old writable leaf means any shadow pages for the gfn are already unsync.

@@ -112,3 +112,31 @@ test('host allocator: freed pages come back zeroed, LIFO, and double free throws
   assert.equal(h.page(c)[5], 0);
   assert.notEqual(b, c);
 });
+
+test('readEntry sees pages created, rewritten and cleared after earlier reads (page cache coherence)', () => {
+  const m = new GuestMemory();
+  const out = new Uint32Array(2);
+  // gfns that share a cache slot (multiples of 64 apart), one of them above 2^31.
+  const gpas = [0x3000, 0x3000 + 64 * 4096, 0x3000 + 2 ** 31 * 4096];
+  for (const gpa of gpas) {
+    assert.ok(m.readEntry(gpa, 8, out));
+    assert.deepEqual([...out], [0, 0]);
+  }
+  gpas.forEach((gpa, i) => m.write64(gpa, 0x1000 + i, 7));
+  for (let round = 0; round < 2; round++) {
+    gpas.forEach((gpa, i) => {
+      assert.ok(m.readEntry(gpa, 8, out));
+      assert.deepEqual([...out], [0x1000 + i, 7]);
+      assert.equal(m.peekPage(Math.floor(gpa / 4096))![0], 0x1000 + i);
+    });
+  }
+  m.clear();
+  for (const gpa of gpas) {
+    assert.ok(m.readEntry(gpa, 8, out));
+    assert.deepEqual([...out], [0, 0]);
+    assert.equal(m.peekPage(Math.floor(gpa / 4096)), undefined);
+  }
+  m.write32(gpas[1]!, 0xabc);
+  assert.ok(m.readEntry(gpas[1]!, 4, out));
+  assert.deepEqual([...out], [0xabc, 0]);
+});
