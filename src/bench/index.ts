@@ -8,8 +8,9 @@ import { dapStop } from './dap';
 import { shadowMmu } from './shadow';
 import { tdpOps } from './tdp_ops';
 import { views } from './views';
+import { timelineBench } from './timeline';
 
-export const METRICS: Metric[] = [tdpFaultIn, tdpOps, shadowMmu, traceParse, dapStop, views, activation, vsixSize];
+export const METRICS: Metric[] = [tdpFaultIn, tdpOps, shadowMmu, traceParse, dapStop, views, timelineBench, activation, vsixSize];
 
 export async function runBench(opts: { quick: boolean; only?: string[]; log: (s: string) => void }): Promise<MetricResult[]> {
   enableGc();
