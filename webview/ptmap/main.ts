@@ -123,6 +123,7 @@ let colorBy: ColorBy = saved.colorBy ?? 'owner';
 let atlas: Atlas | undefined;
 let scene: Scene | undefined;
 let walk: Array<{ table: number; entry: number }> = [];
+let lastRendered = '';
 const tiles = new TileCache();
 const css = { bg: '#000', label: '#ccc', focus: '#07f', walk: '#f80' };
 
@@ -161,6 +162,7 @@ function rebuild(): void {
   });
   scene = sceneOf(m, atlas);
   tiles.reset();
+  lastRendered = '';
   drawLegend();
 }
 
@@ -237,7 +239,12 @@ function draw(): void {
     g.strokeRect(Math.round(panX) + (p.x + (hover.entry % block.w)) * cell - 1, Math.round(panY) + (p.y + Math.floor(hover.entry / block.w)) * cell - 1, cell + 1, cell + 1);
   }
   const drawn = tablesIn(scene, -panX / zoom, -panY / zoom, (w - panX) / zoom, (h - panY) / zoom).length;
-  vscode.postMessage({ type: 'rendered', tables: map.tables.length, drawn });
+  // Once per map, colouring or theme, and when the count in view changes: not 60 messages a second while panning.
+  const said = `${map.tables.length}:${drawn}`;
+  if (said !== lastRendered) {
+    lastRendered = said;
+    vscode.postMessage({ type: 'rendered', tables: map.tables.length, drawn });
+  }
 }
 
 let hover: { table: number; entry: number } | undefined;
