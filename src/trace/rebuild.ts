@@ -841,21 +841,16 @@ export class Rebuilder {
     return undefined;
   }
 
-  summary(maxSptes = 100_000, maxShadowPages = 10_000): RebuildSummary {
-    for (const f of this.findings) {
-      if (f.detector === 'fault_loop') f.message = `vCPU ${f.vcpu} faulted ${f.count} times on gfn ${f.gfn} with no SPTE change in between`;
-      else if (f.detector === 'spurious_fast_page_fault_storm')
-        f.message = `vCPU ${f.vcpu}: ${f.count} spurious fast_page_fault in a row on gfn ${f.gfn} (nothing to fix: the SPTE already allowed the access)`;
-    }
+  /**
+   * The rebuilt SPTEs (at most maxSptes), roots in creation order, levels top down, gfns ascending: the list
+   * `summary()` returns. A replay asks for it only when its result's `sptes` is read.
+   */
+  spteList(maxSptes = 100_000): RebuiltSpte[] {
     const sptes: RebuiltSpte[] = [];
-    let total = 0;
-    const rootInfo: RootInfo[] = [];
     for (const r of this.roots) {
-      let n = 0;
+      if (sptes.length >= maxSptes) break;
       for (let level = 5; level >= 1; level--) {
         const m = r.levels[level]!;
-        n += m.size;
-        total += m.size;
         if (sptes.length >= maxSptes || m.size === 0) continue;
         const gfns = m.keyArray().sort();
         for (let k = 0; k < gfns.length && sptes.length < maxSptes; k++) {
@@ -876,6 +871,23 @@ export class Rebuilder {
           });
         }
       }
+    }
+    return sptes;
+  }
+
+  summary(maxSptes = 100_000, maxShadowPages = 10_000): RebuildSummary {
+    for (const f of this.findings) {
+      if (f.detector === 'fault_loop') f.message = `vCPU ${f.vcpu} faulted ${f.count} times on gfn ${f.gfn} with no SPTE change in between`;
+      else if (f.detector === 'spurious_fast_page_fault_storm')
+        f.message = `vCPU ${f.vcpu}: ${f.count} spurious fast_page_fault in a row on gfn ${f.gfn} (nothing to fix: the SPTE already allowed the access)`;
+    }
+    const sptes = this.spteList(maxSptes);
+    let total = 0;
+    const rootInfo: RootInfo[] = [];
+    for (const r of this.roots) {
+      let n = 0;
+      for (let level = 5; level >= 1; level--) n += r.levels[level]!.size;
+      total += n;
       const info: RootInfo = { id: r.id, asId: r.asId, invalid: r.invalid, line: r.line, sptes: n };
       if (r.sp) info.sp = { gfn: r.sp.gfn.toString(16), role: '0x' + r.sp.role.toString(16), text: spText(r.sp.gen, r.sp.gfnLo, r.sp.gfnHi, r.sp.role, r.sp.rootCount, r.sp.unsync) };
       rootInfo.push(info);

@@ -5,7 +5,7 @@
 import { createReadStream } from 'node:fs';
 import { parseStream, type StreamOptions } from './stream';
 import { TraceParser, type LineStyles, type TraceWarning, type UnrecognizedLine } from './parser';
-import { Rebuilder, type DetectorOptions, type RebuildSummary } from './rebuild';
+import { Rebuilder, type DetectorOptions, type RebuildSummary, type RebuiltSpte } from './rebuild';
 import { DEFAULT_KERNEL, type KernelVersion } from './kernel_version';
 
 export interface ReplayOptions extends StreamOptions {
@@ -61,6 +61,11 @@ export async function replayStream(source: AsyncIterable<Uint8Array | string>, o
   const bytes = await parseStream(source, parser, streamOpts);
   const k = opts.kernel ?? DEFAULT_KERNEL;
   const warnings = [...parser.warnings].sort((a, b) => a.line - b.line);
+  // the SPTE list (one object and two hex strings per SPTE) is made when first read: a caller that only
+  // wants counts, findings or warnings does not pay for it; the finished rebuilder no longer changes
+  const { sptes: _empty, ...rest } = rebuilder.summary(0);
+  const done = rebuilder;
+  let sptes: RebuiltSpte[] | null = null;
   return {
     kernel: `${k.major}.${k.minor}`,
     bytes,
@@ -73,7 +78,13 @@ export async function replayStream(source: AsyncIterable<Uint8Array | string>, o
     unrecognized: { count: parser.unrecognizedCount, first: parser.unrecognized.slice() },
     stacks: { count: parser.stackCount + parser.callchainCount, first: stacks },
     warnings: { count: parser.warningCount, first: warnings },
-    ...rebuilder.summary(opts.maxSptes),
+    get sptes(): RebuiltSpte[] {
+      return (sptes ??= done.spteList(opts.maxSptes));
+    },
+    set sptes(v: RebuiltSpte[]) {
+      sptes = v;
+    },
+    ...rest,
   };
 }
 
