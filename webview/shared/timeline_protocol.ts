@@ -34,6 +34,8 @@ export interface TimelineData {
   stepAt: number[][];
   /** Where a new statement starts emitting, with its source line. */
   steps: Array<{ step: number; index: number; line: number }>;
+  /** Index of the first event at or after the session's stop (end: after all of them). */
+  stop?: number;
 }
 
 export type ToTimeline = { type: 'timeline'; data: TimelineData } | { type: 'error'; message: string };
@@ -64,6 +66,7 @@ export function parseToTimeline(m: unknown): ToTimeline | undefined {
   if (!Array.isArray(d.firstAt) || d.firstAt.length !== nr || !d.firstAt.every((r) => intArray(r, b, -1))) return undefined;
   if (!Array.isArray(d.stepAt) || d.stepAt.length !== nr || !d.stepAt.every((r) => intArray(r, b, -1))) return undefined;
   if (!Array.isArray(d.steps) || !d.steps.every((s) => obj(s) && isInt(s.step) && isInt(s.index) && isInt(s.line))) return undefined;
+  if (d.stop !== undefined && !isInt(d.stop)) return undefined;
   return { type: 'timeline', data: d as unknown as TimelineData };
 }
 

@@ -146,13 +146,15 @@ function draw(): void {
       }
     }
   });
-  // The stop: after the newest event.
-  if (d.to >= d.end) {
+  // The stop: before the first event it has not yet run (after the newest one when it ran them all).
+  const stop = d.stop ?? d.end;
+  if (stop >= d.from && stop <= d.to) {
+    const x = LABEL_W + ((stop - d.from) / span) * pw;
     g.strokeStyle = pal.focus;
     g.lineWidth = 2;
     g.beginPath();
-    g.moveTo(LABEL_W + pw, TOP - 4);
-    g.lineTo(LABEL_W + pw, bottom);
+    g.moveTo(x, TOP - 4);
+    g.lineTo(x, bottom);
     g.stroke();
     g.lineWidth = 1;
   }

@@ -26,7 +26,7 @@ import { vcpuTimeline } from './vcpu_timeline';
 import { stage2Map } from './stage2_map';
 import { additiveDataBreakpoint } from './view_watches';
 import { auditEngine, canAudit, formatViolations, type AuditReport } from '../../engine/audit/audit';
-import { takeSnapshot } from '../../engine/snapshot';
+import { takeSnapshot, type Snapshot } from '../../engine/snapshot';
 import { CheckpointStore, cmpKey, type Checkpoint } from './checkpoints';
 import { findSourceMap } from 'node:module';
 import { existsSync } from 'node:fs';
@@ -129,6 +129,8 @@ export class Controller {
   /** The first stored checkpoint after the current position (run past it resets the spacing timer). */
   private nextCp: Checkpoint | undefined;
   private snapCost = 0;
+  /** The snapshot last taken or restored: the next one shares its unchanged page tables. */
+  private lastSnap: Snapshot | undefined;
   /** Between-access calls in the current step (a checkpoint's `sub`). */
   private sub = 0;
   /** A checkpoint inside the current step was restored: finish the step without its line stop. */
@@ -518,7 +520,8 @@ export class Controller {
     if (this.checkpoints.size > 0 && now - this.lastCpClock < interval) return;
     if (this.checkpoints.has(key)) return;
     const t0 = performance.now();
-    const snap = takeSnapshot(this.roots.roots, { atoms: this.roots.atoms });
+    const snap = takeSnapshot(this.roots.roots, { atoms: this.roots.atoms, base: this.lastSnap });
+    this.lastSnap = snap;
     const cost = performance.now() - t0;
     this.clockStart += cost;
     // Smoothed: one snapshot that met a garbage collection should not space the next ones out.
@@ -546,6 +549,7 @@ export class Controller {
       return;
     }
     cp.snap.restore();
+    this.lastSnap = cp.snap;
     this.pos = { step: cp.step, hit: cp.hit ?? 0 };
     // The program calls the between hook again for the access it stopped before.
     this.sub = cp.sub > 0 ? cp.sub - 1 : 0;
@@ -892,7 +896,8 @@ export class Controller {
         return additiveDataBreakpoint(this.dataBps, name, args, () => nextBpId++, dataMatcher);
       // The webview panels' own readings (views part A); the views' queries live in queries.ts.
       case 'kvmMmu/vcpuTimeline':
-        return vcpuTimeline(this.program, args);
+        // Where the session stands, so the timeline marks the stop (a replayed trace lists events past it).
+        return vcpuTimeline(this.program, { ...args, stopStep: this.pos.step });
       case 'kvmMmu/stage2Map':
         return stage2Map(this.program, args);
       default:

@@ -45,6 +45,8 @@ export interface VcpuTimeline {
   firstAt: number[][];
   stepAt: number[][];
   steps: Array<{ step: number; index: number; line: number }>;
+  /** Index of the first event at or after the stop (end when the stop is after them all); absent without a stop. */
+  stop?: number;
 }
 
 /**
@@ -146,5 +148,17 @@ export function vcpuTimeline(program: DebugProgram, args: Record<string, unknown
       if (steps.length < 2000) steps.push({ step, index, line: program.locationOf(step).line });
     }
   }
-  return { first, end, from, to, buckets, kinds: kinds.map((k) => ({ ...k, names: [...k.names] })), rows: rows.map((r) => ({ ...r })), counts, firstAt, stepAt, steps };
+  let stop: number | undefined;
+  if (typeof args.stopStep === 'number' && Number.isInteger(args.stopStep)) {
+    // Steps grow with the event index: the first event of the stop's step or of a later one.
+    let a = 0;
+    let b = n;
+    while (a < b) {
+      const mid = (a + b) >> 1;
+      if (w.step[mid]! < args.stopStep) a = mid + 1;
+      else b = mid;
+    }
+    stop = a < n ? w.index[a]! : end;
+  }
+  return { stop, first, end, from, to, buckets, kinds: kinds.map((k) => ({ ...k, names: [...k.names] })), rows: rows.map((r) => ({ ...r })), counts, firstAt, stepAt, steps };
 }

@@ -70,6 +70,8 @@ test('timeline: one row per vCPU, counts per kind add up to the events in range'
   const r2 = z.rows.findIndex((r) => r.vcpu === 2);
   assert.equal(z.firstAt[r2]![0], vcpu2[0]!.index);
   assert.equal(z.counts.flat(2).reduce((a, b) => a + b, 0), 1);
+  // Stopped at the statement of vCPU 2's write: the mark is before its first event.
+  assert.equal(vcpuTimeline(p, { stopStep: vcpu2[0]!.step }).stop, vcpu2[0]!.index);
   p.dispose();
 });
 
@@ -85,6 +87,10 @@ test('timeline of a replayed trace: events without vcpu_id go to the vCPU whose 
   assert.deepEqual(t.rows, [{ vcpu: -1, total: qemu }, { vcpu: 0, total: all.length - qemu }]);
   const map = t.kinds.findIndex((k) => k.kind === 'map');
   assert.ok(t.counts[1]![map]!.some((c) => c > 0), 'the fault thread\'s SPTE changes are in the vCPU 0 row');
+  // A replay stopped at line 5 of the capture has not replayed event 4 yet: the stop mark sits before it.
+  assert.equal(vcpuTimeline(p, { buckets: 20, stopStep: 4 }).stop, 4);
+  assert.equal(vcpuTimeline(p, { buckets: 20, stopStep: all.length }).stop, all.length, 'past the last event: the end');
+  assert.equal(vcpuTimeline(p, { buckets: 20 }).stop, undefined);
 });
 
 test('stage-2 map: the guest stage-2 of a 4K VM, a page and a block, in the panel format', () => {
