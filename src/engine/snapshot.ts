@@ -58,6 +58,11 @@ export function onRestore(fn: () => void): void {
 export interface SnapshotOptions {
   /** Objects treated as values: kept by reference, never walked nor restored (immutable inputs). */
   atoms?: (o: object) => boolean;
+  /**
+   * An earlier snapshot of the same state: typed arrays whose contents have not changed since share its
+   * copies instead of being copied again (most page tables do not change between two checkpoints).
+   */
+  base?: Snapshot;
 }
 
 export interface Snapshot {
@@ -67,6 +72,11 @@ export interface Snapshot {
   readonly objects: number;
   restore(): void;
 }
+
+type Copy = [arena: TypedArray, offset: number, length: number];
+
+/** Each snapshot's typed-array copies, for the next snapshot to share. */
+const copiesOf = new WeakMap<Snapshot, Map<object, Copy>>();
 
 const enum Kind { Object, Array, Map, Set, Typed, Buffer }
 
@@ -102,7 +112,6 @@ export function takeSnapshot(roots: readonly object[], opts: SnapshotOptions = {
           // would otherwise mean thousands of small allocations per snapshot.
           objs.push(o); kinds.push(Kind.Typed); data.push(undefined);
           typed.push(objs.length - 1);
-          bytes += o.byteLength;
         }
         continue;
       }
@@ -138,13 +147,13 @@ export function takeSnapshot(roots: readonly object[], opts: SnapshotOptions = {
       }
       if (typeof (o as { then?: unknown }).then === 'function' || o instanceof RegExp || o instanceof Date || o instanceof WeakMap || o instanceof WeakSet || o instanceof WeakRef) continue;
       // A frozen object cannot change, but what it points to may.
+      // Two native calls (same order) instead of a keyed read per field across many object shapes.
       const keys = Object.keys(o);
+      const vals = Object.values(o);
       const frozen = Object.isFrozen(o);
-      const vals = new Array<unknown>(keys.length);
-      for (let i = 0; i < keys.length; i++) {
-        const v = (o as Record<string, unknown>)[keys[i]!];
-        vals[i] = v;
-        push(v);
+      for (let i = 0; i < vals.length; i++) {
+        const v = vals[i];
+        if (v !== null && typeof v === 'object') push(v);
       }
       if (!frozen) {
         objs.push(o); kinds.push(Kind.Object); data.push([keys, vals]);
@@ -168,9 +177,10 @@ export function takeSnapshot(roots: readonly object[], opts: SnapshotOptions = {
     }
     walk();
   }
-  copyTyped(objs as TypedArray[], data, typed);
+  const copies = new Map<object, Copy>();
+  bytes += copyTyped(objs as TypedArray[], data, typed, opts.base ? copiesOf.get(opts.base) : undefined, copies);
   const count = objs.length;
-  return {
+  const snapshot: Snapshot = {
     bytes,
     objects: count,
     restore(): void {
@@ -230,22 +240,56 @@ export function takeSnapshot(roots: readonly object[], opts: SnapshotOptions = {
       for (const h of restoreHooks) h();
     },
   };
+  copiesOf.set(snapshot, copies);
+  return snapshot;
 }
 
-/** Copy the typed arrays at `which` into one arena per element type; data[i] becomes [arena, offset, length]. */
-function copyTyped(objs: TypedArray[], data: unknown[], which: number[]): void {
-  const totals = new Map<new (n: number) => TypedArray, number>();
+/**
+ * Copy the typed arrays at `which` into one arena per element type (data[i] becomes [arena, offset,
+ * length]), except those equal to their copy in `base`, which share it. Returns the bytes copied.
+ */
+function copyTyped(objs: TypedArray[], data: unknown[], which: number[], base: Map<object, Copy> | undefined, copies: Map<object, Copy>): number {
+  const fresh: number[] = [];
   for (const i of which) {
+    const t = objs[i]!;
+    const old = base?.get(t);
+    if (old && old[2] === t.length && sameContents(t, old)) {
+      data[i] = old;
+      copies.set(t, old);
+    } else fresh.push(i);
+  }
+  const totals = new Map<new (n: number) => TypedArray, number>();
+  for (const i of fresh) {
     const ctor = objs[i]!.constructor as new (n: number) => TypedArray;
     totals.set(ctor, (totals.get(ctor) ?? 0) + objs[i]!.length);
   }
   const arenas = new Map<new (n: number) => TypedArray, { a: TypedArray; off: number }>();
   for (const [ctor, n] of totals) arenas.set(ctor, { a: new ctor(n), off: 0 });
-  for (const i of which) {
+  let bytes = 0;
+  for (const i of fresh) {
     const t = objs[i]!;
     const ar = arenas.get(t.constructor as new (n: number) => TypedArray)!;
     (ar.a as Uint8Array).set(t as Uint8Array, ar.off);
-    data[i] = [ar.a, ar.off, t.length];
+    const copy: Copy = [ar.a, ar.off, t.length];
+    data[i] = copy;
+    copies.set(t, copy);
     ar.off += t.length;
+    bytes += t.byteLength;
   }
+  return bytes;
+}
+
+/** Node's native byte comparison when there is one (the engine also runs in webviews, which lack it). */
+const nativeCompare = (globalThis as { Buffer?: { compare(a: Uint8Array, b: Uint8Array): number } }).Buffer?.compare;
+
+function sameContents(t: TypedArray, [arena, off, len]: Copy): boolean {
+  if (arena.constructor !== t.constructor) return false;
+  if (nativeCompare) {
+    const size = t.BYTES_PER_ELEMENT;
+    return nativeCompare(new Uint8Array(t.buffer, t.byteOffset, t.byteLength), new Uint8Array(arena.buffer, arena.byteOffset + off * size, len * size)) === 0;
+  }
+  const a = t as Uint32Array;
+  const b = arena as Uint32Array;
+  for (let j = 0; j < len; j++) if (a[j] !== b[off + j]) return false;
+  return true;
 }

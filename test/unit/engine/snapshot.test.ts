@@ -81,4 +81,19 @@ describe('engine snapshot', () => {
     assert.equal(side.has(k), false);
     assert.equal(side.get(prior), 0);
   });
+
+  it('shares unchanged typed-array copies with a base snapshot and still restores each one exactly', () => {
+    const tables = [new Uint32Array([1, 2, 3]), new Uint32Array([4, 5, 6]), new Float64Array([0.5])];
+    const first = takeSnapshot([tables]);
+    tables[1]![2] = 60;
+    const second = takeSnapshot([tables], { base: first });
+    assert.equal(second.bytes < first.bytes, true, 'only the changed table is copied again');
+    tables[0]![0] = 100;
+    tables[1]![0] = 40;
+    tables[2]![0] = 9;
+    second.restore();
+    assert.deepEqual(tables.map((t) => [...t]), [[1, 2, 3], [4, 5, 60], [0.5]]);
+    first.restore();
+    assert.deepEqual(tables.map((t) => [...t]), [[1, 2, 3], [4, 5, 6], [0.5]]);
+  });
 });

@@ -121,21 +121,23 @@ function check(name: string, stmtFrac: number, accessFrac: number): void {
   let textsAt = 0;
   const run = start(prog, (n) => {
     if (n === access) {
-      snap = takeSnapshot([run.runner]);
+      snap = takeSnapshot([run.runner], { base });
       atSnap = state(run.runner);
       textsAt = run.texts.length;
     }
   });
+  // Snapshots share unchanged typed arrays with an earlier one, as checkpoints do.
+  const base = takeSnapshot([run.runner]);
   while (!run.runner.done) {
     if (!useAccess && run.runner.pc === stmt && !snap) {
-      snap = takeSnapshot([run.runner]);
+      snap = takeSnapshot([run.runner], { base });
       atSnap = state(run.runner);
       textsAt = run.texts.length;
     }
     run.runner.step();
   }
   if (!snap) {
-    snap = takeSnapshot([run.runner]);
+    snap = takeSnapshot([run.runner], { base });
     atSnap = state(run.runner);
     textsAt = run.texts.length;
   }
