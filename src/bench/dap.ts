@@ -1,7 +1,7 @@
 /**
  * The debugger's own costs, through a real DAP session on the bundled engine worker:
  * - a stop followed by stackTrace + scopes + variables with 1 Mi SPTEs mapped;
- * - going back to an event chosen among about a million (deterministic re-execution);
+ * - going back to an event chosen among about a million (restore a checkpoint, re-execute from it);
  * - fault-in throughput with the session attached and no breakpoint hit, against `kvm-mmu run`'s rate
  *   for the same scenario measured in the same run.
  */
@@ -86,7 +86,7 @@ export const dapStop: Metric = {
     await dc.request('kvmMmu/gotoEvent', { index: target });
     await stopped;
     const backMs = performance.now() - t0;
-    results.push({ name: 'reverse_to_event', value: Number(backMs.toFixed(1)), unit: 'ms', target: '<= 200 ms to any of 1 M events', met: backMs <= 200 && total >= 1_000_000, note: `went back to event #${target} of ${total} by re-execution` });
+    results.push({ name: 'reverse_to_event', value: Number(backMs.toFixed(1)), unit: 'ms', target: '<= 200 ms to any of 1 M events', met: backMs <= 200 && total >= 1_000_000, note: `went back to event #${target} of ${total}: restore the nearest checkpoint, re-execute from there` });
     await dc.close();
     return results;
   },
