@@ -115,6 +115,8 @@ export interface ScenarioEngine {
   /** One access; the runner loops over ranges and stops at the first exit. */
   access?(op: AccessOp): Outcome;
   invlpg?(op: { vcpu: number; gva: bigint }): Outcome;
+  /** INVPCID; `type` is the instruction's register operand (0-3), `pcid`/`gva` the descriptor. */
+  invpcid?(op: { vcpu: number; type: number; pcid: bigint; gva: bigint }): Outcome;
   pvalidate?(op: { vcpu: number; gva?: bigint; gpa?: number; size: number; validate: boolean }): Outcome;
   psc?(op: { vcpu: number; start: number; end: number; to: 'private' | 'shared' | 'psmash' | 'unsmash'; via?: 'ghcb' | 'msr'; serve?: boolean }): Outcome;
   mapGpa?(op: { vcpu: number; start: number; end: number; to: 'private' | 'shared'; serve: boolean }): Outcome;

@@ -157,6 +157,9 @@ const pfn: ArgSpec = { name: 'pfn', type: 'u64', required: true, doc: 'host page
 const nrPages: ArgSpec = { name: 'nr_pages', type: 'int', min: 1, max: 1 << 20, doc: 'number of pages (default 1)' };
 const gfnArg: ArgSpec = { name: 'gfn', type: 'u64', required: true, doc: 'guest frame number (IPA >> 12)' };
 
+/** INVPCID's types in the order of their register value (0-3), as the kernel's INVPCID_TYPE_* names. */
+export const INVPCID_TYPES: readonly string[] = ['indiv_addr', 'single_ctxt', 'all_incl_global', 'all_non_global'];
+
 export const STATEMENTS: readonly StmtSpec[] = [
   // ---------------------------------------------------------------- set-up
   {
@@ -436,6 +439,20 @@ export const STATEMENTS: readonly StmtSpec[] = [
     doc: 'INVLPG: the guest flushes one GVA.',
     args: [{ name: 'gva', type: 'u64', required: true, doc: 'virtual address', space: 'gva' }, vcpu],
     example: 'guest invlpg gva=0x400000',
+  },
+  {
+    keyword: 'guest invpcid', group: 'guest',
+    doc: 'INVPCID: the guest flushes one address of a PCID, one PCID, or every PCID. Intercepted only with TDP off.',
+    args: [
+      {
+        name: 'type', type: 'enum', required: true, values: [...INVPCID_TYPES],
+        doc: 'INVPCID type 0-3 (INVPCID_TYPE_INDIV_ADDR, _SINGLE_CTXT, _ALL_INCL_GLOBAL, _ALL_NON_GLOBAL)',
+      },
+      { name: 'pcid', type: 'u64', doc: "descriptor's PCID quadword (default 0; bits above 11 set: #GP)" },
+      { name: 'gva', type: 'u64', doc: "descriptor's linear address, for indiv_addr (default 0; non-canonical: #GP)", space: 'gva' },
+      vcpu,
+    ],
+    example: 'guest invpcid type=single_ctxt pcid=2',
   },
   {
     keyword: 'guest pvalidate', group: 'guest',

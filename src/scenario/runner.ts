@@ -18,7 +18,7 @@ import {
   type VmConfig,
 } from './engine_api';
 import { describeFailures, failedChecks, globMatch, showActual, valueAsBigInt } from './expect';
-import { ERRNO_VALUES, KVM_MEM_MAX_NR_PAGES, PARAMS, VARIANTS } from './grammar';
+import { ERRNO_VALUES, INVPCID_TYPES, KVM_MEM_MAX_NR_PAGES, PARAMS, VARIANTS } from './grammar';
 import type { Program } from './load';
 import { createEngine } from './engines';
 import { trace, type TraceEvent } from '../engine/trace_sink';
@@ -500,6 +500,14 @@ export class ScenarioRunner {
         break;
       case 'guest invlpg':
         o = this.need(st, 'invlpg')({ vcpu: this.vcpu(st), gva: this.optBig(st, 'gva')! });
+        break;
+      case 'guest invpcid':
+        o = this.need(st, 'invpcid')({
+          vcpu: this.vcpu(st),
+          type: INVPCID_TYPES.indexOf(this.word(st, 'type', '')),
+          pcid: this.optBig(st, 'pcid') ?? 0n,
+          gva: this.optBig(st, 'gva') ?? 0n,
+        });
         break;
       case 'guest pvalidate': {
         const gva = this.optBig(st, 'gva');

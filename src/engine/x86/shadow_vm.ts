@@ -279,7 +279,12 @@ export class ShadowVm {
    * false when the guest gets #GP; otherwise the vCPU re-enters and services the requests raised.
    */
   invpcid(type: number, pcid: number, gla: number): boolean {
-    const r = kvm_handle_invpcid(this.sv, this, type, pcid >>> 0, Math.floor(pcid / 0x1_0000_0000), gla % 0x1_0000_0000, Math.floor(gla / 0x1_0000_0000), (this.cr4 & X86_CR4_LA57) !== 0);
+    return this.invpcidDesc(type, pcid >>> 0, Math.floor(pcid / 0x1_0000_0000), gla % 0x1_0000_0000, Math.floor(gla / 0x1_0000_0000));
+  }
+
+  /** INVPCID with the descriptor's two quadwords as 32-bit halves (any 64-bit value, canonical or not). */
+  invpcidDesc(type: number, pcid_lo: number, pcid_hi: number, gla_lo: number, gla_hi: number): boolean {
+    const r = kvm_handle_invpcid(this.sv, this, type, pcid_lo >>> 0, pcid_hi >>> 0, gla_lo >>> 0, gla_hi >>> 0, (this.cr4 & X86_CR4_LA57) !== 0);
     if (r === 'gp') return false;
     shadow_service_requests(this.sv);
     return true;

@@ -190,6 +190,12 @@ class X86Engine implements ScenarioEngine {
     return {};
   }
 
+  /** Nor is INVPCID (the guest's PCIDs tag its own TLB entries; EPT/NPT mappings are not per PCID). */
+  invpcid(op: { vcpu: number; type: number; pcid: bigint; gva: bigint }): Outcome {
+    this.vm.vcpu(op.vcpu);
+    return {};
+  }
+
   constructor(readonly cfg: VmConfig, opts: ConstructorParameters<typeof X86Vm>[0]) {
     this.vm = new X86Vm(opts);
     const kvm = this.vm.kvm;

@@ -166,6 +166,17 @@ class ShadowEngine implements ScenarioEngine {
     return {};
   }
 
+  invpcid(op: { vcpu: number; type: number; pcid: bigint; gva: bigint }): Outcome {
+    // With TDP, INVPCID is not intercepted either.
+    if (this.tdp) return {};
+    const half = (v: bigint, shift: bigint): number => Number((v >> shift) & 0xffff_ffffn);
+    // Types above 3 are #GP; the statement only spells 0-3, anything else comes from a caller.
+    if (!this.sv.invpcidDesc(op.type, half(op.pcid, 0n), half(op.pcid, 32n), half(op.gva, 0n), half(op.gva, 32n))) {
+      return { exception: { vector: 'GP', fields: { error_code: 0 } } };
+    }
+    return {};
+  }
+
   invalidateRange(op: RangeOp & { event: string }): Outcome {
     const sv = this.sv;
     const base = op.space === 'hva' ? HVA_BASE : 0;
