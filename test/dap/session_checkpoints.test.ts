@@ -7,7 +7,7 @@ import { join } from 'node:path';
 import { readFileSync } from 'node:fs';
 import fc from 'fast-check';
 import type { DebugClient } from '@vscode/debugadapter-testsupport';
-import { EXAMPLES, FIXTURES, launchStopped, startClient } from './helpers';
+import { EXAMPLES, FIXTURES, ROOT, launchStopped, startClient } from './helpers';
 
 const clients: DebugClient[] = [];
 after(async () => {
@@ -109,3 +109,27 @@ for (const [name, program, probe] of [
     });
   });
 }
+
+describe('DAP: reverse execution by checkpoints (replayed trace)', () => {
+  it('going to every event, out of order, and reverse-continuing equal doing so from the start', async () => {
+    const trace = join(ROOT, 'test', 'fixtures', 'traces', 'tdp_stacks.txt');
+    const out: unknown[][] = [];
+    for (const checkpointInterval of [0, 1e9]) {
+      const dc = await startClient();
+      clients.push(dc);
+      await launchStopped(dc, { trace, stopOnEntry: true, checkpointInterval });
+      await Promise.all([dc.continueRequest({ threadId: 1 }), dc.waitForEvent('terminated')]);
+      const ev = (await dc.customRequest('kvmMmu/events', { start: 0, count: 1 })).body as { total: number; first: number };
+      const total = ev.first + ev.total;
+      assert.ok(total > 3);
+      const order = [...Array(total).keys()].map((i) => (i * 7) % total);
+      const seen: unknown[] = [];
+      for (const i of order) seen.push(await gotoEvent(dc, i));
+      await dc.setFunctionBreakpointsRequest({ breakpoints: [{ name: 'kvm_mmu_set_spte' }] });
+      for (const req of ['reverseContinue', 'stepBack', 'reverseContinue'] as const) seen.push(await step(dc, req));
+      out.push(seen);
+      await dc.stop();
+    }
+    assert.deepEqual(out[0], out[1]);
+  });
+});
