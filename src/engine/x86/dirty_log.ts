@@ -115,9 +115,10 @@ export function kvm_arch_mmu_enable_log_dirty_pt_masked(kvm: Kvm, slot: KvmMemor
     kvm_mmu_slot_gfn_write_protect(kvm, slot, start, PG_LEVEL_2M);
     if (Math.ceil(start / 512) !== Math.ceil(end / 512)) kvm_mmu_slot_gfn_write_protect(kvm, slot, end, PG_LEVEL_2M);
   }
-  if (!kvm.params.tdp_mmu) return;
-  // With PML clear D; otherwise clear W (kvm_mmu_clear_dirty_pt_masked / kvm_mmu_write_protect_pt_masked).
-  kvm_tdp_mmu_clear_dirty_pt_masked(kvm, slot, slot.base_gfn + gfn_offset, mask_lo, mask_hi, kvm.arch.cpu_dirty_log_size === 0);
+  // With PML clear D; otherwise clear W (kvm_mmu_clear_dirty_pt_masked / kvm_mmu_write_protect_pt_masked):
+  // TDP MMU roots first, then the rmaps. The rmap D-bit clearing (PML under the legacy MMU) is not modelled.
+  if (kvm.params.tdp_mmu) kvm_tdp_mmu_clear_dirty_pt_masked(kvm, slot, slot.base_gfn + gfn_offset, mask_lo, mask_hi, kvm.arch.cpu_dirty_log_size === 0);
+  if (kvm.arch.cpu_dirty_log_size === 0) kvm.mmu_ops?.write_protect_pt_masked?.(kvm, slot, gfn_offset, mask_lo, mask_hi);
 }
 
 function slot_for_log(kvm: Kvm, slotArg: number): KvmMemorySlot | number {

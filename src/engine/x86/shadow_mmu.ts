@@ -122,6 +122,7 @@ const PR_TRY_UNSYNC = defineProbe('mmu_try_to_unsync_pages', 'shadow_mmu', F, 'm
 const PR_UNSYNC = defineProbe('kvm_unsync_page', 'shadow_mmu', F, 'mark a 4K shadow page unsync and tell its parents', ['sp']);
 const PR_SYNC_CHILDREN = defineProbe('mmu_sync_children', 'shadow_mmu', F, 'write-protect and resync every unsync page below a shadow page', ['sp', 'can_yield']);
 const PR_SYNC_PAGE = defineProbe('kvm_sync_page', 'shadow_mmu', F, 're-read every gPTE of an unsync page (sync_spte)', ['sp']);
+const PR_WRPROT_MASKED = defineProbe('kvm_mmu_write_protect_pt_masked', 'shadow_mmu', F, 'dirty log harvest: clear W in the 4K SPTEs of up to 64 gfns through their rmaps', ['gfn_offset', 'mask']);
 const PR_WRPROT = defineProbe('kvm_mmu_slot_gfn_write_protect', 'shadow_mmu', F, 'clear W (and MMU-writable) in every SPTE mapping a gfn', ['gfn', 'min_level']);
 const PR_ZAP_GFN_RMAP = defineProbe('kvm_zap_rmap', 'shadow_mmu', F, 'zap every SPTE in one gfn rmap', ['gfn', 'level']);
 
@@ -1212,6 +1213,24 @@ function rmap_write_protect(sk: ShadowMmu, head: number, pt_protect: boolean): b
   const it = sk.rmap_it;
   for (let s = rmap_get_first(sk.desc_pool, head, it); s !== 0; s = rmap_get_next(sk.desc_pool, it)) flush = spte_write_protect(sk, s, pt_protect) || flush;
   return flush;
+}
+
+/**
+ * The rmap half of kvm_mmu_write_protect_pt_masked(): clear W (not MMU-writable, so the next write can
+ * be fixed without the slow path) in the 4K SPTEs of the gfns set in the 64-bit mask at slot-relative
+ * `gfn_offset`. The caller (kvm_get_dirty_log_protect) flushes.
+ */
+export function kvm_mmu_write_protect_pt_masked(sk: ShadowMmu, slot: KvmMemorySlot, gfn_offset: number, mask_lo: number, mask_hi: number): void {
+  if (probes.armed) probes.hit(PR_WRPROT_MASKED, { gfn_offset, mask: [mask_lo >>> 0, mask_hi >>> 0] });
+  if (!sk.rmaps.has(slot)) return;
+  const arr = slot_rmap(sk, slot, PG_LEVEL_4K);
+  for (let half = 0; half < 2; half++) {
+    // Lowest set bit first, as the kernel's __ffs loop.
+    for (let m = (half === 0 ? mask_lo : mask_hi) >>> 0; m !== 0; m = (m & (m - 1)) >>> 0) {
+      const bit = 31 - Math.clz32(m & -m);
+      rmap_write_protect(sk, arr[gfn_offset + 32 * half + bit]!, false);
+    }
+  }
 }
 
 /** kvm_mmu_slot_gfn_write_protect(). */

@@ -8,7 +8,8 @@ import { GuestMemory } from '../mem/guest_memory';
 import type { KvmMmuPage } from './mmu_page';
 import { Kvm, type KvmCreateOptions } from './vm';
 import { KvmVcpu } from './vcpu';
-import type { HostBacking, KvmMemorySlot } from './memslot';
+import { kvm_dirty_bitmap_words32, type HostBacking, type KvmMemorySlot } from './memslot';
+import { kvm_get_dirty_log_protect } from './dirty_log';
 import { kvm_mmu_reset_all_pte_masks, spte_to_pfn, SPTE_MMU_PRESENT_MASK, PT_PAGE_SIZE_MASK } from './spte';
 import { kvm_calc_cpu_role, shadowMmuRootRole, shadowNptRoles, ROLE_DIRECT, decodeRole, X86_CR0_PG, X86_CR0_WP, X86_CR4_PAE, X86_CR4_PSE, X86_CR4_SMEP, X86_CR4_SMAP, X86_CR4_PKE, X86_CR4_LA57, EFER_LMA, EFER_NX, ROLE_LEVEL_MASK, type KvmMmuPageRole } from './role';
 import { createGuestMmu, MemoryGuestPageTables, GuestWalker, type GuestCpuModel } from './paging_tmpl';
@@ -25,6 +26,7 @@ import {
   kvm_mmu_zap_all,
   kvm_mmu_zap_all_fast,
   kvm_mmu_zap_memslot,
+  kvm_mmu_write_protect_pt_masked,
   kvm_unmap_gfn_range,
   kvm_mmu_change_mmu_pages,
   ROOT_INVALID,
@@ -42,7 +44,7 @@ import { kvm_set_cr3, kvm_post_set_cr4, kvm_handle_invpcid, shadow_service_reque
 import { shadow_mmu_slot_apply_flags } from './shadow_split';
 import { kvm_rmap_age_gfn_range } from './shadow_age';
 import { kvm_mmu_track_write, kvm_mmu_invlpg, shadow_paging_init_hooks, shadow_tdp_init_hooks } from './shadow_paging';
-import { kvm_mmu_page_fault, kvm_init_mmu } from './mmu';
+import { kvm_mmu_page_fault, kvm_init_mmu, mark_page_dirty_in_slot } from './mmu';
 import { wire_make_spte_args } from './tdp_mmu';
 
 export interface ShadowVmOptions {
@@ -144,11 +146,15 @@ export class ShadowVm {
       },
       commit_memory_region: (_kvm, old, neu, change, old_flags) => shadow_mmu_slot_apply_flags(sk, old, neu, change, old_flags),
       memslots_updated: () => {},
+      write_protect_pt_masked: (_kvm, slot, gfn_offset, mask_lo, mask_hi) => kvm_mmu_write_protect_pt_masked(sk, slot, gfn_offset, mask_lo, mask_hi),
     };
     this.kvm.kvm_set_memory_region({ slot: 0, flags: 0, guest_phys_addr: 0, memory_size: mem_bytes, userspace_addr: 0x7f00_0000_0000, host_backing: o.host_backing ?? '4k' });
     this.slot = this.kvm.kvm_memslots(0).lookup(0)!;
     this.mem = new GuestMemory(mem_bytes);
     this.src = new MemoryGuestPageTables(this.mem);
+    // KVM's own walk sets A/D in guest tables only with TDP off; it logs the table page it wrote
+    // (FNAME(update_accessed_dirty_bits) -> kvm_vcpu_mark_page_dirty).
+    if (!this.tdp) this.src.mark_page_dirty = (gfn) => mark_page_dirty_in_slot(this.kvm, this.kvm.kvm_memslots(this.vcpu.smm ? 1 : 0).lookup(gfn) ?? null, gfn);
     this.cpu = { maxphyaddr: 46, gbpages: true, pse36: true, amd: vendor === 'svm', ...o.cpu };
     this.vcpu = new KvmVcpu(this.kvm, 0);
     this.kvm.vcpus.push(this.vcpu);
@@ -513,6 +519,16 @@ export class ShadowVm {
   /** KVM_SET_USER_MEMORY_REGION2 flags change on the RAM slot (dirty logging on/off). */
   setDirtyLogging(on: boolean): void {
     this.kvm.kvm_set_memory_region({ slot: 0, flags: on ? 1 : 0, guest_phys_addr: 0, memory_size: this.slot.npages * 4096, userspace_addr: this.slot.userspace_addr });
+  }
+
+  /**
+   * KVM_GET_DIRTY_LOG on slot 0: the bitmap (64-bit longs as 32-bit halves) or -errno. The harvested
+   * gfns are write-protected through the rmaps, so their next write faults and is logged again.
+   */
+  getDirtyLog(): Uint32Array | number {
+    const out = new Uint32Array(kvm_dirty_bitmap_words32(this.slot.npages));
+    const r = kvm_get_dirty_log_protect(this.kvm, 0, out);
+    return r < 0 ? r : out;
   }
 
   setMaxMmuPages(n: number): void {

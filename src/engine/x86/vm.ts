@@ -137,6 +137,8 @@ export interface KvmMmuOps {
   flush_shadow_memslot(kvm: Kvm, slot: KvmMemorySlot): void;
   commit_memory_region(kvm: Kvm, old: KvmMemorySlot | undefined, neu: KvmMemorySlot | undefined, change: KvmMrChange, old_flags: number): void;
   memslots_updated(kvm: Kvm, gen: number): void;
+  /** kvm_mmu_write_protect_pt_masked()'s rmap half, when the memslots have rmaps (the shadow MMU). */
+  write_protect_pt_masked?(kvm: Kvm, slot: KvmMemorySlot, gfn_offset: number, mask_lo: number, mask_hi: number): void;
 }
 
 const HOST_PFN_REGION_BASE = 0x100_0000; // guest RAM is backed from host 64 GiB upward

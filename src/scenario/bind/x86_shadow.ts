@@ -166,6 +166,18 @@ class ShadowEngine implements ScenarioEngine {
     return {};
   }
 
+  getDirtyLog(op: { slot: number; asId: number }): Outcome & { bitmap?: Uint8Array } {
+    if (op.slot !== 0 || op.asId !== 0) return { ret: -2 }; // -ENOENT: the model's one slot is 0
+    // PML under the legacy TDP MMU harvests by clearing D bits in the rmaps, which is not modelled.
+    if (this.sv.kvm.arch.cpu_dirty_log_size !== 0) throw new NotSupportedYet('KVM_GET_DIRTY_LOG with PML under tdp_mmu=N (param pml=N)');
+    const r = this.sv.getDirtyLog();
+    if (typeof r === 'number') return { ret: r };
+    // Little-endian bytes, as KVM copies the longs out.
+    const bytes = new Uint8Array(r.length * 4);
+    for (let i = 0; i < r.length; i++) for (let b = 0; b < 4; b++) bytes[4 * i + b] = (r[i]! >>> (8 * b)) & 0xff;
+    return { ret: 0, bitmap: bytes };
+  }
+
   invpcid(op: { vcpu: number; type: number; pcid: bigint; gva: bigint }): Outcome {
     // With TDP, INVPCID is not intercepted either.
     if (this.tdp) return {};
