@@ -36,10 +36,16 @@ export interface DebugProgram {
   reset(): void;
   /**
    * What a checkpoint saves (see src/engine/snapshot.ts): the objects holding the program's whole mutable
-   * state, and a test for immutable parts not worth recording. Without it, going back re-executes from the
-   * start.
+   * state, and a test for parts not recorded. Without it, going back re-executes from the start.
    */
-  checkpointRoots?(): { roots: object[]; atoms?: (o: object) => boolean };
+  checkpointRoots?(): {
+    roots: object[];
+    atoms?: (o: object) => boolean;
+    /** Called after a checkpoint is restored (for state the snapshot leaves out on purpose). */
+    afterRestore?: () => void;
+    /** How many events before a stop re-execution must regenerate (a window of recent events it shows). */
+    history?: number;
+  };
   /**
    * Install (undefined: remove) a function the program calls inside a long step, between two of its
    * accesses, where a checkpoint can be taken; after such a checkpoint is restored, `execute(step)`

@@ -16,9 +16,12 @@ export class ScenarioProgram implements DebugProgram {
   readonly kind = 'scenario' as const;
   private readonly loaded: Loaded;
   private runner: ScenarioRunner;
-  /** The most recent events and the statement of each, as parallel arrays (cheap to checkpoint). */
-  private ring: TraceEvent[] = [];
+  /** The most recent events and the statement of each, at slot `index % EVENT_WINDOW`. */
+  private readonly ring: Array<TraceEvent | undefined> = new Array(EVENT_WINDOW);
   private readonly ringSteps = new Int32Array(EVENT_WINDOW);
+  /** Events before this index may be missing from the ring: checkpoints do not save it (see checkpointRoots). */
+  private ringFrom = 0;
+  /** Events recorded, which is also the index the next one gets. */
   private total = 0;
   private currentStep = 0;
   private readonly unsubscribe: () => void;
@@ -39,9 +42,19 @@ export class ScenarioProgram implements DebugProgram {
     return new ScenarioRunner(this.loaded, { overrides: this.overrides, betweenAccesses: () => this.between?.() });
   }
 
-  checkpointRoots(): { roots: object[]; atoms: (o: object) => boolean } {
-    // The loaded program (statements, specs) never changes; the recorded events are immutable too.
-    return { roots: [this], atoms: (o) => o === this.loaded };
+  checkpointRoots(): { roots: object[]; atoms: (o: object) => boolean; afterRestore: () => void; history: number } {
+    // The loaded program (statements, specs) never changes. The event ring is not saved: a copy per
+    // checkpoint would keep tens of thousands of events alive each, which the garbage collector pays for
+    // on every major collection. Instead re-execution starts at least EVENT_WINDOW events before the
+    // stop (`history`), which refills it.
+    return {
+      roots: [this],
+      atoms: (o) => o === this.loaded || o === this.ring || o === this.ringSteps,
+      afterRestore: () => {
+        this.ringFrom = this.total;
+      },
+      history: EVENT_WINDOW,
+    };
   }
 
   onBetween(fn: (() => void) | undefined): void {
@@ -51,14 +64,17 @@ export class ScenarioProgram implements DebugProgram {
   private record(e: TraceEvent): void {
     this.total++;
     // Keep the event itself: its text is formatted only if the Events view asks for it.
-    const slot = this.ring.length < EVENT_WINDOW ? this.ring.length : e.index % EVENT_WINDOW;
+    const slot = e.index % EVENT_WINDOW;
     this.ring[slot] = e;
     this.ringSteps[slot] = this.currentStep;
   }
 
   events(start: number, count: number, filter?: string): { total: number; first: number; events: ProgramEvent[] } {
-    const all = this.ring.map((e, i) => ({ e, step: this.ringSteps[i]! }));
-    const ordered = all.length < EVENT_WINDOW ? all : [...all.slice(this.total % EVENT_WINDOW), ...all.slice(0, this.total % EVENT_WINDOW)];
+    const ordered: Array<{ e: TraceEvent; step: number }> = [];
+    for (let i = Math.max(this.ringFrom, this.total - EVENT_WINDOW); i < this.total; i++) {
+      const e = this.ring[i % EVENT_WINDOW];
+      if (e) ordered.push({ e, step: this.ringSteps[i % EVENT_WINDOW]! });
+    }
     const matching = filter ? ordered.filter((r) => r.e.name.includes(filter) || r.e.text.includes(filter)) : ordered;
     const events: ProgramEvent[] = matching.slice(start, start + count).map((r) => ({ index: r.e.index, name: r.e.name, vcpu: r.e.vcpu, text: r.e.text, step: r.step }));
     return { total: matching.length, first: ordered[0]?.e.index ?? 0, events };
@@ -107,7 +123,8 @@ export class ScenarioProgram implements DebugProgram {
 
   reset(): void {
     this.runner.dispose();
-    this.ring = [];
+    this.ring.fill(undefined);
+    this.ringFrom = 0;
     this.total = 0;
     this.currentStep = 0;
     this.runner = this.newRunner();

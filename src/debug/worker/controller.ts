@@ -197,7 +197,7 @@ export class Controller {
   /** Run to `stopAt` from the nearest checkpoint before it, or continue from the current position. */
   private execute(stopAt?: Position): void {
     if (stopAt) {
-      this.rewindTo(beforePosition(stopAt));
+      this.rewindTo(beforePosition(stopAt), (c) => c.event);
       this.target = stopAt;
     }
     const n = this.program.length();
@@ -532,10 +532,21 @@ export class Controller {
   }
 
   /** Restore the latest checkpoint `ok` accepts, or start the program over when there is none. */
-  private rewindTo(ok: (c: Checkpoint) => boolean): void {
+  /**
+   * `stopsAfter`: a lower bound of the trace position at the stop, when the program shows recent events
+   * (its `history`) that checkpoints do not save; undefined when nothing is shown before the next rewind.
+   */
+  private rewindTo(ok: (c: Checkpoint) => boolean, stopsAfter?: (c: Checkpoint) => number): void {
+    let cp = this.roots ? this.checkpoints.latest(ok) : undefined;
+    const history = this.roots?.history ?? 0;
+    if (cp && history > 0 && stopsAfter) {
+      // Start early enough for re-execution to regenerate the events shown before the stop.
+      const bound = Math.max(0, stopsAfter(cp) - history);
+      cp = this.checkpoints.latest((c) => ok(c) && c.event <= bound);
+    }
     // Once checkpoints exist they refer to the program's objects, so it is never reset again: the first
     // checkpoint is its start.
-    const cp = this.roots ? this.checkpoints.latest(ok) ?? this.checkpoints.all()[0] : undefined;
+    if (this.roots) cp ??= this.checkpoints.all()[0];
     if (!cp) {
       this.program.reset();
       probes.reset();
@@ -549,6 +560,7 @@ export class Controller {
       return;
     }
     cp.snap.restore();
+    this.roots!.afterRestore?.();
     this.lastSnap = cp.snap;
     this.pos = { step: cp.step, hit: cp.hit ?? 0 };
     // The program calls the between hook again for the access it stopped before.
@@ -590,7 +602,7 @@ export class Controller {
       // its emitter. A checkpoint inside a step serves if the step will not count hits, or knows them.
       this.targetEvent = t.event;
       const event = t.event;
-      this.rewindTo((c) => c.event <= event && (c.sub === 0 || c.hit !== undefined || !this.needProbes(c.step)));
+      this.rewindTo((c) => c.event <= event && (c.sub === 0 || c.hit !== undefined || !this.needProbes(c.step)), () => event + 1);
       return undefined;
     }
     if (t !== 'reverseContinue') return t;
