@@ -91,8 +91,8 @@ let progressSeq = 0;
  * snapshot took, so checkpoints cost the forward run a few percent while bounding how much a jump back
  * re-executes.
  */
-const MIN_INTERVAL_MS = 100;
-const COST_FACTOR = 16;
+const MIN_INTERVAL_MS = 50;
+const COST_FACTOR = 8;
 /** Between-access calls per checkpoint opportunity inside a step (keeps the per-access cost to a counter). */
 const BETWEEN_MASK = 255;
 
