@@ -117,6 +117,12 @@ export class TraceParser {
   private readonly onStack: ((s: StackBlock) => void) | undefined;
   private readonly maxDetails: number;
   private carry = '';
+  /**
+   * The bytes of the chunk being read when it is ASCII (bytes[i] === chunk.charCodeAt(i)), for the payload
+   * readers; null while a line that is not a slice of that chunk (a joined or carried line) is read.
+   */
+  private lineBytes: Uint8Array | null = null;
+  private byteBuf: Buffer = Buffer.alloc(0);
   /** The last event line was `perf script` style (its callchain lines may follow). */
   private lastPerf = false;
   /** Inside a line longer than MAX_CARRY that was already counted. */
@@ -142,8 +148,11 @@ export class TraceParser {
     return out;
   }
 
-  /** Feed text. Lines may span chunks. */
-  push(chunk: string): void {
+  /**
+   * Feed text. Lines may span chunks. `ascii`: the caller knows whether the chunk is pure ASCII (else it
+   * is checked here); an ASCII chunk is also read as bytes.
+   */
+  push(chunk: string, ascii?: boolean): void {
     if (this.skipping) {
       // still inside a line already reported as too long: drop up to its end
       const nl = chunk.indexOf('\n');
@@ -163,17 +172,30 @@ export class TraceParser {
       }
       const first = this.carry + chunk.slice(0, nl);
       this.carry = '';
+      this.lineBytes = null;
       this.line(first, 0, first.length);
       pos = nl + 1;
     }
+    this.lineBytes = this.bytesOf(chunk, ascii);
     for (;;) {
       const nl = chunk.indexOf('\n', pos);
       if (nl < 0) break;
       this.line(chunk, pos, nl);
       pos = nl + 1;
     }
+    this.lineBytes = null;
     this.carry = pos < chunk.length ? chunk.slice(pos) : '';
     this.checkCarry();
+  }
+
+  /** The chunk's bytes in a reused buffer when it is ASCII and long enough to be worth copying, else null. */
+  private bytesOf(chunk: string, ascii: boolean | undefined): Uint8Array | null {
+    if (chunk.length < 4096) return null;
+    if (ascii === undefined) ascii = Buffer.byteLength(chunk, 'utf8') === chunk.length;
+    if (!ascii) return null;
+    if (this.byteBuf.length < chunk.length) this.byteBuf = Buffer.allocUnsafe(Math.max(chunk.length, this.byteBuf.length * 2));
+    this.byteBuf.write(chunk, 0, 'latin1');
+    return this.byteBuf;
   }
 
   private checkCarry(): void {
@@ -286,7 +308,7 @@ export class TraceParser {
       this.flushPending();
       return;
     }
-    const r = this.eventLine(s, a, b, lineNo);
+    const r = this.eventLine(s, a, b, lineNo, this.lineBytes);
     if (this.pending !== null) {
       if (r === EV_NOT_EVENT) {
         // continuation of a wrapped line: join with the space the wrap replaced, or with nothing (a hard
@@ -374,7 +396,7 @@ export class TraceParser {
   }
 
   /** Classify and, for a modelled event, parse and deliver the line s[a, b). */
-  private eventLine(s: string, a: number, b: number, lineNo: number): number {
+  private eventLine(s: string, a: number, b: number, lineNo: number, bytes: Uint8Array | null = null): number {
     let c = s.indexOf(': ', a);
     if (c < 0 || c >= b) {
       if (s.charCodeAt(b - 1) === 58) c = b - 1;
@@ -437,7 +459,7 @@ export class TraceParser {
     const schema = EVENTS[id]!;
     const ev = this.ev;
     ev.reset(schema);
-    const r = parsePayloadById(id, s, p0, b, ev, this.kernelOpts);
+    const r = parsePayloadById(id, s, p0, b, ev, this.kernelOpts, bytes);
     if (r !== PAYLOAD_OK) {
       this.lastBadName = schema.name;
       return r === PAYLOAD_TRUNCATED ? EV_TRUNC : EV_BAD;

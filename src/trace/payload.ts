@@ -35,6 +35,10 @@ for (let i = 0; i < 6; i++) {
   HEX[65 + i] = 10 + i;
 }
 
+/** The same table for bytes (0..255). */
+const HEXB = new Int8Array(256).fill(-1);
+HEXB.set(HEX);
+
 function hexVal(c: number): number {
   return c < 128 ? HEX[c]! : -1;
 }
@@ -110,6 +114,61 @@ function readDec(s: string, pos: number, end: number, signed: boolean): number {
     vLo = n % 0x1_0000_0000 >>> 0;
     vHi = Math.floor(n / 0x1_0000_0000) >>> 0;
   }
+  return pos;
+}
+
+/**
+ * readHex over the bytes of an ASCII chunk (b[i] is s.charCodeAt(i)): a typed-array load costs less than
+ * `charCodeAt`, which must dispatch on the string's representation.
+ */
+function readHexB(b: Uint8Array, pos: number, end: number): number {
+  const start = pos;
+  let v = 0;
+  const fast = end - pos < 13 ? end : pos + 13;
+  while (pos < fast) {
+    const d = HEXB[b[pos]!]!;
+    if (d < 0) break;
+    v = v * 16 + d;
+    pos++;
+  }
+  if (pos === start) return -1;
+  let lo = v >>> 0;
+  let hi = (v / 0x1_0000_0000) >>> 0;
+  if (pos === fast && pos < end) {
+    while (pos < end) {
+      const d = HEXB[b[pos]!]!;
+      if (d < 0) break;
+      hi = ((hi << 4) | (lo >>> 28)) >>> 0;
+      lo = ((lo << 4) | d) >>> 0;
+      pos++;
+    }
+    if (pos - start > 16) {
+      let z = start;
+      while (z < pos && b[z] === 48) z++;
+      if (pos - z > 16) return -1;
+    }
+  }
+  vLo = lo;
+  vHi = hi;
+  return pos;
+}
+
+/** readDec over the bytes of an ASCII chunk; the unusual cases (negative, >= 2^31) go to readDec. */
+function readDecB(b: Uint8Array, s: string, pos: number, end: number, signed: boolean): number {
+  if (signed && pos < end && b[pos] === 45) return readDec(s, pos, end, signed);
+  const start = pos;
+  let n = 0;
+  while (pos < end) {
+    const c = b[pos]! - 48;
+    if (c < 0 || c > 9) break;
+    n = n * 10 + c;
+    pos++;
+  }
+  if (pos === start) return -1;
+  if (n > 0x7fff_ffff) return readDec(s, start, end, signed);
+  vNum = n;
+  vLo = n;
+  vHi = 0;
   return pos;
 }
 
@@ -467,7 +526,7 @@ export function parseParts(schema: EventSchema, parts: readonly Part[], s: strin
   return run(schema, compiled(schema, parts), s, pos, end, ev, opts);
 }
 
-function run(schema: EventSchema, c: Compiled, s: string, pos: number, end: number, ev: ParsedEvent, opts: PayloadOptions): number {
+function run(schema: EventSchema, c: Compiled, s: string, pos: number, end: number, ev: ParsedEvent, opts: PayloadOptions, bytes: Uint8Array | null = null): number {
   const ops = c.ops;
   const n = ops.length;
   for (let k = 0; k < n; k++) {
@@ -478,7 +537,10 @@ function run(schema: EventSchema, c: Compiled, s: string, pos: number, end: numb
       const at = c.litAt[k]! - pos;
       let j = pos;
       const stop = pos + L;
-      if (stop <= end) while (j < stop && s.charCodeAt(j) === lits[at + j]) j++;
+      if (stop <= end) {
+        if (bytes !== null) while (j < stop && bytes[j] === lits[at + j]) j++;
+        else while (j < stop && s.charCodeAt(j) === lits[at + j]) j++;
+      }
       if (j !== stop) {
         // a trimmed line loses the trailing space before an empty flag list (`pferr 0 `)
         if (pos >= end && tailCanBeEmpty(c, k, ev)) return PAYLOAD_OK;
@@ -491,11 +553,11 @@ function run(schema: EventSchema, c: Compiled, s: string, pos: number, end: numb
     const field = c.fields[k]!;
     if (op <= OP_HEX0X) {
       let r: number;
-      if (op === OP_HEX) r = readHex(s, pos, end);
-      else if (op === OP_DEC) r = readDec(s, pos, end, c.signed[k] === 1);
+      if (op === OP_HEX) r = bytes !== null ? readHexB(bytes, pos, end) : readHex(s, pos, end);
+      else if (op === OP_DEC) r = bytes !== null ? readDecB(bytes, s, pos, end, c.signed[k] === 1) : readDec(s, pos, end, c.signed[k] === 1);
       else {
         if (s.charCodeAt(pos) !== 48 || s.charCodeAt(pos + 1) !== 120) return pos + 2 > end ? PAYLOAD_TRUNCATED : PAYLOAD_MISMATCH;
-        r = readHex(s, pos + 2, end);
+        r = bytes !== null ? readHexB(bytes, pos + 2, end) : readHex(s, pos + 2, end);
       }
       if (r < 0) return PAYLOAD_MISMATCH;
       let lo = (vLo & c.loMask[k]!) >>> 0;
@@ -611,9 +673,9 @@ const CUR: Compiled[] = EVENTS.map((e) => compiled(e, e.parts));
 const OLD: Compiled[][] = EVENTS.map((e) => e.older.map((p) => compiled(e, p)));
 
 /** Try the 6.18 text, then each older generation (schema given by its index in EVENTS). */
-export function parsePayloadById(id: number, s: string, pos: number, end: number, ev: ParsedEvent, opts: PayloadOptions): number {
+export function parsePayloadById(id: number, s: string, pos: number, end: number, ev: ParsedEvent, opts: PayloadOptions, bytes: Uint8Array | null = null): number {
   const schema = EVENTS[id]!;
-  const r = run(schema, CUR[id]!, s, pos, end, ev, opts);
+  const r = run(schema, CUR[id]!, s, pos, end, ev, opts, bytes);
   const older = OLD[id]!;
   if (r === PAYLOAD_OK || older.length === 0) return r;
   for (const c of older) {

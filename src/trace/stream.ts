@@ -31,14 +31,15 @@ export async function parseStream(source: AsyncIterable<Uint8Array | string>, pa
   for await (const chunk of source) {
     if (signal?.aborted) throw new AbortError();
     if (typeof chunk === 'string') {
-      bytes += Buffer.byteLength(chunk);
-      parser.push(chunk);
+      const n = Buffer.byteLength(chunk);
+      bytes += n;
+      parser.push(chunk, n === chunk.length);
     } else {
       bytes += chunk.length;
       const buf = Buffer.isBuffer(chunk) ? chunk : Buffer.from(chunk.buffer, chunk.byteOffset, chunk.length);
       // pure ASCII (the usual capture) decodes as latin1 without UTF-8 validation; a chunk after a split
       // multi-byte character still goes through the decoder, which holds the partial bytes
-      if (!pendingUtf8 && isAscii(buf)) parser.push(buf.toString('latin1'));
+      if (!pendingUtf8 && isAscii(buf)) parser.push(buf.toString('latin1'), true);
       else {
         const text = decoder.write(buf);
         // the decoder holds back an incomplete trailing sequence; until it is flushed, keep using it
