@@ -365,7 +365,7 @@ export class TraceParser {
   private lastBadName = '';
 
   /** Index in EVENTS of the event named s[n0, n1) (optionally `system:name`), or -1. */
-  private lookup(s: string, n0: number, n1: number): number {
+  private lookup(s: string, n0: number, n1: number, bytes: Uint8Array | null): number {
     const len = n1 - n0;
     const cands = BY_LEN[len];
     if (cands !== undefined) {
@@ -376,7 +376,8 @@ export class TraceParser {
         if (PROBE[id] !== probe) continue;
         const codes = NAME_CODES[id]!;
         let j = 0;
-        while (j < len && s.charCodeAt(n0 + j) === codes[j]) j++;
+        if (bytes !== null) while (j < len && bytes[n0 + j] === codes[j]) j++;
+        else while (j < len && s.charCodeAt(n0 + j) === codes[j]) j++;
         if (j === len) return id;
       }
     }
@@ -406,12 +407,22 @@ export class TraceParser {
     let t0 = c;
     let dots = 0;
     let other = 0;
-    while (t0 > a) {
-      const ch = s.charCodeAt(t0 - 1);
-      if (ch === 32 || ch === 9) break;
-      if (ch === 46) dots++;
-      else if (ch < 48 || ch > 57) other++;
-      t0--;
+    if (bytes !== null) {
+      while (t0 > a) {
+        const ch = bytes[t0 - 1]!;
+        if (ch === 32 || ch === 9) break;
+        if (ch === 46) dots++;
+        else if (ch < 48 || ch > 57) other++;
+        t0--;
+      }
+    } else {
+      while (t0 > a) {
+        const ch = s.charCodeAt(t0 - 1);
+        if (ch === 32 || ch === 9) break;
+        if (ch === 46) dots++;
+        else if (ch < 48 || ch > 57) other++;
+        t0--;
+      }
     }
     let n0: number;
     let trimmed = false;
@@ -440,7 +451,7 @@ export class TraceParser {
       n1 = b - 1;
     }
     if (n1 === n0) return trimmed ? EV_NOT_EVENT : EV_BAD;
-    const id = this.lookup(s, n0, n1);
+    const id = this.lookup(s, n0, n1, bytes);
     if (id < 0) {
       // without a prefix, an unknown `word: text` is more likely prose or a wrapped fragment than an event
       if (trimmed) return EV_NOT_EVENT;
