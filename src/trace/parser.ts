@@ -20,7 +20,7 @@
 import { EVENTS, EVENT_BY_NAME } from '../engine/tracepoints/index';
 import { ParsedEvent } from './event';
 import { DEFAULT_KERNEL, type KernelVersion } from './kernel_version';
-import { PAYLOAD_OK, PAYLOAD_TRUNCATED, parsePayloadById, type PayloadOptions } from './payload';
+import { PAYLOAD_OK, PAYLOAD_TRUNCATED, parsePayloadById, wordOf, type PayloadOptions } from './payload';
 
 export interface UnrecognizedLine {
   line: number;
@@ -73,6 +73,8 @@ EVENTS.forEach((e, i) => (BY_LEN[e.name.length] ??= []).push(i));
 const PROBE: readonly number[] = NAMES.map((n) => n.charCodeAt(n.length - 2));
 /** Char codes of each name: an inline compare costs less than a `startsWith` call per line. */
 const NAME_CODES: readonly Int32Array[] = NAMES.map((n) => Int32Array.from(n, (ch) => ch.charCodeAt(0)));
+/** Each name's leading 4-byte little-endian words, for the compare on a chunk's bytes. */
+const NAME_WORDS: readonly Int32Array[] = NAMES.map((n) => Int32Array.from({ length: n.length >> 2 }, (_, i) => wordOf(n, 4 * i)));
 
 
 function isHex(c: number): boolean {
@@ -122,7 +124,10 @@ export class TraceParser {
    * readers; null while a line that is not a slice of that chunk (a joined or carried line) is read.
    */
   private lineBytes: Uint8Array | null = null;
+  /** A DataView over lineBytes (4-byte compares), null when lineBytes is. */
+  private lineView: DataView | null = null;
   private byteBuf: Buffer = Buffer.alloc(0);
+  private byteView: DataView | null = null;
   /** The last event line was `perf script` style (its callchain lines may follow). */
   private lastPerf = false;
   /** Inside a line longer than MAX_CARRY that was already counted. */
@@ -173,10 +178,12 @@ export class TraceParser {
       const first = this.carry + chunk.slice(0, nl);
       this.carry = '';
       this.lineBytes = null;
+      this.lineView = null;
       this.line(first, 0, first.length);
       pos = nl + 1;
     }
     this.lineBytes = this.bytesOf(chunk, ascii);
+    this.lineView = this.lineBytes !== null ? this.byteView : null;
     for (;;) {
       const nl = chunk.indexOf('\n', pos);
       if (nl < 0) break;
@@ -184,6 +191,7 @@ export class TraceParser {
       pos = nl + 1;
     }
     this.lineBytes = null;
+    this.lineView = null;
     this.carry = pos < chunk.length ? chunk.slice(pos) : '';
     this.checkCarry();
   }
@@ -193,7 +201,11 @@ export class TraceParser {
     if (chunk.length < 4096) return null;
     if (ascii === undefined) ascii = Buffer.byteLength(chunk, 'utf8') === chunk.length;
     if (!ascii) return null;
-    if (this.byteBuf.length < chunk.length) this.byteBuf = Buffer.allocUnsafe(Math.max(chunk.length, this.byteBuf.length * 2));
+    if (this.byteBuf.length < chunk.length) {
+      const buf = Buffer.allocUnsafe(Math.max(chunk.length, this.byteBuf.length * 2));
+      this.byteBuf = buf;
+      this.byteView = new DataView(buf.buffer, buf.byteOffset, buf.byteLength);
+    }
     this.byteBuf.write(chunk, 0, 'latin1');
     return this.byteBuf;
   }
@@ -308,7 +320,7 @@ export class TraceParser {
       this.flushPending();
       return;
     }
-    const r = this.eventLine(s, a, b, lineNo, this.lineBytes);
+    const r = this.eventLine(s, a, b, lineNo, this.lineBytes, this.lineView);
     if (this.pending !== null) {
       if (r === EV_NOT_EVENT) {
         // continuation of a wrapped line: join with the space the wrap replaced, or with nothing (a hard
@@ -365,7 +377,7 @@ export class TraceParser {
   private lastBadName = '';
 
   /** Index in EVENTS of the event named s[n0, n1) (optionally `system:name`), or -1. */
-  private lookup(s: string, n0: number, n1: number, bytes: Uint8Array | null): number {
+  private lookup(s: string, n0: number, n1: number, bytes: Uint8Array | null, view: DataView | null): number {
     const len = n1 - n0;
     const cands = BY_LEN[len];
     if (cands !== undefined) {
@@ -376,7 +388,16 @@ export class TraceParser {
         if (PROBE[id] !== probe) continue;
         const codes = NAME_CODES[id]!;
         let j = 0;
-        if (bytes !== null) while (j < len && bytes[n0 + j] === codes[j]) j++;
+        if (view !== null) {
+          // four bytes at a time, then the rest
+          const words = NAME_WORDS[id]!;
+          let w = 0;
+          while (w < words.length && view.getInt32(n0 + j, true) === words[w]) {
+            w++;
+            j += 4;
+          }
+          if (w === words.length) while (j < len && bytes![n0 + j] === codes[j]) j++;
+        } else if (bytes !== null) while (j < len && bytes[n0 + j] === codes[j]) j++;
         else while (j < len && s.charCodeAt(n0 + j) === codes[j]) j++;
         if (j === len) return id;
       }
@@ -397,7 +418,7 @@ export class TraceParser {
   }
 
   /** Classify and, for a modelled event, parse and deliver the line s[a, b). */
-  private eventLine(s: string, a: number, b: number, lineNo: number, bytes: Uint8Array | null = null): number {
+  private eventLine(s: string, a: number, b: number, lineNo: number, bytes: Uint8Array | null = null, view: DataView | null = null): number {
     let c = s.indexOf(': ', a);
     if (c < 0 || c >= b) {
       if (s.charCodeAt(b - 1) === 58) c = b - 1;
@@ -451,7 +472,7 @@ export class TraceParser {
       n1 = b - 1;
     }
     if (n1 === n0) return trimmed ? EV_NOT_EVENT : EV_BAD;
-    const id = this.lookup(s, n0, n1, bytes);
+    const id = this.lookup(s, n0, n1, bytes, view);
     if (id < 0) {
       // without a prefix, an unknown `word: text` is more likely prose or a wrapped fragment than an event
       if (trimmed) return EV_NOT_EVENT;
@@ -470,7 +491,7 @@ export class TraceParser {
     const schema = EVENTS[id]!;
     const ev = this.ev;
     ev.reset(schema);
-    const r = parsePayloadById(id, s, p0, b, ev, this.kernelOpts, bytes);
+    const r = parsePayloadById(id, s, p0, b, ev, this.kernelOpts, bytes, view);
     if (r !== PAYLOAD_OK) {
       this.lastBadName = schema.name;
       return r === PAYLOAD_TRUNCATED ? EV_TRUNC : EV_BAD;

@@ -446,10 +446,18 @@ interface Compiled {
   allLits: Uint16Array;
   litAt: Int32Array;
   litLen: Int32Array;
+  /** The same literals as little-endian 4-byte words (litWAt[k], litLen[k] >> 2 of them) for the byte path. */
+  litWords: Int32Array;
+  litWAt: Int32Array;
   parts: readonly Part[];
 }
 
 const compiledCache = new WeakMap<readonly Part[], Compiled>();
+
+/** The little-endian 32-bit word of t's chars at i..i+3 (as a DataView reads ASCII bytes). */
+export function wordOf(t: string, i: number): number {
+  return (t.charCodeAt(i) | (t.charCodeAt(i + 1) << 8) | (t.charCodeAt(i + 2) << 16) | (t.charCodeAt(i + 3) << 24)) | 0;
+}
 
 function compileParts(schema: EventSchema, parts: readonly Part[]): Compiled {
   const n = parts.length;
@@ -464,9 +472,12 @@ function compileParts(schema: EventSchema, parts: readonly Part[]): Compiled {
     allLits: new Uint16Array(parts.reduce((a, p) => a + (p.t === 'lit' ? p.s.length : 0), 0)),
     litAt: new Int32Array(n),
     litLen: new Int32Array(n),
+    litWords: new Int32Array(parts.reduce((a, p) => a + (p.t === 'lit' ? p.s.length >> 2 : 0), 0)),
+    litWAt: new Int32Array(n),
     parts,
   };
   let litFill = 0;
+  let wordFill = 0;
   parts.forEach((p, k) => {
     if (p.t === 'lit') {
       c.ops[k] = OP_LIT;
@@ -474,6 +485,8 @@ function compileParts(schema: EventSchema, parts: readonly Part[]): Compiled {
       c.litAt[k] = litFill;
       c.litLen[k] = p.s.length;
       for (let i = 0; i < p.s.length; i++) c.allLits[litFill++] = p.s.charCodeAt(i);
+      c.litWAt[k] = wordFill;
+      for (let i = 0; i + 4 <= p.s.length; i += 4) c.litWords[wordFill++] = wordOf(p.s, i);
       return;
     }
     c.fields[k] = p.field;
@@ -526,7 +539,7 @@ export function parseParts(schema: EventSchema, parts: readonly Part[], s: strin
   return run(schema, compiled(schema, parts), s, pos, end, ev, opts);
 }
 
-function run(schema: EventSchema, c: Compiled, s: string, pos: number, end: number, ev: ParsedEvent, opts: PayloadOptions, bytes: Uint8Array | null = null): number {
+function run(schema: EventSchema, c: Compiled, s: string, pos: number, end: number, ev: ParsedEvent, opts: PayloadOptions, bytes: Uint8Array | null = null, view: DataView | null = null): number {
   const ops = c.ops;
   const n = ops.length;
   for (let k = 0; k < n; k++) {
@@ -538,7 +551,18 @@ function run(schema: EventSchema, c: Compiled, s: string, pos: number, end: numb
       let j = pos;
       const stop = pos + L;
       if (stop <= end) {
-        if (bytes !== null) while (j < stop && bytes[j] === lits[at + j]) j++;
+        if (view !== null) {
+          // four bytes at a time, then the rest
+          const words = c.litWords;
+          const w0 = c.litWAt[k]!;
+          const w1 = w0 + (L >> 2);
+          let w = w0;
+          while (w < w1 && view.getInt32(j, true) === words[w]) {
+            w++;
+            j += 4;
+          }
+          if (w === w1) while (j < stop && bytes![j] === lits[at + j]) j++;
+        } else if (bytes !== null) while (j < stop && bytes[j] === lits[at + j]) j++;
         else while (j < stop && s.charCodeAt(j) === lits[at + j]) j++;
       }
       if (j !== stop) {
@@ -673,9 +697,9 @@ const CUR: Compiled[] = EVENTS.map((e) => compiled(e, e.parts));
 const OLD: Compiled[][] = EVENTS.map((e) => e.older.map((p) => compiled(e, p)));
 
 /** Try the 6.18 text, then each older generation (schema given by its index in EVENTS). */
-export function parsePayloadById(id: number, s: string, pos: number, end: number, ev: ParsedEvent, opts: PayloadOptions, bytes: Uint8Array | null = null): number {
+export function parsePayloadById(id: number, s: string, pos: number, end: number, ev: ParsedEvent, opts: PayloadOptions, bytes: Uint8Array | null = null, view: DataView | null = null): number {
   const schema = EVENTS[id]!;
-  const r = run(schema, CUR[id]!, s, pos, end, ev, opts, bytes);
+  const r = run(schema, CUR[id]!, s, pos, end, ev, opts, bytes, view);
   const older = OLD[id]!;
   if (r === PAYLOAD_OK || older.length === 0) return r;
   for (const c of older) {
