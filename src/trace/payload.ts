@@ -38,6 +38,11 @@ for (let i = 0; i < 6; i++) {
 /** The same table for bytes (0..255). */
 const HEXB = new Int8Array(256).fill(-1);
 HEXB.set(HEX);
+/** Two hex digits by their bytes (first << 8 | second) -> 0..255, -1 unless both are digits. */
+const HEX2 = new Int16Array(0x10000).fill(-1);
+for (let x = 0; x < 128; x++) {
+  for (let y = 0; y < 128; y++) if (HEX[x]! >= 0 && HEX[y]! >= 0) HEX2[(x << 8) | y] = HEX[x]! * 16 + HEX[y]!;
+}
 
 function hexVal(c: number): number {
   return c < 128 ? HEX[c]! : -1;
@@ -121,15 +126,23 @@ function readDec(s: string, pos: number, end: number, signed: boolean): number {
  * readHex over the bytes of an ASCII chunk (b[i] is s.charCodeAt(i)): a typed-array load costs less than
  * `charCodeAt`, which must dispatch on the string's representation.
  */
-function readHexB(b: Uint8Array, pos: number, end: number): number {
+function readHexB(b: Uint8Array, view: DataView, pos: number, end: number): number {
   const start = pos;
   let v = 0;
   const fast = end - pos < 13 ? end : pos + 13;
-  while (pos < fast) {
+  // two digits per step (a big-endian 16-bit read indexes the pair table), then an odd last one
+  while (pos + 1 < fast) {
+    const dd = HEX2[view.getUint16(pos)]!;
+    if (dd < 0) break;
+    v = v * 256 + dd;
+    pos += 2;
+  }
+  if (pos < fast) {
     const d = HEXB[b[pos]!]!;
-    if (d < 0) break;
-    v = v * 16 + d;
-    pos++;
+    if (d >= 0) {
+      v = v * 16 + d;
+      pos++;
+    }
   }
   if (pos === start) return -1;
   let lo = v >>> 0;
@@ -577,11 +590,11 @@ function run(schema: EventSchema, c: Compiled, s: string, pos: number, end: numb
     const field = c.fields[k]!;
     if (op <= OP_HEX0X) {
       let r: number;
-      if (op === OP_HEX) r = bytes !== null ? readHexB(bytes, pos, end) : readHex(s, pos, end);
+      if (op === OP_HEX) r = view !== null ? readHexB(bytes!, view, pos, end) : readHex(s, pos, end);
       else if (op === OP_DEC) r = bytes !== null ? readDecB(bytes, s, pos, end, c.signed[k] === 1) : readDec(s, pos, end, c.signed[k] === 1);
       else {
         if (s.charCodeAt(pos) !== 48 || s.charCodeAt(pos + 1) !== 120) return pos + 2 > end ? PAYLOAD_TRUNCATED : PAYLOAD_MISMATCH;
-        r = bytes !== null ? readHexB(bytes, pos + 2, end) : readHex(s, pos + 2, end);
+        r = view !== null ? readHexB(bytes!, view, pos + 2, end) : readHex(s, pos + 2, end);
       }
       if (r < 0) return PAYLOAD_MISMATCH;
       let lo = (vLo & c.loMask[k]!) >>> 0;
