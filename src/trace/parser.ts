@@ -75,6 +75,19 @@ const PROBE: readonly number[] = NAMES.map((n) => n.charCodeAt(n.length - 2));
 const NAME_CODES: readonly Int32Array[] = NAMES.map((n) => Int32Array.from(n, (ch) => ch.charCodeAt(0)));
 /** Each name's leading 4-byte little-endian words, for the compare on a chunk's bytes. */
 const NAME_WORDS: readonly Int32Array[] = NAMES.map((n) => Int32Array.from({ length: n.length >> 2 }, (_, i) => wordOf(n, 4 * i)));
+/** Event id by a hash of a line's name bytes 4..11 (see eventLine); -1: none yet. Any entry is confirmed. */
+const NAME_CACHE = new Int16Array(64).fill(-1);
+
+/** True when the bytes at n0 spell the name of event id. */
+function nameAt(bytes: Uint8Array, view: DataView, n0: number, id: number): boolean {
+  const words = NAME_WORDS[id]!;
+  const codes = NAME_CODES[id]!;
+  let w = 0;
+  while (w < words.length && view.getInt32(n0 + 4 * w, true) === words[w]) w++;
+  if (w !== words.length) return false;
+  for (let j = 4 * w; j < codes.length; j++) if (bytes[n0 + j] !== codes[j]) return false;
+  return true;
+}
 
 
 function isHex(c: number): boolean {
@@ -465,14 +478,34 @@ export class TraceParser {
       return trimmed ? EV_NOT_EVENT : EV_BAD;
     }
     this.lastBadName = 'event name';
-    // the name runs to the next `: ` (or a `:` ending the line)
-    let n1 = trimmed ? c : s.indexOf(': ', n0);
-    if (n1 < 0 || n1 >= b) {
-      if (s.charCodeAt(b - 1) !== 58) return trimmed ? EV_NOT_EVENT : EV_TRUNC;
-      n1 = b - 1;
+    let n1 = -1;
+    let id = -1;
+    let slot = -1;
+    if (view !== null && !trimmed && n0 + 12 <= b) {
+      // the event a line's name bytes 4..11 named last time, confirmed in full: the name and then `: ` (a
+      // name holds no `:`, so that is the first `: ` the search below would find)
+      slot = (Math.imul(view.getInt32(n0 + 4, true), 0x9e3779b1) ^ view.getInt32(n0 + 8, true)) >>> 26;
+      const guess = NAME_CACHE[slot]!;
+      if (guess >= 0) {
+        const len = NAMES[guess]!.length;
+        const e = n0 + len;
+        if (e + 1 < b && bytes![e] === 58 && bytes![e + 1] === 32 && nameAt(bytes!, view, n0, guess)) {
+          n1 = e;
+          id = guess;
+        }
+      }
     }
-    if (n1 === n0) return trimmed ? EV_NOT_EVENT : EV_BAD;
-    const id = this.lookup(s, n0, n1, bytes, view);
+    if (id < 0) {
+      // the name runs to the next `: ` (or a `:` ending the line)
+      n1 = trimmed ? c : s.indexOf(': ', n0);
+      if (n1 < 0 || n1 >= b) {
+        if (s.charCodeAt(b - 1) !== 58) return trimmed ? EV_NOT_EVENT : EV_TRUNC;
+        n1 = b - 1;
+      }
+      if (n1 === n0) return trimmed ? EV_NOT_EVENT : EV_BAD;
+      id = this.lookup(s, n0, n1, bytes, view);
+      if (slot >= 0 && id >= 0 && n1 - n0 === NAMES[id]!.length) NAME_CACHE[slot] = id;
+    }
     if (id < 0) {
       // without a prefix, an unknown `word: text` is more likely prose or a wrapped fragment than an event
       if (trimmed) return EV_NOT_EVENT;
