@@ -161,6 +161,25 @@ export class GuestMemory {
     return true;
   }
 
+  /**
+   * Re-home the pages of [from, from + npages) at [to, to + npages): a memslot moved in GPA space keeps
+   * its host memory, so its contents follow it. Pages of the target range not in the source read zero.
+   */
+  movePages(from: number, to: number, npages: number): void {
+    const moved: Array<[number, Uint32Array]> = [];
+    for (const [gfn, p] of this.pages) if (gfn >= from && gfn < from + npages) moved.push([gfn - from + to, p]);
+    this.dropPages(from, npages);
+    this.dropPages(to, npages);
+    for (const [gfn, p] of moved) this.pages.set(gfn, p);
+  }
+
+  /** Forget the pages of [gfn, gfn + npages) (they read zero again). */
+  dropPages(gfn: number, npages: number): void {
+    for (const g of [...this.pages.keys()]) if (g >= gfn && g < gfn + npages) this.pages.delete(g);
+    this.cacheGfn.fill(-1);
+    this.cachePage.fill(undefined);
+  }
+
   /** Drop every page (back to all zeroes). */
   clear(): void {
     this.pages.clear();

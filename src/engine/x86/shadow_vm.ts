@@ -10,7 +10,7 @@ import { Kvm, type KvmCreateOptions } from './vm';
 import { KvmVcpu } from './vcpu';
 import { kvm_dirty_bitmap_words32, type HostBacking, type KvmMemorySlot } from './memslot';
 import { kvm_get_dirty_log_protect } from './dirty_log';
-import { kvm_mmu_reset_all_pte_masks, spte_to_pfn, SPTE_MMU_PRESENT_MASK, PT_PAGE_SIZE_MASK } from './spte';
+import { kvm_mmu_reset_all_pte_masks, is_mmio_spte, get_mmio_spte_gfn, spte_to_pfn, SPTE_MMU_PRESENT_MASK, PT_PAGE_SIZE_MASK } from './spte';
 import { kvm_calc_cpu_role, shadowMmuRootRole, shadowNptRoles, ROLE_DIRECT, decodeRole, X86_CR0_PG, X86_CR0_WP, X86_CR4_PAE, X86_CR4_PSE, X86_CR4_SMEP, X86_CR4_SMAP, X86_CR4_PKE, X86_CR4_LA57, EFER_LMA, EFER_NX, ROLE_LEVEL_MASK, type KvmMmuPageRole } from './role';
 import { createGuestMmu, MemoryGuestPageTables, GuestWalker, type GuestCpuModel } from './paging_tmpl';
 import { PFERR_PRESENT_MASK, PFERR_WRITE_MASK, PFERR_USER_MASK, PFERR_FETCH_MASK } from './pferr';
@@ -42,6 +42,7 @@ import {
 import { kvm_mmu_free_roots, kvm_mmu_reload, kvm_mmu_pdptrs_changed, KVM_MMU_ROOTS_ALL, pae_root_entries, pae_root_pfn } from './shadow_roots';
 import { kvm_set_cr3, kvm_post_set_cr4, kvm_handle_invpcid, shadow_service_requests, X86_CR3_PCID_NOFLUSH_HI, KVM_REQ_TLB_FLUSH_GUEST, type SetCr3Env } from './shadow_cr3';
 import { shadow_mmu_slot_apply_flags } from './shadow_split';
+import { SlotGuestPageTables, shadow_commit_budget } from './shadow_slots';
 import { kvm_rmap_age_gfn_range } from './shadow_age';
 import { kvm_mmu_track_write, kvm_mmu_invlpg, shadow_paging_init_hooks, shadow_tdp_init_hooks } from './shadow_paging';
 import { kvm_mmu_page_fault, kvm_init_mmu, mark_page_dirty_in_slot } from './mmu';
@@ -49,8 +50,10 @@ import { wire_make_spte_args } from './tdp_mmu';
 
 export interface ShadowVmOptions {
   vendor?: 'vmx' | 'svm';
-  /** Guest RAM size in bytes (one memslot at GPA 0). Default 1 GiB. */
+  /** Size in bytes of the first memslot. Default 1 GiB. */
   mem_bytes?: number;
+  /** Id and GPA of the first memslot (default slot 0 at GPA 0); more come from setMemoryRegion. */
+  first_slot?: { id: number; gpa: number; flags?: number; hva?: number };
   host_backing?: HostBacking;
   cr0?: number;
   cr4?: number;
@@ -73,7 +76,7 @@ export interface ShadowVmOptions {
   tdp?: boolean;
   /** Eager splitting also covers L1 shadow pages (model knob; upstream splits nested pages only). */
   eager_split_l1?: boolean;
-  /** n_max_mmu_pages (default: kvm_mmu_calculate_default_mmu_pages of guest RAM). */
+  /** KVM_SET_NR_MMU_PAGES (default: none, the budget follows the memslots). */
   n_max_mmu_pages?: number;
   kvm?: KvmCreateOptions;
 }
@@ -104,7 +107,8 @@ export class ShadowVm {
   readonly sv: ShadowVcpu;
   readonly mem: GuestMemory;
   readonly src: MemoryGuestPageTables;
-  readonly slot: KvmMemorySlot;
+  /** Id of the first memslot: the default of the slot-taking calls. */
+  readonly slot_id: number;
   readonly cpu: GuestCpuModel;
   cr0 = 0;
   cr4 = 0;
@@ -135,8 +139,9 @@ export class ShadowVm {
       this.kvm.arch.cpu_dirty_log_size = 0;
     }
     const mem_bytes = o.mem_bytes ?? 1 << 30;
-    this.sk = new ShadowMmu(this.kvm, { split_access: o.split_access, pae_root: o.pae_root, n_max_mmu_pages: o.n_max_mmu_pages ?? kvm_mmu_calculate_default_mmu_pages(mem_bytes / 4096) });
+    this.sk = new ShadowMmu(this.kvm, { split_access: o.split_access, pae_root: o.pae_root, n_max_mmu_pages: o.n_max_mmu_pages ?? kvm_mmu_calculate_default_mmu_pages(0) });
     const sk = this.sk;
+    if (o.n_max_mmu_pages !== undefined) sk.n_requested_mmu_pages = o.n_max_mmu_pages;
     if (this.tdp) sk.make_spte_args.get_mt_mask = this.kvm.make_spte_args.get_mt_mask;
     sk.split_non_nested = o.eager_split_l1 ?? false;
     this.kvm.mmu_ops = {
@@ -144,14 +149,19 @@ export class ShadowVm {
         if (this.kvm.quirk_slot_zap_all) kvm_mmu_zap_all_fast(sk);
         else kvm_mmu_zap_memslot(sk, slot);
       },
-      commit_memory_region: (_kvm, old, neu, change, old_flags) => shadow_mmu_slot_apply_flags(sk, old, neu, change, old_flags),
+      commit_memory_region: (_kvm, old, neu, change, old_flags) => {
+        shadow_commit_budget(sk, change);
+        shadow_mmu_slot_apply_flags(sk, old, neu, change, old_flags);
+      },
       memslots_updated: () => {},
       write_protect_pt_masked: (_kvm, slot, gfn_offset, mask_lo, mask_hi) => kvm_mmu_write_protect_pt_masked(sk, slot, gfn_offset, mask_lo, mask_hi),
     };
-    this.kvm.kvm_set_memory_region({ slot: 0, flags: 0, guest_phys_addr: 0, memory_size: mem_bytes, userspace_addr: 0x7f00_0000_0000, host_backing: o.host_backing ?? '4k' });
-    this.slot = this.kvm.kvm_memslots(0).lookup(0)!;
-    this.mem = new GuestMemory(mem_bytes);
-    this.src = new MemoryGuestPageTables(this.mem);
+    this.slot_id = o.first_slot?.id ?? 0;
+    // Sparse guest-physical contents over the whole address space; only memslots make them reachable.
+    this.mem = new GuestMemory();
+    this.src = new SlotGuestPageTables(this.mem, (gfn) => this.kvm.kvm_memslots(this.vcpu.smm ? 1 : 0).lookup(gfn));
+    const r = this.setMemoryRegion(this.slot_id, o.first_slot?.gpa ?? 0, mem_bytes, o.first_slot?.flags ?? 0, o.host_backing ?? '4k', o.first_slot?.hva);
+    if (r !== 0) throw new RangeError(`first memslot rejected: ${r}`);
     // KVM's own walk sets A/D in guest tables only with TDP off; it logs the table page it wrote
     // (FNAME(update_accessed_dirty_bits) -> kvm_vcpu_mark_page_dirty).
     if (!this.tdp) this.src.mark_page_dirty = (gfn) => mark_page_dirty_in_slot(this.kvm, this.kvm.kvm_memslots(this.vcpu.smm ? 1 : 0).lookup(gfn) ?? null, gfn);
@@ -357,7 +367,7 @@ export class ShadowVm {
    * A guest write of `bytes` (4 or 8) at `gva`. Faults first; if the fault ends in emulation (a
    * write-protected guest page table), the write lands in guest memory and kvm_mmu_track_write runs.
    */
-  guestWrite(gva: number, lo: number, hi = 0, bytes: 4 | 8 = 8): 'direct' | 'emulated' | 'pf' {
+  guestWrite(gva: number, lo: number, hi = 0, bytes: 4 | 8 = 8): 'direct' | 'emulated' | 'pf' | 'mmio' {
     for (let i = 0; i < 8; i++) {
       this.reload();
       const ec = this.hwAccess(gva, true, false, false);
@@ -365,7 +375,9 @@ export class ShadowVm {
       const r = this.fault(gva, ec);
       if (this.sv.injected !== null) return 'pf';
       if (r === RET_PF_EMULATE) {
-        const gpa = this.gvaToGpa(gva);
+        const gpa = this.emulatedGpa(gva);
+        // A gfn no memslot maps is MMIO: the emulated store exits to userspace (KVM_EXIT_MMIO).
+        if (this.kvm.kvm_memslots(this.vcpu.smm ? 1 : 0).lookup(Math.floor(gpa / 4096)) === undefined) return 'mmio';
         this.writeGpa(gpa, lo, hi, bytes);
         this.emulated_writes++;
         kvm_mmu_track_write(this.sv, gpa, bytes);
@@ -380,6 +392,13 @@ export class ShadowVm {
   private writeGpa(gpa: number, lo: number, hi: number, bytes: 4 | 8): void {
     if (bytes === 8) this.mem.write64(gpa, lo, hi);
     else this.mem.write32(gpa, lo);
+  }
+
+  /** The GPA the emulator writes: the shadow translation, else (an MMIO SPTE) the fault's guest walk. */
+  private emulatedGpa(gva: number): number {
+    const gpa = this.gvaToGpa(gva);
+    if (gpa >= 0 || this.tdp) return gpa >= 0 ? gpa : gva;
+    return this.sv.walker!.gfn * 4096 + (gva % 4096);
   }
 
   /** Shadow translation of a GVA: gpa via the leaf SPTE's gfn (shadowed translation). */
@@ -437,6 +456,14 @@ export class ShadowVm {
       out.push({ level: it.level, lo: t[2 * it.index]!, hi: t[2 * it.index + 1]!, sptep: it.sptep, sp: this.sk.sp_of_pfn(it.table_pfn) ?? null });
     }
     return out;
+  }
+
+  /** The GPA of the MMIO SPTE on `gva`'s shadow walk (KVM_EXIT_MMIO after emulation), or -1. */
+  mmioGpa(gva: number): number {
+    const path = this.sptes(gva);
+    const last = path[path.length - 1];
+    if (last === undefined || !is_mmio_spte(this.kvm.masks, last.lo, last.hi, this.kvm.arch.shadow_mmio_value)) return -1;
+    return get_mmio_spte_gfn(this.kvm.masks, last.lo, last.hi) * 4096 + (gva % 4096);
   }
 
   /** The leaf SPTE mapping `gva`, or null. */
@@ -497,16 +524,67 @@ export class ShadowVm {
     kvm_mmu_zap_all_fast(this.sk);
   }
 
-  /** An mmu-notifier invalidation of guest frames [start, end). */
-  notifierInvalidate(start_gfn: number, end_gfn: number): boolean {
-    this.kvm.kvm_mmu_invalidate_begin();
-    this.kvm.kvm_mmu_invalidate_range_add(start_gfn, end_gfn);
-    const f = kvm_unmap_gfn_range(this.sk, this.slot, start_gfn, end_gfn);
-    this.kvm.kvm_mmu_invalidate_end();
-    return f;
+  /** Memslot `id` of address space 0. */
+  slotById(id: number): KvmMemorySlot | undefined {
+    return this.kvm.kvm_memslots(0).byId(id);
   }
 
-  /** mmu-notifier clear_young over guest frames [start, end) (kvm_age_gfn): whether any was young. */
+  /** The first memslot (tests and the dirty-log calls' default); throws once it was deleted. */
+  get slot(): KvmMemorySlot {
+    const s = this.slotById(this.slot_id);
+    if (s === undefined) throw new RangeError(`memslot ${this.slot_id} was deleted`);
+    return s;
+  }
+
+  private next_hva = 0x7f00_0000_0000;
+
+  /**
+   * KVM_SET_USER_MEMORY_REGION2 of address space 0: create (host memory at a fresh HVA), move (the
+   * contents follow the host memory), delete (size 0) or re-flag a slot. Returns 0 or -errno.
+   */
+  setMemoryRegion(id: number, gpa: number, bytes: number, flags: number, host_backing: HostBacking = '4k', hva?: number): number {
+    const old = this.slotById(id);
+    const userspace_addr = hva ?? old?.userspace_addr ?? this.next_hva;
+    const from = old?.base_gfn ?? 0;
+    const npages = old?.npages ?? 0;
+    const r = this.kvm.kvm_set_memory_region({ slot: id, flags, guest_phys_addr: gpa, memory_size: bytes, userspace_addr, host_backing });
+    if (r !== 0) return r;
+    if (old === undefined) this.next_hva = Math.max(this.next_hva, userspace_addr + Math.ceil(bytes / 2 ** 30) * 2 ** 30);
+    else if (bytes === 0) this.mem.dropPages(from, npages);
+    else if (gpa / 4096 !== from) this.mem.movePages(from, gpa / 4096, npages);
+    return 0;
+  }
+
+  /**
+   * An mmu-notifier invalidation of host addresses [start, end) (kvm_mmu_notifier_invalidate_range_start):
+   * one begin/end around the unmap of every slot the range overlaps. Whether a flush was needed.
+   */
+  notifierInvalidateHva(start_hva: number, end_hva: number): boolean {
+    let flush = false;
+    let begun = false;
+    for (const s of this.kvm.kvm_memslots(0).slots) {
+      const lo = Math.max(start_hva, s.userspace_addr);
+      const hi = Math.min(end_hva, s.userspace_addr + s.npages * 4096);
+      if (lo >= hi) continue;
+      if (!begun) this.kvm.kvm_mmu_invalidate_begin();
+      begun = true;
+      const g0 = s.base_gfn + Math.floor((lo - s.userspace_addr) / 4096);
+      const g1 = s.base_gfn + Math.ceil((hi - s.userspace_addr) / 4096);
+      this.kvm.kvm_mmu_invalidate_range_add(g0, g1);
+      flush = kvm_unmap_gfn_range(this.sk, s, g0, g1) || flush;
+    }
+    if (begun) this.kvm.kvm_mmu_invalidate_end();
+    return flush;
+  }
+
+  /** An mmu-notifier invalidation of guest frames [start, end) of the first slot. */
+  notifierInvalidate(start_gfn: number, end_gfn: number): boolean {
+    const s = this.slot;
+    const hva = (g: number): number => s.userspace_addr + (g - s.base_gfn) * 4096;
+    return this.notifierInvalidateHva(hva(start_gfn), hva(end_gfn));
+  }
+
+  /** mmu-notifier clear_young over guest frames [start, end) of the first slot (kvm_age_gfn): whether any was young. */
   ageGfnRange(start_gfn: number, end_gfn: number): boolean {
     return kvm_rmap_age_gfn_range(this.sk, this.slot, start_gfn, end_gfn, false);
   }
@@ -516,18 +594,21 @@ export class ShadowVm {
     return kvm_rmap_age_gfn_range(this.sk, this.slot, start_gfn, end_gfn, true);
   }
 
-  /** KVM_SET_USER_MEMORY_REGION2 flags change on the RAM slot (dirty logging on/off). */
-  setDirtyLogging(on: boolean): void {
-    this.kvm.kvm_set_memory_region({ slot: 0, flags: on ? 1 : 0, guest_phys_addr: 0, memory_size: this.slot.npages * 4096, userspace_addr: this.slot.userspace_addr });
+  /** KVM_SET_USER_MEMORY_REGION2 flags change on slot `id` (dirty logging on/off). */
+  setDirtyLogging(on: boolean, id = this.slot_id): void {
+    const s = this.slotById(id)!;
+    this.setMemoryRegion(id, s.base_gfn * 4096, s.npages * 4096, (s.flags & ~1) | (on ? 1 : 0));
   }
 
   /**
-   * KVM_GET_DIRTY_LOG on slot 0: the bitmap (64-bit longs as 32-bit halves) or -errno. The harvested
+   * KVM_GET_DIRTY_LOG on slot `id`: the bitmap (64-bit longs as 32-bit halves) or -errno. The harvested
    * gfns are write-protected through the rmaps, so their next write faults and is logged again.
    */
-  getDirtyLog(): Uint32Array | number {
-    const out = new Uint32Array(kvm_dirty_bitmap_words32(this.slot.npages));
-    const r = kvm_get_dirty_log_protect(this.kvm, 0, out);
+  getDirtyLog(id = this.slot_id): Uint32Array | number {
+    const s = this.slotById(id);
+    if (s === undefined) return -2; // -ENOENT
+    const out = new Uint32Array(kvm_dirty_bitmap_words32(s.npages));
+    const r = kvm_get_dirty_log_protect(this.kvm, id, out);
     return r < 0 ? r : out;
   }
 

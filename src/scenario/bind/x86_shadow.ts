@@ -1,7 +1,7 @@
 /**
  * The x86 binding with TDP off: the shadow MMU through its facade (src/engine/x86/shadow_vm.ts). The
- * facade models one memslot at GPA 0 and one vCPU; the VM is built when the scenario creates that
- * slot. Guest page tables live in the facade's guest memory, written by `guest map` and read by the
+ * facade models one vCPU; the VM is built when the scenario creates its first memslot, and later
+ * KVM_SET_USER_MEMORY_REGION2 calls create, move, re-flag or delete slots. Guest page tables live in the facade's guest memory, written by `guest map` and read by the
  * shadow MMU when it shadows them; guest stores go through the MMU (a store to a write-protected guest
  * table faults and is emulated).
  */
@@ -23,7 +23,6 @@ import { X86Guest } from './x86_guest';
 
 const PAGE = 4096;
 const KVM_MEM_LOG_DIRTY_PAGES = 1 << 0;
-const HVA_BASE = 0x7f00_0000_0000;
 const CR0_PG = 1n << 31n;
 
 function backingOf(bytes: number): HostBacking {
@@ -44,7 +43,7 @@ class ShadowEngine implements ScenarioEngine {
   }
 
   private get sv(): ShadowVm {
-    if (!this.vm) throw new NotSupportedYet('the shadow-paging model needs its memslot first: KVM_SET_USER_MEMORY_REGION2 slot=0 gpa=0 size=...');
+    if (!this.vm) throw new NotSupportedYet('the shadow-paging model is built with its first memslot: KVM_SET_USER_MEMORY_REGION2 first');
     return this.vm;
   }
 
@@ -54,24 +53,16 @@ class ShadowEngine implements ScenarioEngine {
   }
 
   setUserMemoryRegion2(op: MemoryRegionOp): Outcome {
-    const logDirty = (op.flags & KVM_MEM_LOG_DIRTY_PAGES) !== 0;
-    if (this.vm) {
-      // A flags-only change of the one slot: dirty logging on/off (kvm_mmu_slot_apply_flags).
-      const sv = this.vm;
-      if (op.slot !== 0 || op.asId !== 0 || op.gpa !== 0 || op.size !== sv.slot.npages * PAGE || op.guestMemfd !== undefined || (op.flags & ~KVM_MEM_LOG_DIRTY_PAGES) !== 0) {
-        throw new NotSupportedYet('the shadow-paging model has one memslot; it cannot add, move or delete slots, only toggle KVM_MEM_LOG_DIRTY_PAGES');
-      }
-      sv.setDirtyLogging(logDirty);
-      return { ret: 0 };
-    }
-    if (op.slot !== 0 || op.asId !== 0 || op.gpa !== 0 || (op.flags & ~KVM_MEM_LOG_DIRTY_PAGES) !== 0 || op.guestMemfd !== undefined || op.size === 0) {
-      throw new NotSupportedYet('the shadow-paging model has exactly one memslot: slot 0 at GPA 0, flags 0 or KVM_MEM_LOG_DIRTY_PAGES');
-    }
+    if (op.asId !== 0) throw new NotSupportedYet('the shadow-paging model has no SMM address space (as_id=1)');
+    if (op.guestMemfd !== undefined) throw new NotSupportedYet('guest_memfd slots need TDP');
+    if (this.vm) return { ret: this.vm.setMemoryRegion(op.slot, op.gpa, op.size, op.flags, backingOf(op.backing), op.hva) };
+    if (op.size === 0) return { ret: -22 }; // deleting a slot that does not exist: -EINVAL
     const v = this.cfg.variants;
     const l1 = this.cfg.params['shadow_eager_split_l1'];
     this.vm = new ShadowVm({
       vendor: this.cfg.vendor === 'amd' ? 'svm' : 'vmx',
       mem_bytes: op.size,
+      first_slot: { id: op.slot, gpa: op.gpa, flags: op.flags, hva: op.hva },
       host_backing: backingOf(op.backing),
       // The vCPU comes out of reset with paging off.
       cr0: 0x10, cr4: 0, efer: 0, cr3: 0,
@@ -84,7 +75,6 @@ class ShadowEngine implements ScenarioEngine {
       kvm: this.tdp ? { params: this.params, vendor_config: this.tdp.vendor_config, guest_maxphyaddr: this.cfg.maxphyaddr } : { params: this.params },
     });
     this.guestSide = new X86Guest(undefined, this.cfg.maxphyaddr, this.cfg.vendor === 'amd', this.vm.mem);
-    if (logDirty) this.vm.setDirtyLogging(true);
     return { ret: 0 };
   }
 
@@ -136,13 +126,18 @@ class ShadowEngine implements ScenarioEngine {
     }
     if (op.private !== undefined) throw new NotSupportedYet('private/shared accesses under shadow paging');
     if (op.kind === 'write' && op.hasValue) {
-      sv.guestWrite(gva - (gva % 8), Number(op.value & 0xffff_ffffn), Number((op.value >> 32n) & 0xffff_ffffn), 8);
+      if (sv.guestWrite(gva - (gva % 8), Number(op.value & 0xffff_ffffn), Number((op.value >> 32n) & 0xffff_ffffn), 8) === 'mmio') return this.mmioExit(op, gva);
       return {};
     }
     if (sv.access(gva, op.kind === 'write', op.user, op.kind === 'fetch') < 0 && sv.sv.injected) {
       return { exception: { vector: 'PF', fields: { error_code: sv.sv.injected.error_code, address: sv.sv.injected.address } } };
     }
-    return {};
+    // A gfn without a memslot: the fault installed (or hit) an MMIO SPTE and the emulator exits.
+    return sv.mmioGpa(gva) >= 0 ? this.mmioExit(op, gva) : {};
+  }
+
+  private mmioExit(op: AccessOp, gva: number): Outcome {
+    return { exit: { reason: 'KVM_EXIT_MMIO', vcpu: op.vcpu, fields: { gpa: this.sv.mmioGpa(gva), is_write: op.kind === 'write' ? 1 : 0 } } };
   }
 
   /** TDP: the guest's own walk (no exit; a #PF goes straight to the guest), then the GPA access through the MMU. */
@@ -167,10 +162,10 @@ class ShadowEngine implements ScenarioEngine {
   }
 
   getDirtyLog(op: { slot: number; asId: number }): Outcome & { bitmap?: Uint8Array } {
-    if (op.slot !== 0 || op.asId !== 0) return { ret: -2 }; // -ENOENT: the model's one slot is 0
+    if (op.asId !== 0) return { ret: -22 }; // -EINVAL: no SMM address space here
     // PML under the legacy TDP MMU harvests by clearing D bits in the rmaps, which is not modelled.
     if (this.sv.kvm.arch.cpu_dirty_log_size !== 0) throw new NotSupportedYet('KVM_GET_DIRTY_LOG with PML under tdp_mmu=N (param pml=N)');
-    const r = this.sv.getDirtyLog();
+    const r = this.sv.getDirtyLog(op.slot);
     if (typeof r === 'number') return { ret: r };
     // Little-endian bytes, as KVM copies the longs out.
     const bytes = new Uint8Array(r.length * 4);
@@ -191,10 +186,16 @@ class ShadowEngine implements ScenarioEngine {
 
   invalidateRange(op: RangeOp & { event: string }): Outcome {
     const sv = this.sv;
-    const base = op.space === 'hva' ? HVA_BASE : 0;
-    const start = Math.max(0, Math.floor((op.start - base) / PAGE));
-    const end = Math.min(sv.slot.npages, Math.ceil((op.end - base) / PAGE));
-    if (start < end) sv.notifierInvalidate(start, end);
+    if (op.space === 'hva') {
+      sv.notifierInvalidateHva(op.start, op.end);
+      return {};
+    }
+    // A GPA range stands for the host range behind each slot it overlaps.
+    for (const s of sv.kvm.kvm_memslots(0).slots) {
+      const lo = Math.max(op.start, s.base_gfn * PAGE);
+      const hi = Math.min(op.end, (s.base_gfn + s.npages) * PAGE);
+      if (lo < hi) sv.notifierInvalidateHva(s.userspace_addr + lo - s.base_gfn * PAGE, s.userspace_addr + hi - s.base_gfn * PAGE);
+    }
     return {};
   }
 
@@ -241,9 +242,10 @@ class ShadowEngine implements ScenarioEngine {
         return [t.gpa !== undefined ? { gpa: t.gpa, fault: 0, level: w.level, pte_access: w.pte_access } : { fault: 1, error_code: w.error_code, level: w.level }];
       }
       case 'memslot': {
-        if (Number(sel['slot']) !== 0) return [];
-        const dirty = (sv.slot.flags & KVM_MEM_LOG_DIRTY_PAGES) !== 0 ? 1 : 0;
-        return [{ base_gfn: 0, npages: sv.slot.npages, flags: sv.slot.flags, userspace_addr: sv.slot.userspace_addr, dirty_logging: dirty }];
+        const s = sv.slotById(Number(sel['slot']));
+        if (s === undefined) return [];
+        const dirty = (s.flags & KVM_MEM_LOG_DIRTY_PAGES) !== 0 ? 1 : 0;
+        return [{ base_gfn: s.base_gfn, npages: s.npages, flags: s.flags, userspace_addr: s.userspace_addr, dirty_logging: dirty }];
       }
       default:
         return undefined;
