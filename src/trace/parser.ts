@@ -65,6 +65,8 @@ const EV_NOT_EVENT = 4;
 const EV_STACK = 5;
 
 const MAX_CARRY = 1 << 20;
+/** Chunks shorter than this are read from the string only (the copy would not pay). */
+const MIN_BYTES_CHUNK = 4096;
 
 /** Event ids by name length, for a lookup without a substring. */
 const NAMES: readonly string[] = EVENTS.map((e) => e.name);
@@ -171,11 +173,28 @@ export class TraceParser {
    * is checked here); an ASCII chunk is also read as bytes.
    */
   push(chunk: string, ascii?: boolean): void {
+    this.feed(chunk, ascii, null);
+  }
+
+  /** push(), returning the chunk's size in UTF-8 bytes (what a file of it would hold). */
+  pushCounting(chunk: string): number {
+    return this.feed(chunk, undefined, null, true);
+  }
+
+  /** push() of the latin1 decoding of `bytes`, which the caller knows are ASCII: they are read in place. */
+  pushAscii(chunk: string, bytes: Uint8Array): void {
+    this.feed(chunk, true, bytes);
+  }
+
+  private feed(chunk: string, ascii: boolean | undefined, given: Uint8Array | null, count = false): number {
+    let size = -1;
     if (this.skipping) {
       // still inside a line already reported as too long: drop up to its end
+      if (count) size = Buffer.byteLength(chunk);
       const nl = chunk.indexOf('\n');
-      if (nl < 0) return;
+      if (nl < 0) return size;
       chunk = chunk.slice(nl + 1);
+      if (given !== null) given = given.subarray(nl + 1);
       this.skipping = false;
     }
     let pos = 0;
@@ -186,7 +205,7 @@ export class TraceParser {
       if (nl < 0) {
         this.carry += chunk;
         this.checkCarry();
-        return;
+        return size >= 0 || !count ? size : Buffer.byteLength(chunk);
       }
       const first = this.carry + chunk.slice(0, nl);
       this.carry = '';
@@ -195,8 +214,17 @@ export class TraceParser {
       this.line(first, 0, first.length);
       pos = nl + 1;
     }
-    this.lineBytes = this.bytesOf(chunk, ascii);
-    this.lineView = this.lineBytes !== null ? this.byteView : null;
+    if (given !== null && chunk.length >= MIN_BYTES_CHUNK) {
+      this.lineBytes = given;
+      this.lineView = new DataView(given.buffer, given.byteOffset, given.byteLength);
+    } else {
+      if (count && size < 0) {
+        const ok = this.copyUtf8(chunk);
+        size = ok ? chunk.length : Buffer.byteLength(chunk);
+        this.lineBytes = ok ? this.byteBuf : null;
+      } else this.lineBytes = this.bytesOf(chunk, ascii);
+      this.lineView = this.lineBytes !== null ? this.byteView : null;
+    }
     for (;;) {
       const nl = chunk.indexOf('\n', pos);
       if (nl < 0) break;
@@ -207,20 +235,36 @@ export class TraceParser {
     this.lineView = null;
     this.carry = pos < chunk.length ? chunk.slice(pos) : '';
     this.checkCarry();
+    return size >= 0 || !count ? size : Buffer.byteLength(chunk);
   }
 
   /** The chunk's bytes in a reused buffer when it is ASCII and long enough to be worth copying, else null. */
   private bytesOf(chunk: string, ascii: boolean | undefined): Uint8Array | null {
-    if (chunk.length < 4096) return null;
+    if (chunk.length < MIN_BYTES_CHUNK) return null;
     if (ascii === undefined) ascii = Buffer.byteLength(chunk, 'utf8') === chunk.length;
     if (!ascii) return null;
-    if (this.byteBuf.length < chunk.length) {
-      const buf = Buffer.allocUnsafe(Math.max(chunk.length, this.byteBuf.length * 2));
+    this.reserve(chunk.length);
+    this.byteBuf.write(chunk, 0, 'latin1');
+    return this.byteBuf;
+  }
+
+  /**
+   * Write the chunk as UTF-8 into the byte buffer; true when that took exactly one byte per character, i.e.
+   * the chunk is ASCII (with 4 bytes of room to spare, a non-ASCII chunk writes more bytes than it has
+   * characters, or fills the buffer past that). One pass for both the check and the copy.
+   */
+  private copyUtf8(chunk: string): boolean {
+    if (chunk.length < MIN_BYTES_CHUNK) return false;
+    this.reserve(chunk.length + 4);
+    return this.byteBuf.write(chunk, 0, 'utf8') === chunk.length;
+  }
+
+  private reserve(n: number): void {
+    if (this.byteBuf.length < n) {
+      const buf = Buffer.allocUnsafe(Math.max(n, this.byteBuf.length * 2));
       this.byteBuf = buf;
       this.byteView = new DataView(buf.buffer, buf.byteOffset, buf.byteLength);
     }
-    this.byteBuf.write(chunk, 0, 'latin1');
-    return this.byteBuf;
   }
 
   private checkCarry(): void {

@@ -31,15 +31,13 @@ export async function parseStream(source: AsyncIterable<Uint8Array | string>, pa
   for await (const chunk of source) {
     if (signal?.aborted) throw new AbortError();
     if (typeof chunk === 'string') {
-      const n = Buffer.byteLength(chunk);
-      bytes += n;
-      parser.push(chunk, n === chunk.length);
+      bytes += parser.pushCounting(chunk);
     } else {
       bytes += chunk.length;
       const buf = Buffer.isBuffer(chunk) ? chunk : Buffer.from(chunk.buffer, chunk.byteOffset, chunk.length);
       // pure ASCII (the usual capture) decodes as latin1 without UTF-8 validation; a chunk after a split
       // multi-byte character still goes through the decoder, which holds the partial bytes
-      if (!pendingUtf8 && isAscii(buf)) parser.push(buf.toString('latin1'), true);
+      if (!pendingUtf8 && isAscii(buf)) parser.pushAscii(buf.toString('latin1'), buf);
       else {
         const text = decoder.write(buf);
         // the decoder holds back an incomplete trailing sequence; until it is flushed, keep using it

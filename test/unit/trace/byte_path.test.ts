@@ -5,7 +5,7 @@ import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { TraceParser } from '../../../src/trace/index';
+import { TraceParser, parseStream } from '../../../src/trace/index';
 
 const FIX = join(__dirname, '..', '..', 'fixtures', 'traces');
 const LINES = readdirSync(FIX)
@@ -40,6 +40,10 @@ function run(text: string, push: (p: TraceParser) => void): unknown {
   const records: unknown[] = [];
   const p = new TraceParser({ onEvent: (ev) => records.push(ev.toRecord()), maxDetails: 100_000 });
   push(p);
+  return result(p, records);
+}
+
+function result(p: TraceParser, records: unknown[]): unknown {
   p.end();
   return { records, unrecognized: p.unrecognized, warnings: p.warnings, lines: p.lines, events: p.events, joined: p.joinedLines, styles: p.styles };
 }
@@ -61,4 +65,30 @@ describe('trace parser byte path', () => {
       assert.deepEqual(chunked, str);
     });
   }
+
+  it('parseStream: ASCII Buffers are read in place, strings are counted and copied once; same results', async () => {
+    const r = rng(9);
+    const out: string[] = [];
+    while (out.join('\n').length < 64 * 1024) for (const l of LINES) out.push(mutate(l, r));
+    // one non-ASCII line: that chunk takes the string path, and its byte count is its UTF-8 size
+    out.splice(500, 0, 'qemu-system-x86-4711  [003] .....  812.000001: kvm_mmu_set_spte: gfn 1a2 spte \u0141 (rwxu) level 1 at 1c4f0d10');
+    const text = out.join('\n') + '\n';
+    const str = run(text, (p) => p.push(text, false));
+    const size = Buffer.byteLength(text);
+    for (const step of [5000, 20000, 1 << 20]) {
+      for (const kind of ['buffer', 'string'] as const) {
+        const records: unknown[] = [];
+        const p = new TraceParser({ onEvent: (ev) => records.push(ev.toRecord()), maxDetails: 100_000 });
+        const bytes = Buffer.from(text, 'utf8');
+        const src = async function* (): AsyncGenerator<Uint8Array | string> {
+          if (kind === 'buffer') for (let i = 0; i < bytes.length; i += step) yield bytes.subarray(i, i + step);
+          else for (let i = 0; i < text.length; i += step) yield text.slice(i, i + step);
+        };
+        const n = await parseStream(src(), p);
+        assert.equal(n, size, `${kind} chunks of ${step}`);
+        // parseStream calls end() itself; result() calling it again is harmless
+        assert.deepEqual(result(p, records), str, `${kind} chunks of ${step}`);
+      }
+    }
+  });
 });
