@@ -78,7 +78,7 @@ const NAME_CODES: readonly Int32Array[] = NAMES.map((n) => Int32Array.from(n, (c
 /** Each name's leading 4-byte little-endian words, for the compare on a chunk's bytes. */
 const NAME_WORDS: readonly Int32Array[] = NAMES.map((n) => Int32Array.from({ length: n.length >> 2 }, (_, i) => wordOf(n, 4 * i)));
 /** Event id by a hash of a line's name bytes 4..11 (see eventLine); -1: none yet. Any entry is confirmed. */
-const NAME_CACHE = new Int16Array(64).fill(-1);
+const NAME_CACHE = new Int16Array(256).fill(-1);
 
 /** True when the bytes at n0 spell the name of event id. */
 function nameAt(bytes: Uint8Array, view: DataView, n0: number, id: number): boolean {
@@ -528,7 +528,7 @@ export class TraceParser {
     if (view !== null && !trimmed && n0 + 12 <= b) {
       // the event a line's name bytes 4..11 named last time, confirmed in full: the name and then `: ` (a
       // name holds no `:`, so that is the first `: ` the search below would find)
-      slot = (Math.imul(view.getInt32(n0 + 4, true), 0x9e3779b1) ^ view.getInt32(n0 + 8, true)) >>> 26;
+      slot = Math.imul(view.getInt32(n0 + 4, true) ^ Math.imul(view.getInt32(n0 + 8, true), 0x85ebca6b), 0x9e3779b1) >>> 24;
       const guess = NAME_CACHE[slot]!;
       if (guess >= 0) {
         const len = NAMES[guess]!.length;
