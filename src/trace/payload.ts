@@ -23,8 +23,8 @@ export const PAYLOAD_TRUNCATED = 1;
 export const PAYLOAD_MISMATCH = 2;
 
 /** Parse cursor results (module scratch so that readers return a position, not an object). */
-let vLo = 0;
-let vHi = 0;
+// the halves live in a typed array: a module `let` holding a value >= 2^30 would box it on every store
+const VH = new Uint32Array(2);
 let vNum = 0;
 
 /** Hex digit values by char code (-1: not a digit). */
@@ -79,8 +79,8 @@ function readHex(s: string, pos: number, end: number): number {
       if (pos - z > 16) return -1;
     }
   }
-  vLo = lo;
-  vHi = hi;
+  VH[0] = lo;
+  VH[1] = hi;
   return pos;
 }
 
@@ -109,15 +109,15 @@ function readDec(s: string, pos: number, end: number, signed: boolean): number {
     hi = ~hi >>> 0;
     lo = (lo + 1) >>> 0;
     if (lo === 0) hi = (hi + 1) >>> 0;
-    vLo = lo;
-    vHi = hi;
+    VH[0] = lo;
+    VH[1] = hi;
   } else if (n <= 0x7fff_ffff) {
     // the usual small number: no floating-point remainder
-    vLo = n;
-    vHi = 0;
+    VH[0] = n;
+    VH[1] = 0;
   } else {
-    vLo = n % 0x1_0000_0000 >>> 0;
-    vHi = Math.floor(n / 0x1_0000_0000) >>> 0;
+    VH[0] = n % 0x1_0000_0000 >>> 0;
+    VH[1] = Math.floor(n / 0x1_0000_0000) >>> 0;
   }
   return pos;
 }
@@ -161,8 +161,8 @@ function readHexB(b: Uint8Array, view: DataView, pos: number, end: number): numb
       if (pos - z > 16) return -1;
     }
   }
-  vLo = lo;
-  vHi = hi;
+  VH[0] = lo;
+  VH[1] = hi;
   return pos;
 }
 
@@ -180,8 +180,8 @@ function readDecB(b: Uint8Array, s: string, pos: number, end: number, signed: bo
   if (pos === start) return -1;
   if (n > 0x7fff_ffff) return readDec(s, start, end, signed);
   vNum = n;
-  vLo = n;
-  vHi = 0;
+  VH[0] = n;
+  VH[1] = 0;
   return pos;
 }
 
@@ -220,8 +220,8 @@ function parsePferrFlags(s: string, pos: number, end: number): number {
     if (s.charCodeAt(p) === 48 && s.charCodeAt(p + 1) === 120) {
       const r = readHex(s, p + 2, q);
       if (r !== q) return -1;
-      lo |= vLo;
-      hi |= vHi;
+      lo |= VH[0]!;
+      hi |= VH[1]!;
     } else {
       const bit = PFERR_BY_NAME.get(s.slice(p, q));
       if (bit === undefined) return -1;
@@ -229,8 +229,8 @@ function parsePferrFlags(s: string, pos: number, end: number): number {
     }
     p = q + 1;
   }
-  vLo = lo >>> 0;
-  vHi = hi >>> 0;
+  VH[0] = lo >>> 0;
+  VH[1] = hi >>> 0;
   return te;
 }
 
@@ -244,7 +244,7 @@ function parseSp(s: string, pos: number, end: number, ev: ParsedEvent): number {
   if (!s.startsWith(' gfn ', pos)) return spFail(s, pos, end, ' gfn ');
   pos = readHex(s, pos + 5, end);
   if (pos < 0) return -1;
-  ev.set(idx['gfn']!, vLo, vHi);
+  ev.set(idx['gfn']!, VH[0]!, VH[1]!);
   if (!s.startsWith(' l', pos)) return spFail(s, pos, end, ' l');
   pos = readDec(s, pos + 2, end, false);
   if (pos < 0) return -1;
@@ -320,7 +320,7 @@ function parseSpOld(s: string, pos: number, end: number, ev: ParsedEvent): numbe
   if (!s.startsWith('sp gfn ', pos)) return spFail(s, pos, end, 'sp gfn ');
   pos = readHex(s, pos + 7, end);
   if (pos < 0) return -1;
-  ev.set(idx['gfn']!, vLo, vHi);
+  ev.set(idx['gfn']!, VH[0]!, VH[1]!);
   if (s.charCodeAt(pos) !== 32) return spFail(s, pos, end, ' ');
   pos = readDec(s, pos + 1, end, false);
   if (pos < 0) return -1;
@@ -385,7 +385,7 @@ function parseExitReason(s: string, pos: number, end: number, ev: ParsedEvent): 
   let isa = 0;
   if (s.charCodeAt(pos) === 48 && s.charCodeAt(pos + 1) === 120) {
     if (readHex(s, pos + 2, te) !== te) return -1;
-    reason = vLo;
+    reason = VH[0]!;
   } else {
     const name = s.slice(pos, te);
     const v = VMX_BY_NAME.get(name);
@@ -408,7 +408,7 @@ function parseExitReason(s: string, pos: number, end: number, ev: ParsedEvent): 
       isa = 1;
     } else if (s.charCodeAt(ts) === 48 && s.charCodeAt(ts + 1) === 120) {
       if (readHex(s, ts + 2, te) !== te) return -1;
-      reason |= vLo;
+      reason |= VH[0]!;
       isa = 1;
     } else return -1;
   }
@@ -597,10 +597,10 @@ function run(schema: EventSchema, c: Compiled, s: string, pos: number, end: numb
         r = view !== null ? readHexB(bytes!, view, pos + 2, end) : readHex(s, pos + 2, end);
       }
       if (r < 0) return PAYLOAD_MISMATCH;
-      let lo = (vLo & c.loMask[k]!) >>> 0;
+      let lo = (VH[0]! & c.loMask[k]!) >>> 0;
       if (c.isBool[k] === 1) lo = lo !== 0 ? 1 : 0;
       ev.lo[field] = lo;
-      ev.hi[field] = c.keepHi[k] === 1 ? vHi : 0;
+      ev.hi[field] = c.keepHi[k] === 1 ? VH[1]! : 0;
       ev.has |= 1 << field;
       pos = r;
       continue;
@@ -611,7 +611,7 @@ function run(schema: EventSchema, c: Compiled, s: string, pos: number, end: numb
       case OP_PFERR: {
         r = parsePferrFlags(s, pos, end);
         // fast_page_fault prints the error code only as flags; the walker events print the number too
-        if (r >= 0 && !(ev.has & (1 << field))) ev.set(field, vLo, vHi);
+        if (r >= 0 && !(ev.has & (1 << field))) ev.set(field, VH[0]!, VH[1]!);
         break;
       }
       case OP_SP:
