@@ -522,8 +522,8 @@ export const STATEMENTS: readonly StmtSpec[] = [
   },
   {
     keyword: 'expect roots', group: 'expect',
-    doc: 'Check the set of roots (tdp_mmu_roots / active_mmu_pages roots); under shadow paging the current root (cached=0) and prev_roots (cached=1) with the CR3 (pgd) each is cached under.',
-    args: [{ name: 'type', type: 'enum', values: ['direct', 'mirror', 'shadow'], doc: 'only roots of this kind' }],
+    doc: "Check the set of roots (tdp_mmu_roots / active_mmu_pages roots); under shadow paging a vCPU's current root (cached=0) and prev_roots (cached=1) with the CR3 (pgd) each is cached under.",
+    args: [vcpu, { name: 'type', type: 'enum', values: ['direct', 'mirror', 'shadow'], doc: 'only roots of this kind' }],
     checks: ['count', 'valid', 'invalid', ...ROLE_FIELDS, 'gfn', 'root_count', 'pgd', 'cached'], compare: true,
     example: 'expect roots count=1 invalid=0',
   },

@@ -76,6 +76,8 @@ export interface ShadowVmOptions {
   tdp?: boolean;
   /** Eager splitting also covers L1 shadow pages (model knob; upstream splits nested pages only). */
   eager_split_l1?: boolean;
+  /** Number of vCPUs (default 1), each starting with the registers above. */
+  vcpus?: number;
   /** KVM_SET_NR_MMU_PAGES (default: none, the budget follows the memslots). */
   n_max_mmu_pages?: number;
   kvm?: KvmCreateOptions;
@@ -100,26 +102,72 @@ export interface ShadowPageInfo {
   parent_count: number;
 }
 
-export class ShadowVm {
-  readonly kvm: Kvm;
-  readonly sk: ShadowMmu;
-  readonly vcpu: KvmVcpu;
-  readonly sv: ShadowVcpu;
-  readonly mem: GuestMemory;
-  readonly src: MemoryGuestPageTables;
-  /** Id of the first memslot: the default of the slot-taking calls. */
-  readonly slot_id: number;
-  readonly cpu: GuestCpuModel;
+/**
+ * One vCPU of the facade: the KVM vCPU, its shadow-MMU half (roots, prev_roots, requests), the guest's
+ * control registers and the CR3/PDPTRs its walks start from.
+ */
+export class ShadowVmVcpu {
   cr0 = 0;
   cr4 = 0;
   efer = 0;
   cr3 = 0;
+  /** kvm_calc_cpu_role of the last setRegs: a change resets the MMU context. */
+  guest_role_lo = -1;
+  guest_role_hi = -1;
+  constructor(
+    readonly vcpu: KvmVcpu,
+    readonly sv: ShadowVcpu,
+    readonly src: MemoryGuestPageTables,
+  ) {}
+}
+
+export class ShadowVm {
+  readonly kvm: Kvm;
+  readonly sk: ShadowMmu;
+  readonly mem: GuestMemory;
+  /** Every vCPU; the calls below act on the current one (useVcpu). */
+  readonly vcpus: ShadowVmVcpu[] = [];
+  private cur!: ShadowVmVcpu;
+  /** Id of the first memslot: the default of the slot-taking calls. */
+  readonly slot_id: number;
+  readonly cpu: GuestCpuModel;
   readonly host_root_level: number;
   /** TDP on with tdp_mmu=0: direct roots on shadow pages, faults by GPA (EPT violation / #NPF). */
   readonly tdp: boolean;
-  /** kvm_calc_cpu_role of the last setRegs: a change resets the MMU context. */
-  private guest_role_lo = -1;
-  private guest_role_hi = -1;
+
+  get vcpu(): KvmVcpu {
+    return this.cur.vcpu;
+  }
+  get sv(): ShadowVcpu {
+    return this.cur.sv;
+  }
+  get src(): MemoryGuestPageTables {
+    return this.cur.src;
+  }
+  get cr0(): number {
+    return this.cur.cr0;
+  }
+  set cr0(v: number) {
+    this.cur.cr0 = v;
+  }
+  get cr4(): number {
+    return this.cur.cr4;
+  }
+  set cr4(v: number) {
+    this.cur.cr4 = v;
+  }
+  get efer(): number {
+    return this.cur.efer;
+  }
+  set efer(v: number) {
+    this.cur.efer = v;
+  }
+  get cr3(): number {
+    return this.cur.cr3;
+  }
+  set cr3(v: number) {
+    this.cur.cr3 = v;
+  }
   /** Emulated writes performed by guestWrite (write-protected guest tables). */
   emulated_writes = 0;
 
@@ -159,26 +207,44 @@ export class ShadowVm {
     this.slot_id = o.first_slot?.id ?? 0;
     // Sparse guest-physical contents over the whole address space; only memslots make them reachable.
     this.mem = new GuestMemory();
-    this.src = new SlotGuestPageTables(this.mem, (gfn) => this.kvm.kvm_memslots(this.vcpu.smm ? 1 : 0).lookup(gfn));
     const r = this.setMemoryRegion(this.slot_id, o.first_slot?.gpa ?? 0, mem_bytes, o.first_slot?.flags ?? 0, o.host_backing ?? '4k', o.first_slot?.hva);
     if (r !== 0) throw new RangeError(`first memslot rejected: ${r}`);
+    this.cpu = { maxphyaddr: 46, gbpages: true, pse36: true, amd: vendor === 'svm', ...o.cpu };
+    for (let i = 0; i < (o.vcpus ?? 1); i++) {
+      this.useVcpu(this.addVcpu());
+      this.setRegs(o.cr0 ?? 0x8001_0011, o.cr4 ?? 0x20, o.efer ?? 0x500 | 0x800, o.cr3 ?? 0);
+    }
+    this.useVcpu(0);
+  }
+
+  /** KVM_CREATE_VCPU: a vCPU with no MMU context yet (its first setRegs builds it). Returns its index. */
+  private addVcpu(): number {
+    const id = this.vcpus.length;
+    const vcpu = new KvmVcpu(this.kvm, id);
+    this.kvm.vcpus.push(vcpu);
+    const sv = new ShadowVcpu(this.sk, vcpu);
+    const src = new SlotGuestPageTables(this.mem, (gfn) => this.kvm.kvm_memslots(vcpu.smm ? 1 : 0).lookup(gfn));
     // KVM's own walk sets A/D in guest tables only with TDP off; it logs the table page it wrote
     // (FNAME(update_accessed_dirty_bits) -> kvm_vcpu_mark_page_dirty).
-    if (!this.tdp) this.src.mark_page_dirty = (gfn) => mark_page_dirty_in_slot(this.kvm, this.kvm.kvm_memslots(this.vcpu.smm ? 1 : 0).lookup(gfn) ?? null, gfn);
-    this.cpu = { maxphyaddr: 46, gbpages: true, pse36: true, amd: vendor === 'svm', ...o.cpu };
-    this.vcpu = new KvmVcpu(this.kvm, 0);
-    this.kvm.vcpus.push(this.vcpu);
-    this.sv = new ShadowVcpu(sk, this.vcpu);
-    this.sv.src = this.src;
-    this.sv.walker = new GuestWalker();
+    if (!this.tdp) src.mark_page_dirty = (gfn) => mark_page_dirty_in_slot(this.kvm, this.kvm.kvm_memslots(vcpu.smm ? 1 : 0).lookup(gfn) ?? null, gfn);
+    sv.src = src;
+    sv.walker = new GuestWalker();
     if (this.tdp) {
       // kvm_init_mmu() for TDP: the root role comes from the TDP level and A/D support, not the guest.
-      kvm_init_mmu(this.vcpu);
-      this.sv.root_role = this.vcpu.mmu.root_role;
-      this.sv.cpu_role_base = this.sv.root_role;
-      shadow_tdp_init_hooks(this.sv);
+      kvm_init_mmu(vcpu);
+      sv.root_role = vcpu.mmu.root_role;
+      sv.cpu_role_base = sv.root_role;
+      shadow_tdp_init_hooks(sv);
     }
-    this.setRegs(o.cr0 ?? 0x8001_0011, o.cr4 ?? 0x20, o.efer ?? 0x500 | 0x800, o.cr3 ?? 0);
+    this.vcpus.push(new ShadowVmVcpu(vcpu, sv, src));
+    return id;
+  }
+
+  /** Make vCPU `i` the one the calls act on (the vCPU that runs the next guest statement). */
+  useVcpu(i: number): void {
+    const v = this.vcpus[i];
+    if (v === undefined) throw new RangeError(`no vCPU ${i}`);
+    this.cur = v;
   }
 
   /**
@@ -189,21 +255,22 @@ export class ShadowVm {
   setRegs(cr0: number, cr4: number, efer: number, cr3: number, noflush = false): boolean {
     const role = kvm_calc_cpu_role({ cr0, cr4, efer, smm: this.vcpu.smm });
     const sv = this.sv;
+    const c = this.cur;
     if (this.tdp) {
       // With TDP, CR3 loads are not intercepted; a paging-mode change resets the MMU context
       // (kvm_mmu_unload), and the next entry finds the same TDP-role root in the page hash.
-      if (role.lo !== this.guest_role_lo || role.hi !== this.guest_role_hi) kvm_mmu_free_roots(sv, KVM_MMU_ROOTS_ALL);
-      this.guest_role_lo = role.lo;
-      this.guest_role_hi = role.hi;
+      if (role.lo !== c.guest_role_lo || role.hi !== c.guest_role_hi) kvm_mmu_free_roots(sv, KVM_MMU_ROOTS_ALL);
+      c.guest_role_lo = role.lo;
+      c.guest_role_hi = role.hi;
       this.cr0 = cr0 >>> 0;
       this.cr4 = cr4 >>> 0;
       this.efer = efer >>> 0;
       this.cr3 = cr3;
       return true;
     }
-    const changed = role.lo !== this.guest_role_lo || role.hi !== this.guest_role_hi;
-    this.guest_role_lo = role.lo;
-    this.guest_role_hi = role.hi;
+    const changed = role.lo !== c.guest_role_lo || role.hi !== c.guest_role_hi;
+    c.guest_role_lo = role.lo;
+    c.guest_role_hi = role.hi;
     const old_cr4 = this.cr4;
     this.cr0 = cr0 >>> 0;
     this.cr4 = cr4 >>> 0;
@@ -616,10 +683,13 @@ export class ShadowVm {
     kvm_mmu_change_mmu_pages(this.sk, n);
   }
 
+  /** VM statistics, with the per-vCPU ones summed over the vCPUs (as the VM's stats file reports them). */
   stats(): Record<string, number> {
+    const per: Record<string, number> = {};
+    for (const v of this.vcpus) for (const [k, n] of Object.entries(v.vcpu.stat.snapshot())) per[k] = (per[k] ?? 0) + n;
     return {
       ...this.kvm.stat.snapshot(),
-      ...this.vcpu.stat.snapshot(),
+      ...per,
       n_used_mmu_pages: this.kvm.arch.n_used_mmu_pages,
       n_max_mmu_pages: this.sk.n_max_mmu_pages,
       indirect_shadow_pages: this.sk.indirect_shadow_pages,

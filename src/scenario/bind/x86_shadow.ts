@@ -1,7 +1,8 @@
 /**
  * The x86 binding with TDP off: the shadow MMU through its facade (src/engine/x86/shadow_vm.ts). The
- * facade models one vCPU; the VM is built when the scenario creates its first memslot, and later
- * KVM_SET_USER_MEMORY_REGION2 calls create, move, re-flag or delete slots. Guest page tables live in the facade's guest memory, written by `guest map` and read by the
+ * VM (all of the scenario's vCPUs) is built when the scenario creates its first memslot, and later
+ * KVM_SET_USER_MEMORY_REGION2 calls create, move, re-flag or delete slots. Each guest statement runs on
+ * its vCPU (the facade's current one). Guest page tables live in the facade's guest memory, written by `guest map` and read by the
  * shadow MMU when it shadows them; guest stores go through the MMU (a store to a write-protected guest
  * table faults and is emulated).
  */
@@ -52,6 +53,13 @@ class ShadowEngine implements ScenarioEngine {
     return this.guestSide!;
   }
 
+  /** The facade acting on vCPU `id`. */
+  private on(id: number | undefined): ShadowVm {
+    const sv = this.sv;
+    sv.useVcpu(id ?? 0);
+    return sv;
+  }
+
   setUserMemoryRegion2(op: MemoryRegionOp): Outcome {
     if (op.asId !== 0) throw new NotSupportedYet('the shadow-paging model has no SMM address space (as_id=1)');
     if (op.guestMemfd !== undefined) throw new NotSupportedYet('guest_memfd slots need TDP');
@@ -66,6 +74,7 @@ class ShadowEngine implements ScenarioEngine {
       host_backing: backingOf(op.backing),
       // The vCPU comes out of reset with paging off.
       cr0: 0x10, cr4: 0, efer: 0, cr3: 0,
+      vcpus: this.cfg.vcpus,
       cpu: { maxphyaddr: this.cfg.maxphyaddr },
       split_access: v['split_access'] === 'proposed' || v['split_access'] === 'propagate' ? 'propagate' : 'cached',
       pae_root: v['pae_root'] === 'proposed' || v['pae_root'] === 'shadow_page' ? 'shadow_page' : 'special',
@@ -79,10 +88,10 @@ class ShadowEngine implements ScenarioEngine {
   }
 
   setRegs(op: { vcpu: number; cr0?: bigint; cr3?: bigint; cr4?: bigint; efer?: bigint }): Outcome {
-    const sv = this.sv;
-    const r = this.guest.setRegs(0, op);
+    const sv = this.on(op.vcpu);
+    const r = this.guest.setRegs(op.vcpu, op);
     if (r < 0) return { ret: r };
-    const g = this.guest.regs(0);
+    const g = this.guest.regs(op.vcpu);
     // Bit 63 of CR3 is the PCID no-flush bit (a reserved bit, so #GP, with CR4.PCIDE=0).
     const noflush = (g.cr3 >> 63n) !== 0n;
     const ok = sv.setRegs(Number(g.cr0 & 0xffff_ffffn), Number(g.cr4 & 0xffff_ffffn), Number(g.efer & 0xffff_ffffn), Number(g.cr3 & ((1n << 63n) - 1n)), noflush);
@@ -96,32 +105,32 @@ class ShadowEngine implements ScenarioEngine {
 
   /** The guest's store to its own PTE, through the GVA where it maps that table. */
   guestWritePte(op: { vcpu: number; gva: bigint; level: number; value: bigint; cr3?: number; via?: bigint }): Outcome {
-    const sv = this.sv;
+    const sv = this.on(op.vcpu);
     if (this.tdp) {
       // With TDP the guest's page tables are plain guest memory to KVM: no write-protection, no exit.
-      const at = this.guest.entryGpa(0, op.gva, op.level, op.cr3);
+      const at = this.guest.entryGpa(op.vcpu, op.gva, op.level, op.cr3);
       if (at === undefined) return { ret: -14 };
-      const size = this.guest.entrySize(0);
+      const size = this.guest.entrySize(op.vcpu);
       sv.access(at, true);
       this.guest.writeEntry(at, op.value, size);
       return {};
     }
     if (op.via === undefined) throw new NotSupportedYet('under shadow paging the store needs the GVA of the page table: add via=');
-    const at = this.guest.entryGpa(0, op.gva, op.level, op.cr3);
-    const t = this.guest.translate(0, op.via, 'write', false, true);
+    const at = this.guest.entryGpa(op.vcpu, op.gva, op.level, op.cr3);
+    const t = this.guest.translate(op.vcpu, op.via, 'write', false, true);
     if (at === undefined || t.gpa === undefined || t.gpa - (t.gpa % PAGE) !== at - (at % PAGE)) return { ret: -14 }; // via does not map the table
     const via = Number(op.via) + (at % PAGE) - Number(op.via % 4096n);
-    const size = this.guest.entrySize(0);
+    const size = this.guest.entrySize(op.vcpu);
     sv.guestWrite(via, Number(op.value & 0xffff_ffffn), Number((op.value >> 32n) & 0xffff_ffffn), size);
     return {};
   }
 
   access(op: AccessOp): Outcome {
-    const sv = this.sv;
+    const sv = this.on(op.vcpu);
     if (this.tdp) return this.tdpAccess(op);
     let gva = op.addr;
     if (op.space === 'gpa') {
-      if ((this.guest.regs(0).cr0 & CR0_PG) !== 0n) throw new NotSupportedYet('with shadow paging and CR0.PG set, guest accesses are by GVA');
+      if ((this.guest.regs(op.vcpu).cr0 & CR0_PG) !== 0n) throw new NotSupportedYet('with shadow paging and CR0.PG set, guest accesses are by GVA');
       gva = op.addr;
     }
     if (op.private !== undefined) throw new NotSupportedYet('private/shared accesses under shadow paging');
@@ -146,7 +155,7 @@ class ShadowEngine implements ScenarioEngine {
     if (op.private !== undefined) throw new NotSupportedYet('private/shared accesses need the TDP MMU (tdp_mmu=Y)');
     let gpa = op.addr;
     if (op.space === 'gva') {
-      const t = this.guest.translate(0, (BigInt(op.hi >>> 0) << 32n) | BigInt(op.lo >>> 0), op.kind, op.user);
+      const t = this.guest.translate(op.vcpu, (BigInt(op.hi >>> 0) << 32n) | BigInt(op.lo >>> 0), op.kind, op.user);
       if (t.gpa === undefined) return { exception: { vector: 'PF', fields: { error_code: t.walker.error_code, address: op.addr } } };
       gpa = t.gpa;
     }
@@ -157,7 +166,7 @@ class ShadowEngine implements ScenarioEngine {
 
   invlpg(op: { vcpu: number; gva: bigint }): Outcome {
     // With TDP, INVLPG is not intercepted: nothing for the MMU to do.
-    if (!this.tdp) this.sv.invlpg(Number(op.gva));
+    if (!this.tdp) this.on(op.vcpu).invlpg(Number(op.gva));
     return {};
   }
 
@@ -178,7 +187,7 @@ class ShadowEngine implements ScenarioEngine {
     if (this.tdp) return {};
     const half = (v: bigint, shift: bigint): number => Number((v >> shift) & 0xffff_ffffn);
     // Types above 3 are #GP; the statement only spells 0-3, anything else comes from a caller.
-    if (!this.sv.invpcidDesc(op.type, half(op.pcid, 0n), half(op.pcid, 32n), half(op.gva, 0n), half(op.gva, 32n))) {
+    if (!this.on(op.vcpu).invpcidDesc(op.type, half(op.pcid, 0n), half(op.pcid, 32n), half(op.gva, 0n), half(op.gva, 32n))) {
       return { exception: { vector: 'GP', fields: { error_code: 0 } } };
     }
     return {};
@@ -200,11 +209,12 @@ class ShadowEngine implements ScenarioEngine {
   }
 
   query(subject: string, sel: Fields): Fields[] | undefined {
-    const sv = this.sv;
+    const id = sel['vcpu'] === undefined ? 0 : Number(sel['vcpu']);
+    const sv = this.on(id);
     switch (subject) {
       case 'spte': {
         if (this.tdp && sel['gva'] !== undefined) throw new NotSupportedYet('with TDP, SPTEs map guest physical addresses: use gpa= or gfn=');
-        if (!this.tdp && sel['gva'] === undefined && (this.guest.regs(0).cr0 & CR0_PG) !== 0n) {
+        if (!this.tdp && sel['gva'] === undefined && (this.guest.regs(id).cr0 & CR0_PG) !== 0n) {
           throw new NotSupportedYet('under shadow paging with CR0.PG set, SPTEs are found by gva=');
         }
         const gva = Number(sel['gva'] ?? sel['gpa'] ?? Number(sel['gfn']) * PAGE);
@@ -225,7 +235,7 @@ class ShadowEngine implements ScenarioEngine {
           }));
       case 'root': {
         const r = sv.roots();
-        const f = roleExpectFields(r.root_role, { kind: r.kind });
+        const f = roleExpectFields(r.root_role, { kind: r.kind, pgd: sv.sv.root_pgd });
         if (r.root) f['root_count'] = r.root.root_count;
         return [f];
       }
@@ -236,7 +246,6 @@ class ShadowEngine implements ScenarioEngine {
         return all.flatMap((e) => (e.root === null ? [] : [roleExpectFields(e.root.role & ~(1 << 20), { root_count: e.root.root_count, gfn: e.root.gfn, pgd: e.pgd, cached: e.cached })]));
       }
       case 'walk': {
-        const id = 0;
         const t = this.guest.translate(id, BigInt(sel['gva']!), ((sel['access'] as string | undefined) ?? 'read') as 'read', sel['cpl'] === 'user', true);
         const w = t.walker;
         return [t.gpa !== undefined ? { gpa: t.gpa, fault: 0, level: w.level, pte_access: w.pte_access } : { fault: 1, error_code: w.error_code, level: w.level }];
@@ -264,7 +273,6 @@ export interface ShadowTdpOptions {
 
 /** The shadow MMU: TDP off (shadow paging), or with `tdp` TDP on and tdp_mmu=0 (direct shadow pages). */
 export function createShadowEngine(cfg: VmConfig, params: Partial<KvmX86ModuleParams>, tdp?: ShadowTdpOptions): ScenarioEngine | string {
-  if (cfg.vcpus !== 1) return `the ${tdp ? 'tdp_mmu=0' : 'shadow-paging'} model has one vCPU (vcpus=1)`;
   if (cfg.type !== 'default') return tdp ? `VM type ${cfg.type} needs the TDP MMU (tdp_mmu=Y)` : `VM type ${cfg.type} needs TDP`;
   const gp = cfg.variants['gmem_prepare'];
   if (gp !== undefined && gp !== 'upstream' && gp !== 'on_alloc') return 'gmem_prepare concerns SEV-SNP, which needs TDP';
