@@ -326,13 +326,24 @@ export class TraceParser {
   private line(s: string, a: number, b: number): void {
     const lineNo = ++this.lines;
     this.curLine = lineNo;
-    while (b > a) {
-      const c = s.charCodeAt(b - 1);
-      if (c === 13 || c === 32 || c === 9) b--;
-      else break;
-    }
     let f = a;
-    while (f < b && isSpace(s.charCodeAt(f))) f++;
+    const bytes = this.lineBytes;
+    if (bytes !== null) {
+      // lineBytes is set only while lines of the chunk it mirrors are read
+      while (b > a) {
+        const c = bytes[b - 1]!;
+        if (c === 13 || c === 32 || c === 9) b--;
+        else break;
+      }
+      while (f < b && isSpace(bytes[f]!)) f++;
+    } else {
+      while (b > a) {
+        const c = s.charCodeAt(b - 1);
+        if (c === 13 || c === 32 || c === 9) b--;
+        else break;
+      }
+      while (f < b && isSpace(s.charCodeAt(f))) f++;
+    }
     if (f === b) {
       this.flushPending();
       this.closeStack();

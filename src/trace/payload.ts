@@ -450,7 +450,8 @@ interface Compiled {
   ops: Int32Array;
   fields: Int32Array;
   /** Field width mask for the low half (0xff, 0xffff, 0xffffffff) and whether the high half is kept. */
-  loMask: Float64Array;
+  /** Low-half mask as an int32 (0xffffffff is -1): `&` on int32s, no double conversion. */
+  loMask: Int32Array;
   keepHi: Uint8Array;
   isBool: Uint8Array;
   signed: Uint8Array;
@@ -477,7 +478,7 @@ function compileParts(schema: EventSchema, parts: readonly Part[]): Compiled {
   const c: Compiled = {
     ops: new Int32Array(n),
     fields: new Int32Array(n),
-    loMask: new Float64Array(n),
+    loMask: new Int32Array(n),
     keepHi: new Uint8Array(n),
     isBool: new Uint8Array(n),
     signed: new Uint8Array(n),
@@ -506,7 +507,7 @@ function compileParts(schema: EventSchema, parts: readonly Part[]): Compiled {
     if (p.t === 'conv') {
       const spec = schema.fields[p.field]!;
       c.ops[k] = p.conv === 'u' || p.conv === 'd' ? OP_DEC : p.conv === 'x#' || p.conv === 'x#016' ? OP_HEX0X : OP_HEX;
-      c.loMask[k] = spec.bits === 8 ? 0xff : spec.bits === 16 ? 0xffff : 0xffff_ffff;
+      c.loMask[k] = spec.bits === 8 ? 0xff : spec.bits === 16 ? 0xffff : -1;
       c.keepHi[k] = spec.bits === 64 ? 1 : 0;
       c.isBool[k] = spec.bool ? 1 : 0;
       c.signed[k] = p.conv === 'd' && spec.signed ? 1 : 0;
