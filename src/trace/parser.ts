@@ -46,11 +46,21 @@ export interface StackBlock {
   frames: string[];
 }
 
+export interface EventSink {
+  onEvent(ev: ParsedEvent): void;
+}
+
 export interface ParserOptions {
   /** Kernel that wrote the capture (RET_PF_* numbering); default 6.18. */
   kernel?: KernelVersion;
   /** Called for every modelled event. The object is reused: copy with `toRecord()` to keep it. */
   onEvent?: (ev: ParsedEvent) => void;
+  /**
+   * Like onEvent, as a method of an object (a `Rebuilder`): the call goes to the same function in every
+   * parser, so code optimized for one replay stays valid in the next (a fresh closure per parser would
+   * deoptimize it). Called before onEvent when both are given.
+   */
+  sink?: EventSink;
   /** Called when a `<stack trace>` block ends. */
   onStack?: (s: StackBlock) => void;
   /** How many unrecognized lines / warnings to keep with details (all are counted). Default 100. */
@@ -131,6 +141,7 @@ export class TraceParser {
 
   private readonly kernelOpts: PayloadOptions;
   private readonly onEvent: ((ev: ParsedEvent) => void) | undefined;
+  private readonly sink: EventSink | null;
   private readonly onStack: ((s: StackBlock) => void) | undefined;
   private readonly maxDetails: number;
   private carry = '';
@@ -157,6 +168,7 @@ export class TraceParser {
   constructor(opts: ParserOptions = {}) {
     this.kernelOpts = { kernel: opts.kernel ?? DEFAULT_KERNEL };
     this.onEvent = opts.onEvent;
+    this.sink = opts.sink ?? null;
     this.onStack = opts.onStack;
     this.maxDetails = opts.maxDetails ?? 100;
   }
@@ -607,6 +619,7 @@ export class TraceParser {
     this.lastName = schema.name;
     this.lastLine = lineNo;
     this.lastSeq = ev.seq;
+    if (this.sink !== null) this.sink.onEvent(ev);
     if (this.onEvent) this.onEvent(ev);
     return EV_OK;
   }

@@ -45,16 +45,17 @@ export interface ReplayResult extends RebuildSummary {
 export async function replayStream(source: AsyncIterable<Uint8Array | string>, opts: ReplayOptions = {}): Promise<ReplayResult> {
   const maxDetails = opts.maxDetails ?? 100;
   const stacks: StackedEvent[] = [];
-  let rebuilder: Rebuilder | null = null;
+  let warnTo: TraceParser | null = null;
+  const rebuilder = new Rebuilder((line, message) => warnTo!.warn(line, message), opts.detectors);
   const parser = new TraceParser({
     kernel: opts.kernel ?? DEFAULT_KERNEL,
     maxDetails,
-    onEvent: (ev) => rebuilder!.onEvent(ev),
+    sink: rebuilder,
     onStack: (s) => {
       if (stacks.length < maxDetails) stacks.push({ line: s.eventLine, event: s.eventName, stackLine: s.line, frames: s.frames });
     },
   });
-  rebuilder = new Rebuilder((line, message) => parser.warn(line, message), opts.detectors);
+  warnTo = parser;
   const streamOpts: StreamOptions = {};
   if (opts.onProgress) streamOpts.onProgress = opts.onProgress;
   if (opts.signal) streamOpts.signal = opts.signal;
