@@ -22,6 +22,12 @@ export class SlotGuestPageTables extends MemoryGuestPageTables {
     this.readOnly = (gpa) => ((this.slotOf(Math.floor(gpa / 4096))?.flags ?? 0) & KVM_MEM_READONLY) !== 0;
   }
 
+  /** load_pdptrs reads guest memory: a CR3 in a gfn without a slot fails the load (#GP). */
+  override load_pdptrs(maxphyaddr: number): boolean {
+    if (this.slotOf(Math.floor(this.cr3Lo / 4096)) === undefined) return false;
+    return super.load_pdptrs(maxphyaddr);
+  }
+
   override read_gpte(gpa: number, size: 4 | 8, level: number, out: Uint32Array): boolean {
     if (this.slotOf(Math.floor(gpa / 4096)) === undefined) return false;
     return super.read_gpte(gpa, size, level, out);

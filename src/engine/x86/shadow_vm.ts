@@ -13,7 +13,7 @@ import { kvm_get_dirty_log_protect } from './dirty_log';
 import { kvm_mmu_reset_all_pte_masks, is_mmio_spte, get_mmio_spte_gfn, spte_to_pfn, SPTE_MMU_PRESENT_MASK, PT_PAGE_SIZE_MASK } from './spte';
 import { kvm_calc_cpu_role, shadowMmuRootRole, shadowNptRoles, ROLE_DIRECT, decodeRole, X86_CR0_PG, X86_CR0_WP, X86_CR4_PAE, X86_CR4_PSE, X86_CR4_SMEP, X86_CR4_SMAP, X86_CR4_PKE, X86_CR4_LA57, EFER_LMA, EFER_NX, ROLE_LEVEL_MASK, type KvmMmuPageRole } from './role';
 import { createGuestMmu, MemoryGuestPageTables, GuestWalker, type GuestCpuModel } from './paging_tmpl';
-import { PFERR_PRESENT_MASK, PFERR_WRITE_MASK, PFERR_USER_MASK, PFERR_FETCH_MASK } from './pferr';
+import { PFERR_PRESENT_MASK, PFERR_RSVD_MASK, PFERR_WRITE_MASK, PFERR_USER_MASK, PFERR_FETCH_MASK } from './pferr';
 import { RET_PF_EMULATE, RET_PF_FIXED, RET_PF_RETRY, RET_PF_SPURIOUS } from './ret_pf';
 import {
   ShadowMmu,
@@ -399,7 +399,11 @@ export class ShadowVm {
   hwAccess(gva: number, write: boolean, user: boolean, fetch: boolean): number {
     const info = this.translate(gva);
     const ec = (write ? PFERR_WRITE_MASK : 0) | (user ? PFERR_USER_MASK : 0) | (fetch ? PFERR_FETCH_MASK : 0);
-    if (info === null) return ec;
+    if (info === null) {
+      // An MMIO SPTE has reserved bits set: a #PF with P|RSVD, or an EPT misconfiguration (RSVD only).
+      if (this.mmioGpa(gva) < 0) return ec;
+      return this.kvm.masks.is_ept ? PFERR_RSVD_MASK : ec | PFERR_PRESENT_MASK | PFERR_RSVD_MASK;
+    }
     const { lo, hi } = info;
     const m = this.kvm.masks;
     // Bit 0 is P in the x86 format and R in EPT: an access-tracked EPT SPTE is not readable.

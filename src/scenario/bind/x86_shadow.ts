@@ -160,6 +160,9 @@ class ShadowEngine implements ScenarioEngine {
       gpa = t.gpa;
     }
     sv.access(gpa, op.kind === 'write', false, op.kind === 'fetch');
+    if (sv.kvm.kvm_memslots(0).lookup(Math.floor(gpa / PAGE)) === undefined) {
+      return { exit: { reason: 'KVM_EXIT_MMIO', vcpu: op.vcpu, fields: { gpa, is_write: op.kind === 'write' ? 1 : 0 } } };
+    }
     if (op.kind === 'write' && op.hasValue) sv.mem.write64(gpa - (gpa % 8), Number(op.value & 0xffff_ffffn), Number((op.value >> 32n) & 0xffff_ffffn));
     return {};
   }

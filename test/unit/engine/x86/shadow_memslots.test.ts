@@ -59,6 +59,17 @@ test('a guest access to a gfn no slot maps installs an MMIO SPTE, and its emulat
     stop();
   }
   assert.ok(events.some((e) => e.name === 'mark_mmio_spte' && e.text.includes(`gfn ${(gap / 4096).toString(16)} `)));
+  // The MMIO SPTE has reserved bits: the next access faults with P|RSVD and is emulated from the
+  // vCPU's MMIO cache (vcpu->arch.mmio_gva), without a guest walk or a new MMIO SPTE.
+  assert.equal(vm.hwAccess(0x60_0000, false, false, false), 1 | 8);
+  const again = capture();
+  try {
+    assert.equal(vm.access(0x60_0000), 1);
+  } finally {
+    again.stop();
+  }
+  assert.equal(vm.vcpu.mmio_gva, 0x60_0000);
+  assert.ok(!again.events.some((e) => e.name === 'kvm_mmu_pagetable_walk' || e.name === 'mark_mmio_spte'));
   assert.equal(vm.guestWrite(0x60_0008, 0x1234), 'mmio');
   assert.equal(vm.mem.read32(gap + 8), 0, 'an MMIO store does not reach guest memory');
 });
@@ -71,6 +82,15 @@ test('a guest table in a gfn without a slot fails the walk: #PF without P into t
   assert.equal(vm.access(0xc0_0000), -1);
   assert.equal(vm.sv.injected!.error_code & 1, 0);
   assert.equal(vm.sv.injected!.address, 0xc0_0000);
+});
+
+test('a PAE CR3 in a gfn without a slot fails load_pdptrs: the MOV to CR3 is #GP', () => {
+  const { vm } = twoSlots();
+  const PAE_CR4 = 0x20, PAE_EFER = 0;
+  vm.setRegs(CR0, PAE_CR4, PAE_EFER, 0x10_0000);
+  assert.equal(vm.loadCr3(0x20_0000), true, 'in slot 0');
+  assert.equal(vm.loadCr3(0x8000_0000), false, 'between the slots');
+  assert.equal(vm.cr3, 0x20_0000);
 });
 
 test('deleting a slot with KVM_X86_QUIRK_SLOT_ZAP_ALL: kvm_mmu_zap_all_fast obsoletes every root', () => {
