@@ -18,8 +18,9 @@ const is = (...names: string[]) => (p: string) => names.includes(p);
 export const EXCEPTION_FILTERS: ExceptionFilter[] = [
   { filter: 'page_fault', label: 'Any page fault', description: 'Stop at kvm_mmu_page_fault (x86) or kvm_handle_guest_abort (arm64)', default: false,
     probeGroups: ['fault'], matches: is('kvm_mmu_page_fault', 'kvm_handle_guest_abort') },
-  { filter: 'rmp_conversion', label: 'RMP conversion', description: 'Stop where an RMP entry changes (rmp_make_private, rmp_make_shared, psmash, RMPUPDATE)', default: false,
-    probeGroups: ['rmp'], matches: is('rmp_make_private', 'rmp_make_shared', 'psmash', 'rmpupdate') },
+  { filter: 'rmp_conversion', label: 'RMP conversion', description: 'Stop where an RMP entry changes (rmp_make_private, rmp_make_shared, psmash, RMPUPDATE, and the firmware\'s LAUNCH_UPDATE in sev_gmem_post_populate)', default: false,
+    // sev_gmem_post_populate: SNP_LAUNCH_UPDATE makes the firmware set Validated, a change no RMPUPDATE shows.
+    probeGroups: ['rmp'], matches: is('rmp_make_private', 'rmp_make_shared', 'psmash', 'rmpupdate', 'sev_gmem_post_populate') },
   { filter: 'spte_zapped', label: 'SPTE zapped', description: 'Stop where a present SPTE becomes non-present', default: false,
     probeGroups: ['tdp_mmu', 'shadow_mmu'], matches: (p, _g, a) => /zap|handle_changed_spte|drop_spte|mmu_spte_clear|kvm_tdp_mmu_spte_changed/.test(p) && zapped(a) },
   { filter: 'huge_page_split', label: 'Huge page split', description: 'Stop at tdp_mmu_split_huge_page / shadow_mmu_split_huge_page / stage-2 split', default: false,

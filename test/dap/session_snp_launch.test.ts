@@ -46,6 +46,26 @@ describe('DAP: SEV-SNP launch and page-state changes', () => {
     assert.equal(Number(a.gfn!.value), 0x10, 'the first page of the image (the PML4) ' + a.gfn!.value);
   });
 
+  it('the RMP conversion filter stops where the firmware validates a LAUNCH_UPDATE page, after rmp_make_private', async () => {
+    dc = await startClient();
+    await launchStopped(dc, { program: PROGRAM, stopOnEntry: false }, (c) => c.setExceptionBreakpointsRequest({ filters: ['rmp_conversion'] }));
+    const seen: string[] = [];
+    let names: string[] = [];
+    for (let i = 0; i < 20; i++) {
+      names = (await frames(dc)).map((f) => f.name);
+      seen.push(names[0]!);
+      if (names[0] === 'sev_gmem_post_populate') break;
+      await Promise.all([dc.continueRequest({ threadId: 1 }), dc.waitForEvent('stopped')]);
+    }
+    assert.equal(names[0], 'sev_gmem_post_populate', seen.join(', '));
+    assert.ok(seen.includes('rmp_make_private'), 'KVM made the page private (immutable) before the firmware took it: ' + seen.join(', '));
+    const a = await argsOf(dc);
+    const before = await fields(dc, a.old_entry);
+    const after = await fields(dc, a.new_entry);
+    assert.match(String(before.validated), no);
+    assert.match(String(after.validated), yes);
+  });
+
   it('the RMP conversion filter reaches the shared conversion of a served page-state change: assigned before, not after', async () => {
     dc = await startClient();
     await launchStopped(dc, { program: PROGRAM, stopOnEntry: false }, (c) => c.setExceptionBreakpointsRequest({ filters: ['rmp_conversion'] }));
