@@ -155,4 +155,5 @@ export const CONSTANTS: Readonly<Record<string, number>> = {
   KVM_DIRTY_LOG_MANUAL_PROTECT_ENABLE: 1 << 0,
   KVM_DIRTY_LOG_INITIALLY_SET: 1 << 1,
   KVM_EXIT_HYPERCALL_VALID_MASK: 1 << 12,
+  KVM_X86_QUIRK_SLOT_ZAP_ALL: 1 << 7,
 };

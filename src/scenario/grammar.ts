@@ -265,10 +265,10 @@ export const STATEMENTS: readonly StmtSpec[] = [
     keyword: 'KVM_ENABLE_CAP', group: 'userspace',
     doc: 'Enable a VM capability.',
     args: [
-      { name: 'cap', type: 'enum', required: true, positional: true, values: ['KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2', 'KVM_CAP_EXIT_HYPERCALL'], doc: 'capability' },
+      { name: 'cap', type: 'enum', required: true, positional: true, values: ['KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2', 'KVM_CAP_EXIT_HYPERCALL', 'KVM_CAP_DISABLE_QUIRKS2'], doc: 'capability' },
       {
-        name: 'args0', type: 'flags', aliases: ['arg'], values: ['KVM_DIRTY_LOG_MANUAL_PROTECT_ENABLE', 'KVM_DIRTY_LOG_INITIALLY_SET', 'KVM_EXIT_HYPERCALL_VALID_MASK'],
-        doc: 'args[0] (KVM_CAP_EXIT_HYPERCALL: the hypercalls to forward, 1 << KVM_HC_MAP_GPA_RANGE)',
+        name: 'args0', type: 'flags', aliases: ['arg'], values: ['KVM_DIRTY_LOG_MANUAL_PROTECT_ENABLE', 'KVM_DIRTY_LOG_INITIALLY_SET', 'KVM_EXIT_HYPERCALL_VALID_MASK', 'KVM_X86_QUIRK_SLOT_ZAP_ALL'],
+        doc: 'args[0] (KVM_CAP_EXIT_HYPERCALL: the hypercalls to forward, 1 << KVM_HC_MAP_GPA_RANGE; KVM_CAP_DISABLE_QUIRKS2: the quirks to disable)',
       },
     ],
     example: 'KVM_ENABLE_CAP KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2 args0=KVM_DIRTY_LOG_MANUAL_PROTECT_ENABLE|KVM_DIRTY_LOG_INITIALLY_SET',

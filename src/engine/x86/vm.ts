@@ -155,7 +155,8 @@ export class Kvm {
   readonly memslots: KvmMemslots[];
   readonly guest_maxphyaddr: number;
   readonly tdx_variant: TdxStolenBitsVariant;
-  readonly quirk_slot_zap_all: boolean;
+  /** KVM_X86_QUIRK_SLOT_ZAP_ALL still enabled (KVM_CAP_DISABLE_QUIRKS2 clears it). */
+  quirk_slot_zap_all: boolean;
   /** kvm_arch_nr_memslot_as_ids(): 2 with SMM, 1 for VMs without SMM (TDX). */
   readonly nr_as_ids: number;
   vcpus: KvmVcpuLike[] = [];

@@ -7,6 +7,7 @@
 import { type HostBacking, type KvmMmuPage, KVM_X86_DEFAULT_VM, KVM_X86_SNP_VM, KVM_X86_SW_PROTECTED_VM, KVM_X86_TDX_VM, X86Vm } from '../../engine/x86/index';
 import { KVM_LPAGE_MIXED_FLAG, lpage_info_slot } from '../../engine/x86/memslot';
 import { KVM_EXIT_MMIO, kvm_mmu_do_page_fault } from '../../engine/x86/mmu';
+import { disableQuirks2 } from './x86_quirks';
 import { KVM_EXIT_MEMORY_FAULT } from '../../engine/x86/vcpu';
 import { set_gmem_prepare_variant } from '../../engine/x86/gmem_prepare_variant';
 import { kvm_gmem_create, kvm_gmem_fallocate } from '../../engine/kvm/guest_memfd';
@@ -273,6 +274,7 @@ class X86Engine implements ScenarioEngine {
   }
 
   enableCap(op: { cap: string; args0: number }): Outcome {
+    if (op.cap === 'KVM_CAP_DISABLE_QUIRKS2') return disableQuirks2(this.vm.kvm, op.args0);
     if (op.cap === 'KVM_CAP_EXIT_HYPERCALL') {
       return { ret: kvm_enable_cap_exit_hypercall(this.vm.kvm.private_mem, op.args0) };
     }

@@ -21,6 +21,7 @@ import {
 } from '../engine_api';
 import { roleExpectFields, spteExpectFields } from './x86_fields';
 import { X86Guest } from './x86_guest';
+import { disableQuirks2 } from './x86_quirks';
 
 const PAGE = 4096;
 const KVM_MEM_LOG_DIRTY_PAGES = 1 << 0;
@@ -183,6 +184,11 @@ class ShadowEngine implements ScenarioEngine {
     const bytes = new Uint8Array(r.length * 4);
     for (let i = 0; i < r.length; i++) for (let b = 0; b < 4; b++) bytes[4 * i + b] = (r[i]! >>> (8 * b)) & 0xff;
     return { ret: 0, bitmap: bytes };
+  }
+
+  enableCap(op: { cap: string; args0: number }): Outcome {
+    if (op.cap === 'KVM_CAP_DISABLE_QUIRKS2') return disableQuirks2(this.sv.kvm, op.args0);
+    throw new NotSupportedYet(`${op.cap} under the ${this.tdp ? 'legacy TDP' : 'shadow'} MMU`);
   }
 
   invpcid(op: { vcpu: number; type: number; pcid: bigint; gva: bigint }): Outcome {

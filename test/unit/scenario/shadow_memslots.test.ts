@@ -62,4 +62,37 @@ describe('shadow paging over several memslots', () => {
     ].join('\n'));
     assert.deepEqual(r.problems.map(formatDiagnostic), []);
   });
+
+  it('with KVM_X86_QUIRK_SLOT_ZAP_ALL disabled a delete zaps only the slot (kvm_mmu_zap_memslot)', () => {
+    const r = run([
+      ...SETUP,
+      'KVM_ENABLE_CAP KVM_CAP_DISABLE_QUIRKS2 args0=KVM_X86_QUIRK_SLOT_ZAP_ALL',
+      'expect ret 0',
+      'guest read gva=0x400000',
+      'guest read gva=0x800000',
+      'memslot delete slot=0',
+      'expect ret 0',
+      'expect trace kvm_mmu_zap_all_fast count=0',
+      // The tables live in slot 1: their shadow pages stay, only the leaf into slot 0 is gone.
+      'expect sp gfn=0x100010 level=4 role.invalid=0',
+      'expect spte gva=0x400000 kind=nonpresent',
+      'expect spte gva=0x800000 kind=leaf level=1',
+    ].join('\n'));
+    assert.deepEqual(r.problems.map(formatDiagnostic), []);
+  });
+
+  it('the TDP MMU honours the disabled quirk too', () => {
+    const r = run([
+      'vm arch=x86 vendor=intel tdp=on maxphyaddr=46 vcpus=1',
+      'KVM_SET_USER_MEMORY_REGION2 slot=0 gpa=0 size=16M',
+      'KVM_SET_USER_MEMORY_REGION2 slot=1 gpa=0x100000000 size=16M',
+      'memslot delete slot=1',
+      'expect trace kvm_mmu_zap_all_fast count=1',
+      'KVM_ENABLE_CAP KVM_CAP_DISABLE_QUIRKS2 args0=KVM_X86_QUIRK_SLOT_ZAP_ALL',
+      'memslot delete slot=0',
+      'expect ret 0',
+      'expect trace kvm_mmu_zap_all_fast count=0',
+    ].join('\n'));
+    assert.deepEqual(r.problems.map(formatDiagnostic), []);
+  });
 });
