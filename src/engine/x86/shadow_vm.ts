@@ -1,8 +1,9 @@
 /**
- * Facade for a shadow-paging VM (TDP off): guest RAM in GuestMemory backed by one memslot, guest
- * CR0/CR4/EFER/CR3, faults by GVA, guest writes (emulated when they hit a shadowed guest table),
- * INVLPG, CR3 loads, zaps, and read-outs of SPTEs, shadow pages, roots and stats. Used by the
- * scenario binding, the bench and the tests.
+ * Facade for a shadow-paging VM (TDP off): guest-physical contents in GuestMemory, reachable through
+ * memslots that can be created, moved and deleted; vCPUs sharing the shadow pages, each with its own
+ * CR0/CR4/EFER/CR3 and roots; faults by GVA, guest writes (emulated when they hit a shadowed guest
+ * table), INVLPG, CR3 loads, zaps, and read-outs of SPTEs, shadow pages, roots and stats. Calls act on
+ * the current vCPU (useVcpu). Used by the scenario binding, the bench and the tests.
  */
 import { GuestMemory } from '../mem/guest_memory';
 import type { KvmMmuPage } from './mmu_page';
