@@ -32,8 +32,36 @@ export const KIND_NAMES: readonly SpteKind[] = ['nonpresent', 'leaf', 'nonleaf',
 const EPT = eptMasks({ maxphyaddr: 46 });
 const NPT = nptMasks({ maxphyaddr: 46 });
 
+// The two MMIO tests of is_mmio_spte(EPT | NPT, lo, hi) with their masks and values read once: the replay
+// classifies every old and new SPTE, and the generic predicate loads four objects per call.
+const E_MASK_LO = EPT.shadow_mmio_mask.lo;
+const E_MASK_HI = EPT.shadow_mmio_mask.hi;
+const E_VAL_LO = EPT.shadow_mmio_value.lo;
+const E_VAL_HI = EPT.shadow_mmio_value.hi;
+const E_ON = EPT.enable_mmio_caching;
+const N_MASK_LO = NPT.shadow_mmio_mask.lo;
+const N_MASK_HI = NPT.shadow_mmio_mask.hi;
+const N_VAL_LO = NPT.shadow_mmio_value.lo;
+const N_VAL_HI = NPT.shadow_mmio_value.hi;
+const N_ON = NPT.enable_mmio_caching;
+
+function isMmioEither(lo: number, hi: number): boolean {
+  return (
+    (E_ON && ((lo & E_MASK_LO) >>> 0) === E_VAL_LO && ((hi & E_MASK_HI) >>> 0) === E_VAL_HI) ||
+    (N_ON && ((lo & N_MASK_LO) >>> 0) === N_VAL_LO && ((hi & N_MASK_HI) >>> 0) === N_VAL_HI)
+  );
+}
+
 /** Numeric kind (KIND_*) of halves at `level`; allocation-free. */
 export function spteKindCode(lo: number, hi: number, level: number): number {
+  if (is_frozen_spte(lo, hi) || isLegacyRemovedSpte(lo, hi)) return KIND_FROZEN;
+  if (is_shadow_present_pte(lo, hi)) return is_last_spte(lo, hi, level) ? KIND_LEAF : KIND_NONLEAF;
+  if (isMmioEither(lo, hi)) return KIND_MMIO;
+  return KIND_NONPRESENT;
+}
+
+/** The same through the engine's predicates as they are called elsewhere (tests compare the two). */
+export function spteKindCodeReference(lo: number, hi: number, level: number): number {
   if (is_frozen_spte(lo, hi) || isLegacyRemovedSpte(lo, hi)) return KIND_FROZEN;
   if (is_shadow_present_pte(lo, hi)) return is_last_spte(lo, hi, level) ? KIND_LEAF : KIND_NONLEAF;
   if (is_mmio_spte(EPT, lo, hi) || is_mmio_spte(NPT, lo, hi)) return KIND_MMIO;
