@@ -42,4 +42,19 @@ describe('shadow paging with several vCPUs', () => {
     ].join('\n'));
     assert.deepEqual(r.problems.map(formatDiagnostic), []);
   });
+
+  it('under TDP with tdp_mmu=N both vCPUs share the direct root; a GPA without a slot exits as MMIO', () => {
+    const r = run([
+      'vm arch=x86 vendor=intel tdp=on tdp_levels=4 maxphyaddr=46 vcpus=2',
+      'param tdp_mmu=N eager_page_split=N nx_huge_pages=off pml=N',
+      'KVM_SET_USER_MEMORY_REGION2 slot=0 gpa=0 size=64M backing=4K',
+      'guest read gpa=0x203000',
+      'guest read vcpu=1 gpa=0x203000',
+      'expect root vcpu=1 kind=sp role.direct=1 root_count=2',
+      'expect stat pf_taken=1',
+      'guest read vcpu=1 gpa=0x10000000',
+      'expect exit KVM_EXIT_MMIO vcpu=1 gpa=0x10000000 is_write=0',
+    ].join('\n'));
+    assert.deepEqual(r.problems.map(formatDiagnostic), []);
+  });
 });
