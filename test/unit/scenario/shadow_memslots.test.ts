@@ -63,6 +63,23 @@ describe('shadow paging over several memslots', () => {
     assert.deepEqual(r.problems.map(formatDiagnostic), []);
   });
 
+  it('dirty logging and KVM_GET_DIRTY_LOG work per slot', () => {
+    const r = run([
+      ...SETUP,
+      'dirty_log enable slot=1',
+      'guest write gva=0x400000',
+      'guest write gva=0x800000',
+      'KVM_GET_DIRTY_LOG slot=1',
+      'expect ret 0',
+      'expect dirty slot=1 gfn=0x100400 dirty=1',
+      'KVM_GET_DIRTY_LOG slot=0',
+      'expect ret -2',
+      'KVM_GET_DIRTY_LOG slot=7',
+      'expect ret -2',
+    ].join('\n'));
+    assert.deepEqual(r.problems.map(formatDiagnostic), []);
+  });
+
   it('with KVM_X86_QUIRK_SLOT_ZAP_ALL disabled a delete zaps only the slot (kvm_mmu_zap_memslot)', () => {
     const r = run([
       ...SETUP,
