@@ -219,6 +219,8 @@ class ShadowEngine implements ScenarioEngine {
 
   query(subject: string, sel: Fields): Fields[] | undefined {
     const id = sel['vcpu'] === undefined ? 0 : Number(sel['vcpu']);
+    // A vCPU the VM does not have matches nothing.
+    if (id >= this.sv.vcpus.length) return [];
     const sv = this.on(id);
     switch (subject) {
       case 'spte': {
