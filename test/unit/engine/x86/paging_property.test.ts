@@ -198,7 +198,8 @@ for (const mode of ['long4', '32'] as const) {
       }),
       { numRuns: 3000 },
     );
-    // The generator must reach every outcome, or the property proves little.
-    for (const [k, n] of Object.entries(seen)) assert.ok(n >= 20, `${k}: only ${n} of 3000 runs`);
+    // The generator must reach every outcome, or the property proves little. The rarest outcome (a long4
+    // large-page hit) averages ~32 in 3000 runs; 8 keeps the check meaningful without random failures.
+    for (const [k, n] of Object.entries(seen)) assert.ok(n >= 8, `${k}: only ${n} of 3000 runs`);
   });
 }
