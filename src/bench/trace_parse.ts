@@ -81,7 +81,7 @@ function toChunks(text: string, size = 1 << 20): string[] {
   return out;
 }
 
-const RUNS = 3;
+const RUNS = 5;
 
 async function* chunks(list: readonly string[]): AsyncGenerator<string> {
   for (const c of list) yield c;
