@@ -43,7 +43,8 @@ export interface WhyFault {
   summary: string;
 }
 
-const LEVEL = ['', '4K', '2M', '1G', '512G', '256T'];
+/** Mapping-level names, index = PG_LEVEL_*. */
+export const LEVEL = ['', '4K', '2M', '1G', '512G', '256T'];
 const hex = (n: number) => '0x' + n.toString(16);
 
 const ERRNO: Record<number, string> = { [-14]: '-EFAULT', [-4]: '-EINTR', [-5]: '-EIO', [-11]: '-EAGAIN', [-22]: '-EINVAL', [-2]: '-ENOENT' };

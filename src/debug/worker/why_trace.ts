@@ -3,21 +3,11 @@
  * tracepoints the fault emitted, so the chain is what those events prove, and where they cannot tell
  * two causes apart (no SPTE change: a stale fault or a lost cmpxchg), it names both candidates.
  */
-import type { Decision, WhyEvent } from './why';
+import { LEVEL, type Decision, type WhyEvent, type WhyFault } from './why';
 
-export interface WhyTraceFault {
-  vcpu: number;
-  gpa: string;
-  gfn: number;
-  ret_pf: string;
-  outcome: string;
-  inFlight: boolean;
-  path: string;
-  chain: Decision[];
-  summary: string;
-}
+/** The same answer as a live fault's, built from captured events. */
+export type WhyTraceFault = WhyFault;
 
-const LEVEL = ['', '4K', '2M', '1G', '512G', '256T'];
 const SPAN = [0, 1, 512, 512 * 512, 512 * 512 * 512, 512 ** 4];
 
 /** The last fault of the capture up to the current event (or vCPU `vcpu`'s), explained from its events. */
