@@ -10,6 +10,7 @@ import { classifySpte } from '../../engine/x86/spte';
 import { to_kvm_sev_info, type SnpRmpTable } from '../../engine/x86/sev_snp';
 import { role_trace_text } from '../../engine/x86/role';
 import { hex0x } from '../../engine/bits/u64';
+import { spteRowFields } from './spte_row';
 import type { Arm64Vm } from '../../engine/arm64/mmu';
 import { dirty_bitmap_test, host_pfn_mapping_level, kvm_slot_dirty_track_enabled, lpage_info_slot } from '../../engine/x86/memslot';
 import { kvm_mmu_max_mapping_level } from '../../engine/x86/mmu';
@@ -145,21 +146,9 @@ function tableRows(mmu: MmuView, sp: KvmMmuPage, start: number, count: number, a
       // An indirect page's entries map whatever the guest table says: one gfn each, no linear range.
       npages: (sp.role & 0x80) !== 0 ? pagesPer(level) : 1,
       level,
-      value: hex0x(lo, hi, 16),
-      kind: d.kind,
-      large: d.large,
-      flags: d.traceFlags,
-      pfn: d.pfn,
+      ...spteRowFields(d, lo, hi),
       sptep: '0x' + sp.sptep_pa(i).toString(16),
-      fields: d.fields.map((f) => ({ name: f.name, bits: f.bits, hex: f.hex, value: f.value, meaning: f.meaning })),
     };
-    if (d.kind === 'leaf' || d.kind === 'nonleaf') {
-      row.accessed = d.accessed;
-      row.dirty = d.dirty;
-      row.mmuWritable = d.mmuWritable;
-      row.hostWritable = d.hostWritable;
-    }
-    if (d.mmio) row.mmio = d.mmio;
     if (d.kind === 'nonleaf') {
       const child = mmu.spOf(Number(BigInt(d.pfn)));
       if (child && !child.freed) row.child = child.spt_pfn;

@@ -14,6 +14,7 @@ import { eptMasks, nptMasks } from '../../engine/x86/spte';
 import { describeSpte } from '../../engine/x86/spte_decode';
 import { role_trace_text } from '../../engine/x86/role';
 import { hex0x } from '../../engine/bits/u64';
+import { spteRowFields } from './spte_row';
 
 /** What a trace program exposes of its rebuilt state (TraceProgram.rebuilt()). */
 export interface RebuiltMmu {
@@ -154,22 +155,10 @@ export function traceTable(m: RebuiltMmu, id: number, start: number, count: numb
       gfn,
       npages: SPAN[e.level] ?? 1,
       level: e.level,
-      value: hex0x(lo, hi, 16),
-      kind: d.kind,
-      large: d.large,
-      flags: d.traceFlags,
-      pfn: d.pfn,
+      ...spteRowFields(d, lo, hi),
       sptep: `capture line ${e.line}`,
-      fields: d.fields.map((f) => ({ name: f.name, bits: f.bits, hex: f.hex, value: f.value, meaning: f.meaning })),
       line: e.line,
     };
-    if (d.kind === 'leaf' || d.kind === 'nonleaf') {
-      row.accessed = d.accessed;
-      row.dirty = d.dirty;
-      row.mmuWritable = d.mmuWritable;
-      row.hostWritable = d.hostWritable;
-    }
-    if (d.mmio) row.mmio = d.mmio;
     if (d.kind === 'nonleaf') {
       const child = ix.childOf(e);
       if (child) row.child = child.id;
