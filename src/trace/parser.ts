@@ -87,6 +87,8 @@ const PROBE: readonly number[] = NAMES.map((n) => n.charCodeAt(n.length - 2));
 const NAME_CODES: readonly Int32Array[] = NAMES.map((n) => Int32Array.from(n, (ch) => ch.charCodeAt(0)));
 /** Each name's leading 4-byte little-endian words, for the compare on a chunk's bytes. */
 const NAME_WORDS: readonly Int32Array[] = NAMES.map((n) => Int32Array.from({ length: n.length >> 2 }, (_, i) => wordOf(n, 4 * i)));
+/** Name lengths by event id. */
+const NAME_LEN: Int32Array = Int32Array.from(NAMES, (n) => n.length);
 /** Event id by a hash of a line's name bytes 4..11 (see eventLine); -1: none yet. Any entry is confirmed. */
 const NAME_CACHE = new Int16Array(256).fill(-1);
 
@@ -108,6 +110,52 @@ function isHex(c: number): boolean {
 
 function isSpace(c: number): boolean {
   return c === 32 || c === 9;
+}
+
+/**
+ * Start of the token s[?, c) when it is a timestamp (digits, one dot not at either end, digits), else
+ * -1 - start (the token then may be a trimmed line's event name).
+ */
+function timestampStart(s: string, a: number, c: number): number {
+  let t0 = c;
+  let dots = 0;
+  let other = 0;
+  while (t0 > a) {
+    const ch = s.charCodeAt(t0 - 1);
+    if (ch === 32 || ch === 9) break;
+    if (ch === 46) dots++;
+    else if (ch < 48 || ch > 57) other++;
+    t0--;
+  }
+  return other === 0 && dots === 1 && s.charCodeAt(t0) !== 46 && s.charCodeAt(c - 1) !== 46 ? t0 : -1 - t0;
+}
+
+/** Character classes for timestampStartB. */
+const TS_DIGIT = 0;
+const TS_DOT = 1;
+const TS_END = 2;
+const TS_OTHER = 3;
+const TS_CLASS = new Uint8Array(256).fill(TS_OTHER);
+for (let d = 48; d <= 57; d++) TS_CLASS[d] = TS_DIGIT;
+TS_CLASS[46] = TS_DOT;
+TS_CLASS[32] = TS_END;
+TS_CLASS[9] = TS_END;
+
+/** timestampStart over the bytes of an ASCII chunk. */
+function timestampStartB(bytes: Uint8Array, a: number, c: number): number {
+  let t0 = c;
+  let dot = -1;
+  let other = 0;
+  while (t0 > a) {
+    const k = TS_CLASS[bytes[t0 - 1]!]!;
+    if (k === TS_END) break;
+    if (k !== TS_DIGIT) {
+      if (k === TS_DOT && dot < 0) dot = t0 - 1;
+      else other++;
+    }
+    t0--;
+  }
+  return other === 0 && dot > t0 && dot < c - 1 ? t0 : -1 - t0;
 }
 
 export interface LineStyles {
@@ -505,34 +553,17 @@ export class TraceParser {
       else return EV_NOT_EVENT;
     }
     // the token before `: ` is a timestamp (digits, one dot, digits) or, on a trimmed line, the event name
-    let t0 = c;
-    let dots = 0;
-    let other = 0;
-    if (bytes !== null) {
-      while (t0 > a) {
-        const ch = bytes[t0 - 1]!;
-        if (ch === 32 || ch === 9) break;
-        if (ch === 46) dots++;
-        else if (ch < 48 || ch > 57) other++;
-        t0--;
-      }
-    } else {
-      while (t0 > a) {
-        const ch = s.charCodeAt(t0 - 1);
-        if (ch === 32 || ch === 9) break;
-        if (ch === 46) dots++;
-        else if (ch < 48 || ch > 57) other++;
-        t0--;
-      }
-    }
+    let t0 = bytes !== null ? timestampStartB(bytes, a, c) : timestampStart(s, a, c);
     let n0: number;
     let trimmed = false;
-    if (other === 0 && dots === 1 && s.charCodeAt(t0) !== 46 && s.charCodeAt(c - 1) !== 46) {
+    if (t0 >= 0) {
       n0 = c + 2;
-      while (n0 < b && isSpace(s.charCodeAt(n0))) n0++;
+      if (bytes !== null) while (n0 < b && isSpace(bytes[n0]!)) n0++;
+      else while (n0 < b && isSpace(s.charCodeAt(n0))) n0++;
       if (n0 >= b) return EV_TRUNC;
     } else {
       // `EVENT: PAYLOAD` with no prefix: the first token must be an event name
+      t0 = -1 - t0;
       let f = a;
       while (f < b && isSpace(s.charCodeAt(f))) f++;
       if (f !== t0) return EV_NOT_EVENT;
@@ -554,7 +585,7 @@ export class TraceParser {
       slot = Math.imul(view.getInt32(n0 + 4, true) ^ Math.imul(view.getInt32(n0 + 8, true), 0x85ebca6b), 0x9e3779b1) >>> 24;
       const guess = NAME_CACHE[slot]!;
       if (guess >= 0) {
-        const len = NAMES[guess]!.length;
+        const len = NAME_LEN[guess]!;
         const e = n0 + len;
         if (e + 1 < b && bytes![e] === 58 && bytes![e + 1] === 32 && nameAt(bytes!, view, n0, guess)) {
           n1 = e;
@@ -571,7 +602,7 @@ export class TraceParser {
       }
       if (n1 === n0) return trimmed ? EV_NOT_EVENT : EV_BAD;
       id = this.lookup(s, n0, n1, bytes, view);
-      if (slot >= 0 && id >= 0 && n1 - n0 === NAMES[id]!.length) NAME_CACHE[slot] = id;
+      if (slot >= 0 && id >= 0 && n1 - n0 === NAME_LEN[id]!) NAME_CACHE[slot] = id;
     }
     if (id < 0) {
       // without a prefix, an unknown `word: text` is more likely prose or a wrapped fragment than an event
@@ -587,7 +618,8 @@ export class TraceParser {
       return EV_UNMODELLED;
     }
     let p0 = n1 + 1;
-    while (p0 < b && isSpace(s.charCodeAt(p0))) p0++;
+    if (bytes !== null) while (p0 < b && isSpace(bytes[p0]!)) p0++;
+    else while (p0 < b && isSpace(s.charCodeAt(p0))) p0++;
     const schema = EVENTS[id]!;
     const ev = this.ev;
     ev.reset(schema);
@@ -602,12 +634,14 @@ export class TraceParser {
       this.styles.trimmed++;
     } else {
       ev.setPrefix(s, a, t0, c);
-      this.lastPerf = n1 - n0 !== schema.name.length;
+      this.lastPerf = n1 - n0 !== NAME_LEN[id]!;
       if (this.lastPerf) this.styles.perf++;
       else {
         let q = t0;
-        while (q > a && isSpace(s.charCodeAt(q - 1))) q--;
-        if (s.charCodeAt(q - 1) === 93 /* ] */) this.styles.traceCmd++;
+        let ch = 0;
+        if (bytes !== null) while (q > a && isSpace((ch = bytes[q - 1]!))) q--;
+        else while (q > a && isSpace((ch = s.charCodeAt(q - 1)))) q--;
+        if (ch === 93 /* ] */) this.styles.traceCmd++;
         else this.styles.raw++;
       }
     }

@@ -463,7 +463,17 @@ interface Compiled {
   /** The same literals as little-endian 4-byte words (litWAt[k], litLen[k] >> 2 of them) for the byte path. */
   litWords: Int32Array;
   litWAt: Int32Array;
+  /**
+   * The 1-3 characters after a literal's whole words as a little-endian word (litTail[k]) and the mask of
+   * its bytes (litTailMask[k]; 0 when the length is a multiple of 4): one masked compare on the byte path.
+   */
+  litTail: Int32Array;
+  litTailMask: Int32Array;
+  /** Per value part: its field index | 0x100 when the high half is kept | 0x200 for a bool field. */
+  meta: Int32Array;
   parts: readonly Part[];
+  /** Field indices of r, x and u when the parts hold a `rwxu` text. */
+  rwxu: Int32Array | null;
 }
 
 const compiledCache = new WeakMap<readonly Part[], Compiled>();
@@ -488,7 +498,11 @@ function compileParts(schema: EventSchema, parts: readonly Part[]): Compiled {
     litLen: new Int32Array(n),
     litWords: new Int32Array(parts.reduce((a, p) => a + (p.t === 'lit' ? p.s.length >> 2 : 0), 0)),
     litWAt: new Int32Array(n),
+    litTail: new Int32Array(n),
+    litTailMask: new Int32Array(n),
+    meta: new Int32Array(n),
     parts,
+    rwxu: null,
   };
   let litFill = 0;
   let wordFill = 0;
@@ -501,6 +515,12 @@ function compileParts(schema: EventSchema, parts: readonly Part[]): Compiled {
       for (let i = 0; i < p.s.length; i++) c.allLits[litFill++] = p.s.charCodeAt(i);
       c.litWAt[k] = wordFill;
       for (let i = 0; i + 4 <= p.s.length; i += 4) c.litWords[wordFill++] = wordOf(p.s, i);
+      const rest = p.s.length & 3;
+      if (rest !== 0) {
+        const t = p.s.slice(p.s.length - rest);
+        c.litTail[k] = wordOf(t + '\0\0\0', 0) & ((1 << (8 * rest)) - 1);
+        c.litTailMask[k] = (1 << (8 * rest)) - 1;
+      }
       return;
     }
     c.fields[k] = p.field;
@@ -511,9 +531,11 @@ function compileParts(schema: EventSchema, parts: readonly Part[]): Compiled {
       c.keepHi[k] = spec.bits === 64 ? 1 : 0;
       c.isBool[k] = spec.bool ? 1 : 0;
       c.signed[k] = p.conv === 'd' && spec.signed ? 1 : 0;
+      c.meta[k] = p.field | (c.keepHi[k]! << 8) | (c.isBool[k]! << 9);
       return;
     }
     c.ops[k] = CUSTOM_OP[p.kind]!;
+    if (p.kind === 'rwxu') c.rwxu = Int32Array.of(schema.index['r']!, schema.index['x']!, schema.index['u']!);
   });
   return c;
 }
@@ -706,6 +728,132 @@ function run(schema: EventSchema, c: Compiled, s: string, pos: number, end: numb
   return PAYLOAD_OK;
 }
 
+/** runBytes could not decide: run() must. */
+const FAST_UNDECIDED = -1;
+
+/**
+ * The common case of run() on an ASCII chunk's bytes, as one tight loop: literals, plain numbers and the
+ * `rwxu` text, every one matching. Anything else (another custom part, a mismatch, a short line, a number
+ * it does not take) is left to run(), which gives the verdict; so this only has to agree with run() when
+ * it returns PAYLOAD_OK. A third of the parse went to run()'s generality on lines that need none of it.
+ */
+function runBytes(c: Compiled, b: Uint8Array, view: DataView, pos: number, end: number, ev: ParsedEvent): number {
+  const ops = c.ops;
+  const n = ops.length;
+  const lits = c.allLits;
+  const words = c.litWords;
+  const evLo = ev.lo;
+  const evHi = ev.hi;
+  let has = 0;
+  for (let k = 0; k < n; k++) {
+    const op = ops[k]!;
+    if (op === OP_LIT) {
+      const L = c.litLen[k]!;
+      const stop = pos + L;
+      if (stop > end) return FAST_UNDECIDED;
+      let w = c.litWAt[k]!;
+      const w1 = w + (L >> 2);
+      while (w < w1) {
+        if (view.getInt32(pos, true) !== words[w]) return FAST_UNDECIDED;
+        w++;
+        pos += 4;
+      }
+      if (pos !== stop) {
+        // the last 1-3 characters: one masked word where four bytes are readable, else byte by byte
+        if (pos + 4 <= b.length) {
+          if ((view.getInt32(pos, true) & c.litTailMask[k]!) !== c.litTail[k]) return FAST_UNDECIDED;
+          pos = stop;
+        } else {
+          let at = c.litAt[k]! + (L & ~3);
+          while (pos < stop) {
+            if (b[pos] !== lits[at]) return FAST_UNDECIDED;
+            pos++;
+            at++;
+          }
+        }
+      }
+      continue;
+    }
+    let lo = 0;
+    let hi = 0;
+    if (op === OP_HEX || op === OP_HEX0X) {
+      if (op === OP_HEX0X) {
+        if (pos + 2 > end || b[pos] !== 48 || b[pos + 1] !== 120) return FAST_UNDECIDED;
+        pos += 2;
+      }
+      // up to 16 digits into 32-bit halves, a pair of digits per step
+      const start = pos;
+      const fast = end - pos < 16 ? end : pos + 16;
+      while (pos + 1 < fast) {
+        const dd = HEX2[view.getUint16(pos)]!;
+        if (dd < 0) break;
+        hi = (hi << 8) | (lo >>> 24);
+        lo = (lo << 8) | dd;
+        pos += 2;
+      }
+      if (pos < fast) {
+        const d = HEXB[b[pos]!]!;
+        if (d >= 0) {
+          hi = (hi << 4) | (lo >>> 28);
+          lo = (lo << 4) | d;
+          pos++;
+        }
+      }
+      if (pos === start || (pos < end && HEXB[b[pos]!]! >= 0)) return FAST_UNDECIDED;
+    } else if (op === OP_DEC) {
+      // up to 9 digits (below 2^31) and no sign
+      const start = pos;
+      const fast = end - pos < 9 ? end : pos + 9;
+      while (pos < fast) {
+        const d = b[pos]! - 48;
+        if (d < 0 || d > 9) break;
+        lo = lo * 10 + d;
+        pos++;
+      }
+      if (pos === start || (pos < end && b[pos]! >= 48 && b[pos]! <= 57)) return FAST_UNDECIDED;
+    } else if (op === OP_RWXU && c.rwxu !== null) {
+      // `rwx` (the format has no user bit: u = 0xff) or `rwx` + `u`/`-`, then `)`
+      const c0 = b[pos]!;
+      const c2 = b[pos + 2]!;
+      let u = 0xff;
+      let e = pos + 3;
+      if (b[e] !== 41) {
+        const c3 = b[e]!;
+        if (c3 === 117) u = 1;
+        else if (c3 === 45) u = 0;
+        else return FAST_UNDECIDED;
+        e++;
+        if (b[e] !== 41) return FAST_UNDECIDED;
+      }
+      if (e >= end || (c0 !== 114 && c0 !== 45) || (c2 !== 120 && c2 !== 45)) return FAST_UNDECIDED;
+      const f = c.rwxu;
+      evLo[f[0]!] = c0 === 114 ? 1 : 0;
+      evLo[f[1]!] = c2 === 120 ? 1 : 0;
+      evLo[f[2]!] = u;
+      evHi[f[0]!] = 0;
+      evHi[f[1]!] = 0;
+      evHi[f[2]!] = 0;
+      has |= (1 << f[0]!) | (1 << f[1]!) | (1 << f[2]!);
+      pos = e;
+      continue;
+    } else return FAST_UNDECIDED;
+    const meta = c.meta[k]!;
+    const field = meta & 0xff;
+    lo &= c.loMask[k]!;
+    if ((meta & 0x200) !== 0) lo = lo !== 0 ? 1 : 0;
+    evLo[field] = lo;
+    evHi[field] = (meta & 0x100) !== 0 ? hi : 0;
+    has |= 1 << field;
+  }
+  while (pos < end) {
+    const ch = b[pos]!;
+    if (ch !== 32 && ch !== 9 && ch !== 13) return FAST_UNDECIDED;
+    pos++;
+  }
+  ev.has |= has;
+  return PAYLOAD_OK;
+}
+
 /** Compiled current and older texts of every event, by index in EVENTS. */
 const CUR: Compiled[] = EVENTS.map((e) => compiled(e, e.parts));
 const OLD: Compiled[][] = EVENTS.map((e) => e.older.map((p) => compiled(e, p)));
@@ -713,6 +861,7 @@ const OLD: Compiled[][] = EVENTS.map((e) => e.older.map((p) => compiled(e, p)));
 /** Try the 6.18 text, then each older generation (schema given by its index in EVENTS). */
 export function parsePayloadById(id: number, s: string, pos: number, end: number, ev: ParsedEvent, opts: PayloadOptions, bytes: Uint8Array | null = null, view: DataView | null = null): number {
   const schema = EVENTS[id]!;
+  if (view !== null && runBytes(CUR[id]!, bytes!, view, pos, end, ev) === PAYLOAD_OK) return PAYLOAD_OK;
   const r = run(schema, CUR[id]!, s, pos, end, ev, opts, bytes, view);
   const older = OLD[id]!;
   if (r === PAYLOAD_OK || older.length === 0) return r;
