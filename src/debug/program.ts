@@ -12,6 +12,8 @@ export interface SourceLocation {
   /** 1-based. */
   line: number;
   column?: number;
+  /** Last line of a step written over several lines (a mail-wrapped event), when it is not `line`. */
+  endLine?: number;
 }
 
 export interface StepResult {

@@ -193,6 +193,7 @@ export class KvmMmuDebugSession extends LoggingDebugSession {
           const bp = new Breakpoint(b.verified, b.line !== undefined ? this.convertDebuggerLineToClient(b.line) : undefined) as DebugProtocol.Breakpoint;
           bp.id = b.id;
           bp.message = b.message;
+          if (b.endLine !== undefined) bp.endLine = this.convertDebuggerLineToClient(b.endLine);
           bp.source = args.source;
           return bp;
         }),

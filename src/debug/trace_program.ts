@@ -362,7 +362,10 @@ export class TraceProgram implements DebugProgram {
   }
 
   locationOf(step: number): SourceLocation {
-    return step < this.line.n ? { file: this.file, line: this.line.a[step]!, column: 1 } : { file: this.file, line: this.parseStats.lines };
+    if (step >= this.line.n) return { file: this.file, line: this.parseStats.lines };
+    const line = this.line.a[step]!;
+    const span = this.span.a[step]!;
+    return span > 0 ? { file: this.file, line, column: 1, endLine: line + span } : { file: this.file, line, column: 1 };
   }
 
   labelOf(step: number): string {

@@ -85,6 +85,26 @@ describe('DAP: replaying a captured trace', () => {
     );
   });
 
+  it('a line breakpoint on a continuation line of a mail-wrapped event binds to that event, and the frame spans its lines', async () => {
+    dc = await startClient();
+    const MAIL = join(ROOT, 'test', 'fixtures', 'traces', 'mail_wrapped.txt');
+    let bps: DebugProtocol.Breakpoint[] = [];
+    const ev = await launchStopped(dc, { trace: MAIL, stopOnEntry: false }, async (c) => {
+      // line 9 continues the spte_changed event of line 8; line 14 is the third line of the kvm_exit at 12;
+      // line 15 is blank after the last event: nothing to bind to
+      bps = (await c.setBreakpointsRequest({ source: { path: MAIL }, breakpoints: [{ line: 9 }, { line: 14 }, { line: 15 }] })).body.breakpoints;
+    });
+    assert.deepEqual(bps.map((b) => [b.verified, b.line, b.endLine]), [[true, 8, 9], [true, 12, 14], [false, 15, undefined]]);
+    assert.equal(ev.body.reason, 'breakpoint');
+    let f = await topFrame(dc);
+    assert.deepEqual([f.line, f.endLine], [8, 9]);
+    assert.match(f.name, /^kvm_tdp_mmu_spte_changed: .* new_spte 6000003f00a2b77$/);
+    await Promise.all([dc.continueRequest({ threadId: 1 }), dc.waitForEvent('stopped')]);
+    f = await topFrame(dc);
+    assert.deepEqual([f.line, f.endLine], [12, 14]);
+    assert.match(f.name, /^kvm_exit: /);
+  });
+
   it('a line breakpoint in the capture stops at that event', async () => {
     dc = await startClient();
     let bps: DebugProtocol.Breakpoint[] = [];

@@ -742,9 +742,11 @@ export class Controller {
     for (const l of lines) {
       const id = nextBpId++;
       try {
-        const line = valid ? snapLine(valid, l.line) : l.line;
+        // a line inside a step written over several lines (a mail-wrapped event) binds to that step
+        const line = valid ? (valid.within.get(l.line) ?? snapLine(valid.starts, l.line)) : l.line;
+        const endLine = valid?.ends.get(line);
         bps.push({ id, line, hits: 0, cond: l.condition ? parseCondition(l.condition) : undefined, hitCond: l.hitCondition ? parseHitCondition(l.hitCondition) : undefined, logMessage: l.logMessage });
-        out.push({ id, verified: line > 0, line: line > 0 ? line : l.line, message: line > 0 ? undefined : 'no statement on or after this line' });
+        out.push({ id, verified: line > 0, line: line > 0 ? line : l.line, endLine, message: line > 0 ? undefined : 'no statement on or after this line' });
       } catch (e) {
         out.push({ id, verified: false, line: l.line, message: (e as Error).message });
       }
@@ -753,13 +755,21 @@ export class Controller {
     return { breakpoints: out };
   }
 
-  private validLines(file: string): number[] | undefined {
+  /** Lines where steps of `file` start; for steps over several lines, their other lines and last lines. */
+  private validLines(file: string): { starts: number[]; within: Map<number, number>; ends: Map<number, number> } | undefined {
     const lines: number[] = [];
+    const within = new Map<number, number>();
+    const ends = new Map<number, number>();
     for (let i = 0; i < this.program.length(); i++) {
       const loc = this.program.locationOf(i);
-      if (loc.file === file) lines.push(loc.line);
+      if (loc.file !== file) continue;
+      lines.push(loc.line);
+      if (loc.endLine !== undefined && loc.endLine > loc.line) {
+        ends.set(loc.line, loc.endLine);
+        for (let l = loc.line + 1; l <= loc.endLine; l++) within.set(l, loc.line);
+      }
     }
-    return lines.length ? [...new Set(lines)].sort((a, b) => a - b) : undefined;
+    return lines.length ? { starts: [...new Set(lines)].sort((a, b) => a - b), within, ends } : undefined;
   }
 
   private setFunctionBreakpoints(bps: Array<{ name: string; condition?: string; hitCondition?: string }>): { breakpoints: DebugProtocol.Breakpoint[] } {
@@ -839,6 +849,7 @@ export class Controller {
       source: { name: shortName(loc.file), path: loc.file },
       line: atEnd ? loc.line + 1 : loc.line,
       column: loc.column ?? 1,
+      endLine: atEnd ? undefined : loc.endLine,
       presentationHint: kvm.length ? 'subtle' : 'normal',
     });
     return { stackFrames: frames, totalFrames: frames.length };
