@@ -55,7 +55,7 @@ export type WorkerEvent =
   | { event: 'terminated'; exitCode: number }
   | { event: 'breakpoint'; breakpoint: DebugProtocol.Breakpoint }
   | { event: 'invalidated' }
-  | { event: 'progress'; kind: 'start' | 'update' | 'end'; id: string; title?: string; message?: string; percentage?: number }
+  | { event: 'progress'; kind: 'start' | 'update' | 'end'; id: string; title?: string; message?: string; percentage?: number; cancellable?: boolean }
   | { event: 'kvmmmu'; name: string; body: unknown };
 
 export type WorkerMessage = ({ type: 'response' } & WorkerResponse) | ({ type: 'event' } & WorkerEvent);
@@ -63,4 +63,9 @@ export type WorkerMessage = ({ type: 'response' } & WorkerResponse) | ({ type: '
 /** Slots of the shared Int32Array between session and worker. */
 export const SIG_MESSAGES = 0;
 export const SIG_PAUSE = 1;
-export const SIG_SLOTS = 2;
+/**
+ * Set by a DAP `cancel` of the capture's load progress. A flag in shared memory, not a message: the worker
+ * is inside the synchronous read of the capture and drains no port until it has finished.
+ */
+export const SIG_CANCEL_LOAD = 2;
+export const SIG_SLOTS = 3;

@@ -7,7 +7,7 @@ import { EventEmitter } from 'node:events';
 import { existsSync } from 'node:fs';
 import { totalmem } from 'node:os';
 import { join } from 'node:path';
-import { SIG_MESSAGES, SIG_PAUSE, SIG_SLOTS, type LaunchOptions, type WorkerEvent, type WorkerMessage, type WorkerRequest } from './protocol';
+import { SIG_CANCEL_LOAD, SIG_MESSAGES, SIG_PAUSE, SIG_SLOTS, type LaunchOptions, type WorkerEvent, type WorkerMessage, type WorkerRequest } from './protocol';
 
 /** Where the bundled worker is: beside this bundle in dist/, or given explicitly. */
 export function defaultWorkerPath(): string {
@@ -81,6 +81,11 @@ export class RuntimeClient extends EventEmitter {
   /** The Pause button: noticed by the worker between statements and at probe hits. */
   pause(): void {
     Atomics.store(this.sig, SIG_PAUSE, 1);
+  }
+
+  /** Cancel of the load progress: the worker stops reading the capture after its current chunk. */
+  cancelLoad(): void {
+    Atomics.store(this.sig, SIG_CANCEL_LOAD, 1);
   }
 
   async terminate(): Promise<void> {

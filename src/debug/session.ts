@@ -51,6 +51,8 @@ export class KvmMmuDebugSession extends LoggingDebugSession {
   private runtime: RuntimeClient | undefined;
   private terminatedSent = false;
   private hexFormat = false;
+  /** Progress the worker reports as cancellable and has not ended yet. */
+  private readonly cancellableProgress = new Set<string>();
 
   constructor(private readonly sessionOptions: SessionOptions = {}) {
     super();
@@ -74,6 +76,8 @@ export class KvmMmuDebugSession extends LoggingDebugSession {
       supportsReadMemoryRequest: true,
       supportsValueFormattingOptions: true,
       supportsTerminateRequest: true,
+      // For the capture's load progress (a cancellable ProgressStartEvent); requests finish too fast to cancel.
+      supportsCancelRequest: true,
       supportsExceptionOptions: false,
       exceptionBreakpointFilters: EXCEPTION_FILTERS.map(({ filter, label, description, default: d }) => ({ filter, label, description, default: d })),
     };
@@ -153,9 +157,22 @@ export class KvmMmuDebugSession extends LoggingDebugSession {
         this.sendEvent(new Event('breakpoint', { reason: 'changed', breakpoint: e.breakpoint }));
         break;
       case 'progress':
-        if (e.kind === 'start') this.sendEvent(new ProgressStartEvent(e.id, e.title ?? 'KVM MMU', e.message));
-        else if (e.kind === 'update') this.sendEvent(new ProgressUpdateEvent(e.id, e.message));
-        else this.sendEvent(new ProgressEndEvent(e.id, e.message));
+        if (e.kind === 'start') {
+          const ev = new ProgressStartEvent(e.id, e.title ?? 'KVM MMU', e.message) as DebugProtocol.ProgressStartEvent;
+          if (e.cancellable) {
+            ev.body.cancellable = true;
+            this.cancellableProgress.add(e.id);
+          }
+          if (e.percentage !== undefined) ev.body.percentage = e.percentage;
+          this.sendEvent(ev);
+        } else if (e.kind === 'update') {
+          const ev = new ProgressUpdateEvent(e.id, e.message) as DebugProtocol.ProgressUpdateEvent;
+          if (e.percentage !== undefined) ev.body.percentage = e.percentage;
+          this.sendEvent(ev);
+        } else {
+          this.cancellableProgress.delete(e.id);
+          this.sendEvent(new ProgressEndEvent(e.id, e.message));
+        }
         break;
       case 'kvmmmu':
         this.sendEvent(new Event(e.name, e.body));
@@ -303,6 +320,15 @@ export class KvmMmuDebugSession extends LoggingDebugSession {
       return;
     }
     this.sendErrorResponse(response, 2005, `unknown request '${command}'`);
+  }
+
+  /**
+   * Cancels the capture's load (its progress id); the worker then ends the session. A request id, or a
+   * progress that already ended, is acknowledged and changes nothing: cancel is a hint in DAP.
+   */
+  protected override cancelRequest(response: DebugProtocol.CancelResponse, args: DebugProtocol.CancelArguments): void {
+    if (args?.progressId !== undefined && this.cancellableProgress.has(args.progressId)) this.runtime?.cancelLoad();
+    this.sendResponse(response);
   }
 
   protected override terminateRequest(response: DebugProtocol.TerminateResponse): Promise<void> {

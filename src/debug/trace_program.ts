@@ -105,8 +105,19 @@ class StoredEvent extends ParsedEvent {
 
 export interface TraceProgramOptions {
   kernel?: KernelVersion;
-  /** Called while the capture is read: bytes read so far and the file size. */
+  /**
+   * Called while the capture is read, after each chunk: bytes read so far and the file size. It may throw
+   * (a `TraceLoadCancelled`) to abandon the load; the capture file is closed and the constructor rethrows.
+   */
   onProgress?: (bytesRead: number, total: number) => void;
+}
+
+/** Thrown by an `onProgress` that abandons the load (the user cancelled it). */
+export class TraceLoadCancelled extends Error {
+  constructor(readonly bytesRead: number, readonly total: number) {
+    super(`trace load cancelled after ${Math.round(bytesRead / 1e6)} MB`);
+    this.name = 'TraceLoadCancelled';
+  }
 }
 
 /** Window of recent line-start byte offsets kept while reading (events and stacks close within it). */

@@ -4,7 +4,7 @@
  * shared counter with Atomics.wait and drains its port with receiveMessageOnPort.
  */
 import { receiveMessageOnPort, type MessagePort } from 'node:worker_threads';
-import { SIG_MESSAGES, SIG_PAUSE, type WorkerEvent, type WorkerRequest } from '../protocol';
+import { SIG_CANCEL_LOAD, SIG_MESSAGES, SIG_PAUSE, type WorkerEvent, type WorkerRequest } from '../protocol';
 
 export interface Incoming {
   seq: number;
@@ -38,6 +38,11 @@ export class WorkerChannel {
   /** Cheap check, made between statements and at probe hits, for the user's Pause button. */
   pauseRequested(): boolean {
     return Atomics.load(this.sig, SIG_PAUSE) !== 0;
+  }
+
+  /** Checked after each chunk of a capture being loaded: the user cancelled the load's progress. */
+  loadCancelRequested(): boolean {
+    return Atomics.load(this.sig, SIG_CANCEL_LOAD) !== 0;
   }
 
   clearPause(): void {
