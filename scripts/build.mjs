@@ -28,6 +28,8 @@ const nodeEntries = [
   { in: 'src/cli/bin.ts', out: 'dist/cli', banner: '#!/usr/bin/env node' },
   { in: 'src/debug/adapter_main.ts', out: 'dist/debugAdapter' },
   { in: 'src/debug/engine_worker.ts', out: 'dist/engineWorker' },
+  // KVM MMU: Model-Check Trace Capture runs off the extension host's thread, in this worker.
+  { in: 'src/extension/model_check/worker.ts', out: 'dist/modelCheckWorker' },
 ].filter((e) => existsSync(e.in));
 
 const builds = nodeEntries.map((e) => ({

@@ -8,6 +8,7 @@ import { registerSessionView } from './session_view';
 import { KvmMmuAdapterFactory } from './debug_adapter';
 import { registerScenarioDiagnostics } from './scenario_diagnostics';
 import { registerViews, type KvmMmuViews } from './views/register';
+import { registerModelCheck } from './model_check/command';
 
 export interface KvmMmuApi {
   /** Exposed for the integration tests and for other extensions that want to drive sessions. */
@@ -38,6 +39,7 @@ export function activate(context: vscode.ExtensionContext): KvmMmuApi {
   );
   registerSessionView(context);
   registerScenarioDiagnostics(context);
+  registerModelCheck(context);
   const views = registerViews(context);
   return { configurationProvider, views };
 }
