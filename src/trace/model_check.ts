@@ -51,6 +51,7 @@ import { TraceParser } from './parser';
 import { AbortError, parseStream, type StreamOptions } from './stream';
 import { DEFAULT_KERNEL, type KernelVersion } from './kernel_version';
 import { inferSlots, slotHvaOffset, VmEvidence } from './model_vm';
+import { PFERR_GUEST_RMP_LO, PFERR_SYNTHETIC_HI, PrivateEvidence, PrivateMemoryModel, type PrivateKind } from './model_check_private';
 
 export { inferSlots, VmEvidence };
 
@@ -103,7 +104,7 @@ export interface Mismatch {
 export interface ModelCheckResult {
   ok: boolean;
   /** Slots carry `hva` when mmu-notifier operations told it (else the model's default HVA is used). */
-  vm: { format: 'ept' | 'npt'; levels: number; description: string; slots: Array<{ slot: number; gpa: string; size: string; backing: string; hva?: string }> };
+  vm: { format: 'ept' | 'npt'; levels: number; description: string; private?: PrivateKind; slots: Array<{ slot: number; gpa: string; size: string; backing: string; hva?: string }> };
   faultsReplayed: number;
   /** How faults were taken from the capture. */
   faultSource: 'kvm_page_fault' | 'kvm_mmu_spte_requested' | 'none';
@@ -167,6 +168,12 @@ interface Episode {
   hvaEnd: number;
   /** No more events will be attributed to it. */
   closed: boolean;
+  /** Goal level of the first `kvm_mmu_spte_requested` (0: none). */
+  reqLevel: number;
+  /** The fault installed what it requested (`kvm_mmu_set_spte` / `mark_mmio_spte` seen after a request). */
+  ended: boolean;
+  /** The error code is the one kvm_page_fault traced. */
+  fromPageFault: boolean;
 }
 
 /** What a pass over the capture learns about the VM (the episodes go to a callback as they close). */
@@ -183,6 +190,8 @@ interface Scan {
   sawSmm: boolean;
   /** HVA - GPA offsets that mmu-notifier operations imply: 2M region index -> offset -> votes. */
   hvaVotes: Map<number, Map<number, number>>;
+  /** What the capture shows of private memory (TDX shared bit, SNP encrypted faults, attribute changes). */
+  priv: PrivateEvidence;
 }
 
 /**
@@ -216,14 +225,14 @@ const S_UNMAP = EVENT_BY_NAME.get('kvm_unmap_hva_range')!;
  * closed (so only the operations still open are held in memory).
  */
 async function readCapture(source: AsyncIterable<Uint8Array | string>, opts: ModelCheckOptions, emit: (ep: Episode) => void, signal?: AbortSignal): Promise<Scan> {
-  const cap: Scan = { evidence: new VmEvidence(), faults: 0, realChanges: 0, hugeAt: new Map(), regions: new Set(), vcpus: 1, sawPageFault: false, sawSmm: false, hvaVotes: new Map() };
+  const cap: Scan = { evidence: new VmEvidence(), faults: 0, realChanges: 0, hugeAt: new Map(), regions: new Set(), vcpus: 1, sawPageFault: false, sawSmm: false, hvaVotes: new Map(), priv: new PrivateEvidence() };
   const PF = S_PF.index;
   const C = S_CHANGED.index;
   const R = S_REQ.index;
   const SP = S_SPLIT.index;
   const open = new Map<number, Episode>();
   // a faulting address is memory unless the capture's requests there found no memslot (MMIO)
-  const faultRegions = new Set<number>();
+  const faultGpas = new Set<number>();
   const mmioRegions = new Set<number>();
   /** Last memslot generation an MMIO event showed (-1: none yet). */
   let lastGen = -1;
@@ -250,7 +259,7 @@ async function readCapture(source: AsyncIterable<Uint8Array | string>, opts: Mod
   };
   const start = (kind: Episode['kind'], ev: ParsedEvent, f?: Partial<Episode>): Episode => {
     close(ev.pid);
-    const e: Episode = { kind, line: ev.line, pid: ev.pid, vcpu: 0, gpa: 0, errLo: 0, errHi: 0, changes: [], splits: [], requests: [], genBump: 0, checked: false, hvaStart: 0, hvaEnd: 0, closed: false, ...f };
+    const e: Episode = { kind, line: ev.line, pid: ev.pid, vcpu: 0, gpa: 0, errLo: 0, errHi: 0, changes: [], splits: [], requests: [], genBump: 0, checked: false, hvaStart: 0, hvaEnd: 0, closed: false, reqLevel: 0, ended: false, fromPageFault: false, ...f };
     if (kind === 'fault') cap.faults++;
     queue.push(e);
     open.set(ev.pid, e);
@@ -265,6 +274,7 @@ async function readCapture(source: AsyncIterable<Uint8Array | string>, opts: Mod
   });
   function onEvent(ev: ParsedEvent): void {
     cap.evidence.onEvent(ev);
+    cap.priv.onEvent(ev);
     const s = ev.schema;
     if (s === S_PF) {
       const gpa = ev.hi[PF['fault_address']!]! * TWO32 + ev.lo[PF['fault_address']!]!;
@@ -273,17 +283,24 @@ async function readCapture(source: AsyncIterable<Uint8Array | string>, opts: Mod
       cap.sawPageFault = true;
       // an ioctl's run of changes ends when a vCPU faults again (a sequential reading of the capture)
       for (const [pid, e] of open) if (e.kind !== 'fault') close(pid);
-      start('fault', ev, { vcpu, gpa, errLo: ev.lo[PF['error_code']!]!, errHi: ev.hi[PF['error_code']!]! });
-      faultRegions.add(Math.floor(gpa / 0x20_0000));
+      start('fault', ev, { vcpu, gpa, errLo: ev.lo[PF['error_code']!]!, errHi: ev.hi[PF['error_code']!]!, fromPageFault: true });
+      cap.priv.onFault(ev.hi[PF['error_code']!]!);
+      faultGpas.add(gpa - (gpa % 0x20_0000));
     } else if (s === S_REQ) {
       const gfn = ev.hi[R['gfn']!]! * TWO32 + ev.lo[R['gfn']!]!;
       // an error pfn (bits 63:52: no memslot, a hardware-poisoned page, ...) says there is no memory there
       if ((ev.hi[R['pfn']!]! & 0xfff0_0000) === 0) cap.regions.add(Math.floor(gfn / 512));
       else mmioRegions.add(Math.floor(gfn / 512));
-      // Without kvm_page_fault events, the request is the fault (its access is unknown: a write).
-      if (!cap.sawPageFault && open.get(ev.pid)?.kind !== 'fault') start('fault', ev, { gpa: gfn * 4096, errLo: -1 });
+      // Without kvm_page_fault events, the request is the fault (its access is unknown: a write). A request
+      // after a fault installed its page is another operation of the task (KVM_PRE_FAULT_MEMORY).
+      const cur = open.get(ev.pid);
+      if (cur?.kind === 'fault' ? cur.ended && cap.sawPageFault : !cap.sawPageFault) start('fault', ev, { gpa: gfn * 4096, errLo: -1 });
       const ep = open.get(ev.pid);
-      if (ep?.kind === 'fault' || ep?.kind === 'mmio') ep.requests.push(gfn);
+      if (ep?.kind === 'fault' || ep?.kind === 'mmio') {
+        if (ep.requests.length === 0) ep.reqLevel = ev.lo[R['level']!]!;
+        ep.requests.push(gfn);
+        cap.priv.onRequest(ep.kind === 'fault' && ep.fromPageFault && ep.requests.length === 1 ? ep.gpa : -1, gfn, ev.lo[R['level']!]!);
+      }
     } else if (s === S_CHECK_MMIO) {
       // An access to an MMIO SPTE: under NPT the #NPF traced kvm_page_fault just before (same fault); an
       // EPT misconfiguration traces no kvm_page_fault, so a check outside a fresh fault starts its own access.
@@ -296,7 +313,9 @@ async function readCapture(source: AsyncIterable<Uint8Array | string>, opts: Mod
       const gi = s.index['gfn']!;
       if (ep?.kind === 'mmio' && ep.gpa < 0) ep.gpa = (ev.hi[gi]! * TWO32 + ev.lo[gi]!) * 4096;
     } else if (s === S_MARK_MMIO) {
-      sawGen(ev.lo[s.index['gen']!]!, open.get(ev.pid));
+      const ep = open.get(ev.pid);
+      if (ep?.kind === 'fault' && ep.requests.length !== 0) ep.ended = true;
+      sawGen(ev.lo[s.index['gen']!]!, ep);
     } else if (s === S_ENTRY) {
       if (open.get(ev.pid)?.kind === 'fault') close(ev.pid);
     } else if (s === S_SPLIT) {
@@ -320,6 +339,7 @@ async function readCapture(source: AsyncIterable<Uint8Array | string>, opts: Mod
       const ep = open.get(ev.pid);
       const level = ev.lo[S_SET.index['level']!]!;
       if (!ep || level < 1 || level > 5) return;
+      if (ep.kind === 'fault' && ep.requests.length !== 0) ep.ended = true;
       const gfnRaw = ev.hi[S_SET.index['gfn']!]! * TWO32 + ev.lo[S_SET.index['gfn']!]!;
       ep.changes.push({
         asId: 0, gfn: gfnRaw - (gfnRaw % (SPAN[level] ?? 1)), level, oldLo: 0, oldHi: 0,
@@ -338,10 +358,15 @@ async function readCapture(source: AsyncIterable<Uint8Array | string>, opts: Mod
       if (c.asId === 1) cap.sawSmm = true;
       const removal = (c.newLo & 0x800) === 0;
       let ep = open.get(ev.pid);
+      // Removals in a vCPU's task once its fault is over (installed, or gave up before requesting anything)
+      // are its own ioctl: KVM_SET_MEMORY_ATTRIBUTES after a KVM_EXIT_MEMORY_FAULT, say. An RMP fault's
+      // zap (sev_handle_rmp_fault) belongs to the fault.
+      if (ep?.kind === 'fault' && removal && (ep.errLo & PFERR_GUEST_RMP_LO) === 0 && (ep.ended || (ep.requests.length === 0 && cap.evidence.requested > 0))) ep = undefined;
       if (!ep) ep = start(removal ? 'zap' : 'other', ev);
       else if (ep.kind === 'zap' && !removal) ep.kind = 'other';
       else if (ep.kind === 'zap_all' && !removal) ep.kind = 'other';
       ep.changes.push(c);
+      if (ep.kind === 'zap' && (level === 1 || (c.oldLo & 0x880) === 0x880)) cap.priv.onZappedLeaf(gfn, level);
       if (level === 1 && !removal) cap.regions.add(Math.floor(gfn / 512));
       if (level >= 2 && !removal && (c.newLo & 0x80) !== 0) {
         const r = Math.floor(gfn / 512);
@@ -357,7 +382,11 @@ async function readCapture(source: AsyncIterable<Uint8Array | string>, opts: Mod
   await parseStream(source, parser, streamOpts);
   for (const pid of [...open.keys()]) close(pid);
   drain();
-  for (const r of faultRegions) if (!mmioRegions.has(r)) cap.regions.add(r);
+  // a shared TDX GPA is the same memory as its private alias (the memslot lookup strips the shared bit)
+  for (const g of faultGpas) {
+    const r = Math.floor(cap.priv.strip(g) / 0x20_0000);
+    if (!mmioRegions.has(r)) cap.regions.add(r);
+  }
   return cap;
 }
 
@@ -415,12 +444,15 @@ class ModelRun {
   private readonly modelChanges: SpteChange[] = [];
   private readonly touchedOutside = new Map<string, number>();
   private unsubscribe: (() => void) | undefined;
+  /** The private-memory side of the model (TDX, SEV-SNP, SW-protected VMs). */
+  private readonly priv: PrivateMemoryModel | undefined;
 
   constructor(
     private readonly scan: Scan,
     private readonly maxMismatches: number,
   ) {
     const ev = scan.evidence;
+    const privKind: PrivateKind | undefined = scan.priv.kind(ev.format, ev.nxHugeLeaves > 0);
     this.slots = inferSlots(scan.regions, scan.hugeAt).map((sl) => {
       const off = slotHvaOffset(scan.hvaVotes, sl.gpa, sl.size);
       return off === undefined ? sl : { ...sl, hva: sl.gpa + off };
@@ -428,7 +460,8 @@ class ModelRun {
     this.result = {
       ok: true,
       vm: {
-        format: ev.format, levels: ev.levels, description: ev.describe(),
+        format: ev.format, levels: ev.levels, description: ev.describe() + (privKind ? `, ${scan.priv.describe(privKind, ev.levels)}` : ''),
+        ...(privKind ? { private: privKind } : {}),
         slots: this.slots.map((s) => ({
           slot: s.slot, gpa: '0x' + s.gpa.toString(16), size: '0x' + s.size.toString(16), backing: s.backing,
           ...(s.hva !== undefined ? { hva: '0x' + s.hva.toString(16) } : {}),
@@ -446,14 +479,28 @@ class ModelRun {
       this.result.skipped = 'no kvm_page_fault or kvm_mmu_spte_requested events to drive the model with';
       return;
     }
+    const tdx = privKind === 'tdx';
+    const shared = scan.priv.sharedBit || (ev.levels === 5 ? 51 : 47);
     const vm = new X86Vm({
       vendor: ev.format === 'ept' ? 'vmx' : 'svm',
       vendor_config: { max_tdp_level: ev.levels },
-      guest_maxphyaddr: ev.levels === 5 ? 52 : 46,
+      // a TD's GPA width follows its shared bit (GPAW 48: bit 47, GPAW 52: bit 51)
+      guest_maxphyaddr: tdx ? shared + 1 : ev.levels === 5 ? 52 : 46,
       nr_vcpus: scan.vcpus,
+      ...(privKind ? { vm_type: PrivateMemoryModel.vmType(privKind) } : {}),
+      ...(tdx ? { tdx_gpaw: shared === 51 ? 52 as const : 48 as const } : {}),
     });
     if (ev.nxHugeLeaves > 0) vm.set_nx_huge_pages('on');
-    for (const s of this.slots) {
+    // An SEV-SNP capture's KVM_PRE_FAULT_MEMORY ran after LAUNCH_FINISH (before it, the ioctl fails untraced).
+    if (privKind === 'snp') vm.kvm.pre_fault_allowed = true;
+    if (privKind) {
+      this.priv = new PrivateMemoryModel(vm, privKind, scan.priv, ev.nxHugeLeaves > 0);
+      for (const s of this.slots) {
+        const r = this.priv.addSlot(s.slot, s.gpa, s.size, s.backing, s.hva);
+        if (r < 0) throw new Error(`the model could not create slot ${s.slot} with its guest_memfd (${r})`);
+      }
+    }
+    for (const s of privKind ? [] : this.slots) {
       const o = s.hva !== undefined ? { host_backing: s.backing, userspace_addr: s.hva } : { host_backing: s.backing };
       vm.add_slot(s.slot, s.gpa, s.size, o);
       // SMM's address space sees the same memory (as VMMs map guest RAM into both)
@@ -498,6 +545,8 @@ class ModelRun {
           const vcpu = vm.vcpu(id);
           this.followSmm(id, ep);
           vm.enter(vcpu);
+          if (this.priv && ep.requests.length !== 0) this.beforePrivateFault(ep);
+          else if (this.priv && ep.fromPageFault && ep.changes.length === 0) this.beforeUnmappedFault(ep);
           if (ep.errLo === -1) {
             // a fault known only from kvm_mmu_spte_requested: a guest data write to a not-present GPA
             // (EPT qualification: write, GVA valid and translated; #NPF: W with GUEST_FINAL)
@@ -506,7 +555,7 @@ class ModelRun {
           }
           // VMX traces the exit qualification, SVM the #NPF error code: each goes to its own handler.
           if (format === 'ept') handle_ept_violation(vcpu, ep.gpa, ep.errLo >>> 0);
-          else npf_interception(vcpu, ep.gpa, ep.errLo >>> 0, ep.errHi >>> 0);
+          else npf_interception(vcpu, ep.gpa, ep.errLo >>> 0, (ep.errHi & ~PFERR_SYNTHETIC_HI) >>> 0);
           result.faultsReplayed++;
           break;
         }
@@ -524,6 +573,7 @@ class ModelRun {
         }
         case 'prefault': {
           // KVM_PRE_FAULT_MEMORY (a prefetch: no accessed bit): each page it requested, in order
+          if (this.priv && ep.requests.length !== 0) this.beforePrivateFault(ep);
           for (const gfn of ep.requests) {
             vm.pre_fault_memory(Math.min(ep.vcpu, 63), gfn * 4096, 4096);
             result.faultsReplayed++;
@@ -549,11 +599,14 @@ class ModelRun {
           } : undefined);
           break;
         }
-        case 'zap':
+        case 'zap': {
+          // In a VM with private memory a zap outside faults is taken for the conversion that caused it.
+          const converted: Array<{ gfn: number; level: number }> = [];
           for (const c of ep.changes) {
             if (c.set || (c.oldLo & 0x800) === 0) continue;
             if (c.level === 1 || (c.oldLo & 0x80) !== 0) {
-              vm.zap_gfn_range(c.gfn, c.gfn + (SPAN[c.level] ?? 1));
+              if (this.priv) converted.push({ gfn: c.gfn, level: c.level });
+              else vm.zap_gfn_range(c.gfn, c.gfn + (SPAN[c.level] ?? 1));
               continue;
             }
             // A table's parent SPTE removed outside a fault: NX huge page recovery of that table (the
@@ -565,7 +618,9 @@ class ModelRun {
               }
             }
           }
+          if (converted.length !== 0) this.convertZapped(converted);
           break;
+        }
         case 'other':
           result.notReplayed += ep.changes.filter((c) => !c.set).length;
           for (const c of ep.changes) this.touchedOutside.set(key(c.asId, c.gfn, c.level), c.line!);
@@ -578,6 +633,29 @@ class ModelRun {
     result.modelChanges += this.modelChanges.length;
     compareEpisode(ep, this.modelChanges, result, this.touchedOutside);
     return result.mismatches.length < this.maxMismatches;
+  }
+
+  private beforePrivateFault(ep: Episode): void {
+    const before = this.priv!.conversions;
+    this.priv!.beforeFault({ gpa: ep.gpa, errHi: ep.errHi, fromPageFault: ep.fromPageFault, gfn: ep.requests[0]!, level: ep.reqLevel || 1 });
+    this.countConversions(before);
+  }
+
+  private beforeUnmappedFault(ep: Episode): void {
+    const before = this.priv!.conversions;
+    this.priv!.beforeUnmappedFault(ep);
+    this.countConversions(before);
+  }
+
+  private convertZapped(leaves: Array<{ gfn: number; level: number }>): void {
+    const before = this.priv!.conversions;
+    this.priv!.convertZapped(leaves);
+    this.countConversions(before);
+  }
+
+  private countConversions(before: number): void {
+    const n = this.priv!.conversions - before;
+    if (n > 0) this.result.operations['attributes'] = (this.result.operations['attributes'] ?? 0) + n;
   }
 
   private dummySlots = 0;
