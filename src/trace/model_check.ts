@@ -21,7 +21,10 @@
  *   a huge leaf is installed without execute permission.
  * - Operations, read in capture order per task: a fault is `kvm_page_fault` (address = GPA under TDP; VMX
  *   traces the EPT exit qualification, replayed through handle_ept_violation; SVM the #NPF error code,
- *   through npf_interception) up to that task's `kvm_entry` or next fault; without any `kvm_page_fault`,
+ *   through npf_interception) up to that task's `kvm_entry` or next fault, except that once it installed
+ *   its page (`kvm_mmu_set_spte` / `mark_mmio_spte`), or if it requested nothing, a removal starts a run of
+ *   its own (an RMP fault's zap stays in the fault), and a further request is a prefault (KVM_PRE_FAULT_MEMORY
+ *   traces no `kvm_page_fault`); without any `kvm_page_fault`,
  *   each `kvm_mmu_spte_requested` is a write fault on its gfn, or KVM_PRE_FAULT_MEMORY of it when the leaf
  *   it installs has no accessed bit (a prefetch). Outside faults, a task's run of changes with
  *   `kvm_mmu_split_huge_page`, or one that only write-protects leaves, is dirty logging (enabling it, or a
@@ -38,6 +41,30 @@
  *   no old value and no address space); the earliest line where they disagree is reported.
  * - SMM: a fault whose changes are in address space 1 runs with the vCPU in SMM (slots mapped in both
  *   address spaces); no event shows SMM entry or exit.
+ * - Private memory (./model_check_private.ts). VM type: TDX when a fault's GPA has bit 47 (or 51) set and
+ *   its `kvm_mmu_spte_requested` names the gfn without it (KVM strips the shared bit; the TD's GPAW is 48,
+ *   or 52), or when VMX exits with TDCALL; SEV-SNP when an #NPF error code has PFERR_GUEST_ENC (bit 34)
+ *   or `kvm_rmp_fault` appears; KVM_X86_SW_PROTECTED_VM when a huge leaf zapped outside a fault is
+ *   refaulted smaller (NX mitigation off). Such a VM's slots are bound to a guest_memfd (huge folios where
+ *   huge leaves were installed; a SW-protected VM only where that evidence lies), all private for TDX and
+ *   SEV-SNP (their VMMs convert guest RAM before the guest runs), shared for SW-protected. A fault's kind
+ *   is the shared bit (TDX: a private fault goes through the mirror root, a shared one through the direct
+ *   root; both trace the gfn without the bit) or the ENC bit (SEV-SNP; npf_interception's own
+ *   PFERR_PRIVATE_ACCESS, bit 49, is stripped before replay); the kind of a prefault, and of every fault of
+ *   a SW-protected VM, follows the attribute. Attributes (KVM_SET_MEMORY_ATTRIBUTES is not traced) come
+ *   from effects: a run of leaf removals outside a fault, including one by a vCPU task after its fault
+ *   installed its page or gave up before requesting one (a KVM_EXIT_MEMORY_FAULT served in that thread),
+ *   converts each leaf's range away from its side (TDX: mirror = private; else the model's attribute);
+ *   before a mapping fault the gfn (its whole huge page when the capture mapped huge) takes the fault's
+ *   kind; a fault that mapped smaller than the model would gives one gfn of the next larger page, which
+ *   the capture never faults on, the other kind (KVM_LPAGE_MIXED_FLAG); a fault that requested nothing
+ *   with no leaf over its gfn is a kind/attribute mismatch, and the gfn's attribute is made to disagree.
+ *   What cannot be inferred: which gfns of a SW-protected VM are private (its private and shared SPTEs
+ *   look alike; only a level can show the difference), the real extent of a conversion (only what it
+ *   zapped and the levels of later faults), a conversion or PUNCH_HOLE that zapped nothing, a punch hole
+ *   as opposed to a conversion (both zap; the model converts), which gfn made a huge page mixed, whether a
+ *   SW-protected slot without that evidence has a guest_memfd, and guest_memfd folio sizes (6.18 has only
+ *   order 0; larger folios are a model option). A TDX private SPTE's S-EPT (TDX module) side is not traced.
  * - Only TDP MMU captures are checked (shadow paging faults on GVAs whose guest page tables are not traced).
  */
 import { createReadStream, statSync } from 'node:fs';
