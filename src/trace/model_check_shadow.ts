@@ -294,6 +294,19 @@ class ShadowReplay {
       }
     }
     for (const g of named) maxGfn = Math.max(maxGfn, g);
+    // nx_huge_pages: a huge SPTE without execute where the guest allowed it (the iTLB multihit mitigation)
+    let nxHuge = false;
+    let tdpLevel = 4;
+    for (const op of cap.ops) {
+      for (const r of op.recs) {
+        if (r.k === K.GET && (r.b & ROLE_DIRECT) !== 0 && isRootSp(r.b, r.a, 0)) tdpLevel = r.b & 0xf;
+        if (r.k !== K.SET || r.b < 2) continue;
+        const last = op.pes[op.pes.length - 1];
+        const guestNx = last !== undefined && op.pes[0]!.b !== 2 && (last.hi & 0x8000_0000) !== 0;
+        const spteNx = this.direct ? !cap.svm && (r.lo & 4) === 0 || cap.svm && (r.hi & 0x8000_0000) !== 0 : (r.hi & 0x8000_0000) !== 0;
+        if (spteNx && !guestNx) nxHuge = true;
+      }
+    }
     if (!this.direct && levels === 3 && ![...regions].some((r) => r < 2048)) regions.add(0);
     const slots = inferSlots(regions, hugeAt);
     if (slots.length === 0) return 'no guest memory named by the capture';
@@ -316,6 +329,10 @@ class ShadowReplay {
       host_backing: s0.backing as HostBacking,
       vcpus: cap.vcpus,
       cpu: { maxphyaddr: maxGfn >= 2 ** 34 ? 52 : 46 },
+      kvm: {
+        params: nxHuge ? { nx_huge_pages: 'on' } : {},
+        ...(this.direct ? { vendor_config: { max_tdp_level: (tdpLevel === 5 ? 5 : 4) as 4 | 5 }, guest_maxphyaddr: tdpLevel === 5 ? 52 : 46 } : {}),
+      },
     });
     for (const s of slots.slice(1)) {
       const r = vm.setMemoryRegion(s.slot, s.gpa, s.size, 0, s.backing);
@@ -323,11 +340,12 @@ class ShadowReplay {
     }
     this.vm = vm;
     for (let i = 0; i < cap.vcpus; i++) this.vs.push({ mode: 0, table: -1, pgd: 0, pgdOf: new Map(), variant: 0, pdpt: new Uint32Array(8) });
+    if (this.direct) levels = tdpLevel;
     const modeName = this.direct ? 'TDP with the legacy MMU (tdp_mmu=N), direct shadow pages' : levels === 2 ? '32-bit guest paging' : levels === 3 ? 'PAE guest paging' : `${levels}-level guest paging`;
     this.result.vm = {
       format: cap.svm ? 'npt' : 'ept',
       levels,
-      description: `${this.direct ? '' : 'shadow paging (TDP off), '}${modeName}, ${cap.svm ? 'SVM' : 'VMX'}, ${cap.vcpus} vCPU${cap.vcpus > 1 ? 's' : ''}${this.direct ? '' : '; guest CR0.WP=1 EFER.NX=1, SMEP/SMAP off (not traced)'}`,
+      description: `${this.direct ? '' : 'shadow paging (TDP off), '}${modeName}, ${cap.svm ? 'SVM' : 'VMX'}, ${cap.vcpus} vCPU${cap.vcpus > 1 ? 's' : ''}${nxHuge ? '; nx_huge_pages on (a huge SPTE without execute)' : ''}${this.direct ? '' : '; guest CR0.WP=1 EFER.NX=1, SMEP/SMAP off (not traced)'}`,
       slots: slots.map((s) => ({ slot: s.slot, gpa: '0x' + h(s.gpa), size: '0x' + h(s.size), backing: s.backing })),
     };
     this.unsubscribe = trace.subscribe((e) => {

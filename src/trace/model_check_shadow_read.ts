@@ -73,7 +73,7 @@ export interface Op {
 export interface ShadowCapture {
   ops: Op[];
   vcpus: number;
-  /** Records belonging to no operation the model can run (counted as not replayed). */
+  /** SPTEs set outside any operation the model can run (counted as not replayed). */
   stray: number;
   setSptes: number;
   tdpChanges: number;
@@ -252,7 +252,7 @@ export async function readShadowCapture(source: AsyncIterable<Uint8Array | strin
         }
         if (cur === null || cur.ended) {
           // a direct shadow page outside a walk: the start of a TDP fault (tdp_mmu=N), whose request follows
-          if ((r.b & 0x80) !== 0) {
+          if ((r.b & 0x80) !== 0 && !cap.sawWalk) {
             st.entry = null;
             st.cur = newOp('direct', r, vcpu);
             st.cur.recs.push(r);
@@ -304,7 +304,8 @@ export async function readShadowCapture(source: AsyncIterable<Uint8Array | strin
         }
         break;
     }
-    cap.stray++;
+    // an SPTE set outside any operation the model runs (e.g. eager page splitting) is not compared
+    if (k === K.SET) cap.stray++;
   };
   const parser = new TraceParser({ kernel: opts.kernel ?? DEFAULT_KERNEL, onEvent });
   const so: StreamOptions = {};

@@ -14,10 +14,44 @@ import { formatTraceLine } from '../../../src/scenario/trace_text';
 const ROOT = resolve(__dirname, '..', '..', '..');
 const SHADOW_EXAMPLES = ['shadow-paging', 'unsync-shadow-pages', 'shadow-two-vcpus', 'shadow-pcid', 'pae-shadow-roots', 'shadow-dirty-log', 'tdp-legacy-mmu'];
 
-/** What `kvm-mmu run examples/NAME.kvmmmu --trace-out FILE` writes, as lines. */
+// Paging modes and root switches the examples do not cover.
+const GUEST_32 = `vm arch=x86 vendor=intel tdp=off maxphyaddr=46 vcpus=1
+KVM_SET_USER_MEMORY_REGION2 slot=0 gpa=0 size=64M backing=4K
+guest map cr3=0x10000 gva 0x400000..0x404000 gpa=0x200000 page=4K flags=rw,user mode=32bit
+guest map cr3=0x10000 gva 0xc0000000..0xc0001000 gpa=0x300000 page=4K flags=rw mode=32bit
+guest set cr3=0x10000 cr4=0x10 efer=0 cr0=0x80010011
+guest read gva=0x401000 user
+guest write gva=0x401000 user
+guest write gva=0xc0000000
+guest read gva=0x800000 user
+`;
+const GUEST_LA57 = GUEST_32.replace(/mode=32bit/g, 'mode=5level').replace('cr4=0x10 efer=0', 'cr4=0x1020 efer=0xd00');
+// Five address spaces: 0x10 and 0x20 alternate through the prev_roots cache (no root allocation), until
+// three others push 0x10 out of it.
+const ROOT_SWITCHES = `vm arch=x86 vendor=intel tdp=off maxphyaddr=46 vcpus=1
+KVM_SET_USER_MEMORY_REGION2 slot=0 gpa=0 size=64M backing=4K
+${[1, 2, 3, 4, 5].map((i) => `guest map cr3=0x${i}0000 gva 0x400000..0x404000 gpa=0x${i}00000 page=4K flags=rw,user`).join('\n')}
+guest set cr3=0x10000 cr4=0x20 efer=0xd00 cr0=0x80010011
+guest read gva=0x400000 user
+guest set cr3=0x20000
+guest read gva=0x400000 user
+guest set cr3=0x10000
+guest read gva=0x401000 user
+guest set cr3=0x20000
+guest write gva=0x401000 user
+${[3, 4, 5].map((i) => `guest set cr3=0x${i}0000\nguest read gva=0x401000 user`).join('\n')}
+guest set cr3=0x10000
+guest read gva=0x402000 user
+guest set cr3=0x40000
+guest read gva=0x402000 user
+guest write gva=0x402000 user
+`;
+const INLINE: Record<string, string> = { 'guest-32bit': GUEST_32, 'guest-la57': GUEST_LA57, 'root-switches': ROOT_SWITCHES };
+
+/** What `kvm-mmu run examples/NAME.kvmmmu --trace-out FILE` writes (or the inline scenario NAME), as lines. */
 function capture(name: string): string[] {
   const file = join(ROOT, 'examples', `${name}.kvmmmu`);
-  const program = loadScenario(file, nodeReader, nodeReader.read(file)!);
+  const program = loadScenario(file, nodeReader, INLINE[name] ?? nodeReader.read(file)!);
   const lines: string[] = [];
   let seq = 0;
   const runner = new ScenarioRunner(program, { engineFactory: createEngine, onEvent: (e, task) => lines.push(formatTraceLine(e, seq++, 'qemu-system-x86', task)) });
@@ -39,7 +73,7 @@ const check = (lines: string[], maxMismatches = 1) => modelCheckShadowStream(chu
 
 const caps = new Map<string, string[]>();
 before(() => {
-  for (const e of SHADOW_EXAMPLES) caps.set(e, capture(e));
+  for (const e of [...SHADOW_EXAMPLES, ...Object.keys(INLINE)]) caps.set(e, capture(e));
 });
 
 /** Index of the only line matching `re` (1-based capture line = index + 1). */
@@ -50,7 +84,7 @@ function only(lines: string[], re: RegExp): number {
 }
 
 describe('shadow model check: the model agrees with its own captures', () => {
-  for (const name of SHADOW_EXAMPLES) {
+  for (const name of [...SHADOW_EXAMPLES, ...Object.keys(INLINE)]) {
     it(`${name} checks clean`, async () => {
       const r = await check(caps.get(name)!);
       assert.equal(r.skipped, undefined);
@@ -75,6 +109,41 @@ describe('shadow model check: the model agrees with its own captures', () => {
     assert.match(legacy.vm.description, /tdp_mmu=N/);
     // direct_map prefetches 7 neighbours after the leaf: counted, not compared
     assert.equal(legacy.notReplayed, 7);
+  });
+
+  it('32-bit and 5-level guests: the mode comes from the walk, the table indices from the walk address', async () => {
+    const g32 = await check(caps.get('guest-32bit')!);
+    assert.equal(g32.vm.levels, 2);
+    assert.match(g32.vm.description, /32-bit guest paging/);
+    const la57 = await check(caps.get('guest-la57')!);
+    assert.equal(la57.vm.levels, 5);
+    // 0xc0000000 is PDE 0x300 of a 32-bit page directory (4-byte entries): the walk's A bit lands at 0x10c00
+    const lines = [...caps.get('guest-32bit')!];
+    const i = only(lines, /kvm_mmu_set_accessed_bit: gpa 10c00$/);
+    lines[i] = lines[i]!.replace('gpa 10c00', 'gpa 10600');
+    const r = await check(lines);
+    assert.equal(r.mismatches[0]?.line, i + 1);
+    assert.match(r.mismatches[0]!.model!.text, /gpa 10c00/);
+  });
+
+  it('switches to cached roots without allocation, as the capture did', async () => {
+    const r = await check(caps.get('root-switches')!);
+    // 0x10 <-> 0x20 twice, and back to 0x40 at the end: prev_roots hits with no kvm_mmu_get_page
+    assert.equal(r.operations['cr3_switch'], 3);
+    assert.equal(r.operations['entry'], 6);
+  });
+
+  it('a capture that reuses a root the model evicted from prev_roots is reported at the walk', async () => {
+    const lines = [...caps.get('root-switches')!];
+    // 0x10 comes back after three other roots: the real KVM allocated it again (existing page)
+    const i = only(lines, /kvm_mmu_get_page: .* gfn 10 l4 .* existing$/);
+    lines.splice(i, 1);
+    const r = await check(lines);
+    assert.equal(r.ok, false);
+    const m = r.mismatches[0]!;
+    // the walk's first element: the model's switch allocated a root first
+    assert.equal(m.line, i + 2);
+    assert.match(m.model!.text, /kvm_mmu_get_page: .* gfn 10 l4 .* existing/);
   });
 
   it('infers the write protection KVM_GET_DIRTY_LOG did (untraced) from a P|W fault the model would not take', async () => {
