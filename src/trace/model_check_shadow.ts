@@ -39,10 +39,17 @@
  *   CR3). PCIDs and the real CR3 values are not traced: root_count and the generation are not compared.
  * - Memslots: as in the TDP check (inferSlots): 2 MiB regions around every gfn named, host page size from
  *   the largest SPTE set there. vCPUs: `CPU N/KVM` task names, else one per task.
- * - TDP with tdp_mmu=N: no walk; each `kvm_mmu_spte_requested` is a write fault on its gfn.
+ * - A `kvm_page_fault` before a walk is the #PF intercept of that walk's fault (the walk's pferr is
+ *   replayed).
+ * - TDP with tdp_mmu=N: no walk. A fault is a `kvm_page_fault` (VMX: the EPT violation's exit
+ *   qualification, turned into PFERR bits; SVM: the #NPF error code), else a `fast_page_fault` (its
+ *   error code), else a `kvm_mmu_spte_requested` (a write to its gfn). `fast_page_fault` is compared
+ *   (address, error code, old and new SPTE masked, spurious, fixed). Root pages are direct at gfn 0; the
+ *   TDP level is theirs.
+ * - nx_huge_pages: on when a huge SPTE lacks execute permission the guest entry did not deny.
  */
 import { createReadStream } from 'node:fs';
-import { hexHalves, SP_TEXT_ROLE_MASK } from '../engine/tracepoints/index';
+import { hexHalves, RET_PF_FIXED_6_18, RET_PF_SPURIOUS_6_18, SP_TEXT_ROLE_MASK } from '../engine/tracepoints/index';
 import { trace, type TraceEvent } from '../engine/trace_sink';
 import { ShadowVm } from '../engine/x86/shadow_vm';
 import { kvm_mmu_write_protect_pt_masked, kvm_unmap_gfn_range, kvm_page_table_hashfn, ROOT_INVALID } from '../engine/x86/shadow_mmu';
@@ -155,9 +162,15 @@ function capKey(r: Rec): string {
       return `spte_requested gfn ${h(r.a)} level ${r.b}`;
     case K.SET:
       return `set_spte gfn ${h(r.a)} level ${r.b} spte ${maskedSpte(r.lo, r.hi)} (pfn masked)`;
+    case K.FAST:
+      return fastKey(r.a, r.b, r.olo, r.ohi, r.lo, r.hi, (r.c & 1) !== 0, (r.c & 2) !== 0);
     default:
       return '';
   }
+}
+
+function fastKey(gpa: number, ec: number, olo: number, ohi: number, nlo: number, nhi: number, spurious: boolean, fixed: boolean): string {
+  return `fast_page_fault gva ${h(gpa)} error_code ${h(ec >>> 0)} old ${maskedSpte(olo, ohi)} new ${maskedSpte(nlo, nhi)} spurious ${spurious ? 1 : 0} fixed ${fixed ? 1 : 0} (pfn masked)`;
 }
 
 /** Key of a model event, '' for events not compared; `mask`: the role bits the paired capture text showed. */
@@ -187,12 +200,18 @@ function modelKey(e: TraceEvent, mask: number): string {
       const s = halves(f['spte']);
       return `set_spte gfn ${gfn()} level ${Number(f['level'])} spte ${maskedSpte(s.lo, s.hi)} (pfn masked)`;
     }
+    case 'fast_page_fault': {
+      const o = halves(f['old_spte']);
+      const n = halves(f['new_spte']);
+      const ret = Number(f['ret']);
+      return fastKey(Number(f['cr2_or_gpa']), halves(f['error_code']).lo, o.lo, o.hi, n.lo, n.hi, ret === RET_PF_SPURIOUS_6_18, ret === RET_PF_FIXED_6_18);
+    }
     default:
       return '';
   }
 }
 
-const COMPARED = new Set(['kvm_mmu_paging_element', 'kvm_mmu_set_accessed_bit', 'kvm_mmu_set_dirty_bit', 'kvm_mmu_walker_error', 'kvm_mmu_get_page', 'kvm_mmu_sync_page', 'kvm_mmu_unsync_page', 'kvm_mmu_spte_requested', 'kvm_mmu_set_spte']);
+const COMPARED = new Set(['fast_page_fault', 'kvm_mmu_paging_element', 'kvm_mmu_set_accessed_bit', 'kvm_mmu_set_dirty_bit', 'kvm_mmu_walker_error', 'kvm_mmu_get_page', 'kvm_mmu_sync_page', 'kvm_mmu_unsync_page', 'kvm_mmu_spte_requested', 'kvm_mmu_set_spte']);
 
 // ---------------------------------------------------------------------------------------------------
 // The replay
@@ -614,16 +633,37 @@ class ShadowReplay {
     this.count(wrprot ? 'inferred_write_protect' : 'inferred_zap');
   }
 
-  /** TDP with the legacy MMU: a fault on the requested gfn (its access is not traced: a write). */
+  /**
+   * TDP with the legacy MMU: a fault on a GPA. Its access comes from kvm_page_fault (VMX: the EPT
+   * violation's exit qualification; SVM: the #NPF error code), else from fast_page_fault, else it is a
+   * write to the requested gfn.
+   */
   private directFault(op: Op): void {
     this.use(op.vcpu);
     const req = op.recs.find((r) => r.k === K.REQ);
-    if (!req) {
+    const fast = op.recs.find((r) => r.k === K.FAST);
+    let gpa: number;
+    let ec: number;
+    if (op.pf) {
+      gpa = op.pf.a;
+      const q = op.pf.lo;
+      // EPT qualification: bit 1 write, bit 2 fetch, bits 5:3 the entry's RWX (any: present)
+      ec = this.cap.svm ? q & 0x1f : ((q & 2) !== 0 ? PFERR_W : 0) | ((q & 4) !== 0 ? PFERR_F : 0) | ((q & 0x38) !== 0 ? PFERR_P : 0);
+    } else if (fast) {
+      gpa = fast.a;
+      ec = fast.b & 0x1f;
+    } else if (req) {
+      gpa = req.a * 4096;
+      ec = PFERR_W;
+    } else {
       this.count('not_replayed');
       return;
     }
+    gpa -= gpa % 4096;
+    const allowed = this.vm.hwAccess(gpa, (ec & PFERR_W) !== 0, false, (ec & PFERR_F) !== 0) < 0;
+    if (allowed && (ec & PFERR_P) !== 0) this.repair(gpa, (ec & PFERR_W) !== 0);
     this.buf = [];
-    this.vm.fault(req.a * 4096, PFERR_W | PFERR_U);
+    this.vm.fault(gpa, ec);
     this.result.faultsReplayed++;
     this.count('fault');
     this.compare(op, op.recs);

@@ -32,6 +32,10 @@ export const enum K {
   SET,
   /** A TDP MMU change: the capture is not a shadow-MMU one. */
   TDP,
+  /** kvm_page_fault: a = GPA, lo/hi = error code (VMX: exit qualification; SVM: #NPF error code). */
+  PF,
+  /** fast_page_fault: a = address, b = error code low half, c = spurious | fixed << 1; old SPTE in olo/ohi, new in lo/hi. */
+  FAST,
 }
 
 /** One event of the capture, kept for replay and comparison. */
@@ -48,6 +52,8 @@ export interface Rec {
   /** SPTE (SET) or pte (PE) halves; addr halves (WALK). */
   lo: number;
   hi: number;
+  olo: number;
+  ohi: number;
   text: string;
 }
 
@@ -57,6 +63,8 @@ export interface Op {
   /** First line of the operation. */
   line: number;
   walk?: Rec;
+  /** The kvm_page_fault that started a direct operation. */
+  pf?: Rec;
   /** The walk's paging elements, top level first. */
   pes: Rec[];
   /** Its A/D updates (gpa records). */
@@ -95,6 +103,8 @@ const SCH = new Map([
   [S('kvm_mmu_spte_requested'), K.REQ],
   [S('kvm_mmu_set_spte'), K.SET],
   [S('kvm_tdp_mmu_spte_changed'), K.TDP],
+  [S('kvm_page_fault'), K.PF],
+  [S('fast_page_fault'), K.FAST],
 ]);
 const S_EXIT = S('kvm_exit');
 const TWO32 = 0x1_0000_0000;
@@ -103,7 +113,7 @@ function rec(ev: ParsedEvent, k: K, task: number): Rec {
   const s = ev.schema;
   const f = (name: string) => s.index[name]!;
   const num = (name: string) => ev.hi[f(name)]! * TWO32 + ev.lo[f(name)]!;
-  const r: Rec = { k, line: ev.line, task, a: 0, b: 0, c: 0, lo: 0, hi: 0, text: ev.text };
+  const r: Rec = { k, line: ev.line, task, a: 0, b: 0, c: 0, lo: 0, hi: 0, olo: 0, ohi: 0, text: ev.text };
   switch (k) {
     case K.WALK:
       r.lo = ev.lo[f('addr')]!;
@@ -142,6 +152,20 @@ function rec(ev: ParsedEvent, k: K, task: number): Rec {
       r.b = ev.lo[f('level')]!;
       r.lo = ev.lo[f('spte')]!;
       r.hi = ev.hi[f('spte')]!;
+      break;
+    case K.PF:
+      r.a = num('fault_address');
+      r.lo = ev.lo[f('error_code')]!;
+      r.hi = ev.hi[f('error_code')]!;
+      break;
+    case K.FAST:
+      r.a = num('cr2_or_gpa');
+      r.b = ev.lo[f('error_code')]!;
+      r.c = (ev.derived.spurious === 1 ? 1 : 0) | (ev.derived.fixed === 1 ? 2 : 0);
+      r.olo = ev.lo[f('old_spte')]!;
+      r.ohi = ev.hi[f('old_spte')]!;
+      r.lo = ev.lo[f('new_spte')]!;
+      r.hi = ev.hi[f('new_spte')]!;
       break;
   }
   return r;
@@ -216,6 +240,12 @@ export async function readShadowCapture(source: AsyncIterable<Uint8Array | strin
       case K.WALK:
         cap.sawWalk = true;
         st.entry = null;
+        if (cur !== null && cur.kind === 'direct' && cur.pf !== undefined && cur.recs.length === 0) {
+          // the #PF intercept's kvm_page_fault, then its walk: one fault (with the full error code)
+          cur.kind = 'fault';
+          cur.walk = r;
+          return;
+        }
         st.cur = newOp('fault', r, vcpu);
         st.cur.walk = r;
         return;
@@ -282,8 +312,8 @@ export async function readShadowCapture(source: AsyncIterable<Uint8Array | strin
           cur.recs.push(r);
           return;
         }
-        if (!cap.sawWalk) {
-          // TDP with the legacy MMU: the request is the fault
+        if (!cap.sawWalk && (cur === null || cur.kind !== 'direct' || cur.ended || cur.sawReq)) {
+          // TDP with the legacy MMU and no kvm_page_fault: the request is the fault
           st.entry = null;
           st.cur = newOp('direct', r, vcpu);
           st.cur.sawReq = true;
@@ -291,6 +321,23 @@ export async function readShadowCapture(source: AsyncIterable<Uint8Array | strin
           return;
         }
         break;
+      case K.PF:
+        // a TDP fault (tdp_mmu=N), or a shadow #PF whose walk follows (see K.WALK)
+        st.entry = null;
+        st.cur = newOp('direct', r, vcpu);
+        st.cur.pf = r;
+        return;
+      case K.FAST:
+        if (cap.sawWalk) break;
+        if (cur === null || cur.kind !== 'direct' || cur.ended || cur.sawReq || cur.recs.length > 0) {
+          // the fast path fixed it without a traced kvm_page_fault before: the event is the fault
+          st.entry = null;
+          st.cur = newOp('direct', r, vcpu);
+        }
+        st.cur!.recs.push(r);
+        // a fixed or spurious fault ends here; otherwise the slow path (a request) follows
+        if (r.c !== 0) st.cur!.ended = true;
+        return;
       case K.SET:
         cap.setSptes++;
         if (cur !== null && cur.sawReq) {

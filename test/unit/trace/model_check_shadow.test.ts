@@ -146,6 +146,17 @@ describe('shadow model check: the model agrees with its own captures', () => {
     assert.match(m.model!.text, /kvm_mmu_get_page: .* gfn 10 l4 .* existing/);
   });
 
+  it("a #PF intercept's kvm_page_fault before each walk joins that walk's fault", async () => {
+    const lines = caps.get('shadow-paging')!.flatMap((l) => {
+      const m = / kvm_mmu_pagetable_walk: addr ([0-9a-f]+) pferr ([0-9a-f]+) /.exec(l);
+      return m ? [l.replace(/kvm_mmu_pagetable_walk: .*/, `kvm_page_fault: vcpu 0 rip 0x1000 address 0x${m[1]!.padStart(16, '0')} error_code 0x${m[2]}`), l] : [l];
+    });
+    const plain = await check(caps.get('shadow-paging')!);
+    const r = await check(lines);
+    assert.deepEqual(r.mismatches, []);
+    assert.deepEqual(r.operations, plain.operations);
+  });
+
   it('infers the write protection KVM_GET_DIRTY_LOG did (untraced) from a P|W fault the model would not take', async () => {
     const r = await check(caps.get('shadow-dirty-log')!);
     assert.equal(r.operations['inferred_write_protect'], 1);
@@ -217,6 +228,33 @@ describe('shadow model check: edited captures are reported where they differ', (
     assert.equal(r.ok, false);
     assert.equal(r.mismatches[0]!.line, walk + 1);
     assert.match(r.mismatches[0]!.reason, /does not do this \(sync_page gfn 13/);
+  });
+});
+
+describe('shadow model check: TDP with the legacy MMU (tdp_mmu=N)', () => {
+  it('a kvm_page_fault (EPT violation) drives the fault: its GPA, not the requested gfn', async () => {
+    const lines = [...caps.get('tdp-legacy-mmu')!];
+    const req = only(lines, /kvm_mmu_spte_requested: gfn 203 /);
+    const pf = (gpa: string, qual: string) => lines[req]!.replace(/kvm_mmu_spte_requested: .*/, `kvm_page_fault: vcpu 0 rip 0xfff0 address 0x${gpa.padStart(16, '0')} error_code 0x${qual}`);
+    // a read (qualification bit 0, GVA valid and translated) of 0x203000: what the example did
+    const same = [...lines.slice(0, req), pf('203000', '181'), ...lines.slice(req)];
+    const ok = await check(same);
+    assert.deepEqual(ok.mismatches, []);
+    assert.equal(ok.operations['fault'], 2);
+    const other = [...lines.slice(0, req), pf('204000', '181'), ...lines.slice(req)];
+    const r = await check(other);
+    assert.equal(r.mismatches[0]?.line, req + 2);
+    assert.match(r.mismatches[0]!.model!.text, /kvm_mmu_spte_requested: gfn 204 /);
+  });
+
+  it('the fast path after dirty logging write-protected the SPTE: an edited fix is reported at its line', async () => {
+    const lines = [...caps.get('tdp-legacy-mmu')!];
+    const i = only(lines, /fast_page_fault: .* fixed 1$/);
+    // the real fast path made gfn 203 writable again; claim it left the SPTE read-only
+    lines[i] = lines[i]!.replace(/new 8600001000203b77/, 'new 8600001000203b75');
+    const r = await check(lines);
+    assert.equal(r.mismatches[0]?.line, i + 1);
+    assert.match(r.mismatches[0]!.model!.text, /new 8600001000203b77/);
   });
 });
 
