@@ -61,6 +61,13 @@ const TWO32 = 0x1_0000_0000;
 
 /** Distinct faulting pages tracked before single-fault pages are forgotten. */
 const MAX_FAULT_PAGES = 1 << 20;
+/**
+ * Distinct (page, vCPU) fault entries kept before pages that faulted once are forgotten. Smaller than
+ * MAX_FAULT_PAGES on purpose: past a few hundred thousand pages the entry arrays outgrow the caches and
+ * every new entry touches fresh memory, which made a replay's fault bookkeeping grow faster than the
+ * capture (a loop repeats within a few events; a page that faulted once 256K faults ago is not one).
+ */
+const MAX_FAULT_ENTRIES = 1 << 18;
 
 /** Entries per level span: a level-L entry covers 512^(L-1) gfns. */
 const SPAN = [0, 1, 512, 512 * 512, 512 * 512 * 512, 512 * 512 * 512 * 512, 512 ** 5];
@@ -218,7 +225,7 @@ export class Rebuilder {
    * entry that was removed, `removedAt[level]` (line numbers grow with the capture, so they order events).
    */
   private readonly removedAt: NumTable[] = [];
-  private readonly loops = new FaultLoops(MAX_FAULT_PAGES);
+  private readonly loops = new FaultLoops(MAX_FAULT_ENTRIES);
   /** pid -> the fault-loop entry of the task's last fault (shadow paging; see onPageFault). */
   private readonly ctxByTask = new Map<number, number>();
   private readonly storms = new Map<number, LoopState>();
