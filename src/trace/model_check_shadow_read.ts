@@ -251,6 +251,12 @@ export async function readShadowCapture(source: AsyncIterable<Uint8Array | strin
         return;
       case K.PE:
         if (!inWalk) break;
+        if (cur.pes.length > 0 && r.b === cur.pes[0]!.b) {
+          // the walk restarted (its A/D update lost a race with a guest store): the last attempt counts
+          cur.recs = cur.recs.filter((x) => x.k !== K.PE && x.k !== K.ACC && x.k !== K.DIRTY);
+          cur.pes = [];
+          cur.ad = [];
+        }
         if (cur.pes.length === 0) st.top = r.b;
         cur.pes.push(r);
         cur.recs.push(r);

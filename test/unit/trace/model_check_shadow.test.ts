@@ -269,6 +269,17 @@ describe('shadow model check: captures that cannot be checked say why', () => {
     assert.match(r.skipped!, new RegExp(`walk at line ${walk + 1} goes from level 3 to 1`));
   });
 
+  it('a walk that restarted (A/D cmpxchg lost a race) is rebuilt from its last attempt', async () => {
+    const lines = [...caps.get('shadow-paging')!];
+    const walk = only(lines, /kvm_mmu_pagetable_walk: addr 401000 pferr 4 /);
+    // a first attempt that read a different leaf, then the real one
+    const first = lines.slice(walk + 1, walk + 5).map((l) => l.replace('pte 201007', 'pte 209007'));
+    lines.splice(walk + 1, 0, ...first);
+    const r = await check(lines);
+    assert.equal(r.skipped, undefined);
+    assert.deepEqual(r.mismatches, []);
+  });
+
   it('walker events filtered out of the capture', async () => {
     const lines = caps.get('shadow-paging')!.filter((l) => !/kvm_mmu_paging_element:/.test(l));
     const r = await check(lines);
