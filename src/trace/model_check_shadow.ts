@@ -268,8 +268,8 @@ class ShadowReplay {
       ok: true,
       vm: { format: cap.svm ? 'npt' : 'ept', levels: 0, description: '', slots: [] },
       faultsReplayed: 0,
-      // The lead widens ModelCheckResult['faultSource'] for this value (shadow faults are known from walks).
-      faultSource: (this.direct ? 'kvm_mmu_spte_requested' : 'kvm_mmu_pagetable_walk') as ModelCheckResult['faultSource'],
+      // Shadow faults are known from their walks: ModelCheckResult['faultSource'] is to gain this value.
+      faultSource: (!this.direct ? 'kvm_mmu_pagetable_walk' : cap.ops.some((o) => o.pf !== undefined) ? 'kvm_page_fault' : 'kvm_mmu_spte_requested') as ModelCheckResult['faultSource'],
       realChanges: cap.setSptes, modelChanges: 0, compared: 0, notReplayed: 0, operations: {}, mismatches: [],
     };
   }
