@@ -47,6 +47,9 @@
  *   (address, error code, old and new SPTE masked, spurious, fixed). Root pages are direct at gfn 0; the
  *   TDP level is theirs.
  * - nx_huge_pages: on when a huge SPTE lacks execute permission the guest entry did not deny.
+ * - Not told apart: nested shadow NPT/EPT (guest_mode is not printed, so L2 walks look like L1's), and
+ *   the model's own non-upstream variants (pae_root=shadow_page, shadow_eager_split_l1): captures are
+ *   replayed against upstream behaviour. Eager page splitting outside faults is not replayed.
  */
 import { createReadStream } from 'node:fs';
 import { hexHalves, RET_PF_FIXED_6_18, RET_PF_SPURIOUS_6_18, SP_TEXT_ROLE_MASK } from '../engine/tracepoints/index';
