@@ -65,7 +65,8 @@
  *   as opposed to a conversion (both zap; the model converts), which gfn made a huge page mixed, whether a
  *   SW-protected slot without that evidence has a guest_memfd, and guest_memfd folio sizes (6.18 has only
  *   order 0; larger folios are a model option). A TDX private SPTE's S-EPT (TDX module) side is not traced.
- * - Only TDP MMU captures are checked (shadow paging faults on GVAs whose guest page tables are not traced).
+ * - A capture with no `kvm_tdp_mmu_spte_changed` but shadow-MMU work (shadow pages, SPTEs set) is a shadow
+ *   paging (or tdp_mmu=N) capture: ./model_check_shadow.ts checks it, from the guest tables the walker traced.
  */
 import { createReadStream, statSync } from 'node:fs';
 import { EVENT_BY_NAME, hexHalves } from '../engine/tracepoints/index';
@@ -78,6 +79,7 @@ import { TraceParser } from './parser';
 import { AbortError, parseStream, type StreamOptions } from './stream';
 import { DEFAULT_KERNEL, type KernelVersion } from './kernel_version';
 import { inferSlots, slotHvaOffset, VmEvidence } from './model_vm';
+import { modelCheckShadowFile, modelCheckShadowStream } from './model_check_shadow';
 import { PFERR_GUEST_RMP_LO, PFERR_SYNTHETIC_HI, PrivateEvidence, PrivateMemoryModel, type PrivateKind } from './model_check_private';
 
 export { inferSlots, VmEvidence };
@@ -134,7 +136,7 @@ export interface ModelCheckResult {
   vm: { format: 'ept' | 'npt'; levels: number; description: string; private?: PrivateKind; slots: Array<{ slot: number; gpa: string; size: string; backing: string; hva?: string }> };
   faultsReplayed: number;
   /** How faults were taken from the capture. */
-  faultSource: 'kvm_page_fault' | 'kvm_mmu_spte_requested' | 'none';
+  faultSource: 'kvm_page_fault' | 'kvm_mmu_spte_requested' | 'kvm_mmu_pagetable_walk' | 'none';
   realChanges: number;
   modelChanges: number;
   compared: number;
@@ -420,7 +422,21 @@ async function readCapture(source: AsyncIterable<Uint8Array | string>, opts: Mod
 /** Model-check a capture from a stream (one pass: the operations are held until the VM is known). */
 export async function modelCheckStream(source: AsyncIterable<Uint8Array | string>, opts: ModelCheckOptions = {}): Promise<ModelCheckResult> {
   const episodes: Episode[] = [];
-  const scan = await readCapture(source, opts, (ep) => episodes.push(ep));
+  // the chunks are kept for a second reading should the capture turn out to be a shadow-MMU one
+  const chunks: Array<Uint8Array | string> = [];
+  async function* keep(): AsyncGenerator<Uint8Array | string> {
+    for await (const c of source) {
+      chunks.push(c);
+      yield c;
+    }
+  }
+  const scan = await readCapture(keep(), opts, (ep) => episodes.push(ep));
+  if (isShadowCapture(scan)) {
+    async function* again(): AsyncGenerator<Uint8Array | string> {
+      yield* chunks;
+    }
+    return modelCheckShadowStream(again(), opts);
+  }
   const m = new ModelRun(scan, opts.maxMismatches ?? 1);
   if (!m.result.skipped) {
     try {
@@ -442,6 +458,11 @@ export async function modelCheckFile(path: string, opts: ModelCheckOptions = {})
   const first: ModelCheckOptions = { ...opts };
   if (progress) first.onProgress = (b) => progress(Math.floor(b / 2));
   const scan = await readCapture(createReadStream(path, { highWaterMark: 1 << 20 }), first, () => {});
+  if (isShadowCapture(scan)) {
+    const shadow: ModelCheckOptions = { ...opts };
+    if (progress) shadow.onProgress = (b) => progress(Math.floor(size / 2 + b / 2));
+    return modelCheckShadowFile(path, shadow);
+  }
   const m = new ModelRun(scan, opts.maxMismatches ?? 1);
   if (m.result.skipped) return m.finish();
   const second: ModelCheckOptions = { ...opts };
@@ -461,6 +482,14 @@ export async function modelCheckFile(path: string, opts: ModelCheckOptions = {})
     m.dispose();
   }
   return m.finish();
+}
+
+/**
+ * No TDP MMU change but shadow-MMU work (shadow pages or SPTEs set): checked by ./model_check_shadow.ts,
+ * which rebuilds the guest's page tables from the walker events.
+ */
+function isShadowCapture(scan: Scan): boolean {
+  return scan.evidence.tdpChanges === 0 && scan.evidence.shadowWork > 0;
 }
 
 /** The model VM configured from a scan, replaying operations one by one and comparing their changes. */
@@ -499,7 +528,7 @@ class ModelRun {
       realChanges: scan.realChanges, modelChanges: 0, compared: 0, notReplayed: 0, operations: {}, mismatches: [],
     };
     if (ev.tdpChanges === 0) {
-      this.result.skipped = 'no kvm_tdp_mmu_spte_changed events: only TDP MMU captures can be model-checked';
+      this.result.skipped = 'no kvm_tdp_mmu_spte_changed and no shadow-MMU events (kvm_mmu_get_page, kvm_mmu_set_spte): nothing the model makes to compare';
       return;
     }
     if (scan.faults === 0) {

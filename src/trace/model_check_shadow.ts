@@ -269,10 +269,9 @@ class ShadowReplay {
     this.direct = !cap.sawWalk;
     this.result = {
       ok: true,
-      vm: { format: cap.svm ? 'npt' : 'ept', levels: 0, description: '', slots: [] },
+      vm: { format: cap.svm ? 'npt' : 'ept', levels: 0, description: `shadow MMU capture (no TDP MMU changes), ${cap.svm ? 'SVM' : 'VMX'}`, slots: [] },
       faultsReplayed: 0,
-      // Shadow faults are known from their walks: ModelCheckResult['faultSource'] is to gain this value.
-      faultSource: (!this.direct ? 'kvm_mmu_pagetable_walk' : cap.ops.some((o) => o.pf !== undefined) ? 'kvm_page_fault' : 'kvm_mmu_spte_requested') as ModelCheckResult['faultSource'],
+      faultSource: !this.direct ? 'kvm_mmu_pagetable_walk' : cap.ops.some((o) => o.pf !== undefined) ? 'kvm_page_fault' : 'kvm_mmu_spte_requested',
       realChanges: cap.setSptes, modelChanges: 0, compared: 0, notReplayed: 0, operations: {}, mismatches: [],
     };
   }

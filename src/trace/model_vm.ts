@@ -27,6 +27,8 @@ export class VmEvidence {
   rootLevel = 0;
   faults = 0;
   requested = 0;
+  /** Shadow-MMU work: `kvm_mmu_get_page` and `kvm_mmu_set_spte` events. */
+  shadowWork = 0;
   /** Huge leaves installed without execute permission (EPT X clear, or NPT NX set): nx_huge_pages is on. */
   nxHugeLeaves = 0;
 
@@ -46,8 +48,10 @@ export class VmEvidence {
       // TDP maps guest memory executable unless the NX huge page mitigation keeps huge pages non-executable
       if (level >= 2 && (nLo & 0x880) === 0x880 && (this.eptLooking >= this.nptLooking ? (nLo & 4) === 0 : (nHi & 0x8000_0000) !== 0)) this.nxHugeLeaves++;
     } else if (s === S_SET) {
+      this.shadowWork++;
       this.vote(ev.lo[S_SET.index['spte']!]!, ev.lo[S_SET.index['level']!]!);
     } else if (s === S_GET) {
+      this.shadowWork++;
       const role = ev.lo[S_GET.index['role']!]!;
       const gfn = ev.lo[S_GET.index['gfn']!]! + ev.hi[S_GET.index['gfn']!]! * TWO32;
       if ((role & 0x80) !== 0 && gfn === 0 && (role & 0xf) >= 4) this.rootLevel = Math.max(this.rootLevel, role & 0xf);

@@ -15,7 +15,8 @@ const FILL = `# ${'x'.repeat(4200)}\n`;
 
 function fieldValue(spec: EventSchema['fields'][number], a: number, b: number): TraceFields[string] {
   if (spec.bool) return (a & 1) === 1;
-  if (spec.bits === 64) return (BigInt(b >>> 0) << 32n) | BigInt(a >>> 0);
+  // 64-bit values as hex strings (the engine's form for values past 2^53)
+  if (spec.bits === 64) return '0x' + ((BigInt(b >>> 0) << 32n) | BigInt(a >>> 0)).toString(16);
   const v = spec.bits === 32 ? a >>> 0 : a & ((1 << spec.bits) - 1);
   if (spec.signed) return spec.bits === 32 ? v | 0 : (v << (32 - spec.bits)) >> (32 - spec.bits);
   return v;

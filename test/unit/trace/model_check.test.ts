@@ -143,9 +143,15 @@ describe('model check', () => {
     assert.equal(r.mismatches[0]!.level, 4);
   });
 
-  it('a shadow-paging capture (no TDP MMU changes) is not checked, and says why', async () => {
+  it('a shadow-MMU capture goes to the shadow check, which says why it cannot check one without walks or requests', async () => {
     const r = await modelCheckStream(chunks('       CPU 0/KVM-4711    [002] .....   812.000102: kvm_mmu_set_spte: gfn 1a2 spte 6000003f00a2b77 (rwxu) level 1 at 1c4f0d10\n'));
-    assert.match(r.skipped ?? '', /kvm_tdp_mmu_spte_changed/);
+    assert.match(r.vm.description, /^shadow MMU capture/);
+    assert.match(r.skipped ?? '', /no kvm_mmu_pagetable_walk or kvm_mmu_spte_requested events/);
+  });
+
+  it('a capture with neither TDP MMU changes nor shadow-MMU work is not checked, and says why', async () => {
+    const r = await modelCheckStream(chunks('       CPU 0/KVM-4711    [002] .....   812.000102: kvm_page_fault: vcpu 0 rip 0xffffffff81000000 address 0x00000000001a2000 error_code 0x182\n'));
+    assert.match(r.skipped ?? '', /no kvm_tdp_mmu_spte_changed and no shadow-MMU events/);
   });
 
   it('host aging and invalidations (examples/host-notifiers.kvmmmu) are replayed through the notifiers and check clean', async () => {
