@@ -13,6 +13,7 @@ import { parseArgs } from 'node:util';
 import { parseKernelVersion } from '../../trace/kernel_version';
 import { replayFile, replayStream, type ReplayOptions, type ReplayResult } from '../../trace/replay';
 import { modelCheckFile, modelCheckStream, type ModelCheckOptions, type ModelCheckResult } from '../../trace/model_check';
+import { modelCheckText } from '../../trace/model_check_text';
 
 const USAGE = `usage: kvm-mmu replay FILE [--json] [--kernel VERSION] [--fault-loop N] [--storm N] [--max N] [--max-sptes N]
        kvm-mmu replay FILE --model-check [--mismatches N] [--json] [--kernel VERSION]
@@ -66,29 +67,6 @@ function human(r: ReplayResult, file: string): string {
   out.push(`faults: ${r.faults.total}; fast_page_fault: ${r.fastPageFaults.total} (spurious ${r.fastPageFaults.spurious}, fixed ${r.fastPageFaults.fixed}); guest walks: ${r.walks.total} (errors ${r.walks.errors})`);
   out.push(`detectors: ${r.detectors.length === 0 ? 'nothing found' : r.detectors.length + ' finding(s)'}`);
   for (const d of r.detectors) out.push(`  [${d.detector}] lines ${d.line}-${d.lastLine}: ${d.message}`);
-  return out.join('\n');
-}
-
-function modelCheckText(r: ModelCheckResult, file: string): string {
-  const out: string[] = [];
-  out.push(`${file}: model check against the x86 model: ${r.vm.description}`);
-  out.push(`  memslots (inferred): ${r.vm.slots.map((s) => `${s.slot}: gpa ${s.gpa} size ${s.size}${s.hva ? ` hva ${s.hva}` : ''} ${s.backing}`).join('; ') || 'none'}`);
-  if (r.skipped) {
-    out.push(`not checked: ${r.skipped}`);
-    return out.join('\n');
-  }
-  out.push(`  operations replayed: ${Object.entries(r.operations).map(([k, n]) => `${k} ${n}`).join(', ')} (faults from ${r.faultSource})`);
-  out.push(`  SPTE changes: capture ${r.realChanges}, model ${r.modelChanges}, compared ${r.compared}, not replayed ${r.notReplayed}`);
-  if (r.ok) {
-    out.push('result: the model makes the same SPTE changes as the capture (pfn bits not compared)');
-    return out.join('\n');
-  }
-  out.push(`result: ${r.mismatches.length} mismatch(es)`);
-  for (const m of r.mismatches) {
-    out.push(`  line ${m.line}: as ${m.asId} gfn ${m.gfn} level ${m.level}: ${m.reason}`);
-    if (m.real) out.push(`    capture: ${m.real.text}`);
-    if (m.model) out.push(`    model:   ${m.model.text}`);
-  }
   return out.join('\n');
 }
 
