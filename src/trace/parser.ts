@@ -142,10 +142,20 @@ TS_CLASS[32] = TS_END;
 TS_CLASS[9] = TS_END;
 
 /** timestampStart over the bytes of an ASCII chunk. */
-function timestampStartB(bytes: Uint8Array, a: number, c: number): number {
+function timestampStartB(bytes: Uint8Array, view: DataView, a: number, c: number): number {
   let t0 = c;
   let dot = -1;
   let other = 0;
+  // the usual `SECONDS.USECS`: six digits after the dot checked as two words (a byte outside '0'-'9'
+  // sets its high bit in one of the two sums), then the seconds byte by byte
+  if (c - 8 >= a && bytes[c - 7] === 46) {
+    const w0 = view.getInt32(c - 6, true);
+    const w1 = view.getUint16(c - 2, true);
+    if ((((w0 + 0x46464646) | (w0 - 0x30303030)) & 0x80808080) === 0 && (((w1 + 0x4646) | (w1 - 0x3030)) & 0x8080) === 0) {
+      t0 = c - 7;
+      dot = t0;
+    }
+  }
   while (t0 > a) {
     const k = TS_CLASS[bytes[t0 - 1]!]!;
     if (k === TS_END) break;
@@ -409,7 +419,7 @@ export class TraceParser {
       this.closeStack();
       return;
     }
-    const c0 = s.charCodeAt(f);
+    const c0 = bytes !== null ? bytes[f]! : s.charCodeAt(f);
     // ` => frame`
     if (c0 === 61 && s.charCodeAt(f + 1) === 62) {
       if (this.stack) {
@@ -437,7 +447,7 @@ export class TraceParser {
         return;
       }
     }
-    this.closeStack();
+    if (this.stack !== null) this.closeStack();
     // headers (`#` comments, trace-cmd's `cpus=N`, `version = N`, `CPU N is empty`)
     if (
       c0 === 35 ||
@@ -553,7 +563,7 @@ export class TraceParser {
       else return EV_NOT_EVENT;
     }
     // the token before `: ` is a timestamp (digits, one dot, digits) or, on a trimmed line, the event name
-    let t0 = bytes !== null ? timestampStartB(bytes, a, c) : timestampStart(s, a, c);
+    let t0 = bytes !== null ? timestampStartB(bytes, view!, a, c) : timestampStart(s, a, c);
     let n0: number;
     let trimmed = false;
     if (t0 >= 0) {
