@@ -419,21 +419,30 @@ async function readCapture(source: AsyncIterable<Uint8Array | string>, opts: Mod
   return cap;
 }
 
+const TDP_CHANGE_NAME = 'kvm_tdp_mmu_spte_changed';
+const TDP_CHANGE_BYTES = Buffer.from(TDP_CHANGE_NAME, 'latin1');
+
 /** Model-check a capture from a stream (one pass: the operations are held until the VM is known). */
 export async function modelCheckStream(source: AsyncIterable<Uint8Array | string>, opts: ModelCheckOptions = {}): Promise<ModelCheckResult> {
   const episodes: Episode[] = [];
-  // the chunks are kept for a second reading should the capture turn out to be a shadow-MMU one
-  const chunks: Array<Uint8Array | string> = [];
+  // the chunks are kept for a second reading should the capture turn out to be a shadow-MMU one, until a
+  // TDP MMU change shows it is not (then memory stays bounded by the operations, as before)
+  let chunks: Array<Uint8Array | string> | null = [];
   async function* keep(): AsyncGenerator<Uint8Array | string> {
     for await (const c of source) {
-      chunks.push(c);
+      if (chunks !== null) {
+        const seen = typeof c === 'string' ? c.includes(TDP_CHANGE_NAME) : Buffer.from(c.buffer, c.byteOffset, c.byteLength).includes(TDP_CHANGE_BYTES);
+        if (seen) chunks = null;
+        else chunks.push(c);
+      }
       yield c;
     }
   }
   const scan = await readCapture(keep(), opts, (ep) => episodes.push(ep));
   if (isShadowCapture(scan)) {
+    const kept = chunks ?? [];
     async function* again(): AsyncGenerator<Uint8Array | string> {
-      yield* chunks;
+      yield* kept;
     }
     return modelCheckShadowStream(again(), opts);
   }
