@@ -3,12 +3,13 @@
 // (through shared memory), the read stops between chunks, and the session ends cleanly.
 import { describe, it, before, after, afterEach } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, openSync, readFileSync, rmSync, statSync, writeSync, closeSync } from 'node:fs';
+import { mkdtempSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { DebugClient } from '@vscode/debugadapter-testsupport';
 import type { DebugProtocol } from '@vscode/debugprotocol';
 import { ROOT, startClient } from './helpers';
+import { writeRepeatedCapture } from '../fixtures/big_capture';
 
 const SOURCE = join(ROOT, 'test', 'fixtures', 'traces', 'tdp_stacks.txt');
 let dir: string;
@@ -18,15 +19,8 @@ let dc: DebugClient | undefined;
 before(() => {
   dir = mkdtempSync(join(tmpdir(), 'kvm-mmu-cancel-'));
   big = join(dir, 'big.txt');
-  // The fixture's event lines (not its header) repeated to ~200 MB: far more than is read before the cancel.
-  const body = readFileSync(SOURCE, 'utf8').split('\n').filter((l) => !l.startsWith('#')).join('\n') + '\n';
-  const block = Buffer.from(body.repeat(Math.ceil((4 << 20) / body.length)));
-  const fd = openSync(big, 'w');
-  try {
-    for (let written = 0; written < 200e6; written += block.length) writeSync(fd, block);
-  } finally {
-    closeSync(fd);
-  }
+  // ~200 MB: far more than is read before the cancel
+  writeRepeatedCapture(big, SOURCE, 200e6);
 });
 
 after(() => rmSync(dir, { recursive: true, force: true }));

@@ -2,12 +2,13 @@
 // thread (dist/modelCheckWorker.js, from `npm run build`) answering with a result or stopping on cancel.
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { closeSync, mkdtempSync, openSync, readFileSync, rmSync, writeSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import type { ModelCheckResult } from '../../../src/trace/model_check';
 import { mismatchProblems, percentOf, reportText, summaryLine } from '../../../src/extension/model_check/format';
 import { runModelCheck } from '../../../src/extension/model_check/run';
+import { writeRepeatedCapture } from '../../fixtures/big_capture';
 
 const ROOT = resolve(__dirname, '..', '..', '..');
 const WORKER = join(ROOT, 'dist', 'modelCheckWorker.js');
@@ -82,14 +83,7 @@ describe('model check worker', () => {
   before(() => {
     dir = mkdtempSync(join(tmpdir(), 'kvm-mmu-mc-'));
     big = join(dir, 'big.txt');
-    const body = readFileSync(join(TRACES, 'tdp_stacks.txt'), 'utf8').split('\n').filter((l) => !l.startsWith('#')).join('\n') + '\n';
-    const block = Buffer.from(body.repeat(Math.ceil((4 << 20) / body.length)));
-    const fd = openSync(big, 'w');
-    try {
-      for (let n = 0; n < 200e6; n += block.length) writeSync(fd, block);
-    } finally {
-      closeSync(fd);
-    }
+    writeRepeatedCapture(big, join(TRACES, 'tdp_stacks.txt'), 200e6);
   });
   after(() => rmSync(dir, { recursive: true, force: true }));
 
