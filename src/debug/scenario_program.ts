@@ -1,7 +1,7 @@
 /** A scenario as a debug program: one step per statement, includes expanded. */
 import { formatDiagnostic, loadScenario, nodeReader, ScenarioRunner, type Program as Loaded } from '../scenario';
 import type { DebugProgram, ProgramEvent, SourceLocation, StepResult } from './program';
-import { trace, type TraceEvent } from '../engine/trace_sink';
+import { EventWindow, trace, type TraceEvent } from '../engine/trace_sink';
 
 /** Events kept for the Events view: the most recent ones (older ones are reached by re-execution). */
 const EVENT_WINDOW = 20_000;
@@ -17,7 +17,7 @@ export class ScenarioProgram implements DebugProgram {
   private readonly loaded: Loaded;
   private runner: ScenarioRunner;
   /** The most recent events and the statement of each, at slot `index % EVENT_WINDOW`. */
-  private readonly ring: Array<TraceEvent | undefined> = new Array(EVENT_WINDOW);
+  private readonly ring = new EventWindow(EVENT_WINDOW);
   private readonly ringSteps = new Int32Array(EVENT_WINDOW);
   /** Events before this index may be missing from the ring: checkpoints do not save it (see checkpointRoots). */
   private ringFrom = 0;
@@ -63,21 +63,34 @@ export class ScenarioProgram implements DebugProgram {
 
   private record(e: TraceEvent): void {
     this.total++;
-    // Keep the event itself: its text is formatted only if the Events view asks for it.
+    // Kept as numbers where the event allows: its text is formatted only if the Events view asks for it.
     const slot = e.index % EVENT_WINDOW;
-    this.ring[slot] = e;
+    this.ring.set(slot, e);
     this.ringSteps[slot] = this.currentStep;
   }
 
   events(start: number, count: number, filter?: string): { total: number; first: number; events: ProgramEvent[] } {
-    const ordered: Array<{ e: TraceEvent; step: number }> = [];
-    for (let i = Math.max(this.ringFrom, this.total - EVENT_WINDOW); i < this.total; i++) {
-      const e = this.ring[i % EVENT_WINDOW];
-      if (e) ordered.push({ e, step: this.ringSteps[i % EVENT_WINDOW]! });
+    const from = Math.max(this.ringFrom, this.total - EVENT_WINDOW);
+    const row = (i: number, e: TraceEvent): ProgramEvent => ({ index: e.index, name: e.name, vcpu: e.vcpu, text: e.text, step: this.ringSteps[i % EVENT_WINDOW]! });
+    if (!filter) {
+      // Only the page asked for is rebuilt from the window (it keeps numbers, not event objects).
+      const events: ProgramEvent[] = [];
+      const first = this.ring.get(from % EVENT_WINDOW);
+      for (let i = from + Math.max(0, start); i < this.total && events.length < count; i++) {
+        const e = this.ring.get(i % EVENT_WINDOW);
+        if (e) events.push(row(i, e));
+      }
+      return { total: Math.max(0, this.total - from), first: from < this.total ? first?.index ?? 0 : 0, events };
     }
-    const matching = filter ? ordered.filter((r) => r.e.name.includes(filter) || r.e.text.includes(filter)) : ordered;
-    const events: ProgramEvent[] = matching.slice(start, start + count).map((r) => ({ index: r.e.index, name: r.e.name, vcpu: r.e.vcpu, text: r.e.text, step: r.step }));
-    return { total: matching.length, first: ordered[0]?.e.index ?? 0, events };
+    const matching: ProgramEvent[] = [];
+    let first: number | undefined;
+    for (let i = from; i < this.total; i++) {
+      const e = this.ring.get(i % EVENT_WINDOW);
+      if (!e) continue;
+      first ??= e.index;
+      if (e.name.includes(filter) || e.text.includes(filter)) matching.push(row(i, e));
+    }
+    return { total: matching.length, first: first ?? 0, events: matching.slice(start, start + count) };
   }
 
   query(subject: string, selector: Record<string, string | number | boolean>): Array<Record<string, unknown>> | undefined {
@@ -123,7 +136,7 @@ export class ScenarioProgram implements DebugProgram {
 
   reset(): void {
     this.runner.dispose();
-    this.ring.fill(undefined);
+    this.ring.clear();
     this.ringFrom = 0;
     this.total = 0;
     this.currentStep = 0;

@@ -6,7 +6,7 @@
  * for 64-bit values >= 2^53 a lower-case hex string without `0x` (both forms are accepted everywhere).
  * Callers guard with `if (trace.enabled)` so that a run with no consumer formats nothing.
  */
-import { trace, type TraceEvent } from '../trace_sink';
+import { F_BOOL, F_NUM, F_U64, trace, TraceShape, type TraceEvent } from '../trace_sink';
 import { role_trace_text } from '../x86/role';
 import {
   kvm_mmu_pagetable_walk_text,
@@ -269,4 +269,23 @@ export function emitTracepoint(name: string, vcpu: number, fields: TraceFields):
   const schema = EVENT_BY_NAME.get(name);
   if (!schema) throw new Error(`unknown tracepoint ${name}`);
   trace.emitLazy(schema.system, name, vcpu, fields, formatTracepoint as (n: string, f: TraceEvent['fields']) => string);
+}
+
+/**
+ * The raw layout of a hot tracepoint for `trace.emitRaw`: `keys` are format-file field names in the order
+ * the emit site passes them, `name:u64` for a 64-bit value passed as lo, hi halves, `name:bool` for a
+ * boolean passed as 0/1. Checked against the schema once, at load.
+ */
+export function tracepointShape(name: string, keys: readonly string[]): TraceShape {
+  const schema = EVENT_BY_NAME.get(name);
+  if (!schema) throw new Error(`unknown tracepoint ${name}`);
+  const names: string[] = [];
+  const kinds: number[] = [];
+  for (const k of keys) {
+    const [field, kind] = k.split(':') as [string, string | undefined];
+    if (!schema.fields.some((f) => f.name === field) && !delegates.has(name)) throw new Error(`tracepoint ${name} has no field ${field}`);
+    names.push(field);
+    kinds.push(kind === 'u64' ? F_U64 : kind === 'bool' ? F_BOOL : F_NUM);
+  }
+  return new TraceShape(schema.system, name, names, kinds, formatTracepoint as (n: string, f: TraceEvent['fields']) => string);
 }

@@ -10,7 +10,7 @@
  */
 import { defineProbe, probes } from '../probes';
 import { trace } from '../trace_sink';
-import { emitTracepoint, halvesToValue } from '../tracepoints/index';
+import { emitTracepoint, halvesToValue, tracepointShape } from '../tracepoints/index';
 import {
   KVM_MAX_HUGEPAGE_LEVEL, PG_LEVEL_1G, PG_LEVEL_2M, PG_LEVEL_4K, KVM_MEM_READONLY, KVM_MEMSLOT_INVALID, KVM_PAGES_PER_HPAGE as PAGES, host_pfn_mapping_level,
   kvm_slot_dirty_track_enabled, lpage_info_slot, slot_gfn_to_host_pfn, dirty_bitmap_set, type KvmMemorySlot,
@@ -89,8 +89,11 @@ export const EPT_VIOLATION_PROT_MASK = EPT_VIOLATION_PROT_READ | EPT_VIOLATION_P
 export const EPT_VIOLATION_GVA_IS_VALID = 1 << 7;
 export const EPT_VIOLATION_GVA_TRANSLATED = 1 << 8;
 
+// Emitted on every fault: fields and text are made only if read.
+const TP_PAGE_FAULT = tracepointShape('kvm_page_fault', ['vcpu_id', 'guest_rip', 'fault_address', 'error_code:u64']);
+
 function trace_kvm_page_fault(vcpu: KvmVcpu, gpa: number, err_lo: number, err_hi: number): void {
-  emitTracepoint('kvm_page_fault', vcpu.vcpu_id, { vcpu_id: vcpu.vcpu_id, guest_rip: vcpu.rip, fault_address: gpa, error_code: halvesToValue(err_lo, err_hi) });
+  trace.emitRaw(TP_PAGE_FAULT, vcpu.vcpu_id, [vcpu.vcpu_id, vcpu.rip, gpa, err_lo, err_hi]);
 }
 
 const PR_VMX_EPT = defineProbe('__vmx_handle_ept_violation', 'fault', 'arch/x86/kvm/vmx/common.h', 'exit qualification -> PFERR error code', ['gpa', 'exit_qualification']);

@@ -10,7 +10,7 @@
  */
 import { defineProbe, probes } from '../probes';
 import { trace } from '../trace_sink';
-import { emitTracepoint, halvesToValue } from '../tracepoints/index';
+import { emitTracepoint, halvesToValue, tracepointShape } from '../tracepoints/index';
 import { KVM_MAX_HUGEPAGE_LEVEL, PG_LEVEL_1G, PG_LEVEL_2M, PG_LEVEL_4K, kvm_slot_dirty_track_enabled, type KvmMemorySlot } from './memslot';
 import { KVM_FILTER_PRIVATE, KVM_FILTER_SHARED } from '../kvm/attributes';
 import { KvmMmuPage, is_mirror_sp, kvm_mmu_page_as_id, sp_guest_mode } from './mmu_page';
@@ -69,6 +69,11 @@ const MAX_RETRIES = 8;
 const out = { lo: 0, hi: 0 };
 const out2 = { lo: 0, hi: 0 };
 const fault_iter = new tdp_iter();
+
+// Hot events go out as numbers (64-bit values as halves): their fields and text are made only if read.
+const TP_SPTE_CHANGED = tracepointShape('kvm_tdp_mmu_spte_changed', ['as_id', 'gfn', 'level', 'old_spte:u64', 'new_spte:u64']);
+const TP_SET_SPTE = tracepointShape('kvm_mmu_set_spte', ['gfn', 'spte:u64', 'sptep', 'level', 'r:bool', 'x:bool', 'u']);
+const TP_SPTE_REQUESTED = tracepointShape('kvm_mmu_spte_requested', ['gfn', 'pfn:u64', 'level']);
 
 function hexv(lo: number, hi: number): number | string {
   return halvesToValue(lo, hi);
@@ -220,7 +225,7 @@ export function handle_changed_spte(kvm: Kvm, as_id: number, gfn: number, old_lo
   }
   if (old_lo === new_lo && old_hi === new_hi) return;
   if (trace.enabled) {
-    emitTracepoint('kvm_tdp_mmu_spte_changed', kvm.cur_vcpu, { as_id, gfn, level, old_spte: hexv(old_lo, old_hi), new_spte: hexv(new_lo, new_hi) });
+    trace.emitRaw(TP_SPTE_CHANGED, kvm.cur_vcpu, [as_id, gfn, level, old_lo, old_hi, new_lo, new_hi]);
   }
   if (!was_present && !is_present) {
     const m = kvm.masks;
@@ -646,12 +651,12 @@ function tdp_mmu_map_handle_target_level(vcpu: KvmVcpu, fault: kvm_page_fault, i
     const lo = spt[j]!;
     const hi = spt[j + 1]!;
     const um = m.shadow_user_mask;
-    emitTracepoint('kvm_mmu_set_spte', vcpu.vcpu_id, {
-      gfn: iter.gfn, spte: hexv(lo, hi), sptep: sp.sptep_pa(iter.index), level: iter.level,
-      r: (m.shadow_present_mask.lo | m.shadow_present_mask.hi) !== 0 || (lo & 1) !== 0,
-      x: is_executable_pte(m, lo, hi),
-      u: (um.lo | um.hi) === 0 ? -1 : (lo & um.lo) !== 0 || (hi & um.hi) !== 0 ? 1 : 0,
-    });
+    trace.emitRaw(TP_SET_SPTE, vcpu.vcpu_id, [
+      iter.gfn, lo, hi, sp.sptep_pa(iter.index), iter.level,
+      (m.shadow_present_mask.lo | m.shadow_present_mask.hi) !== 0 || (lo & 1) !== 0 ? 1 : 0,
+      is_executable_pte(m, lo, hi) ? 1 : 0,
+      (um.lo | um.hi) === 0 ? -1 : (lo & um.lo) !== 0 || (hi & um.hi) !== 0 ? 1 : 0,
+    ]);
   }
   return ret;
 }
@@ -667,7 +672,7 @@ export function kvm_tdp_mmu_map(vcpu: KvmVcpu, fault: kvm_page_fault): number {
     const per = KVM_PAGES_PER_HPAGE(fault.goal_level);
     kvm_pfn_halves(fault.pfn, out2);
     const off = fault.gfn % per;
-    emitTracepoint('kvm_mmu_spte_requested', vcpu.vcpu_id, { gfn: fault.gfn, pfn: hexv((out2.lo | off) >>> 0, out2.hi), level: fault.goal_level });
+    trace.emitRaw(TP_SPTE_REQUESTED, vcpu.vcpu_id, [fault.gfn, (out2.lo | off) >>> 0, out2.hi, fault.goal_level]);
   }
   const iter = fault_iter;
   const gfn_bits = kvm.arch.gfn_direct_bits === 0 ? 0 : kvm.tdx_variant === 'sp_field' ? (kvm.kvm_is_addr_direct(fault.addr) ? kvm.arch.gfn_direct_bits : 0) : kvm.kvm_gfn_root_bits(root);
@@ -751,7 +756,7 @@ function kvm_tdp_mmu_age_spte(kvm: Kvm, iter: tdp_iter): void {
     if (__tdp_mmu_set_spte_atomic(kvm, iter, new_lo, new_hi) !== 0) return;
   }
   if (trace.enabled) {
-    emitTracepoint('kvm_tdp_mmu_spte_changed', kvm.cur_vcpu, { as_id: iter.as_id, gfn: iter.gfn, level: iter.level, old_spte: hexv(iter.old_lo, iter.old_hi), new_spte: hexv(new_lo, new_hi) });
+    trace.emitRaw(TP_SPTE_CHANGED, kvm.cur_vcpu, [iter.as_id, iter.gfn, iter.level, iter.old_lo, iter.old_hi, new_lo, new_hi]);
   }
 }
 
@@ -847,7 +852,7 @@ function clear_dirty_pt_masked(kvm: Kvm, root: KvmMmuPage, bits: number, gfn: nu
     spt[iter.index << 1] = new_lo;
     spt[(iter.index << 1) + 1] = new_hi;
     if (trace.enabled) {
-      emitTracepoint('kvm_tdp_mmu_spte_changed', kvm.cur_vcpu, { as_id: iter.as_id, gfn: iter.gfn, level: iter.level, old_spte: hexv(iter.old_lo, iter.old_hi), new_spte: hexv(new_lo, new_hi) });
+      trace.emitRaw(TP_SPTE_CHANGED, kvm.cur_vcpu, [iter.as_id, iter.gfn, iter.level, iter.old_lo, iter.old_hi, new_lo, new_hi]);
     }
     iter.old_lo = new_lo;
     iter.old_hi = new_hi;
