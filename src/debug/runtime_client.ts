@@ -42,7 +42,8 @@ export class RuntimeClient extends EventEmitter {
     this.worker.on('error', (e) => this.fail(`the engine stopped: ${e.message}`));
     this.worker.on('exit', (code) => {
       this.exited = true;
-      if (code !== 0) this.fail(`the engine exited with code ${code}`);
+      // terminate() ends a worker that did not exit by itself after disconnect: code 1, not a failure
+      if (code !== 0 && !this.terminating) this.fail(`the engine exited with code ${code}`);
       for (const p of this.pending.values()) p.reject(new Error('the engine has ended'));
       this.pending.clear();
       this.emit('exit', code);
@@ -88,6 +89,8 @@ export class RuntimeClient extends EventEmitter {
     Atomics.store(this.sig, SIG_CANCEL_LOAD, 1);
   }
 
+  private terminating = false;
+
   async terminate(): Promise<void> {
     if (this.exited) return;
     try {
@@ -95,6 +98,11 @@ export class RuntimeClient extends EventEmitter {
     } catch {
       // already gone
     }
-    if (!this.exited) await this.worker.terminate();
+    // the worker answers disconnect and then returns from its loop: give it the moment it needs to exit
+    if (!this.exited) await Promise.race([new Promise((r) => this.worker.once('exit', r)), new Promise((r) => setTimeout(r, 500))]);
+    if (!this.exited) {
+      this.terminating = true;
+      await this.worker.terminate();
+    }
   }
 }
