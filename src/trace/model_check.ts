@@ -139,6 +139,7 @@ export interface ModelCheckResult {
   faultSource: 'kvm_page_fault' | 'kvm_mmu_spte_requested' | 'kvm_mmu_pagetable_walk' | 'none';
   realChanges: number;
   modelChanges: number;
+  /** Events compared: SPTE changes (TDP), or every walk, shadow-page and SPTE event of a shadow capture. */
   compared: number;
   /** Real changes of operations the model is not driven with (not compared). */
   notReplayed: number;

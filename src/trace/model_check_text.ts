@@ -20,7 +20,7 @@ export function modelCheckText(r: ModelCheckResult, file: string): string {
     return out.join('\n');
   }
   out.push(`  operations replayed: ${Object.entries(r.operations).map(([k, n]) => `${k} ${n}`).join(', ') || 'none'} (faults from ${r.faultSource})`);
-  out.push(`  SPTE changes: capture ${r.realChanges}, model ${r.modelChanges}, compared ${r.compared}, not replayed ${r.notReplayed}`);
+  out.push(`  SPTE changes: capture ${r.realChanges}, model ${r.modelChanges}, not replayed ${r.notReplayed}; events compared ${r.compared}`);
   if (r.ok) {
     out.push('result: the model makes the same SPTE changes as the capture (pfn bits not compared)');
     return out.join('\n');
