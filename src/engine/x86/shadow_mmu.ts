@@ -165,7 +165,7 @@ export function kvm_page_table_hashfn(gfn: number): number {
  * Buckets of ShadowMmu.gpte_gfn_count: a counting filter over the gfns of hashed shadow pages with
  * gPTEs, indexed by low gfn bits (a zero count proves no such page exists for any gfn of the bucket).
  */
-const GPTE_GFN_FILTER_BITS = 16;
+const GPTE_GFN_FILTER_BITS = 14;
 const GPTE_GFN_FILTER_MASK = (1 << GPTE_GFN_FILTER_BITS) - 1;
 
 /** Bucket of `gfn` in gpte_gfn_count (`>>> 0` keeps the low 32 bits of a gfn up to 2^52). */
@@ -614,14 +614,20 @@ function slot_of_sp_gfn(sk: ShadowMmu, sp: KvmMmuPage, gfn: number): KvmMemorySl
   return sk.kvm.kvm_memslots(sp_as_id(sp)).lookup(gfn) ?? null;
 }
 
+/** The rmap_add probe, out of line so its argument object does not weigh on rmap_add's inlining. */
+function rmap_add_probe_hit(sptep: number, gfn: number, access: number, level: number): void {
+  probes.hit(PR_RMAP_ADD, { sptep, gfn, access, level });
+}
+
 /** rmap_add() / __rmap_add(). */
 function rmap_add(sk: ShadowMmu, slot: KvmMemorySlot, sptep: number, gfn: number, access: number, sp_: KvmMmuPage | null = null): void {
   const sp = sp_ ?? sptep_to_sp(sk, sptep);
   const level = sp_level(sp);
-  if (probes.armed) probes.hit(PR_RMAP_ADD, { sptep, gfn, access, level });
+  if (probes.armed) rmap_add_probe_hit(sptep, gfn, access, level);
   kvm_mmu_page_set_translation(sp, sptep & 511, gfn, access);
   sk.kvm.stat.pages[level - 1]!++;
-  const arr = slot_rmap(sk, slot, level);
+  // slot_rmap's one-entry cache, tested here: the call itself is what the fault path would pay.
+  const arr = slot === last_rmap_slot && sk === last_rmap_sk ? last_rmap_arrays![level - 1]! : slot_rmap(sk, slot, level);
   const idx = level === PG_LEVEL_4K ? gfn - slot.base_gfn : gfn_to_index(gfn, slot.base_gfn, level);
   const res = rmap_res;
   const count = pte_list_add(sk.desc_pool, arr[idx]!, sptep, res);

@@ -13,6 +13,14 @@ const EFAULT = 14;
 
 /** Guest tables in memory, reachable only where a memslot of the vCPU's address space maps the gfn. */
 export class SlotGuestPageTables extends MemoryGuestPageTables {
+  /**
+   * The slot the last read_gpte looked up for gfn `read_gfn` (-1: none). The walker asks gpte_writable
+   * about the entry it has just read, so that answer needs no second lookup; it is used once, then dropped.
+   */
+  private read_gfn = -1;
+  private read_slot: KvmMemorySlot | undefined = undefined;
+  private readonly slotReadOnly: (gpa: number) => boolean;
+
   constructor(
     mem: GuestMemory,
     private readonly slotOf: (gfn: number) => KvmMemorySlot | undefined,
@@ -20,6 +28,7 @@ export class SlotGuestPageTables extends MemoryGuestPageTables {
     super(mem);
     // A/D updates are skipped in a read-only slot (the walk cannot write back).
     this.readOnly = (gpa) => ((this.slotOf(Math.floor(gpa / 4096))?.flags ?? 0) & KVM_MEM_READONLY) !== 0;
+    this.slotReadOnly = this.readOnly;
   }
 
   /** load_pdptrs reads guest memory: a CR3 in a gfn without a slot fails the load (#GP). */
@@ -29,8 +38,21 @@ export class SlotGuestPageTables extends MemoryGuestPageTables {
   }
 
   override read_gpte(gpa: number, size: 4 | 8, level: number, out: Uint32Array): boolean {
-    if (this.slotOf(Math.floor(gpa / 4096)) === undefined) return false;
+    const gfn = Math.floor(gpa / 4096);
+    const slot = this.slotOf(gfn);
+    this.read_gfn = gfn;
+    this.read_slot = slot;
+    if (slot === undefined) return false;
     return super.read_gpte(gpa, size, level, out);
+  }
+
+  override gpte_writable(gpa: number, level: number): boolean {
+    const gfn = Math.floor(gpa / 4096);
+    if (gfn !== this.read_gfn || this.readOnly !== this.slotReadOnly) return super.gpte_writable(gpa, level);
+    const slot = this.read_slot;
+    this.read_gfn = -1;
+    this.read_slot = undefined;
+    return ((slot?.flags ?? 0) & KVM_MEM_READONLY) === 0;
   }
 
   override cmpxchg_gpte(gpa: number, size: 4 | 8, level: number, oldLo: number, oldHi: number, newLo: number, newHi: number): number {
