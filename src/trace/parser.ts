@@ -20,7 +20,7 @@
 import { EVENTS, EVENT_BY_NAME } from '../engine/tracepoints/index';
 import { ParsedEvent } from './event';
 import { DEFAULT_KERNEL, type KernelVersion } from './kernel_version';
-import { PAYLOAD_OK, PAYLOAD_TRUNCATED, parsePayloadById, wordOf, type PayloadOptions } from './payload';
+import { PAYLOAD_OK, PAYLOAD_TRUNCATED, parseBytesFast, parsePayloadById, wordOf, type PayloadOptions } from './payload';
 
 export interface UnrecognizedLine {
   line: number;
@@ -633,7 +633,7 @@ export class TraceParser {
     const schema = EVENTS[id]!;
     const ev = this.ev;
     ev.reset(schema);
-    const r = parsePayloadById(id, s, p0, b, ev, this.kernelOpts, bytes, view);
+    const r = view !== null && parseBytesFast(id, bytes!, view, p0, b, ev) === PAYLOAD_OK ? PAYLOAD_OK : parsePayloadById(id, s, p0, b, ev, this.kernelOpts, bytes, view);
     if (r !== PAYLOAD_OK) {
       this.lastBadName = schema.name;
       return r === PAYLOAD_TRUNCATED ? EV_TRUNC : EV_BAD;

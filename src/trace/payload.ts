@@ -859,9 +859,16 @@ const CUR: Compiled[] = EVENTS.map((e) => compiled(e, e.parts));
 const OLD: Compiled[][] = EVENTS.map((e) => e.older.map((p) => compiled(e, p)));
 
 /** Try the 6.18 text, then each older generation (schema given by its index in EVENTS). */
+/**
+ * The byte path's fast loop for event id's 6.18 text: PAYLOAD_OK, or FAST_UNDECIDED when parsePayloadById
+ * must decide. Called by the parser before parsePayloadById, so the common line costs one call.
+ */
+export function parseBytesFast(id: number, b: Uint8Array, view: DataView, pos: number, end: number, ev: ParsedEvent): number {
+  return runBytes(CUR[id]!, b, view, pos, end, ev);
+}
+
 export function parsePayloadById(id: number, s: string, pos: number, end: number, ev: ParsedEvent, opts: PayloadOptions, bytes: Uint8Array | null = null, view: DataView | null = null): number {
   const schema = EVENTS[id]!;
-  if (view !== null && runBytes(CUR[id]!, bytes!, view, pos, end, ev) === PAYLOAD_OK) return PAYLOAD_OK;
   const r = run(schema, CUR[id]!, s, pos, end, ev, opts, bytes, view);
   const older = OLD[id]!;
   if (r === PAYLOAD_OK || older.length === 0) return r;
