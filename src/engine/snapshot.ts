@@ -195,14 +195,19 @@ export function takeSnapshot(roots: readonly object[], opts: SnapshotOptions = {
               const keep = new Set(keys);
               for (const k of now) if (!keep.has(k)) delete rec[k];
             }
-            for (let j = 0; j < keys.length; j++) rec[keys[j]!] = vals[j];
+            // Unchanged fields are left alone: a store, even of the same value, can cost V8 its assumption
+            // that a field is constant, and the re-execution that follows every restore its optimized code.
+            for (let j = 0; j < keys.length; j++) {
+              const k = keys[j]!;
+              if (!same(rec[k], vals[j]) || !Object.hasOwn(rec, k)) rec[k] = vals[j];
+            }
             break;
           }
           case Kind.Array: {
             const a = o as unknown[];
             const src = data[i] as unknown[];
-            a.length = src.length;
-            for (let j = 0; j < src.length; j++) a[j] = src[j];
+            if (a.length !== src.length) a.length = src.length;
+            for (let j = 0; j < src.length; j++) if (!same(a[j], src[j]) || !(j in a)) a[j] = src[j];
             break;
           }
           case Kind.Map: {
@@ -242,6 +247,11 @@ export function takeSnapshot(roots: readonly object[], opts: SnapshotOptions = {
   };
   copiesOf.set(snapshot, copies);
   return snapshot;
+}
+
+/** `===`, except that 0 and -0 differ (restore must bring back exactly what was recorded). */
+function same(a: unknown, b: unknown): boolean {
+  return a === b && (a !== 0 || 1 / a === 1 / (b as number));
 }
 
 /**

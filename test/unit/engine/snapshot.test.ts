@@ -82,6 +82,30 @@ describe('engine snapshot', () => {
     assert.equal(side.get(prior), 0);
   });
 
+  it('writes back only the fields and elements that differ, and exactly what was recorded', () => {
+    let stores = 0;
+    let inner = 1;
+    const o: Record<string, unknown> = { a: 1, z: 0, gone: undefined };
+    Object.defineProperty(o, 'watched', { enumerable: true, configurable: true, get: () => inner, set: (v: number) => { stores++; inner = v; } });
+    const arr: unknown[] = [1, -0, undefined];
+    const snap = takeSnapshot([o, arr]);
+    snap.restore();
+    assert.equal(stores, 0, 'an unchanged field is not stored to');
+    inner = 2;
+    o['z'] = -0;
+    delete o['gone'];
+    arr[1] = 0;
+    delete arr[2];
+    snap.restore();
+    assert.equal(stores, 1);
+    assert.equal(o['watched'], 1);
+    assert.ok(Object.is(o['z'], 0), '-0 is not taken for the recorded 0');
+    assert.ok(Object.hasOwn(o, 'gone'), 'a deleted field whose value was undefined comes back');
+    assert.ok(Object.is(arr[1], -0));
+    assert.ok(2 in arr, 'an emptied element comes back');
+    assert.deepEqual(Object.keys(o), ['a', 'z', 'watched', 'gone']);
+  });
+
   it('shares unchanged typed-array copies with a base snapshot and still restores each one exactly', () => {
     const tables = [new Uint32Array([1, 2, 3]), new Uint32Array([4, 5, 6]), new Float64Array([0.5])];
     const first = takeSnapshot([tables]);
