@@ -161,18 +161,6 @@ export function kvm_page_table_hashfn(gfn: number): number {
   return hi >>> (32 - KVM_MMU_HASH_SHIFT);
 }
 
-/**
- * Buckets of ShadowMmu.gpte_gfn_count: a counting filter over the gfns of hashed shadow pages with
- * gPTEs, indexed by low gfn bits (a zero count proves no such page exists for any gfn of the bucket).
- */
-const GPTE_GFN_FILTER_BITS = 14;
-const GPTE_GFN_FILTER_MASK = (1 << GPTE_GFN_FILTER_BITS) - 1;
-
-/** Bucket of `gfn` in gpte_gfn_count (`>>> 0` keeps the low 32 bits of a gfn up to 2^52). */
-function gpte_gfn_bucket(gfn: number): number {
-  return (gfn >>> 0) & GPTE_GFN_FILTER_MASK;
-}
-
 /** Model-wide scratch (no allocation per SPTE). */
 const tmp: U64 = { lo: 0, hi: 0 };
 const rmap_res = { head: 0 };
@@ -183,12 +171,6 @@ export class ShadowMmu {
   readonly masks: SpteMasks;
   /** kvm->arch.mmu_page_hash: bucket heads; SPs chain through hash_next. */
   readonly mmu_page_hash: (KvmMmuPage | null)[] = new Array(KVM_NUM_MMU_PAGES).fill(null);
-  /**
-   * Model-only index (no kernel counterpart): per gpte_gfn_bucket, how many shadow pages with gPTEs are
-   * in mmu_page_hash. mmu_try_to_unsync_pages runs for every writable SPTE and almost never finds a
-   * shadowed gfn; a zero here lets it skip the hash and the bucket walk, which find nothing then.
-   */
-  readonly gpte_gfn_count = new Int32Array(1 << GPTE_GFN_FILTER_BITS);
   /** kvm->arch.active_mmu_pages: head = newest. */
   active_head: KvmMmuPage | null = null;
   active_tail: KvmMmuPage | null = null;
@@ -801,14 +783,9 @@ function hash_del(sk: ShadowMmu, sp: KvmMmuPage): void {
     sk.mmu_page_hash[b] = sp.hash_next;
   } else {
     while (p !== null && p.hash_next !== sp) p = p.hash_next;
-    if (p === null) {
-      sp.hash_next = null;
-      return;
-    }
-    p.hash_next = sp.hash_next;
+    if (p !== null) p.hash_next = sp.hash_next;
   }
   sp.hash_next = null;
-  if (sp_has_gptes(sp)) sk.gpte_gfn_count[gpte_gfn_bucket(sp.gfn)]!--;
 }
 
 /** write-track helpers (__kvm_write_track_add_gfn / remove). */
@@ -912,10 +889,7 @@ export function kvm_mmu_alloc_shadow_page(sk: ShadowMmu, sv: ShadowVcpu | null, 
   const b = kvm_page_table_hashfn(gfn);
   sp.hash_next = sk.mmu_page_hash[b]!;
   sk.mmu_page_hash[b] = sp;
-  if (sp_has_gptes(sp)) {
-    sk.gpte_gfn_count[gpte_gfn_bucket(gfn)]!++;
-    account_shadowed(sk, sp);
-  }
+  if (sp_has_gptes(sp)) account_shadowed(sk, sp);
   return sp;
 }
 
@@ -1290,8 +1264,6 @@ function kvm_unsync_page(sk: ShadowMmu, sp: KvmMmuPage): void {
 export function mmu_try_to_unsync_pages(sk: ShadowMmu, slot: KvmMemorySlot | null, gfn: number, synchronizing: boolean, prefetch: boolean): number {
   if (probes.armed) probes.hit(PR_TRY_UNSYNC, { gfn, synchronizing, prefetch });
   if (slot !== null ? slot_gfn_write_tracked(sk, slot, gfn) : kvm_gfn_is_write_tracked(sk.kvm, gfn)) return -1; // -EPERM
-  // No hashed page with gPTEs in gfn's bucket: for_each_gfn_valid_sp_with_gptes would visit none.
-  if (sk.gpte_gfn_count[gpte_gfn_bucket(gfn)] === 0) return 0;
   for (let sp: KvmMmuPage | null = sk.mmu_page_hash[kvm_page_table_hashfn(gfn)]!; sp !== null; sp = sp.hash_next) {
     if (sp.gfn !== gfn || is_obsolete_sp(sk.kvm, sp) || !sp_has_gptes(sp)) continue;
     if (synchronizing) return -1;
