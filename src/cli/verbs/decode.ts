@@ -1,11 +1,16 @@
 /** `kvm-mmu decode <kind> VALUE ...`: routes to one module per kind of value. */
 import type { VerbModule } from './index';
+// static, like the verbs themselves (see ./index.ts: import() made esbuild wrap the engine's modules)
+import * as pferr from './decode/pferr';
+import * as role from './decode/role';
+import * as s2pte from './decode/s2pte';
+import * as spte from './decode/spte';
 
 const KINDS: Record<string, { summary: string; load: () => Promise<VerbModule> }> = {
-  spte: { summary: 'an SPTE (EPT or NPT/legacy format)', load: () => import('./decode/spte') },
-  role: { summary: 'a kvm_mmu_page_role word', load: () => import('./decode/role') },
-  pferr: { summary: 'a page-fault error code (incl. AMD #NPF and KVM synthetic bits)', load: () => import('./decode/pferr') },
-  s2pte: { summary: 'an arm64 stage-2 descriptor (with pKVM owner annotations)', load: () => import('./decode/s2pte') },
+  spte: { summary: 'an SPTE (EPT or NPT/legacy format)', load: async () => spte },
+  role: { summary: 'a kvm_mmu_page_role word', load: async () => role },
+  pferr: { summary: 'a page-fault error code (incl. AMD #NPF and KVM synthetic bits)', load: async () => pferr },
+  s2pte: { summary: 'an arm64 stage-2 descriptor (with pKVM owner annotations)', load: async () => s2pte },
 };
 
 function usage(): string {
