@@ -99,7 +99,7 @@ export class RuntimeClient extends EventEmitter {
       // already gone
     }
     // the worker answers disconnect and then returns from its loop: give it the moment it needs to exit
-    if (!this.exited) await Promise.race([new Promise((r) => this.worker.once('exit', r)), new Promise((r) => setTimeout(r, 500))]);
+    if (!this.exited) await Promise.race([new Promise((r) => this.worker.once('exit', r)), new Promise((r) => setTimeout(r, 100))]);
     if (!this.exited) {
       this.terminating = true;
       await this.worker.terminate();
