@@ -633,7 +633,7 @@ export class TraceParser {
     const schema = EVENTS[id]!;
     const ev = this.ev;
     ev.reset(schema);
-    const r = view !== null && parseBytesFast(id, bytes!, view, p0, b, ev) === PAYLOAD_OK ? PAYLOAD_OK : parsePayloadById(id, s, p0, b, ev, this.kernelOpts, bytes, view);
+    const r = view !== null && parseBytesFast(id, bytes!, view, p0, b, ev) === PAYLOAD_OK ? PAYLOAD_OK : parsePayloadById(id, s, p0, b, ev, this.kernelOpts);
     if (r !== PAYLOAD_OK) {
       this.lastBadName = schema.name;
       return r === PAYLOAD_TRUNCATED ? EV_TRUNC : EV_BAD;

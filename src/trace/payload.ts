@@ -122,69 +122,6 @@ function readDec(s: string, pos: number, end: number, signed: boolean): number {
   return pos;
 }
 
-/**
- * readHex over the bytes of an ASCII chunk (b[i] is s.charCodeAt(i)): a typed-array load costs less than
- * `charCodeAt`, which must dispatch on the string's representation.
- */
-function readHexB(b: Uint8Array, view: DataView, pos: number, end: number): number {
-  const start = pos;
-  let v = 0;
-  const fast = end - pos < 13 ? end : pos + 13;
-  // two digits per step (a big-endian 16-bit read indexes the pair table), then an odd last one
-  while (pos + 1 < fast) {
-    const dd = HEX2[view.getUint16(pos)]!;
-    if (dd < 0) break;
-    v = v * 256 + dd;
-    pos += 2;
-  }
-  if (pos < fast) {
-    const d = HEXB[b[pos]!]!;
-    if (d >= 0) {
-      v = v * 16 + d;
-      pos++;
-    }
-  }
-  if (pos === start) return -1;
-  let lo = v >>> 0;
-  let hi = (v / 0x1_0000_0000) >>> 0;
-  if (pos === fast && pos < end) {
-    while (pos < end) {
-      const d = HEXB[b[pos]!]!;
-      if (d < 0) break;
-      hi = ((hi << 4) | (lo >>> 28)) >>> 0;
-      lo = ((lo << 4) | d) >>> 0;
-      pos++;
-    }
-    if (pos - start > 16) {
-      let z = start;
-      while (z < pos && b[z] === 48) z++;
-      if (pos - z > 16) return -1;
-    }
-  }
-  VH[0] = lo;
-  VH[1] = hi;
-  return pos;
-}
-
-/** readDec over the bytes of an ASCII chunk; the unusual cases (negative, >= 2^31) go to readDec. */
-function readDecB(b: Uint8Array, s: string, pos: number, end: number, signed: boolean): number {
-  if (signed && pos < end && b[pos] === 45) return readDec(s, pos, end, signed);
-  const start = pos;
-  let n = 0;
-  while (pos < end) {
-    const c = b[pos]! - 48;
-    if (c < 0 || c > 9) break;
-    n = n * 10 + c;
-    pos++;
-  }
-  if (pos === start) return -1;
-  if (n > 0x7fff_ffff) return readDec(s, start, end, signed);
-  vNum = n;
-  VH[0] = n;
-  VH[1] = 0;
-  return pos;
-}
-
 /** Truncated-or-mismatch verdict when literal `lit` does not match at pos. */
 function litFail(s: string, pos: number, end: number, lit: string): number {
   const avail = end - pos;
@@ -575,7 +512,7 @@ export function parseParts(schema: EventSchema, parts: readonly Part[], s: strin
   return run(schema, compiled(schema, parts), s, pos, end, ev, opts);
 }
 
-function run(schema: EventSchema, c: Compiled, s: string, pos: number, end: number, ev: ParsedEvent, opts: PayloadOptions, bytes: Uint8Array | null = null, view: DataView | null = null): number {
+function run(schema: EventSchema, c: Compiled, s: string, pos: number, end: number, ev: ParsedEvent, opts: PayloadOptions): number {
   const ops = c.ops;
   const n = ops.length;
   for (let k = 0; k < n; k++) {
@@ -586,21 +523,7 @@ function run(schema: EventSchema, c: Compiled, s: string, pos: number, end: numb
       const at = c.litAt[k]! - pos;
       let j = pos;
       const stop = pos + L;
-      if (stop <= end) {
-        if (view !== null) {
-          // four bytes at a time, then the rest
-          const words = c.litWords;
-          const w0 = c.litWAt[k]!;
-          const w1 = w0 + (L >> 2);
-          let w = w0;
-          while (w < w1 && view.getInt32(j, true) === words[w]) {
-            w++;
-            j += 4;
-          }
-          if (w === w1) while (j < stop && bytes![j] === lits[at + j]) j++;
-        } else if (bytes !== null) while (j < stop && bytes[j] === lits[at + j]) j++;
-        else while (j < stop && s.charCodeAt(j) === lits[at + j]) j++;
-      }
+      if (stop <= end) while (j < stop && s.charCodeAt(j) === lits[at + j]) j++;
       if (j !== stop) {
         // a trimmed line loses the trailing space before an empty flag list (`pferr 0 `)
         if (pos >= end && tailCanBeEmpty(c, k, ev)) return PAYLOAD_OK;
@@ -613,11 +536,11 @@ function run(schema: EventSchema, c: Compiled, s: string, pos: number, end: numb
     const field = c.fields[k]!;
     if (op <= OP_HEX0X) {
       let r: number;
-      if (op === OP_HEX) r = view !== null ? readHexB(bytes!, view, pos, end) : readHex(s, pos, end);
-      else if (op === OP_DEC) r = bytes !== null ? readDecB(bytes, s, pos, end, c.signed[k] === 1) : readDec(s, pos, end, c.signed[k] === 1);
+      if (op === OP_HEX) r = readHex(s, pos, end);
+      else if (op === OP_DEC) r = readDec(s, pos, end, c.signed[k] === 1);
       else {
         if (s.charCodeAt(pos) !== 48 || s.charCodeAt(pos + 1) !== 120) return pos + 2 > end ? PAYLOAD_TRUNCATED : PAYLOAD_MISMATCH;
-        r = view !== null ? readHexB(bytes!, view, pos + 2, end) : readHex(s, pos + 2, end);
+        r = readHex(s, pos + 2, end);
       }
       if (r < 0) return PAYLOAD_MISMATCH;
       let lo = (VH[0]! & c.loMask[k]!) >>> 0;
@@ -867,9 +790,9 @@ export function parseBytesFast(id: number, b: Uint8Array, view: DataView, pos: n
   return runBytes(CUR[id]!, b, view, pos, end, ev);
 }
 
-export function parsePayloadById(id: number, s: string, pos: number, end: number, ev: ParsedEvent, opts: PayloadOptions, bytes: Uint8Array | null = null, view: DataView | null = null): number {
+export function parsePayloadById(id: number, s: string, pos: number, end: number, ev: ParsedEvent, opts: PayloadOptions): number {
   const schema = EVENTS[id]!;
-  const r = run(schema, CUR[id]!, s, pos, end, ev, opts, bytes, view);
+  const r = run(schema, CUR[id]!, s, pos, end, ev, opts);
   const older = OLD[id]!;
   if (r === PAYLOAD_OK || older.length === 0) return r;
   for (const c of older) {
